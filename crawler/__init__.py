@@ -1,0 +1,1 @@
+"""Scrapy crawler feeding the raw store (see crawler/run.py)."""

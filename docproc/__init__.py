@@ -1,0 +1,1 @@
+"""Document processing: PDF text, OCR, HTML, text and images into Document records."""

@@ -1,0 +1,1 @@
+"""The CLLM language model, its trainer, evaluation and generation."""

@@ -1,0 +1,101 @@
+"""Atomic writes: a temp file in the same folder, fsync, rename. Readers never see half a file."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+TEMP_SUFFIX = ".tmp"
+TEMP_PREFIX = "."
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_write(
+    path: Path | str, mode: str = "wb", encoding: str | None = None
+) -> Iterator[IO[Any]]:
+    """Yield a file to write; on success it replaces `path` in one rename, on error it vanishes."""
+    if mode not in ("wb", "w"):
+        raise ValueError(f"atomic_write mode must be 'wb' or 'w', got {mode!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f"{TEMP_PREFIX}{path.name}.{os.getpid()}.", suffix=TEMP_SUFFIX, dir=path.parent
+    )
+    tmp = Path(tmp_name)
+    try:
+        if mode == "w":
+            fh: IO[Any] = os.fdopen(fd, "w", encoding=encoding or "utf-8", newline="")
+        else:
+            fh = os.fdopen(fd, "wb")
+        with fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: Path | str, data: bytes) -> None:
+    with atomic_write(path, "wb") as fh:
+        fh.write(data)
+
+
+def atomic_write_text(path: Path | str, text: str) -> None:
+    with atomic_write(path, "w") as fh:
+        fh.write(text)
+
+
+def atomic_write_json(path: Path | str, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def is_temp_name(name: str) -> bool:
+    return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
+
+
+def _writer_alive(temp_name: str) -> bool:
+    # Temp names carry the writer's pid (".<name>.<pid>.<random>.tmp"), so a resuming stage
+    # removes only what dead writers left and never a live writer's file.
+    parts = temp_name[len(TEMP_PREFIX) : -len(TEMP_SUFFIX)].split(".")
+    pid = next((int(p) for p in reversed(parts[:-1]) if p.isdigit()), None)
+    if pid is None:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_orphan_temps(folder: Path | str, recursive: bool = False) -> int:
+    """Delete temp files that killed writers left behind; returns how many."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    candidates = folder.rglob("*") if recursive else folder.iterdir()
+    removed = 0
+    for p in candidates:
+        if is_temp_name(p.name) and p.is_file() and not _writer_alive(p.name):
+            p.unlink(missing_ok=True)
+            removed += 1
+    return removed

@@ -1,0 +1,514 @@
+"""One config for every stage: a dataclass per section of `cllm.toml`, checked on load.
+
+Precedence, lowest first: field defaults < the TOML file < environment `CLLM_<SECTION>__<KEY>`
+< `--set section.key=value` (and the CLI flags that mirror config keys).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pipeline.errors import ConfigError
+
+DEFAULT_CONFIG_NAME = "cllm.toml"
+RESOLVED_CONFIG_NAME = "config.toml"
+ENV_PREFIX = "CLLM_"
+MB = 1024 * 1024
+
+OcrMode = Literal["never", "auto", "force"]
+Scheduler = Literal["constant", "cosine", "linear", "step"]
+Norm = Literal["layernorm", "rmsnorm"]
+Position = Literal["learned", "rope", "sinusoidal", "prime", "clock", "spiral"]
+EmbeddingInit = Literal["normal", "lattice"]
+Symmetry = Literal["none", "twelvefold"]
+Device = Literal["auto", "cpu", "cuda", "mps"]
+Precision = Literal["auto", "fp32", "bf16"]
+InitFrom = Literal["scratch", "resume", "promoted"]
+
+
+def _require(ok: bool, key: str, rule: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{key} must be {rule}, got {value!r}")
+
+
+@dataclass(kw_only=True, slots=True)
+class SourcesConfig:
+    """What `cllm run` and the retrain flow ingest."""
+
+    urls: list[str] = field(default_factory=list)  # start URLs to crawl
+    paths: list[str] = field(default_factory=list)  # local files/folders to ingest
+
+
+@dataclass(kw_only=True, slots=True)
+class IngestConfig:
+    max_bytes: int = 200 * MB  # files larger than this become `too_large` failures
+    follow_symlinks: bool = True  # loops are detected and reported either way
+    exclude: list[str] = field(
+        default_factory=lambda: [".git", ".hg", ".svn", "__pycache__", ".DS_Store"]
+    )  # glob patterns matched against each file/folder name
+
+    def __post_init__(self) -> None:
+        _require(self.max_bytes > 0, "ingest.max_bytes", "> 0", self.max_bytes)
+
+
+@dataclass(kw_only=True, slots=True)
+class CrawlConfig:
+    max_pages: int = 500  # page budget for one crawl (stored responses)
+    max_depth: int = 5  # link hops from a start URL
+    max_pages_per_domain: int = 0  # cap against traps; 0 = max_pages
+    allow_private: bool = False  # allow loopback/private/link-local/reserved addresses
+    allowed_domains: list[str] = field(default_factory=list)  # empty = the start URLs' hosts
+    denied_domains: list[str] = field(default_factory=list)
+    exclude_patterns: list[str] = field(default_factory=list)  # regexes matched on the URL
+    blocklist_file: str = ""  # lines: exact URL, domain:, prefix:, regex: (see crawler/)
+    file_types: list[str] = field(
+        default_factory=lambda: ["html", "pdf", "txt", "md", "png", "jpg", "gif", "tif", "bmp",
+                                 "webp", "epub"]
+    )  # kinds of content kept
+    strip_params: list[str] = field(
+        default_factory=lambda: ["utm_*", "fbclid", "gclid", "mc_cid", "mc_eid"]
+    )  # query parameters removed when normalising URLs (glob patterns)
+    sitemaps: list[str] = field(default_factory=list)  # sitemap URLs to seed from
+    obey_robots: bool = True
+    concurrency: int = 8  # concurrent requests overall
+    per_domain_concurrency: int = 4
+    delay_s: float = 0.25  # base delay between requests to one domain
+    autothrottle: bool = True
+    timeout_s: float = 30.0  # per request
+    retries: int = 2  # for 5xx and timeouts
+    max_bytes: int = 50 * MB  # download size limit per response
+    user_agent: str = "cllm-crawler/0.1 (+https://github.com/cllm/cllm-pipeline)"
+    redis_url: str = ""  # set to share the frontier across machines (scrapy-redis)
+
+    def __post_init__(self) -> None:
+        _require(self.max_pages > 0, "crawl.max_pages", "> 0", self.max_pages)
+        _require(self.max_depth >= 0, "crawl.max_depth", ">= 0", self.max_depth)
+        _require(self.max_pages_per_domain >= 0, "crawl.max_pages_per_domain", ">= 0",
+                 self.max_pages_per_domain)
+        _require(self.concurrency > 0, "crawl.concurrency", "> 0", self.concurrency)
+        _require(self.per_domain_concurrency > 0, "crawl.per_domain_concurrency", "> 0",
+                 self.per_domain_concurrency)
+        _require(self.delay_s >= 0, "crawl.delay_s", ">= 0", self.delay_s)
+        _require(self.timeout_s > 0, "crawl.timeout_s", "> 0", self.timeout_s)
+        _require(self.retries >= 0, "crawl.retries", ">= 0", self.retries)
+        _require(self.max_bytes > 0, "crawl.max_bytes", "> 0", self.max_bytes)
+        _require(bool(self.user_agent.strip()), "crawl.user_agent", "non-empty", self.user_agent)
+
+
+@dataclass(kw_only=True, slots=True)
+class ExtractConfig:
+    workers: int = 0  # processes; 0 = number of cores
+    ocr: OcrMode = "auto"  # never | auto (pages that need it) | force (every page)
+    ocr_redo: bool = False  # in auto mode, redo pages that carry an invisible OCR layer
+    dpi: int = 300  # render resolution for OCR
+    lang: str = "eng"  # Tesseract language(s), e.g. "eng+deu"
+    psm: int = 3  # Tesseract page segmentation mode
+    timeout_s: float = 300.0  # per document; a slower document becomes a `timeout` failure
+    max_pages: int = 2000  # documents with more pages become `too_large` failures
+    max_image_pixels: int = 100_000_000  # larger images are refused as decompression bombs
+    tasks_per_worker: int = 50  # recycle a worker after this many documents (leaks)
+    part_docs: int = 200  # documents per docs/part-NNNNN.jsonl.zst
+    retry_failed: bool = False  # re-run sources that failed before
+
+    def __post_init__(self) -> None:
+        _require(self.workers >= 0, "extract.workers", ">= 0", self.workers)
+        _require(50 <= self.dpi <= 1200, "extract.dpi", "in 50..1200", self.dpi)
+        _require(0 <= self.psm <= 13, "extract.psm", "in 0..13", self.psm)
+        _require(bool(self.lang.strip()), "extract.lang", "non-empty", self.lang)
+        _require(self.timeout_s > 0, "extract.timeout_s", "> 0", self.timeout_s)
+        _require(self.max_pages > 0, "extract.max_pages", "> 0", self.max_pages)
+        _require(self.max_image_pixels > 0, "extract.max_image_pixels", "> 0",
+                 self.max_image_pixels)
+        _require(self.tasks_per_worker > 0, "extract.tasks_per_worker", "> 0",
+                 self.tasks_per_worker)
+        _require(self.part_docs > 0, "extract.part_docs", "> 0", self.part_docs)
+
+
+@dataclass(kw_only=True, slots=True)
+class CleanConfig:
+    min_chars: int = 200  # shorter documents are dropped (`too_short`)
+    min_words: int = 30
+    min_alpha_ratio: float = 0.5  # share of letters among non-space characters
+    max_symbol_ratio: float = 0.3  # share of symbol/punctuation characters
+    max_repeated_line_ratio: float = 0.3  # share of lines that repeat another line
+    max_short_line_ratio: float = 0.67  # share of lines shorter than short_line_chars
+    short_line_chars: int = 20
+    dedup_exact: bool = True  # drop documents whose normalised text was seen before
+    dedup_near: bool = True  # drop near-duplicates (MinHash LSH)
+    near_jaccard: float = 0.8  # Jaccard similarity at or above which a document is a near-dup
+    minhash_perm: int = 128
+    shingle_words: int = 5
+
+    def __post_init__(self) -> None:
+        _require(self.min_chars >= 0, "clean.min_chars", ">= 0", self.min_chars)
+        _require(self.min_words >= 0, "clean.min_words", ">= 0", self.min_words)
+        for name in ("min_alpha_ratio", "max_symbol_ratio", "max_repeated_line_ratio",
+                     "max_short_line_ratio"):
+            value = getattr(self, name)
+            _require(0.0 <= value <= 1.0, f"clean.{name}", "in 0..1", value)
+        _require(0.0 < self.near_jaccard <= 1.0, "clean.near_jaccard", "in (0, 1]",
+                 self.near_jaccard)
+        _require(self.minhash_perm >= 16, "clean.minhash_perm", ">= 16", self.minhash_perm)
+        _require(self.shingle_words >= 1, "clean.shingle_words", ">= 1", self.shingle_words)
+
+
+@dataclass(kw_only=True, slots=True)
+class TokenizeConfig:
+    vocab_size: int = 8192
+    tokenizer: str = ""  # path to an existing tokenizer.json; empty = train one
+    min_frequency: int = 2  # BPE merges need a pair seen this often
+    eos_token: str = "<|endoftext|>"
+    segment_chars: int = 20_000  # long documents are encoded in segments of about this size
+    batch_docs: int = 256  # documents per encode batch
+    threads: int = 0  # encoder threads; 0 = number of cores
+
+    def __post_init__(self) -> None:
+        _require(256 < self.vocab_size <= 1 << 20, "tokenize.vocab_size", "in 257..1048576",
+                 self.vocab_size)
+        _require(self.min_frequency >= 1, "tokenize.min_frequency", ">= 1", self.min_frequency)
+        _require(bool(self.eos_token), "tokenize.eos_token", "non-empty", self.eos_token)
+        _require(self.segment_chars >= 1000, "tokenize.segment_chars", ">= 1000",
+                 self.segment_chars)
+        _require(self.batch_docs > 0, "tokenize.batch_docs", "> 0", self.batch_docs)
+        _require(self.threads >= 0, "tokenize.threads", ">= 0", self.threads)
+
+
+@dataclass(kw_only=True, slots=True)
+class ShardsConfig:
+    val_fraction: float = 0.05  # share of documents (by id) in the val split
+    shard_tokens: int = 16 * MB  # tokens per shard before a new one starts
+
+    def __post_init__(self) -> None:
+        _require(0.0 <= self.val_fraction < 1.0, "shards.val_fraction", "in [0, 1)",
+                 self.val_fraction)
+        _require(self.shard_tokens >= 1024, "shards.shard_tokens", ">= 1024", self.shard_tokens)
+
+
+@dataclass(kw_only=True, slots=True)
+class TrainConfig:
+    run: str = "default"  # run name: outputs go to runs/<run>/
+    init_from: InitFrom = "scratch"  # scratch | resume (this run's last checkpoint) | promoted
+    # model shape (nanoGPT names); vocab size comes from the shard manifest
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    block_size: int = 128  # context length in tokens
+    dropout: float = 0.0
+    bias: bool = False
+    norm: Norm = "layernorm"
+    position: Position = "learned"
+    embedding_init: EmbeddingInit = "normal"
+    lattice_scale: float = 1.0  # multiplies the lattice init (see CRYSTALLINE.md)
+    symmetry: Symmetry = "none"
+    # optimisation
+    batch_size: int = 16  # sequences per micro-batch (per process)
+    grad_accum: int = 1  # micro-batches per optimizer step
+    max_steps: int = 2000
+    max_seconds: float = 0.0  # stop after this much wall time; 0 = no limit
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_steps: int = 100
+    scheduler: Scheduler = "cosine"
+    # step: decay every this many steps; cosine/linear: decay over this many (0 = max_steps)
+    lr_decay_steps: int = 0
+    lr_decay_factor: float = 0.1  # step schedule: multiply lr by this at each decay
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0  # 0 = off
+    # evaluation and checkpoints
+    eval_interval: int = 200
+    eval_iters: int = 20
+    patience: int = 0  # early stop after this many evals without improvement; 0 = off
+    save_interval: int = 500
+    keep_last: int = 3  # checkpoints kept besides the best
+    # runtime
+    device: Device = "auto"
+    precision: Precision = "auto"  # bf16 autocast where the device supports it
+    compile: bool = False
+    seed: int = 1337
+    threads: int = 0  # torch CPU threads; 0 = leave torch's default
+
+    def __post_init__(self) -> None:
+        for name in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "grad_accum",
+                     "max_steps", "eval_interval", "eval_iters", "save_interval", "keep_last"):
+            _require(getattr(self, name) > 0, f"train.{name}", "> 0", getattr(self, name))
+        _require(self.n_embd % self.n_head == 0, "train.n_embd",
+                 f"a multiple of train.n_head ({self.n_head})", self.n_embd)
+        _require(0.0 <= self.dropout < 1.0, "train.dropout", "in [0, 1)", self.dropout)
+        _require(self.lr > 0, "train.lr", "> 0", self.lr)
+        _require(0 <= self.min_lr <= self.lr, "train.min_lr", f"in [0, train.lr={self.lr}]",
+                 self.min_lr)
+        _require(self.warmup_steps >= 0, "train.warmup_steps", ">= 0", self.warmup_steps)
+        _require(self.lr_decay_steps >= 0, "train.lr_decay_steps", ">= 0", self.lr_decay_steps)
+        _require(0 < self.lr_decay_factor <= 1, "train.lr_decay_factor", "in (0, 1]",
+                 self.lr_decay_factor)
+        _require(self.weight_decay >= 0, "train.weight_decay", ">= 0", self.weight_decay)
+        _require(0 <= self.beta1 < 1, "train.beta1", "in [0, 1)", self.beta1)
+        _require(0 <= self.beta2 < 1, "train.beta2", "in [0, 1)", self.beta2)
+        _require(self.grad_clip >= 0, "train.grad_clip", ">= 0", self.grad_clip)
+        _require(self.patience >= 0, "train.patience", ">= 0", self.patience)
+        _require(self.max_seconds >= 0, "train.max_seconds", ">= 0", self.max_seconds)
+        _require(self.lattice_scale > 0, "train.lattice_scale", "> 0", self.lattice_scale)
+        _require(self.threads >= 0, "train.threads", ">= 0", self.threads)
+        _require(bool(self.run) and "/" not in self.run and not self.run.startswith("."),
+                 "train.run", "a plain folder name", self.run)
+
+
+@dataclass(kw_only=True, slots=True)
+class SampleConfig:
+    max_new_tokens: int = 200
+    temperature: float = 0.8
+    top_k: int = 0  # keep the k most likely tokens; 0 = off
+    top_p: float = 1.0  # nucleus sampling; 1.0 = off
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.max_new_tokens > 0, "sample.max_new_tokens", "> 0", self.max_new_tokens)
+        _require(self.temperature >= 0, "sample.temperature", ">= 0", self.temperature)
+        _require(self.top_k >= 0, "sample.top_k", ">= 0", self.top_k)
+        _require(0 < self.top_p <= 1, "sample.top_p", "in (0, 1]", self.top_p)
+
+
+@dataclass(kw_only=True, slots=True)
+class ValidateConfig:
+    tolerance: float = 0.05  # fail when val loss exceeds the promoted record by this fraction
+    eval_iters: int = 50  # batches per evaluation
+    batch_size: int = 8
+    canary_docs: int = 20  # val documents frozen as the canary set at first promotion
+
+    def __post_init__(self) -> None:
+        _require(self.tolerance >= 0, "validate.tolerance", ">= 0", self.tolerance)
+        _require(self.eval_iters > 0, "validate.eval_iters", "> 0", self.eval_iters)
+        _require(self.batch_size > 0, "validate.batch_size", "> 0", self.batch_size)
+        _require(self.canary_docs >= 0, "validate.canary_docs", ">= 0", self.canary_docs)
+
+
+@dataclass(kw_only=True, slots=True)
+class ScheduleConfig:
+    validate_cron: str = "0 * * * *"  # hourly
+    retrain_cron: str = "0 3 * * *"  # daily at 03:00
+    timezone: str = "UTC"
+    min_new_docs: int = 10  # retrain only when at least this many new documents arrived
+    retrain_from: Literal["promoted", "scratch"] = "promoted"
+    server_host: str = "127.0.0.1"  # where `cllm serve` starts a Prefect server if none is set
+    server_port: int = 4200
+
+    def __post_init__(self) -> None:
+        for name in ("validate_cron", "retrain_cron"):
+            value = getattr(self, name)
+            _require(len(value.split()) == 5, f"schedule.{name}", "a 5-field cron expression",
+                     value)
+        _require(self.min_new_docs >= 0, "schedule.min_new_docs", ">= 0", self.min_new_docs)
+        _require(0 < self.server_port < 65536, "schedule.server_port", "a TCP port",
+                 self.server_port)
+
+
+@dataclass(kw_only=True, slots=True)
+class Config:
+    sources: SourcesConfig = field(default_factory=SourcesConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    crawl: CrawlConfig = field(default_factory=CrawlConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    clean: CleanConfig = field(default_factory=CleanConfig)
+    tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
+    shards: ShardsConfig = field(default_factory=ShardsConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    validate: ValidateConfig = field(default_factory=ValidateConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return {f.name: dataclasses.asdict(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def to_toml(self) -> str:
+        import tomli_w
+
+        return tomli_w.dumps(self.to_dict())
+
+
+def section_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(Config)]
+
+
+def _section_class(section: str) -> type:
+    hints = typing.get_type_hints(Config)
+    if section not in hints:
+        raise ConfigError(
+            f"unknown config section [{section}]; valid sections: {', '.join(section_names())}"
+        )
+    return hints[section]
+
+
+def _coerce(key: str, expected: Any, value: Any) -> Any:
+    """Check `value` against the field type `expected`; return it (ints widen to float)."""
+    origin = typing.get_origin(expected)
+    if origin is Literal:
+        choices = typing.get_args(expected)
+        if value not in choices:
+            options = " | ".join(map(str, choices))
+            raise ConfigError(f"{key} must be one of {options}, got {value!r}")
+        return value
+    if origin in (types.UnionType, typing.Union):
+        for option in typing.get_args(expected):
+            try:
+                return _coerce(key, option, value)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key} has the wrong type: got {value!r}")
+    if origin is list:
+        (item_type,) = typing.get_args(expected)
+        if isinstance(value, str):  # "a,b" from --set or the environment
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        return [_coerce(f"{key}[{i}]", item_type, v) for i, v in enumerate(value)]
+    if expected is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if expected is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    if expected is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key} must be a number, got {value!r}")
+    if expected is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key} must be a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported field type {expected!r}")  # a bug in this module
+
+
+def _build_section(section: str, values: Mapping[str, Any]) -> Any:
+    cls = _section_class(section)
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in hints:
+            raise ConfigError(
+                f"unknown config key {section}.{key}; valid keys in [{section}]: {', '.join(valid)}"
+            )
+        kwargs[key] = _coerce(f"{section}.{key}", hints[key], value)
+    return cls(**kwargs)
+
+
+def _parse_scalar(text: str) -> Any:
+    """A --set or environment value: TOML when it parses (3, 1e-3, true, [..]), else a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _split_key(dotted: str, origin: str) -> tuple[str, str]:
+    section, sep, key = dotted.partition(".")
+    if not sep or not section or not key:
+        raise ConfigError(f"{origin}: expected section.key, got {dotted!r}")
+    _section_class(section)
+    return section, key
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Turn ["train.lr=3e-4", ...] into {"train": {"lr": 0.0003}}."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        dotted, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set expects section.key=value, got {item!r}")
+        section, key = _split_key(dotted.strip(), "--set")
+        out.setdefault(section, {})[key] = _parse_scalar(raw.strip())
+    return out
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """CLLM_TRAIN__LR=3e-4 -> {"train": {"lr": 0.0003}}; other CLLM_ variables are ignored."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX):].lower().partition("__")
+        _split_key(f"{section}.{key}", f"environment {name}")
+        out.setdefault(section, {})[key] = _parse_scalar(raw)
+    return out
+
+
+def _merge(into: dict[str, dict[str, Any]], layer: Mapping[str, Mapping[str, Any]]) -> None:
+    for section, values in layer.items():
+        into.setdefault(section, {}).update(values)
+
+
+def read_toml(path: Path) -> dict[str, dict[str, Any]]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    for section, values in data.items():
+        _section_class(section)
+        if not isinstance(values, dict):
+            raise ConfigError(f"config file {path}: [{section}] must be a table")
+    return data
+
+
+def build_config(layers: Iterable[Mapping[str, Mapping[str, Any]]]) -> Config:
+    merged: dict[str, dict[str, Any]] = {}
+    for layer in layers:
+        _merge(merged, layer)
+    return Config(**{section: _build_section(section, merged.get(section, {}))
+                     for section in section_names()})
+
+
+def load_config(
+    path: Path | None = None,
+    overrides: Iterable[str] = (),
+    environ: Mapping[str, str] | None = None,
+    extra: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Config:
+    """Resolve the config: defaults, then `path` (or ./cllm.toml if present), env, overrides.
+
+    `extra` holds values from CLI flags that mirror config keys; they win over everything.
+    """
+    layers: list[Mapping[str, Mapping[str, Any]]] = []
+    if path is None and Path(DEFAULT_CONFIG_NAME).is_file():
+        path = Path(DEFAULT_CONFIG_NAME)
+    if path is not None:
+        layers.append(read_toml(Path(path)))
+    layers.append(env_overrides(os.environ if environ is None else environ))
+    layers.append(parse_overrides(overrides))
+    if extra:
+        layers.append(extra)
+    return build_config(layers)
+
+
+def replace(cfg: Config, section: str, **changes: Any) -> Config:
+    """A copy of `cfg` with some keys of one section changed (checked like any other value)."""
+    current = dataclasses.asdict(getattr(cfg, section))
+    current.update(changes)
+    new = dataclasses.replace(cfg)
+    setattr(new, section, _build_section(section, current))
+    return new
+
+
+def save_resolved(cfg: Config, folder: Path, stage: str = "") -> Path:
+    """Write the resolved config next to a stage's output, so the output says what made it.
+
+    Stages sharing a folder (ingest and crawl both write raw/) pass their name.
+    """
+    from pipeline.atomic import atomic_write_text
+
+    path = Path(folder) / (f"{stage}.{RESOLVED_CONFIG_NAME}" if stage else RESOLVED_CONFIG_NAME)
+    atomic_write_text(path, cfg.to_toml())
+    return path

@@ -1,0 +1,34 @@
+"""One writer per stage output: a second process gets a clear error instead of racing."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+
+class LockedError(RuntimeError):
+    pass
+
+
+@contextlib.contextmanager
+def stage_lock(folder: Path, stage: str) -> Iterator[None]:
+    """Hold `<folder>/.<stage>.lock` for the block. The kernel drops it if the process dies."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f".{stage}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+            raise LockedError(
+                f"{stage} is already running on {folder} (pid {holder}); wait for it or stop it"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
