@@ -127,3 +127,52 @@ def open_split(folder: Path, split: Split, manifest: Manifest | None = None) -> 
     folder = Path(folder)
     manifest = manifest or read_manifest(folder / "manifest.json")
     return [open_shard(folder, s, manifest.dtype)[0] for s in manifest.split_shards(split)]
+
+
+class ShardWriter:
+    """Append documents to the shards of one split; each full shard is written atomically.
+
+    A document never spans two shards, so every .idx offset points into its own .bin.
+    The caller lists the returned ShardInfo in the manifest, which makes the shard visible.
+    """
+
+    def __init__(self, folder: Path, split: Split, *, dtype: str, eos_id: int,
+                 shard_tokens: int, first_number: int = 0) -> None:
+        self.folder = Path(folder)
+        self.split = split
+        self.dtype = np.dtype(dtype).newbyteorder("<")
+        self.eos = np.array([eos_id], dtype=self.dtype)
+        self.shard_tokens = shard_tokens
+        self.number = first_number
+        self._pieces: list[np.ndarray] = []
+        self._ends: list[int] = []
+        self._tokens = 0
+
+    def add(self, ids: np.ndarray | list[int]) -> ShardInfo | None:
+        """Add one document (EOS is appended); returns the shard it completed, if any."""
+        arr = np.asarray(ids)
+        if arr.size and int(arr.max()) > np.iinfo(self.dtype).max:
+            raise ValueError(f"token id {int(arr.max())} does not fit {self.dtype.name}")
+        self._pieces.append(arr.astype(self.dtype, copy=False))
+        self._pieces.append(self.eos)
+        self._tokens += arr.size + 1
+        self._ends.append(self._tokens)
+        return self.flush() if self._tokens >= self.shard_tokens else None
+
+    def flush(self) -> ShardInfo | None:
+        """Write what is buffered as one shard (nothing if empty)."""
+        if not self._ends:
+            return None
+        from pipeline.atomic import atomic_write_bytes
+
+        name = shard_name(self.split, self.number)
+        data = np.concatenate(self._pieces).tobytes()
+        idx = np.asarray(self._ends, dtype=IDX_DTYPE).tobytes()
+        atomic_write_bytes(self.folder / f"{name}.idx", idx)
+        atomic_write_bytes(self.folder / f"{name}.bin", data)
+        info = ShardInfo(name=name, split=self.split, tokens=self._tokens, docs=len(self._ends),
+                         bytes=len(data), sha256=hashlib.sha256(data).hexdigest(),
+                         idx_sha256=hashlib.sha256(idx).hexdigest())
+        self.number += 1
+        self._pieces, self._ends, self._tokens = [], [], 0
+        return info
