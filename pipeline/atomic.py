@@ -14,6 +14,16 @@ TEMP_SUFFIX = ".tmp"
 TEMP_PREFIX = "."
 
 
+def _default_file_mode() -> int:
+    # mkstemp creates files 0600; outputs should get the usual mode the umask gives.
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+FILE_MODE = _default_file_mode()
+
+
 def _fsync_dir(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
@@ -36,6 +46,7 @@ def atomic_write(
     )
     tmp = Path(tmp_name)
     try:
+        os.fchmod(fd, FILE_MODE)
         if mode == "w":
             fh: IO[Any] = os.fdopen(fd, "w", encoding=encoding or "utf-8", newline="")
         else:

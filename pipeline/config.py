@@ -467,6 +467,8 @@ def build_config(layers: Iterable[Mapping[str, Mapping[str, Any]]]) -> Config:
     merged: dict[str, dict[str, Any]] = {}
     for layer in layers:
         _merge(merged, layer)
+    for section in merged:
+        _section_class(section)
     return Config(**{section: _build_section(section, merged.get(section, {}))
                      for section in section_names()})
 

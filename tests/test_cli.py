@@ -1,0 +1,97 @@
+"""The `cllm` command: instant help, options before or after the command, exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+from pipeline.cli import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
+from pipeline.layout import DataRoot
+from pipeline.lock import stage_lock
+
+HEAVY = ("torch", "pymupdf", "scrapy", "twisted", "prefect", "tokenizers", "numpy", "pytesseract")
+
+
+def _cllm(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_help_imports_no_heavy_library(cli_env: dict[str, str], tmp_path: Path) -> None:
+    code = ("import sys; from pipeline.cli import build_parser; p = build_parser(); "
+            "p.format_help(); [s.choices[c].format_help() for s in p._subparsers._group_actions "
+            f"for c in s.choices]; print(','.join(m for m in {HEAVY!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], env=cli_env, cwd=tmp_path,
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+    helped = _cllm(["--help"], cli_env, tmp_path)
+    assert helped.returncode == 0
+    for word in ("--root", "--config", "--set", "--strict", "ingest", "extract", "train"):
+        assert word in helped.stdout
+
+
+def test_global_options_work_before_and_after_the_command(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("some text")
+    before = tmp_path / "r1"
+    after = tmp_path / "r2"
+    assert main(["--root", str(before), "-q", "ingest", str(tmp_path / "a.txt")]) == EXIT_OK
+    assert main(["ingest", str(tmp_path / "a.txt"), "--root", str(after), "-q",
+                 "--set", "ingest.max_bytes=1000"]) == EXIT_OK
+    assert DataRoot.at(before).raw_index.is_file()
+    assert DataRoot.at(after).raw_index.is_file()
+    resolved = tomllib.loads((after / "raw" / "ingest.config.toml").read_text())
+    assert resolved["ingest"]["max_bytes"] == 1000
+
+
+def test_flags_that_mirror_config_keys(tmp_path: Path, capsys) -> None:
+    assert main(["--root", str(tmp_path), "config", "show", "--set", "train.lr=0.5"]) == 0
+    shown = tomllib.loads(capsys.readouterr().out)
+    assert shown["train"]["lr"] == 0.5
+
+
+def test_exit_codes(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    good, empty = tmp_path / "good.txt", tmp_path / "empty.txt"
+    good.write_text("fine")
+    empty.write_text("")
+    root = str(tmp_path / "data")
+
+    ok = _cllm(["--root", root, "ingest", str(good), str(empty)], cli_env, tmp_path)
+    assert ok.returncode == EXIT_OK, ok.stderr
+    assert "1 kept" in ok.stdout and "failed (empty=1)" in ok.stdout
+    assert "empty.txt" in ok.stderr
+
+    strict = _cllm(["--root", root, "ingest", "--strict", str(empty)], cli_env, tmp_path)
+    assert strict.returncode == EXIT_FAILED
+
+    bad_key = _cllm(["--root", root, "--set", "ingest.nope=1", "ingest", str(good)], cli_env,
+                    tmp_path)
+    assert bad_key.returncode == EXIT_USAGE
+    assert "ingest.nope" in bad_key.stderr and "max_bytes" in bad_key.stderr
+
+    bad_value = _cllm(["--root", root, "ingest", str(good), "--max-bytes", "-5"], cli_env,
+                      tmp_path)
+    assert bad_value.returncode == EXIT_USAGE and "ingest.max_bytes must be > 0" in bad_value.stderr
+
+    assert _cllm(["no-such-command"], cli_env, tmp_path).returncode == EXIT_USAGE
+    bad_file = _cllm(["--config", str(tmp_path / "none.toml"), "config"], cli_env, tmp_path)
+    assert bad_file.returncode == EXIT_USAGE and "does not exist" in bad_file.stderr
+
+
+def test_locked_data_root_is_an_environment_error(tmp_path: Path) -> None:
+    root = DataRoot.at(tmp_path / "data")
+    (tmp_path / "a.txt").write_text("x")
+    with stage_lock(root.raw, "ingest"):
+        code = subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", "--root", str(root.path), "ingest",
+             str(tmp_path / "a.txt")], capture_output=True, text=True, timeout=60)
+    assert code.returncode == EXIT_ENVIRONMENT
+    assert "already running" in code.stderr
+
+
+def test_cllm_toml_in_the_working_directory_is_read(tmp_path: Path, cli_env) -> None:
+    (tmp_path / "cllm.toml").write_text("[train]\nmax_steps = 77\n")
+    shown = _cllm(["config"], cli_env, tmp_path)
+    assert shown.returncode == 0
+    assert tomllib.loads(shown.stdout)["train"]["max_steps"] == 77

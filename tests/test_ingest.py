@@ -1,0 +1,157 @@
+"""Local ingest: sniffing by content, storing each content once, idempotent re-runs, failures."""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import Config, replace
+from pipeline.failures import FailureLog
+from pipeline.ingest import ingest_paths
+from pipeline.layout import DataRoot
+from pipeline.rawstore import RawStore, sha256_bytes
+from pipeline.sniff import sniff_bytes
+
+
+def _pdf_bytes(text: str) -> bytes:
+    import pymupdf
+
+    doc = pymupdf.open()
+    doc.new_page().insert_text((72, 72), text)
+    return doc.tobytes()
+
+
+def _image_bytes(fmt: str) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), "white").save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def _epub_bytes() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr(zipfile.ZipInfo("mimetype"), "application/epub+zip")
+        zf.writestr("META-INF/container.xml", "<container/>")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    top = tmp_path / "corpus"
+    (top / "docs" / "deep").mkdir(parents=True)
+    (top / "img").mkdir()
+    files = {
+        "docs/report.pdf": _pdf_bytes("quarterly report"),
+        "docs/deep/notes.txt": "plain notes, café\n".encode(),
+        "docs/readme.md": b"# Title\n\nSome *markdown*.\n",
+        "docs/page.html": b"<!DOCTYPE html><html><title>t</title><p>hi</p></html>",
+        "docs/copy-of-notes.txt": "plain notes, café\n".encode(),
+        "docs/book.epub": _epub_bytes(),
+        "img/scan.png": _image_bytes("PNG"),
+        "img/photo.jpg": _image_bytes("JPEG"),
+        "img/fax.tiff": _image_bytes("TIFF"),
+        "docs/lying.pdf": b"<html><body>not a pdf at all</body></html>",
+        "docs/blob.bin": bytes(range(256)) * 4,
+        "docs/empty.txt": b"",
+    }
+    for name, data in files.items():
+        (top / name).write_bytes(data)
+    (top / "docs" / "deep" / "loop").symlink_to(top / "docs")
+    (top / "docs" / "dangling").symlink_to(top / "nowhere")
+    (top / ".git").mkdir()
+    (top / ".git" / "config").write_text("excluded by default")
+    return top
+
+
+def _rows(root: DataRoot) -> dict[str, tuple[str, str]]:
+    with RawStore(root) as store:
+        return {Path(r.source).name: (r.status, r.mime) for r in store.iter_sources()}
+
+
+def test_sniff_goes_by_content_not_name() -> None:
+    assert sniff_bytes(b"%PDF-1.7\n...", "x.txt").mime == "application/pdf"
+    assert sniff_bytes(b"  <!doctype html><p>", "x.pdf").mime == "text/html"
+    assert sniff_bytes(b"# hi\n", "notes.md").mime == "text/markdown"
+    assert sniff_bytes(b"\x00\x01\x02binary", "x.txt").mime == "application/octet-stream"
+    assert sniff_bytes(b"\xef\xbb\xbfplain", "x").mime == "text/plain"
+
+
+def test_ingest_stores_each_content_once_and_records_failures(
+        tree: Path, root: DataRoot, cfg: Config) -> None:
+    stats = ingest_paths([tree], cfg, root, progress=False)
+
+    rows = _rows(root)
+    assert rows["report.pdf"] == ("stored", "application/pdf")
+    assert rows["lying.pdf"] == ("stored", "text/html")  # by content, not by name
+    assert rows["readme.md"][1] == "text/markdown"
+    assert rows["book.epub"][1] == "application/epub+zip"
+    assert {rows[n][1] for n in ("scan.png", "photo.jpg", "fax.tiff")} == {
+        "image/png", "image/jpeg", "image/tiff"}
+    notes = {rows["notes.txt"][0], rows["copy-of-notes.txt"][0]}
+    assert notes == {"stored", "duplicate"}  # same bytes under two names: one blob
+    assert "config" not in rows  # .git excluded
+
+    with RawStore(root) as store:
+        assert store.count_blobs() == 9
+        blob = store.get_blob(sha256_bytes((tree / "docs/report.pdf").read_bytes()))
+        assert blob is not None
+        assert root.blob(blob.sha256, "pdf").read_bytes() == (tree / "docs/report.pdf").read_bytes()
+
+    assert stats.kept == 9
+    assert stats.skipped == {"duplicate_content": 1}
+    assert stats.failed == {"unsupported": 1, "empty": 1, "unreadable": 2}
+    failures = {Path(f.source).name: f for f in FailureLog(root.raw_failures).read()}
+    assert set(failures) == {"blob.bin", "empty.txt", "loop", "dangling"}
+    assert "symlink loop" in failures["loop"].message
+    assert failures["empty.txt"].source == str(tree / "docs/empty.txt")
+    assert (root.raw / "ingest.config.toml").is_file()
+
+
+def test_second_run_stores_nothing_and_keeps_one_failure_row_each(
+        tree: Path, root: DataRoot, cfg: Config) -> None:
+    ingest_paths([tree], cfg, root, progress=False)
+    before = sorted(p.name for p in root.raw.rglob("*") if p.is_file())
+    again = ingest_paths([tree], cfg, root, progress=False)
+    assert again.kept == 0
+    assert again.skipped["unchanged"] == 10
+    assert sorted(p.name for p in root.raw.rglob("*") if p.is_file()) == before
+    assert len(FailureLog(root.raw_failures).read()) == 4
+
+
+def test_changed_and_fixed_files_are_picked_up(tree: Path, root: DataRoot, cfg: Config) -> None:
+    ingest_paths([tree], cfg, root, progress=False)
+    (tree / "docs/deep/notes.txt").write_text("new notes")
+    (tree / "docs/empty.txt").write_text("no longer empty")
+    stats = ingest_paths([tree], cfg, root, progress=False)
+    assert stats.kept == 2
+    assert "empty.txt" not in {Path(f.source).name for f in FailureLog(root.raw_failures).read()}
+    with RawStore(root) as store:
+        row = store.get_source(str(tree / "docs/deep/notes.txt"))
+        assert row is not None and row.sha256 == sha256_bytes(b"new notes")
+
+
+def test_size_limit_and_single_file_and_missing_path(
+        tree: Path, root: DataRoot, cfg: Config) -> None:
+    small = replace(cfg, "ingest", max_bytes=100)
+    stats = ingest_paths([tree / "docs/report.pdf", tree / "docs/readme.md", tree / "missing"],
+                         small, root, progress=False)
+    assert stats.kept == 1
+    assert stats.failed == {"too_large": 1, "unreadable": 1}
+    reasons = {Path(f.source).name: f.message for f in stats.failures}
+    assert "over ingest.max_bytes=100" in reasons["report.pdf"]
+    assert "not found" in reasons["missing"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_unreadable_file_is_a_failure(tree: Path, root: DataRoot, cfg: Config) -> None:
+    secret = tree / "docs/secret.txt"
+    secret.write_text("secret")
+    secret.chmod(0)
+    stats = ingest_paths([secret], cfg, root, progress=False)
+    assert stats.failed == {"unreadable": 1}
