@@ -1,0 +1,337 @@
+"""The CLLM model: a decoder-only transformer, with the original's "crystalline" ideas as options.
+
+Shapes: B batch, T time (tokens), C = n_embd, nh heads, hs = C // nh head size, V vocabulary.
+The crystalline formulas (lattice init, prime/clock/spiral positions, twelvefold symmetry) are
+specified in shared/CRYSTALLINE.md; each is off by default.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+Norm = Literal["layernorm", "rmsnorm"]
+Position = Literal["learned", "rope", "sinusoidal", "prime", "clock", "spiral"]
+EmbeddingInit = Literal["normal", "lattice"]
+Symmetry = Literal["none", "twelvefold"]
+
+INIT_STD = 0.02  # nanoGPT/GPT-2 init of every weight matrix and the embeddings
+PHI = (3, 7, 31, 12, 19, 5, 11, 13, 17, 23, 29, 37)  # frequency table, indexed by d mod 12
+GOLDEN = (1 + math.sqrt(5)) / 2
+FIXED_POSITIONS = ("sinusoidal", "prime", "clock", "spiral")  # tables added to the embeddings
+# (first id, ring size R, offset of q in θ) of each ring of the lattice "clock"
+LATTICE_RINGS = ((0, 12, 3), (12, 60, 15), (72, 60, 15), (132, 100, 25), (232, 1000, 0))
+
+
+@dataclass(kw_only=True, slots=True)
+class ModelConfig:
+    vocab_size: int  # from the shard manifest
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    block_size: int = 128  # context length in tokens
+    dropout: float = 0.0
+    bias: bool = False  # biases in linear layers and layer norms
+    norm: Norm = "layernorm"
+    position: Position = "learned"
+    embedding_init: EmbeddingInit = "normal"
+    lattice_scale: float = 1.0  # multiplies the lattice init
+    symmetry: Symmetry = "none"
+
+    def __post_init__(self) -> None:
+        if self.vocab_size <= 0 or self.n_layer <= 0 or self.n_head <= 0 or self.block_size <= 0:
+            raise ValueError(f"model sizes must be > 0: {self}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} must be a multiple of n_head={self.n_head}")
+        if self.position == "rope" and (self.n_embd // self.n_head) % 2:
+            raise ValueError("position=rope needs an even head size (n_embd / n_head)")
+        if (self.position in FIXED_POSITIONS or self.symmetry == "twelvefold") and self.n_embd % 2:
+            raise ValueError(f"position={self.position}/symmetry={self.symmetry} need an even "
+                             f"n_embd, got {self.n_embd}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_train(cls, train: Any, vocab_size: int) -> ModelConfig:
+        """The model part of a `pipeline.config.TrainConfig`."""
+        names = [n for n in cls.__dataclass_fields__ if n != "vocab_size"]
+        return cls(vocab_size=vocab_size, **{n: getattr(train, n) for n in names})
+
+
+# --- crystalline tables ---------------------------------------------------------------------
+
+
+def lattice_embedding(vocab_size: int, n_embd: int) -> torch.Tensor:
+    """E[i, d] of the clock-lattice formula (CRYSTALLINE.md), float64, shape (V, C)."""
+    i = torch.arange(vocab_size, dtype=torch.float64)
+    ring = torch.zeros_like(i)
+    q = torch.zeros_like(i)
+    size = torch.ones_like(i)
+    theta = torch.zeros_like(i)
+    for r, (first, ring_size, offset) in enumerate(LATTICE_RINGS):
+        last = LATTICE_RINGS[r + 1][0] if r + 1 < len(LATTICE_RINGS) else math.inf
+        on_ring = (i >= first) & (i < last)
+        ring[on_ring] = r
+        q[on_ring] = i[on_ring] - first
+        size[on_ring] = ring_size
+        theta[on_ring] = (i[on_ring] - first - offset) * 2 * math.pi / ring_size
+    d = torch.arange(n_embd, dtype=torch.float64)
+    phi = torch.tensor(PHI, dtype=torch.float64)[torch.arange(n_embd) % 12]  # (C,)
+    g = i.remainder(12)
+    magnitude = torch.pow(3.0, ring + q / size)  # (V,)
+    wave = torch.cos(theta[:, None] * phi[None, :])  # (V, C)
+    group = torch.cos(2 * math.pi * g / 12)  # (V,)
+    damp = torch.tanh(1 + 0.1 * ring[:, None] + 0.01 * d[None, :])  # (V, C)
+    return torch.tanh(magnitude[:, None] * wave * group[:, None] * damp / 100)
+
+
+def nth_primes(n: int) -> list[int]:
+    """The first n primes (a sieve sized by the prime-number theorem's bound)."""
+    limit = max(15, int(n * (math.log(n + 1) + math.log(math.log(n + 2)))) + 10)
+    while True:
+        sieve = bytearray([1]) * (limit + 1)
+        sieve[0:2] = b"\x00\x00"
+        for p in range(2, int(limit**0.5) + 1):
+            if sieve[p]:
+                sieve[p * p :: p] = bytearray(len(range(p * p, limit + 1, p)))
+        primes = [p for p in range(limit + 1) if sieve[p]]
+        if len(primes) >= n:
+            return primes[:n]
+        limit *= 2
+
+
+def _trig_by_parity(angle: torch.Tensor) -> torch.Tensor:
+    """cos on even dimensions, sin on odd ones; `angle` is (T, C)."""
+    out = torch.cos(angle)
+    out[:, 1::2] = torch.sin(angle[:, 1::2])
+    return out
+
+
+def position_table(kind: str, block_size: int, n_embd: int) -> torch.Tensor:
+    """A fixed (T, C) position table, float64, rows not yet normalised."""
+    t = torch.arange(block_size, dtype=torch.float64)[:, None]  # (T, 1)
+    d = torch.arange(n_embd, dtype=torch.float64)[None, :]  # (1, C)
+    f = torch.floor(d / 2) + 1
+    if kind == "sinusoidal":  # Vaswani et al.: pair k has frequency 10000^(-2k/C)
+        freq = torch.pow(10000.0, -2 * torch.floor(d / 2) / n_embd)
+        return _trig_by_parity(t * freq)
+    if kind == "spiral":
+        alpha = 2 * math.pi * t / GOLDEN**2
+        return _trig_by_parity(f * alpha) * (1 + 0.1 * torch.sqrt(t))
+    if kind == "clock":
+        alpha = 2 * math.pi * torch.remainder(t, 12) / 12
+        table = _trig_by_parity(f * alpha) * (1 + 0.2 * torch.log(t + 1))
+        pair = torch.floor(d / 2)
+        every_fourth = (pair.remainder(4) == 0).to(torch.float64)
+        extra = 0.1 * _trig_by_parity(2 * math.pi * t * (pair + 1) / block_size)
+        return table + every_fourth * extra
+    if kind == "prime":
+        primes = torch.tensor(nth_primes(block_size), dtype=torch.float64)[:, None]  # (T, 1)
+        beta = 2 * math.pi * torch.remainder(primes, 1000) / 1000
+        p_max = primes[-1, 0]
+        amplitude = 0.5 + 0.5 * torch.log(primes) / torch.log(p_max)
+        table = _trig_by_parity((d + 1) * beta) * amplitude
+        every_third = (torch.remainder(d, 3) == 0).to(torch.float64)
+        return table + every_third * 0.1 * torch.cos(2 * math.pi * torch.remainder(primes, 12) / 12)
+    raise ValueError(f"no fixed position table for {kind!r}")
+
+
+def twelvefold_tables(n_embd: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-group (12, C/2) cos and sin of the pair rotation and a (12, C) scale after it."""
+    g = torch.arange(12, dtype=torch.float64)
+    rotates = torch.tensor([gi not in (0, 6) for gi in range(12)], dtype=torch.float64)
+    alpha = (2 * math.pi * g / 12 * rotates)[:, None].expand(12, n_embd // 2)
+    scale = torch.ones(12, n_embd, dtype=torch.float64)
+    for gi in (2, 4, 8, 10):
+        scale[gi, 0] = -1.0
+    for gi in (3, 9):
+        scale[gi] = 1.1
+    scale[6, :2] = -1.0
+    return torch.cos(alpha), torch.sin(alpha), scale
+
+
+def rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate every pair (x[2m], x[2m+1]) by the angle whose cos/sin are given (..., C/2)."""
+    even, odd = x[..., 0::2], x[..., 1::2]
+    return torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2)
+
+
+def rope_tables(block_size: int, head_size: int, base: float = 10000.0
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin (T, hs/2) of rotary position embeddings (Su et al.), float64."""
+    inv_freq = 1.0 / base ** (torch.arange(0, head_size, 2, dtype=torch.float64) / head_size)
+    angles = torch.arange(block_size, dtype=torch.float64)[:, None] * inv_freq[None, :]
+    return torch.cos(angles), torch.sin(angles)
+
+
+# --- the network -----------------------------------------------------------------------------
+
+
+def _norm(cfg: ModelConfig) -> nn.Module:
+    if cfg.norm == "rmsnorm":
+        return nn.RMSNorm(cfg.n_embd, eps=1e-5)
+    return nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.dropout = cfg.dropout
+        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
+        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None
+                ) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        if rope is not None:
+            cos, sin = rope  # (T, hs/2)
+            q, k = rotate_pairs(q, cos, sin), rotate_pairs(k, cos, sin)
+        y = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
+        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))  # (B, T, C)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.ln_1 = _norm(cfg)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln_2 = _norm(cfg)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None
+                ) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), rope)
+        return x + self.mlp(self.ln_2(x))
+
+
+class CLLM(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd) if cfg.position == "learned" else None
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = _norm(cfg)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight  # weight tying
+        self._register_fixed_tables()
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):  # GPT-2: scale residual projections by depth
+                nn.init.normal_(p, mean=0.0, std=INIT_STD / math.sqrt(2 * cfg.n_layer))
+        if cfg.embedding_init == "lattice":
+            with torch.no_grad():
+                table = lattice_embedding(cfg.vocab_size, cfg.n_embd) * cfg.lattice_scale
+                self.wte.weight.copy_(table)
+
+    def _register_fixed_tables(self) -> None:
+        """Buffers computed from the config alone (not saved: rebuilt on load)."""
+        cfg = self.cfg
+        if cfg.position in FIXED_POSITIONS:
+            table = position_table(cfg.position, cfg.block_size, cfg.n_embd)
+            table = table / table.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            self.register_buffer("pos_table", (table * self.typical_embedding_norm()).float(),
+                                 persistent=False)  # (T, C)
+        if cfg.position == "rope":
+            cos, sin = rope_tables(cfg.block_size, cfg.n_embd // cfg.n_head)
+            self.register_buffer("rope_cos", cos.float(), persistent=False)  # (T, hs/2)
+            self.register_buffer("rope_sin", sin.float(), persistent=False)
+        if cfg.symmetry == "twelvefold":
+            cos, sin, scale = twelvefold_tables(cfg.n_embd)
+            self.register_buffer("sym_cos", cos.float(), persistent=False)  # (12, C/2)
+            self.register_buffer("sym_sin", sin.float(), persistent=False)
+            self.register_buffer("sym_scale", scale.float(), persistent=False)  # (12, C)
+
+    def typical_embedding_norm(self) -> float:
+        """The mean L2 norm of an embedding row at init: what fixed position rows are scaled to."""
+        cfg = self.cfg
+        if cfg.embedding_init == "lattice":
+            table = lattice_embedding(cfg.vocab_size, cfg.n_embd) * cfg.lattice_scale
+            return float(table.norm(dim=1).mean())
+        return INIT_STD * math.sqrt(cfg.n_embd)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
+
+    def num_params(self) -> int:
+        """Parameters, the tied embedding/head counted once."""
+        return sum(p.numel() for p in self.parameters())
+
+    def embed(self, idx: torch.Tensor) -> torch.Tensor:
+        """Token (+ position) embeddings of `idx` (B, T) -> (B, T, C)."""
+        T = idx.shape[1]
+        x = self.wte(idx)  # (B, T, C)
+        if self.cfg.symmetry == "twelvefold":
+            g = idx.remainder(12)  # (B, T)
+            x = rotate_pairs(x, self.sym_cos[g], self.sym_sin[g]) * self.sym_scale[g]
+        if self.wpe is not None:
+            x = x + self.wpe.weight[:T]  # (T, C) broadcast over B
+        elif self.cfg.position in FIXED_POSITIONS:
+            x = x + self.pos_table[:T].to(x.dtype)
+        return self.drop(x)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits (B, T, V) for token ids (B, T); with targets (B, T), also the mean loss."""
+        T = idx.shape[1]
+        if T > self.cfg.block_size:
+            raise ValueError(f"sequence of {T} tokens is longer than block_size "
+                             f"{self.cfg.block_size}")
+        rope = None
+        if self.cfg.position == "rope":
+            rope = (self.rope_cos[:T], self.rope_sin[:T])
+        x = self.embed(idx)
+        for block in self.blocks:
+            x = block(x, rope)
+        logits = self.lm_head(self.ln_f(x))  # (B, T, V)
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1))
+        return logits, loss
+
+    def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """AdamW groups: decay on weight matrices only, none on norms, biases and embeddings.
+
+        The token embedding is also the output head (tied), so it is kept out of decay, as
+        are learned position embeddings: decaying a lookup table shrinks rare tokens' rows.
+        """
+        decay, no_decay = [], []
+        embeddings = {id(self.wte.weight)} | ({id(self.wpe.weight)} if self.wpe else set())
+        for p in self.parameters():  # parameters() yields the tied weight once
+            if not p.requires_grad:
+                continue
+            (decay if p.dim() >= 2 and id(p) not in embeddings else no_decay).append(p)
+        return [{"params": decay, "weight_decay": weight_decay},
+                {"params": no_decay, "weight_decay": 0.0}]

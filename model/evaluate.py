@@ -1,0 +1,221 @@
+"""Loss and perplexity of a model: on the val shards (fixed windows) or on chosen documents.
+
+Deterministic: the val windows are evenly spaced over the split (`data.eval_starts`), and a
+document is scored from its first token with only its own earlier tokens as context, so the
+same model on the same data always gets the same figure. The validate flow freezes a "canary"
+list of val documents (`DocRef`s) and scores every new model on exactly those.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from model.data import DocRef, SplitTokens, check_tokenizer, eval_starts
+from model.runtime import Dist, all_reduce_sum, autocast, resolve_device
+from pipeline.layout import DataRoot
+from pipeline.shards import Manifest, read_manifest
+
+if TYPE_CHECKING:
+    import torch
+
+    from model.cllm import CLLM
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(kw_only=True, slots=True)
+class EvalResult:
+    loss: float  # mean cross-entropy per predicted token (nats)
+    perplexity: float
+    tokens: int  # predicted tokens
+    windows: int  # windows or documents scored
+    what: str  # "val", "documents" or "tokens"
+    checkpoint: str = ""
+    step: int = 0  # the checkpoint's training step
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _result(loss_sum: float, tokens: int, windows: int, what: str) -> EvalResult:
+    loss = loss_sum / tokens if tokens else math.nan
+    return EvalResult(loss=loss, perplexity=math.exp(min(loss, 700.0)), tokens=tokens,
+                      windows=windows, what=what)
+
+
+def _loss_sum(model: CLLM, x: torch.Tensor, y: torch.Tensor, bf16: bool) -> float:
+    import torch
+    import torch.nn.functional as F
+
+    with torch.no_grad(), autocast(x.device, bf16):
+        logits, _ = model(x)  # (B, T, V)
+    return float(F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum"))
+
+
+def split_loss(model: CLLM, tokens: SplitTokens, *, windows: int, batch_size: int,
+               device: torch.device, bf16: bool = False, dist: Dist | None = None
+               ) -> tuple[float, int, int]:
+    """(loss sum, tokens, windows) over `windows` fixed windows of a split, shared by ranks."""
+    import torch
+
+    dist = dist or Dist()
+    starts, length = eval_starts(tokens.total, model.cfg.block_size, windows)
+    mine = starts[dist.rank::dist.world]
+    was_training = model.training
+    model.eval()
+    loss_sum = 0.0
+    for i in range(0, len(mine), batch_size):
+        data = torch.from_numpy(tokens.read(mine[i:i + batch_size], length + 1)).to(device)
+        loss_sum += _loss_sum(model, data[:, :-1], data[:, 1:], bf16)
+    model.train(was_training)
+    loss_sum, count = all_reduce_sum([loss_sum, float(len(mine) * length)], dist, device)
+    return loss_sum, int(count), len(starts)
+
+
+def sequence_loss(model: CLLM, ids: np.ndarray, eos_id: int, device: torch.device,
+                  bf16: bool = False) -> tuple[float, int]:
+    """(loss sum, predicted tokens) of one token sequence, read in block_size chunks.
+
+    The sequence is preceded by end-of-text, as a document is in the shards, so its first
+    token is predicted too.
+    """
+    import torch
+
+    T = model.cfg.block_size
+    seq = torch.from_numpy(np.concatenate([[eos_id], np.asarray(ids, dtype=np.int64)]))
+    was_training = model.training
+    model.eval()
+    loss_sum = 0.0
+    for start in range(0, len(seq) - 1, T):
+        chunk = seq[start:start + T + 1].to(device)[None, :]  # (1, <= T + 1)
+        loss_sum += _loss_sum(model, chunk[:, :-1], chunk[:, 1:], bf16)
+    model.train(was_training)
+    return loss_sum, len(seq) - 1
+
+
+def load_model(checkpoint: Path, device: str | torch.device = "cpu"
+               ) -> tuple[CLLM, dict[str, Any]]:
+    """The model of a checkpoint on `device`, and the checkpoint's other entries."""
+    from model.checkpoint import load_checkpoint, model_from_state, resolve_checkpoint
+
+    path = resolve_checkpoint(Path(checkpoint))
+    state = load_checkpoint(path)
+    model = model_from_state(state).to(device)
+    meta = {k: v for k, v in state.items() if k not in ("model", "optimizer")}
+    meta["path"] = str(path)
+    return model, meta
+
+
+def _open_checked(meta: dict[str, Any], root: DataRoot) -> Manifest:
+    manifest = read_manifest(root.manifest)
+    check_tokenizer(meta.get("tokenizer", {}).get("sha256", ""), manifest.tokenizer.sha256,
+                    f"the shards in {root.shards}")
+    return manifest
+
+
+def _stamp(result: EvalResult, meta: dict[str, Any]) -> EvalResult:
+    result.checkpoint = meta["path"]
+    result.step = int(meta.get("step", 0))
+    return result
+
+
+def evaluate_checkpoint(checkpoint: Path, root: DataRoot, *, windows: int = 400,
+                        batch_size: int = 8, device: str = "auto") -> EvalResult:
+    """Mean loss and perplexity of a checkpoint on `windows` fixed windows of the val shards."""
+    dev = resolve_device(device)
+    model, meta = load_model(checkpoint, dev)
+    manifest = _open_checked(meta, root)
+    tokens = SplitTokens(root.shards, manifest, "val")
+    if tokens.total < 2:
+        raise ValueError(f"the val split in {root.shards} is empty: nothing to evaluate on "
+                         "(shards.val_fraction > 0 and more documents give it some)")
+    loss_sum, count, n = split_loss(model, tokens, windows=windows, batch_size=batch_size,
+                                    device=dev)
+    return _stamp(_result(loss_sum, count, n, "val"), meta)
+
+
+def evaluate_documents(checkpoint: Path, root: DataRoot, docs: Sequence[DocRef], *,
+                       device: str = "auto") -> EvalResult:
+    """Loss over chosen documents (by split and number), e.g. a frozen canary set."""
+    dev = resolve_device(device)
+    model, meta = load_model(checkpoint, dev)
+    manifest = _open_checked(meta, root)
+    splits = {split: SplitTokens(root.shards, manifest, split) for split in ("train", "val")}
+    eos = manifest.tokenizer.eos_id
+    loss_sum, count = 0.0, 0
+    for ref in docs:
+        # the document's tokens and its closing EOS, predicted after the previous EOS
+        s, n = sequence_loss(model, splits[ref.split].document(ref.index), eos, dev)
+        loss_sum, count = loss_sum + s, count + n
+    return _stamp(_result(loss_sum, count, len(docs), "documents"), meta)
+
+
+def evaluate_tokens(checkpoint: Path, arrays: Sequence[np.ndarray], *, eos_id: int | None = None,
+                    device: str = "auto") -> EvalResult:
+    """Loss over explicit token arrays (each scored as a document of its own)."""
+    dev = resolve_device(device)
+    model, meta = load_model(checkpoint, dev)
+    eos = eos_id if eos_id is not None else int(meta.get("tokenizer", {}).get("eos_id", 0))
+    loss_sum, count = 0.0, 0
+    for ids in arrays:
+        s, n = sequence_loss(model, np.asarray(ids), eos, dev)
+        loss_sum, count = loss_sum + s, count + n
+    return _stamp(_result(loss_sum, count, len(arrays), "tokens"), meta)
+
+
+def default_checkpoint(root: DataRoot) -> Path:
+    """The promoted model if the registry has one, else the newest run's best checkpoint."""
+    from model.checkpoint import resolve_checkpoint
+
+    candidates = [p for p in (root.models / "current", root.models / "promoted") if p.exists()]
+    if candidates:
+        return resolve_checkpoint(candidates[0])
+    runs = sorted((p for p in root.runs.glob("*") if p.is_dir()),
+                  key=lambda p: p.stat().st_mtime, reverse=True) if root.runs.is_dir() else []
+    for run in runs:
+        try:
+            return resolve_checkpoint(run)
+        except FileNotFoundError:
+            continue
+    raise FileNotFoundError(f"no model to use: nothing promoted in {root.models} and no run "
+                            f"with a checkpoint in {root.runs}; train one with `cllm train`")
+
+
+def cli(args, ctx) -> int:  # noqa: ANN001 - argparse namespace and cli.Context
+    from pipeline.cli import EXIT_FAILED, EXIT_OK
+
+    checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint(ctx.root)
+    v = ctx.cfg.validate
+    try:
+        if getattr(args, "docs", None):
+            docs = [parse_doc_ref(text) for text in args.docs]
+            result = evaluate_documents(checkpoint, ctx.root, docs, device=ctx.cfg.train.device)
+        else:
+            result = evaluate_checkpoint(checkpoint, ctx.root, windows=v.eval_iters * v.batch_size,
+                                         batch_size=v.batch_size, device=ctx.cfg.train.device)
+    except (ValueError, FileNotFoundError) as e:
+        log.error("evaluate: %s", e)
+        return EXIT_FAILED
+    if getattr(args, "json", False):
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(f"{result.checkpoint} (step {result.step}): {result.what} loss {result.loss:.4f}, "
+              f"perplexity {result.perplexity:.2f} over {result.tokens} tokens "
+              f"({result.windows} {'windows' if result.what == 'val' else 'documents'})")
+    return EXIT_OK
+
+
+def parse_doc_ref(text: str) -> DocRef:
+    """"val:12" -> DocRef("val", 12)."""
+    split, _, index = text.partition(":")
+    if split not in ("train", "val") or not index.isdigit():
+        raise ValueError(f"a document is SPLIT:NUMBER (e.g. val:12), got {text!r}")
+    return DocRef(split, int(index))  # type: ignore[arg-type]

@@ -1,0 +1,52 @@
+"""Model FLOPs and the machine's measured matmul peak, for MFU figures."""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any
+
+PEAK_SECONDS = 0.3  # time spent measuring the matmul peak
+
+
+def flops_per_token(num_params: int) -> float:
+    """Training FLOPs per token: 6 x parameters (forward 2, backward 4), attention ignored."""
+    return 6.0 * num_params
+
+
+@functools.cache
+def matmul_peak(device: str = "cpu", dtype_name: str = "float32", size: int = 0,
+                seconds: float = PEAK_SECONDS) -> float:
+    """The best FLOP/s of square matmuls measured now on `device` (cached per process)."""
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    n = size or (8192 if device.startswith("cuda") else 1024)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    sync = _synchronizer(device)
+    torch.mm(a, b)
+    sync()
+    best = 0.0
+    deadline = time.perf_counter() + seconds
+    reps = 1
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        for _ in range(reps):
+            torch.mm(a, b)
+        sync()
+        elapsed = time.perf_counter() - start
+        best = max(best, 2.0 * n**3 * reps / elapsed)
+        if elapsed < 0.02:
+            reps *= 2
+    return best
+
+
+def _synchronizer(device: str) -> Any:
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.synchronize
+    if device.startswith("mps"):
+        return torch.mps.synchronize
+    return lambda: None

@@ -1,0 +1,107 @@
+"""Where and how the model runs: device choice, autocast precision, DDP process group."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """cuda, then mps, then cpu for "auto"; a named device that is missing is an error."""
+    import torch
+
+    from pipeline.errors import EnvironmentProblem
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise EnvironmentProblem("train.device=cuda but torch sees no CUDA GPU (CPU build of "
+                                 "torch, or no driver); use device=auto or cpu")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise EnvironmentProblem("train.device=mps but MPS is not available on this machine")
+    return torch.device(name)
+
+
+def use_bf16(device: torch.device, precision: str) -> bool:
+    """Whether to autocast to bfloat16: "auto" does on GPUs that support it, not on CPUs.
+
+    On CPU, bf16 autocast of small models measured slower than fp32 here (bench/train.py),
+    so auto keeps fp32 there; precision=bf16 forces it.
+    """
+    import torch
+
+    if precision == "fp32":
+        return False
+    if precision == "bf16":
+        return True
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager[Any]:
+    import torch
+
+    if not bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+@dataclass(frozen=True, slots=True)
+class Dist:
+    """This process's place in a torchrun job (rank 0 of 1 when run alone)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+
+def dist_from_env() -> Dist:
+    env = os.environ
+    if int(env.get("WORLD_SIZE", "1")) <= 1:
+        return Dist()
+    return Dist(rank=int(env["RANK"]), world=int(env["WORLD_SIZE"]),
+                local_rank=int(env.get("LOCAL_RANK", "0")))
+
+
+def init_process_group(dist: Dist, device: torch.device) -> torch.device:
+    """Join the torchrun job (gloo on CPU, nccl on CUDA); returns this rank's device."""
+    import torch
+    import torch.distributed as tdist
+
+    if device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
+        torch.cuda.set_device(device)
+    if not tdist.is_initialized():
+        tdist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def all_reduce_sum(values: list[float], dist: Dist, device: torch.device) -> list[float]:
+    """Sum floats across ranks (identity when alone)."""
+    if not dist.active:
+        return values
+    import torch
+    import torch.distributed as tdist
+
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    tdist.all_reduce(t)
+    return t.tolist()

@@ -1,0 +1,161 @@
+"""Text generation: temperature, top-k, top-p (nucleus), seed, stop at end-of-text; streamed.
+
+`next_token_distribution` is the whole sampling rule, a pure function of the logits, so it can
+be checked against a hand-made distribution. `stream_text` yields text pieces as they are made
+(holding back a piece while it ends inside a multi-byte character).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from model.cllm import CLLM
+
+log = logging.getLogger(__name__)
+
+REPLACEMENT = "\ufffd"  # what a decoder shows for an incomplete UTF-8 sequence
+
+
+@dataclass(kw_only=True, slots=True)
+class SampleSettings:
+    max_new_tokens: int = 200
+    temperature: float = 0.8  # 0 = greedy (always the most likely token)
+    top_k: int = 0  # keep the k most likely tokens; 0 = off
+    top_p: float = 1.0  # keep the smallest set whose probability reaches p; 1.0 = off
+    seed: int = 0
+    stop_at_eos: bool = True
+
+    @classmethod
+    def from_config(cls, sample: Any) -> SampleSettings:
+        """From a `pipeline.config.SampleConfig`."""
+        return cls(max_new_tokens=sample.max_new_tokens, temperature=sample.temperature,
+                   top_k=sample.top_k, top_p=sample.top_p, seed=sample.seed)
+
+
+def next_token_distribution(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0,
+                            top_p: float = 1.0) -> torch.Tensor:
+    """Probabilities (V,) to draw the next token from, given its logits (V,).
+
+    Temperature scales the logits; top-k keeps the k largest; top-p then keeps the most likely
+    tokens, in order, until their probability reaches p (the token that crosses p included).
+    Temperature 0 puts all mass on the most likely token.
+    """
+    import torch
+
+    logits = logits.float()
+    if temperature == 0:
+        probs = torch.zeros_like(logits)
+        probs[int(torch.argmax(logits))] = 1.0
+        return probs
+    logits = logits / temperature
+    if 0 < top_k < logits.numel():
+        kth = torch.topk(logits, top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    if top_p < 1.0:
+        sorted_probs, order = torch.sort(probs, descending=True)
+        before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs  # mass of the tokens ahead
+        drop = before >= top_p
+        sorted_probs = sorted_probs.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
+        probs = probs / probs.sum()
+    return probs
+
+
+def generate_ids(model: CLLM, prompt: Sequence[int], settings: SampleSettings,
+                 eos_id: int | None = None) -> Iterator[int]:
+    """Yield new token ids one at a time (the context is cropped to the model's block size)."""
+    import torch
+
+    device = next(model.parameters()).device
+    generator = torch.Generator(device="cpu").manual_seed(settings.seed)
+    ids = torch.tensor([list(prompt) or [eos_id if eos_id is not None else 0]],
+                       dtype=torch.long, device=device)  # (1, T)
+    model.eval()
+    with torch.no_grad():
+        for _ in range(settings.max_new_tokens):
+            context = ids[:, -model.cfg.block_size:]
+            logits, _ = model(context)  # (1, T, V)
+            probs = next_token_distribution(logits[0, -1].cpu(), settings.temperature,
+                                            settings.top_k, settings.top_p)
+            token = int(torch.multinomial(probs, 1, generator=generator))
+            if settings.stop_at_eos and token == eos_id:
+                return
+            yield token
+            ids = torch.cat([ids, torch.tensor([[token]], device=device)], dim=1)
+
+
+def stream_text(model: CLLM, tokenizer: Any, prompt: str, settings: SampleSettings,
+                eos_id: int | None = None, new: list[int] | None = None) -> Iterator[str]:
+    """Yield the continuation of `prompt` as text pieces while it is generated.
+
+    `new`, when given, receives the generated token ids.
+    """
+    prompt_ids = tokenizer.encode(prompt).ids if prompt else []
+    new = [] if new is None else new
+    shown = ""
+    for token in generate_ids(model, prompt_ids, settings, eos_id):
+        new.append(token)
+        text = tokenizer.decode(new, skip_special_tokens=False)
+        if text.endswith(REPLACEMENT):  # a character split across tokens: wait for the rest
+            continue
+        if len(text) > len(shown):
+            yield text[len(shown):]
+        shown = text
+    text = tokenizer.decode(new, skip_special_tokens=False)
+    if len(text) > len(shown):
+        yield text[len(shown):]
+
+
+@dataclass(slots=True)
+class TextGenerator:
+    """A checkpoint loaded for generation: model, tokenizer, end-of-text id."""
+
+    model: CLLM
+    tokenizer: Any
+    eos_id: int
+    meta: dict[str, Any]
+
+    @classmethod
+    def load(cls, checkpoint: Path, device: str = "auto") -> TextGenerator:
+        from model.checkpoint import tokenizer_from_state
+        from model.evaluate import load_model
+        from model.runtime import resolve_device
+
+        model, meta = load_model(checkpoint, resolve_device(device))
+        return cls(model=model, tokenizer=tokenizer_from_state(meta),
+                   eos_id=int(meta["tokenizer"]["eos_id"]), meta=meta)
+
+    def stream(self, prompt: str, settings: SampleSettings,
+               new: list[int] | None = None) -> Iterator[str]:
+        return stream_text(self.model, self.tokenizer, prompt, settings, self.eos_id, new)
+
+    def text(self, prompt: str, settings: SampleSettings) -> str:
+        return "".join(self.stream(prompt, settings))
+
+
+def cli(args, ctx) -> int:  # noqa: ANN001 - argparse namespace and cli.Context
+    from model.evaluate import default_checkpoint
+    from pipeline.cli import EXIT_FAILED, EXIT_OK
+
+    try:
+        checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint(ctx.root)
+        gen = TextGenerator.load(checkpoint, ctx.cfg.train.device)
+    except (FileNotFoundError, ValueError) as e:
+        log.error("sample: %s", e)
+        return EXIT_FAILED
+    settings = SampleSettings.from_config(ctx.cfg.sample)
+    sys.stdout.write(args.prompt)
+    for piece in gen.stream(args.prompt, settings):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    return EXIT_OK

@@ -1,0 +1,639 @@
+"""The trainer: AdamW, lr schedules, validation, early stopping, atomic checkpoints, exact resume.
+
+`train(cfg, root)` is the stage; `cllm train` and `python -m model.train` (also under
+`torchrun --nproc_per_node N -m model.train ...`, DDP over gloo on CPU or nccl on CUDA) wrap it.
+
+Everything a run needs to continue exactly is in its checkpoints: the windows of step s are a
+function of (seed, s) (model/data.py), the lr a function of s (model/schedule.py), and the
+checkpoint holds the model, AdamW moments, RNG states and early-stopping counters. A run killed
+at any point and resumed computes the same loss at every later step as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from model.checkpoint import CheckpointSet, export_safetensors, load_checkpoint
+from model.cllm import ModelConfig
+from model.data import SAMPLER, SplitTokens, TrainWindows, check_tokenizer
+from model.flops import flops_per_token, matmul_peak
+from model.runtime import (
+    Dist,
+    all_reduce_sum,
+    autocast,
+    dist_from_env,
+    init_process_group,
+    resolve_device,
+    use_bf16,
+)
+from model.schedule import lr_at
+from pipeline.atomic import atomic_write_text
+from pipeline.config import Config, TrainConfig, save_resolved
+from pipeline.errors import ConfigError
+from pipeline.layout import DataRoot
+from pipeline.lock import stage_lock
+from pipeline.progress import Progress, StageStats
+from pipeline.shards import Manifest, read_manifest
+
+if TYPE_CHECKING:
+    import torch
+
+    from model.cllm import CLLM
+
+log = logging.getLogger(__name__)
+
+STAGE = "train"
+METRICS_NAME = "metrics.jsonl"
+REPORT_NAME = "report.png"
+EXPORT_NAME = "model.safetensors"
+MODEL_KEYS = [n for n in ModelConfig.__dataclass_fields__ if n != "vocab_size"]
+
+
+@dataclass(kw_only=True, slots=True)
+class TrainResult:
+    run_dir: Path
+    steps: int  # optimizer steps done in total (earlier sessions of the run included)
+    tokens_seen: int  # training tokens in total, all ranks
+    best_val_loss: float | None
+    best_checkpoint: Path | None
+    last_checkpoint: Path | None  # the last good one (never a state with a NaN loss)
+    stop_reason: str  # max_steps | max_seconds | early_stop | nan_loss | interrupted
+    last_loss: float | None = None
+    metrics: Path | None = None
+    report: Path | None = None
+    export: Path | None = None  # safetensors weights of the best (else last) checkpoint
+    stats: StageStats = field(default_factory=lambda: StageStats(stage=STAGE))
+
+
+@dataclass(kw_only=True, slots=True)
+class StepInfo:
+    """What `on_step` callbacks get after every optimizer step."""
+
+    step: int
+    loss: float
+    lr: float
+    tokens_seen: int
+    val_loss: float | None = None
+
+
+@dataclass(kw_only=True, slots=True)
+class _Start:
+    """Where a session of a run starts from."""
+
+    state: dict[str, Any] | None = None  # a checkpoint, or None for fresh weights
+    resume: bool = False  # continue the run (step, optimizer, RNG) vs only take weights
+    load_optimizer: bool = False
+    source: str = "scratch"
+
+
+# --- setup ---------------------------------------------------------------------------------
+
+
+def _choose_start(tc: TrainConfig, ckpts: CheckpointSet, init_checkpoint: Path | None,
+                  init_optimizer: bool) -> _Start:
+    latest = ckpts.latest()
+    if latest is not None:
+        if tc.init_from == "scratch":
+            raise ConfigError(
+                f"train.init_from=scratch but run {tc.run!r} already has checkpoints in "
+                f"{ckpts.folder}: continue it with --resume (train.init_from=resume) or pick "
+                "another --run name")
+        log.info("train: resuming %s from %s", tc.run, latest.name)
+        return _Start(state=load_checkpoint(latest), resume=True, load_optimizer=True,
+                      source=str(latest))
+    if tc.init_from == "promoted" and init_checkpoint is None:
+        raise ConfigError("train.init_from=promoted needs the promoted model's checkpoint "
+                          "(the retrain flow passes it); none was given")
+    if init_checkpoint is not None:
+        log.info("train: starting from the weights of %s%s", init_checkpoint,
+                 " and its optimizer state" if init_optimizer else "")
+        return _Start(state=load_checkpoint(Path(init_checkpoint)), resume=False,
+                      load_optimizer=init_optimizer, source=str(init_checkpoint))
+    if tc.init_from == "resume":
+        log.info("train: run %s has no checkpoint yet: starting from scratch", tc.run)
+    return _Start()
+
+
+def _model_config(tc: TrainConfig, manifest: Manifest, start: _Start) -> ModelConfig:
+    if start.state is None:
+        return ModelConfig.from_train(tc, manifest.tokenizer.vocab_size)
+    mc = ModelConfig(**start.state["model_config"])
+    differing = [f"{k}: config {getattr(tc, k)!r}, checkpoint {getattr(mc, k)!r}"
+                 for k in MODEL_KEYS if getattr(tc, k) != getattr(mc, k)]
+    if differing:
+        log.warning("train: the model shape comes from the checkpoint, not train.*: %s",
+                    "; ".join(differing))
+    if mc.vocab_size != manifest.tokenizer.vocab_size:
+        raise ConfigError(f"checkpoint vocab_size {mc.vocab_size} differs from the shards' "
+                          f"{manifest.tokenizer.vocab_size}")
+    return mc
+
+
+def _tokenizer_entry(root: DataRoot, manifest: Manifest) -> dict[str, Any]:
+    """What checkpoints carry about the tokenizer, its JSON included so they stand alone."""
+    from pipeline.rawstore import sha256_file
+
+    info = manifest.tokenizer
+    path = root.path / info.path
+    text = ""
+    if path.is_file() and sha256_file(path) == info.sha256:
+        text = path.read_text(encoding="utf-8")
+    else:
+        log.warning("train: %s is missing or not the shards' tokenizer; checkpoints will carry "
+                    "no tokenizer (sampling from them needs one)", path)
+    return {"sha256": info.sha256, "vocab_size": info.vocab_size, "eos_id": info.eos_id,
+            "json": text}
+
+
+def _make_optimizer(model: CLLM, tc: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    import torch
+
+    fused = device.type in ("cuda", "cpu", "mps")
+    try:
+        return torch.optim.AdamW(model.param_groups(tc.weight_decay), lr=tc.lr,
+                                 betas=(tc.beta1, tc.beta2), fused=fused)
+    except (RuntimeError, ValueError) as e:  # fused needs a device/dtype this torch supports
+        log.info("train: fused AdamW unavailable (%s); using the foreach one", e)
+        return torch.optim.AdamW(model.param_groups(tc.weight_decay), lr=tc.lr,
+                                 betas=(tc.beta1, tc.beta2))
+
+
+def _set_seed(seed: int) -> None:
+    import torch
+
+    torch.manual_seed(seed)
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    import torch
+
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _restore_rng(state: dict[str, Any], device: torch.device) -> None:
+    import torch
+
+    torch.set_rng_state(state["torch"].cpu())
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
+
+
+# --- metrics --------------------------------------------------------------------------------
+
+
+class MetricsLog:
+    """runs/<name>/metrics.jsonl: one JSON line per step; a resume drops lines past its step."""
+
+    def __init__(self, path: Path, enabled: bool) -> None:
+        self.path = path
+        self.enabled = enabled
+        self._fh: Any = None
+
+    def rewind(self, step: int) -> None:
+        """Keep only complete lines up to `step` (a killed run may have logged further)."""
+        if not self.enabled:
+            return
+        kept = []
+        if self.path.is_file():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # the half line a kill left
+                if isinstance(row, dict) and row.get("step", math.inf) <= step:
+                    kept.append(line)
+        atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+
+    def write(self, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        if self._fh is None:
+            self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - held for the run
+        self._fh.write(json.dumps(row, allow_nan=True) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The rows of a metrics.jsonl (a trailing half line is skipped)."""
+    rows = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            rows.append(json.loads(line))
+    return rows
+
+
+# --- the loop -------------------------------------------------------------------------------
+
+
+class _StopFlag:
+    """Set by SIGINT/SIGTERM: finish the current step, save, stop."""
+
+    def __init__(self) -> None:
+        self.set = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.set:  # a second signal: stop now
+            raise KeyboardInterrupt
+        self.set = True
+        log.warning("train: %s received: stopping after this step (again to abort)",
+                    signal.Signals(signum).name)
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class Trainer:
+    """One session of a run: the model, optimizer and counters, and what a checkpoint holds."""
+
+    def __init__(self, cfg: Config, root: DataRoot, manifest: Manifest, start: _Start,
+                 dist: Dist, device: torch.device) -> None:
+        import torch
+
+        self.cfg, self.tc, self.root, self.dist, self.device = cfg, cfg.train, root, dist, device
+        self.manifest = manifest
+        self.model_cfg = _model_config(self.tc, manifest, start)
+        state = start.state
+        seed = int(state["data"]["seed"]) if start.resume and state else self.tc.seed
+        _set_seed(seed + dist.rank)
+        self.model = self._build_model(state).to(device)
+        self.optimizer = _make_optimizer(self.model, self.tc, device)
+        self.step = int(state["step"]) if start.resume and state else 0
+        self.tokens_seen = int(state["tokens_seen"]) if start.resume and state else 0
+        early = (state or {}).get("early_stop", {}) if start.resume else {}
+        self.best_val = early.get("best_val_loss")
+        self.bad_evals = int(early.get("bad_evals", 0))
+        self.seed = seed
+        if state is not None and start.load_optimizer and state.get("optimizer"):
+            self.optimizer.load_state_dict(state["optimizer"])
+        if start.resume and state is not None:
+            _restore_rng(state["rng"], device)
+        if state is not None:
+            check_tokenizer(state["tokenizer"]["sha256"], manifest.tokenizer.sha256,
+                            f"the shards in {root.shards}")
+        if start.resume and state is not None and state["tokenizer"].get("json"):
+            self.tokenizer = state["tokenizer"]
+        else:
+            self.tokenizer = _tokenizer_entry(root, manifest)
+        self.bf16 = use_bf16(device, self.tc.precision)
+        self.forward_model = self._wrap(self.model)
+        self.train_windows = TrainWindows(
+            SplitTokens(root.shards, manifest, "train"), block_size=self.model_cfg.block_size,
+            batch_size=self.tc.batch_size, seed=seed, rank=dist.rank, world=dist.world)
+        self.val_tokens = SplitTokens(root.shards, manifest, "val")
+        if start.resume and state is not None and \
+                state["data"].get("train_tokens") != self.train_windows.tokens.total:
+            log.warning("train: the train split changed since %s (%s -> %d tokens): the run "
+                        "continues on the new data, not exactly as it would have", start.source,
+                        state["data"].get("train_tokens"), self.train_windows.tokens.total)
+        self.tokens_per_step = self.tc.batch_size * self.model_cfg.block_size * \
+            self.tc.grad_accum * dist.world
+        torch.set_float32_matmul_precision("high")
+
+    def _build_model(self, state: dict[str, Any] | None) -> CLLM:
+        from model.cllm import CLLM
+
+        model = CLLM(self.model_cfg)
+        if state is not None:
+            model.load_state_dict(state["model"])
+        return model
+
+    def _wrap(self, model: CLLM) -> Any:
+        """The module the training forward runs through: compiled and/or DDP-wrapped."""
+        import torch
+
+        wrapped: Any = model
+        if self.tc.compile:
+            wrapped = torch.compile(wrapped)
+        if self.dist.active:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            wrapped = DistributedDataParallel(wrapped, device_ids=ids)
+        return wrapped
+
+    def state_dict(self, val_loss: float | None) -> dict[str, Any]:
+        from model.checkpoint import CHECKPOINT_FORMAT
+
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "model": self.model.state_dict(),
+            "model_config": self.model_cfg.to_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": {"kind": self.tc.scheduler, "step": self.step,
+                          "lr": lr_at(max(self.step - 1, 0), self.tc)},
+            "step": self.step,
+            "tokens_seen": self.tokens_seen,
+            "rng": _rng_state(self.device),
+            "data": {"sampler": SAMPLER, "seed": self.seed, "next_step": self.step,
+                     "train_tokens": self.train_windows.tokens.total,
+                     "manifest_version": self.manifest.version},
+            "early_stop": {"best_val_loss": self.best_val, "bad_evals": self.bad_evals},
+            "val_loss": val_loss,
+            "config": self.cfg.to_dict(),
+            "tokenizer": self.tokenizer,
+        }
+
+    def train_step(self) -> tuple[float, float, float]:
+        """One optimizer step over grad_accum micro-batches: (loss, grad norm, lr).
+
+        A non-finite loss or gradient leaves the weights untouched (no optimizer step).
+        """
+        import torch
+
+        lr = lr_at(self.step, self.tc)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.forward_model.train()
+        loss_sum = torch.zeros((), device=self.device)
+        for micro in range(self.tc.grad_accum):
+            x, y = self.train_windows.batch(self.step, micro, self.device)
+            last = micro == self.tc.grad_accum - 1
+            sync = contextlib.nullcontext() if last or not self.dist.active \
+                else self.forward_model.no_sync()
+            with sync:
+                with autocast(self.device, self.bf16):
+                    _, loss = self.forward_model(x, y)
+                (loss / self.tc.grad_accum).backward()
+            loss_sum += loss.detach()
+        max_norm = self.tc.grad_clip if self.tc.grad_clip > 0 else math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
+        (loss_value,) = all_reduce_sum([float(loss_sum) / self.tc.grad_accum], self.dist,
+                                       self.device)
+        loss_value /= self.dist.world
+        if math.isfinite(loss_value) and math.isfinite(grad_norm):
+            self.optimizer.step()
+            self.step += 1
+            self.tokens_seen += self.tokens_per_step
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_value, grad_norm, lr
+
+    def validate(self) -> float | None:
+        """Mean val loss over the fixed windows (None when the val split is empty)."""
+        from model.evaluate import split_loss
+
+        if self.val_tokens.total < 2:
+            return None
+        loss_sum, count, _ = split_loss(
+            self.model, self.val_tokens, windows=self.tc.eval_iters * self.tc.batch_size,
+            batch_size=self.tc.batch_size, device=self.device, bf16=self.bf16, dist=self.dist)
+        return loss_sum / count
+
+
+def _any_rank(flag: bool, dist: Dist, device: torch.device) -> bool:
+    """True on every rank when any rank says so (so all ranks stop together)."""
+    return all_reduce_sum([1.0 if flag else 0.0], dist, device)[0] > 0
+
+
+@contextlib.contextmanager
+def _session(dist: Dist, run_dir: Path) -> Iterator[None]:
+    """The run folder's lock (on the main rank) and the process group's lifetime."""
+    lock = stage_lock(run_dir, STAGE) if dist.main else contextlib.nullcontext()
+    try:
+        with lock:
+            yield
+    finally:
+        if dist.active:
+            import torch.distributed as tdist
+
+            if tdist.is_initialized():
+                tdist.destroy_process_group()
+
+
+def train(cfg: Config, root: DataRoot, progress: bool = True,
+          init_checkpoint: Path | None = None, *, init_optimizer: bool = False,
+          on_step: Callable[[StepInfo], None] | None = None) -> TrainResult:
+    """Train (or resume) run `cfg.train.run` on the shards under `root`.
+
+    Args:
+        init_checkpoint: start from these weights (a promoted model) when the run has no
+            checkpoint of its own yet; `init_optimizer` also continues its AdamW state.
+        on_step: called after every optimizer step (progress reporting, tests).
+    """
+    import torch
+
+    tc = cfg.train
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    dist = dist_from_env()
+    device = resolve_device(tc.device)
+    if dist.active:
+        device = init_process_group(dist, device)
+    run_dir = root.run(tc.run)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with _session(dist, run_dir):
+        return _train_session(cfg, root, run_dir, dist, device, progress and dist.main,
+                              init_checkpoint, init_optimizer, on_step)
+
+
+def _train_session(cfg: Config, root: DataRoot, run_dir: Path, dist: Dist, device: torch.device,
+                   progress: bool, init_checkpoint: Path | None, init_optimizer: bool,
+                   on_step: Callable[[StepInfo], None] | None) -> TrainResult:
+    tc = cfg.train
+    manifest = read_manifest(root.manifest)
+    ckpts = CheckpointSet(run_dir, tc.keep_last)
+    if dist.main:
+        ckpts.remove_orphans()
+    start = _choose_start(tc, ckpts, init_checkpoint, init_optimizer)
+    trainer = Trainer(cfg, root, manifest, start, dist, device)
+    if dist.main:
+        save_resolved(cfg, run_dir)
+    metrics = MetricsLog(run_dir / METRICS_NAME, enabled=dist.main)
+    metrics.rewind(trainer.step)
+    n_params = trainer.model.num_params()
+    peak = matmul_peak(device.type, "bfloat16" if trainer.bf16 else "float32") \
+        if dist.main else 0.0
+    log.info("train: run %s on %s x%d, %.2fM parameters, %d tokens/step, %s, from %s",
+             tc.run, device, dist.world, n_params / 1e6, trainer.tokens_per_step,
+             "bf16" if trainer.bf16 else "fp32", start.source)
+    stats = StageStats(stage=STAGE, unit_name="tokens")
+    result = TrainResult(run_dir=run_dir, steps=trainer.step, tokens_seen=trainer.tokens_seen,
+                         best_val_loss=trainer.best_val, stop_reason="max_steps",
+                         best_checkpoint=ckpts.best if ckpts.best.is_file() else None,
+                         last_checkpoint=ckpts.latest(), metrics=metrics.path, stats=stats)
+    saved_step = trainer.step if start.resume else -1
+    evaluated_step = saved_step
+    val_loss: float | None = None
+    began = time.monotonic()
+    try:
+        with _StopFlag() as stop, Progress(stats, total=tc.max_steps, unit="step",
+                                           enabled=progress) as bar:
+            bar.update(trainer.step)
+            while trainer.step < tc.max_steps:
+                t0 = time.perf_counter()
+                loss, grad_norm, lr = trainer.train_step()
+                dt = time.perf_counter() - t0
+                if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                    log.error("train: non-finite %s at step %d: stopping; the last good "
+                              "checkpoint is kept", "loss" if not math.isfinite(loss)
+                              else "gradient norm", trainer.step + 1)
+                    metrics.write({"step": trainer.step + 1, "loss": loss, "lr": lr,
+                                   "grad_norm": grad_norm, "event": "nan_loss"})
+                    result.stop_reason = "nan_loss"
+                    break
+                tokens_per_s = trainer.tokens_per_step / dt
+                row: dict[str, Any] = {
+                    "step": trainer.step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+                    "tokens_per_s": round(tokens_per_s, 1), "tokens": trainer.tokens_seen,
+                    "mfu": round(flops_per_token(n_params) * tokens_per_s / peak, 4)
+                    if peak else None,
+                    "time_s": round(time.monotonic() - began, 3)}
+                result.last_loss = loss
+                stats.keep()
+                stats.units += trainer.tokens_per_step
+                if trainer.step % tc.eval_interval == 0:
+                    val_loss = _evaluate(trainer, row, ckpts, tc)
+                    evaluated_step = trainer.step
+                metrics.write(row)
+                if trainer.step % tc.save_interval == 0:
+                    _save(trainer, ckpts, val_loss, result)
+                    saved_step = trainer.step
+                bar.update(1, loss=f"{loss:.3f}", tok_s=f"{tokens_per_s:.0f}")
+                if on_step is not None:
+                    on_step(StepInfo(step=trainer.step, loss=loss, lr=lr,
+                                     tokens_seen=trainer.tokens_seen, val_loss=row.get("val_loss")))
+                reason = _stop_reason(trainer, tc, began, stop.set)
+                if _any_rank(reason is not None, dist, device):
+                    result.stop_reason = reason or "peer_stopped"
+                    break
+            if result.stop_reason != "nan_loss":
+                if evaluated_step != trainer.step and trainer.step > 0:
+                    row = {"step": trainer.step, "event": "final_eval"}
+                    val_loss = _evaluate(trainer, row, ckpts, tc)
+                    metrics.write(row)
+                if saved_step != trainer.step and trainer.step > 0:
+                    _save(trainer, ckpts, val_loss, result)
+    finally:
+        metrics.close()
+    return _finish(trainer, ckpts, result, dist)
+
+
+def _stop_reason(trainer: Trainer, tc: TrainConfig, began: float, signalled: bool) -> str | None:
+    if signalled:
+        return "interrupted"
+    if tc.patience and trainer.bad_evals >= tc.patience:
+        log.info("train: early stop: no val improvement in %d evaluations", trainer.bad_evals)
+        return "early_stop"
+    if tc.max_seconds and time.monotonic() - began >= tc.max_seconds:
+        return "max_seconds"
+    return None
+
+
+def _evaluate(trainer: Trainer, row: dict[str, Any], ckpts: CheckpointSet,
+              tc: TrainConfig) -> float | None:
+    """Validate, record it in the metrics row, save best.pt on improvement."""
+    val_loss = trainer.validate()
+    if val_loss is None:
+        return None
+    row["val_loss"] = val_loss
+    row["val_ppl"] = math.exp(min(val_loss, 700.0))
+    if trainer.best_val is None or val_loss < trainer.best_val:
+        trainer.best_val = val_loss
+        trainer.bad_evals = 0
+        if trainer.dist.main:
+            ckpts.save_best(trainer.state_dict(val_loss))
+    else:
+        trainer.bad_evals += 1
+    log.info("train: step %d val loss %.4f (best %.4f)", trainer.step, val_loss, trainer.best_val)
+    return val_loss
+
+
+def _save(trainer: Trainer, ckpts: CheckpointSet, val_loss: float | None,
+          result: TrainResult) -> None:
+    if trainer.dist.main:
+        result.last_checkpoint = ckpts.save(trainer.state_dict(val_loss))
+
+
+def _finish(trainer: Trainer, ckpts: CheckpointSet, result: TrainResult,
+            dist: Dist) -> TrainResult:
+    result.steps = trainer.step
+    result.tokens_seen = trainer.tokens_seen
+    result.best_val_loss = trainer.best_val
+    result.best_checkpoint = ckpts.best if ckpts.best.is_file() else None
+    result.last_checkpoint = ckpts.latest()
+    stats = result.stats
+    stats.extra.update(stop_reason=result.stop_reason, steps=result.steps,
+                       best_val_loss=result.best_val_loss, last_loss=result.last_loss)
+    if dist.main:
+        result.report = _write_report(result)
+        source = result.best_checkpoint or result.last_checkpoint
+        if source is not None:
+            result.export = export_safetensors(source, result.run_dir / EXPORT_NAME)
+    stats.finish()
+    best = f"{result.best_val_loss:.4f}" if result.best_val_loss is not None else "n/a"
+    log.info("train: %s stopped (%s) at step %d, %d tokens seen, best val loss %s; %s",
+             result.run_dir.name, result.stop_reason, result.steps, result.tokens_seen, best,
+             result.last_checkpoint or "no checkpoint")
+    return result
+
+
+def _write_report(result: TrainResult) -> Path | None:
+    from model.report import plot_metrics
+
+    if result.metrics is None or not result.metrics.is_file():
+        return None
+    try:
+        return plot_metrics(result.metrics, result.run_dir / REPORT_NAME)
+    except (ValueError, OSError) as e:  # a report is a by-product: never fail the run on it
+        log.warning("train: could not draw the report: %s", e)
+        return None
+
+
+# --- command line ---------------------------------------------------------------------------
+
+
+def cli(args, ctx) -> StageStats | int:  # noqa: ANN001 - argparse namespace and cli.Context
+    from model.data import TokenizerMismatch
+    from pipeline.cli import EXIT_FAILED
+
+    init = getattr(args, "init_checkpoint", None)
+    try:
+        result = train(ctx.cfg, ctx.root, progress=ctx.progress,
+                       init_checkpoint=Path(init) if init else None,
+                       init_optimizer=getattr(args, "init_optimizer", False))
+    except (TokenizerMismatch, FileNotFoundError) as e:
+        log.error("train: %s", e)
+        return EXIT_FAILED
+    if result.stop_reason == "nan_loss":
+        return EXIT_FAILED
+    return result.stats
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m model.train [cllm train options]` (what torchrun starts on every rank)."""
+    from pipeline.cli import main as cllm_main
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not dist_from_env().main:
+        argv = [*argv, "-q"]  # one progress display and summary: rank 0's
+    return cllm_main(["train", *argv])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
