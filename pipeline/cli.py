@@ -169,10 +169,21 @@ def _args_train(p: argparse.ArgumentParser) -> None:
     _config_flag(p, "--resume", key="train.init_from", action="store_const", const="resume",
                  help="continue this run from its last checkpoint")
     _config_flag(p, "--device", key="train.device", choices=["auto", "cpu", "cuda", "mps"])
+    _config_flag(p, "--max-seconds", key="train.max_seconds", type=float,
+                 help="stop (with a checkpoint) after this much wall time")
+    _config_flag(p, "--threads", key="train.threads", type=int, help="torch CPU threads")
+    p.add_argument("--init-checkpoint", metavar="FILE",
+                   help="start from these weights when the run has no checkpoint yet")
+    p.add_argument("--init-optimizer", action="store_true",
+                   help="with --init-checkpoint: also continue its optimizer state")
 
 
 def _args_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", nargs="?", help="checkpoint or model folder (default: promoted)")
+    p.add_argument("--doc", dest="docs", action="append", metavar="SPLIT:N",
+                   help="score these documents (e.g. val:3; repeatable) instead of val windows")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _config_flag(p, "--device", key="train.device", choices=["auto", "cpu", "cuda", "mps"])
 
 
 def _args_sample(p: argparse.ArgumentParser) -> None:
@@ -183,6 +194,7 @@ def _args_sample(p: argparse.ArgumentParser) -> None:
     _config_flag(p, "-k", "--top-k", key="sample.top_k", type=int)
     _config_flag(p, "--top-p", key="sample.top_p", type=float)
     _config_flag(p, "-s", "--seed", key="sample.seed", type=int)
+    _config_flag(p, "--device", key="train.device", choices=["auto", "cpu", "cuda", "mps"])
 
 
 def _args_none(p: argparse.ArgumentParser) -> None:
