@@ -1,0 +1,152 @@
+"""Text clean-up every extractor shares: Unicode, hyphenation, running headers, whitespace."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Sequence
+
+# NFC, not NFKC: NFKC would also fold superscripts, fractions and full-width forms that
+# carry meaning. Only presentation forms and invisible characters are mapped here.
+NORMAL_FORM = "NFC"
+_CHAR_MAP = str.maketrans({
+    "\ufb00": "ff", "\ufb01": "fi", "\ufb02": "fl", "\ufb03": "ffi", "\ufb04": "ffl",
+    "\ufb05": "st", "\ufb06": "st",
+    "\u00a0": " ", "\u2002": " ", "\u2003": " ", "\u2007": " ", "\u2009": " ", "\u202f": " ",
+    "\u3000": " ",
+    "\u00ad": None,  # soft hyphen: a line-break hint, never text
+    "\u200b": None, "\u2060": None, "\ufeff": None,  # zero-width space, word joiner, BOM
+    "\ufffd": None,  # unmapped glyphs: counted by the OCR decision before clean-up
+    "\u2028": "\n", "\u2029": "\n\n", "\f": "\n\n", "\v": "\n",
+})
+_CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")
+_INNER_SPACE = re.compile(r"(?<=\S)[ \t]+")  # leading indentation is kept (code, verse)
+_TRAILING_SPACE = re.compile(r"[ \t]+\n")
+_MANY_NEWLINES = re.compile(r"\n{3,}")
+_SPACE_LINES = re.compile(r"\n[ \t]+\n")
+
+# A word broken at a line end: letters, a hyphen, the line break, a lowercase continuation.
+_HYPHEN_BREAK = re.compile(r"([^\W\d_]+)-[ ]*\n[ ]*([^\W\d_]+)(\S*) ?")
+
+# Running headers/footers: lines seen at the top or bottom of most pages.
+EDGE_LINES = 3  # non-empty lines at each end of a page that may be a header/footer
+RUNNING_MIN_PAGES = 3  # fewer pages than this: nothing counts as "repeated"
+RUNNING_SHARE = 0.5  # a line on more than this share of pages is running matter
+RUNNING_MAX_CHARS = 150  # longer lines are body text even when repeated
+_DIGITS = re.compile(r"\d+")
+_ROMAN_LINE = re.compile(r"^[ivxlcdm]+$")
+_PAGE_NUMBER_KEY = re.compile(r"^(page|seite|p\.?)?\s*[#]\s*((of|/|von)\s*[#])?$")
+PAGE_NUMBER_KEY = "<page-number>"
+
+
+def normalize_unicode(text: str) -> str:
+    """NFC, ligatures and odd spaces folded, invisible and control characters removed."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = unicodedata.normalize(NORMAL_FORM, text.translate(_CHAR_MAP))
+    return _CONTROLS.sub("", text)
+
+
+def normalize_whitespace(text: str) -> str:
+    """Single spaces inside lines (indentation kept), at most one blank line between paragraphs."""
+    text = _INNER_SPACE.sub(" ", text)
+    text = _TRAILING_SPACE.sub("\n", text)
+    text = _SPACE_LINES.sub("\n\n", text)
+    text = _MANY_NEWLINES.sub("\n\n", text)
+    return text.strip("\n").rstrip()
+
+
+def dehyphenate(text: str) -> str:
+    """Join words hyphenated across a line break ("exam-\\nple" -> "example").
+
+    A compound that the document also writes with its hyphen elsewhere ("well-known") keeps
+    the hyphen. The joined word stays on the first line.
+    """
+    if "-\n" not in text and "- \n" not in text:
+        return text
+    hyphenated = _hyphenated_words(text)
+
+    def join(m: re.Match[str]) -> str:
+        left, right = m.group(1), m.group(2)
+        if not right[0].islower():
+            return m.group(0)
+        word = f"{left}-{right}" if f"{left}-{right}".lower() in hyphenated else left + right
+        word += m.group(3)  # punctuation stays with its word
+        at_line_end = m.end() >= len(m.string) or m.string[m.end()] == "\n"
+        return word if at_line_end else word + "\n"
+
+    return _HYPHEN_BREAK.sub(join, text)
+
+
+def _hyphenated_words(text: str) -> set[str]:
+    return {w.lower() for w in re.findall(r"[^\W\d_]+-[^\W\d_]+", text)}
+
+
+def _line_key(line: str) -> str:
+    key = " ".join(line.lower().split())
+    if _ROMAN_LINE.match(key):
+        return PAGE_NUMBER_KEY
+    key = _DIGITS.sub("#", key).strip(" -–—|·•")
+    if _PAGE_NUMBER_KEY.match(key):
+        return PAGE_NUMBER_KEY
+    return key
+
+
+def _edge_indexes(lines: Sequence[str]) -> list[int]:
+    filled = [i for i, line in enumerate(lines) if line.strip()]
+    return sorted(set(filled[:EDGE_LINES] + filled[-EDGE_LINES:]))
+
+
+def remove_running_lines(pages: Sequence[str]) -> list[str]:
+    """Drop headers, footers and page numbers that repeat at the edges of most pages."""
+    if len(pages) < RUNNING_MIN_PAGES:
+        return list(pages)
+    split = [page.split("\n") for page in pages]
+    seen_on: Counter[str] = Counter()
+    for lines in split:
+        keys = {_line_key(lines[i]) for i in _edge_indexes(lines)
+                if len(lines[i]) <= RUNNING_MAX_CHARS}
+        seen_on.update(k for k in keys if k)
+    running = {k for k, n in seen_on.items() if n > RUNNING_SHARE * len(pages)}
+    if not running:
+        return list(pages)
+    out = []
+    for lines in split:
+        drop = {i for i in _edge_indexes(lines)
+                if len(lines[i]) <= RUNNING_MAX_CHARS and _line_key(lines[i]) in running}
+        if len(drop) == sum(1 for line in lines if line.strip()):
+            # a page of nothing but "running" lines is a page whose body repeats (forms,
+            # slides): keep all but its page number
+            drop = {i for i in drop if _line_key(lines[i]) == PAGE_NUMBER_KEY}
+        out.append("\n".join(line for i, line in enumerate(lines) if i not in drop))
+    return out
+
+
+def clean_page(text: str) -> str:
+    """Per-page clean-up (before running headers are found across pages)."""
+    return normalize_whitespace(normalize_unicode(text))
+
+
+def join_pages(pages: Sequence[str]) -> str:
+    """Pages into one text: a blank line between pages, unless a word runs across the break."""
+    out: list[str] = []
+    for page in pages:
+        if not page:
+            continue
+        if out:
+            prev = out[-1]
+            out.append("\n" if prev.endswith("-") and page[:1].islower() else "\n\n")
+        out.append(page)
+    return "".join(out)
+
+
+def clean_text(text: str) -> str:
+    """The whole clean-up for a text without pages (HTML, plain text)."""
+    return normalize_whitespace(dehyphenate(normalize_unicode(text)))
+
+
+def clean_pages(pages: Sequence[str]) -> tuple[list[str], str]:
+    """Clean each page, drop running headers/footers; returns (page texts, document text)."""
+    cleaned = remove_running_lines([clean_page(p) for p in pages])
+    cleaned = [normalize_whitespace(p) for p in cleaned]
+    return cleaned, normalize_whitespace(dehyphenate(join_pages(cleaned)))

@@ -1,0 +1,171 @@
+"""One file in, one Document out: detection, the extractor for its kind, clean-up, stats."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from docproc.cleanup import clean_pages, clean_text
+from docproc.detect import Detected, Kind, detect
+from docproc.ocr_policy import OcrMode, Reason
+from docproc.result import Extracted, PageResult
+from pipeline.config import ExtractConfig
+from pipeline.errors import EmptyInput
+from pipeline.rawstore import sha256_file
+from pipeline.records import Document, PageInfo
+
+log = logging.getLogger(__name__)
+
+TITLE_MAX_CHARS = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """How to extract one file: the `extract` config plus what the legacy tools add."""
+
+    ocr: OcrMode = OcrMode.AUTO
+    redo: bool = False
+    dpi: int = 300
+    lang: str = "eng"
+    psm: int = 3
+    max_pages: int = 2000
+    max_image_pixels: int = 100_000_000
+    preprocess: bool = True  # image files: contrast stretch, upscale small ones
+    image_dpi: int | None = None  # image files: the resolution to tell Tesseract (None: file's)
+    pages: tuple[int, ...] = ()  # 1-based pages to extract; empty = all
+
+    @classmethod
+    def from_config(cls, cfg: ExtractConfig, **changes: object) -> Options:
+        base = cls(ocr=OcrMode(cfg.ocr), redo=cfg.ocr_redo, dpi=cfg.dpi, lang=cfg.lang,
+                   psm=cfg.psm, max_pages=cfg.max_pages, max_image_pixels=cfg.max_image_pixels)
+        return base if not changes else _replace(base, changes)
+
+
+def _replace(opts: Options, changes: dict[str, object]) -> Options:
+    import dataclasses
+
+    return dataclasses.replace(opts, **changes)  # type: ignore[arg-type]
+
+
+def extract_file(path: Path, opts: Options, *, source: str = "", claimed_mime: str = "",
+                 sha256: str = "", deadline: float | None = None) -> Document:
+    """Extract the file at `path` into a Document; bad input raises an InputError naming it."""
+    source = source or str(path)
+    started = time.monotonic()
+    found = detect(path, source, claimed_mime)
+    extracted = _run_extractor(path, found, opts, source, deadline)
+    doc = build_document(extracted, found, source=source, opts=opts,
+                         sha256=sha256 or sha256_file(path))
+    doc.stats["seconds"] = round(time.monotonic() - started, 3)
+    return doc
+
+
+def _run_extractor(path: Path, found: Detected, opts: Options, source: str,
+                   deadline: float | None) -> Extracted:
+    if found.kind in (Kind.PDF, Kind.EBOOK):
+        from docproc.pdf import extract_pymupdf
+
+        return extract_pymupdf(path, source=source, filetype=found.filetype, mode=opts.ocr,
+                               redo=opts.redo, lang=opts.lang, psm=opts.psm, dpi=opts.dpi,
+                               max_pages=opts.max_pages, max_pixels=opts.max_image_pixels,
+                               only_pages=opts.pages, deadline=deadline)
+    if found.kind is Kind.IMAGE:
+        return extract_image(path, found.mime, opts, source, deadline)
+    if found.kind is Kind.HTML:
+        from docproc.html import extract_html
+
+        return extract_html(path, source)
+    from docproc.text import extract_text
+
+    return extract_text(path, source)
+
+
+def extract_image(path: Path, mime: str, opts: Options, source: str,
+                  deadline: float | None) -> Extracted:
+    """OCR each page of an image file (each TIFF page; one frame of a GIF/WebP)."""
+    from docproc.image import frame_count, iter_frames, ocr_frame, open_image
+    from docproc.ocr import iso_lang, tesseract_version
+    from docproc.pdf import page_numbers
+    from pipeline.errors import TooLargeInput
+
+    with open_image(path, source, opts.max_image_pixels) as img:
+        count = frame_count(img, mime)
+        if count > opts.max_pages:
+            raise TooLargeInput(source, f"{count} pages is over extract.max_pages="
+                                        f"{opts.max_pages}")
+        wanted = set(page_numbers(count, opts.pages, source))
+        pages = []
+        for number, frame in enumerate(iter_frames(img, mime, source, opts.max_image_pixels), 1):
+            if number not in wanted:
+                continue
+            if opts.ocr is OcrMode.NEVER:
+                pages.append(PageResult(number, "", False, str(Reason.OCR_OFF)))
+                continue
+            result = ocr_frame(frame, lang=opts.lang, psm=opts.psm, dpi=opts.image_dpi,
+                               preprocess=opts.preprocess, source=source, deadline=deadline)
+            pages.append(PageResult(number, result.text, True, str(Reason.IMAGE),
+                                    result.confidence))
+    return Extracted(extractor=f"tesseract {tesseract_version()}", pages=pages,
+                     page_count=count, lang=iso_lang(opts.lang))
+
+
+def _text_stats(text: str) -> dict[str, float]:
+    words = len(text.split())
+    visible = len(text) - text.count(" ") - text.count("\n")
+    alpha = sum(1 for c in text if c.isalpha())
+    return {"chars": len(text), "words": words, "lines": text.count("\n") + 1 if text else 0,
+            "alpha_ratio": round(alpha / visible, 4) if visible else 0.0}
+
+
+def _ocr_stats(pages: Sequence[PageResult]) -> dict[str, float]:
+    ocred = [p for p in pages if p.ocr]
+    if not pages:
+        return {}
+    out: dict[str, float] = {"ocr_share": round(len(ocred) / len(pages), 4)}
+    confidences = [p.confidence for p in ocred if p.confidence is not None]
+    if confidences:
+        out["ocr_confidence"] = round(sum(confidences) / len(confidences), 2)
+    return out
+
+
+def _fallback_title(text: str, source: str) -> str:
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    if 0 < len(first) <= TITLE_MAX_CHARS:
+        return first
+    return Path(source.rstrip("/")).name
+
+
+def _extractor_name(extracted: Extracted, pages: Sequence[PageResult]) -> str:
+    if any(p.ocr for p in pages) and not extracted.extractor.startswith("tesseract"):
+        from docproc.ocr import tesseract_version
+
+        return f"{extracted.extractor} + tesseract {tesseract_version()}"
+    return extracted.extractor
+
+
+def build_document(extracted: Extracted, found: Detected, *, source: str, opts: Options,
+                   sha256: str) -> Document:
+    """Clean the extracted text and wrap it, with per-page facts and stats, as a Document."""
+    from docproc.ocr import iso_lang
+
+    pages = extracted.pages
+    if extracted.page_count:
+        page_texts, text = clean_pages([p.text for p in pages])
+    else:
+        page_texts, text = [], clean_text(extracted.text)
+    if not text:
+        reasons = sorted({p.reason for p in pages})
+        detail = f" ({len(pages)} pages: {', '.join(reasons)})" if pages else ""
+        raise EmptyInput(source, f"no text found{detail}")
+    info = [PageInfo(number=p.number, chars=len(t), ocr=p.ocr, reason=p.reason,
+                     confidence=p.confidence) for p, t in zip(pages, page_texts, strict=True)]
+    ocr_pages = [p.number for p in pages if p.ocr]
+    lang = extracted.lang or (iso_lang(opts.lang) if ocr_pages else "")
+    stats = _text_stats(text) | _ocr_stats(pages)
+    title = " ".join(extracted.title.split())[:TITLE_MAX_CHARS] or _fallback_title(text, source)
+    return Document(id=sha256, source=source, mime=found.mime, text=text, title=title,
+                    pages=extracted.page_count, ocr_pages=ocr_pages, page_info=info, lang=lang,
+                    extractor=_extractor_name(extracted, pages), stats=stats)

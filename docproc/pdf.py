@@ -1,0 +1,275 @@
+"""PDF and the other formats PyMuPDF opens (EPUB, XPS, FB2, MOBI, CBZ): text per page in
+reading order, with a per-page OCR decision and Tesseract where it says so."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pymupdf
+
+from docproc.ocr import ocr_pixmap
+from docproc.ocr_policy import OCR_LAYER_FONT, OcrDecision, OcrMode, Reason, decide
+from docproc.result import Extracted, PageResult
+from pipeline.errors import CorruptInput, EncryptedInput, InputTimeout, TooLargeInput
+
+log = logging.getLogger(__name__)
+
+# Unmapped glyphs come out as U+FFFD (no TEXT_USE_CID_FOR_UNKNOWN_UNICODE), so the OCR decision
+# can count them; ligatures are expanded; image blocks are kept to measure image coverage.
+TEXT_FLAGS = pymupdf.TEXT_MEDIABOX_CLIP | pymupdf.TEXT_PRESERVE_IMAGES
+TEXT_BLOCK, IMAGE_BLOCK = 0, 1
+COLUMN_GAP_PT = 10.0  # a vertical gap this wide, top to bottom of a region, separates columns
+PARAGRAPH_GAP = 0.6  # blocks closer than this many line heights continue one paragraph
+MIN_OCR_DPI = 72  # a page too large to render at the configured dpi is rendered lower, not below
+# MuPDF messages that only say the cross-reference table was rebuilt: the content is intact.
+XREF_REPAIR_MESSAGES = ("startxref", "repair", "xref", "trailer")
+
+
+def _silence_mupdf() -> None:
+    pymupdf.TOOLS.mupdf_display_errors(False)
+    pymupdf.TOOLS.mupdf_display_warnings(False)
+
+
+def pymupdf_version() -> str:
+    return f"pymupdf {pymupdf.__version__} (mupdf {pymupdf.mupdf_version})"
+
+
+def open_document(path: Path, source: str, max_pages: int, filetype: str | None = None) -> Any:
+    """Open a document, refusing encrypted, damaged and over-long ones with a reason."""
+    _silence_mupdf()
+    pymupdf.TOOLS.reset_mupdf_warnings()
+    kind = (filetype or "pdf").upper()
+    try:
+        doc = pymupdf.open(str(path), filetype=filetype)
+    except pymupdf.EmptyFileError:
+        raise CorruptInput(source, f"empty {kind} stream") from None
+    except (pymupdf.FileDataError, RuntimeError, ValueError) as e:
+        raise CorruptInput(source, f"damaged or truncated {kind}: {e}") from None
+    try:
+        if doc.needs_pass and not doc.authenticate(""):
+            raise EncryptedInput(source, f"encrypted {kind}: a password is needed to open it")
+        try:
+            count = doc.page_count
+        except (RuntimeError, ValueError) as e:
+            raise CorruptInput(source, f"damaged or truncated {kind}: {e}") from None
+        if count == 0:
+            raise CorruptInput(source, f"damaged or truncated {kind}: no pages")
+        if count > max_pages:
+            raise TooLargeInput(source, f"{count} pages is over extract.max_pages={max_pages}")
+    except BaseException:
+        doc.close()
+        raise
+    return doc
+
+
+def damage_report(doc: Any) -> str:
+    """What MuPDF had to repair beyond the cross-reference table ("" when nothing was lost)."""
+    if not doc.is_pdf or not doc.is_repaired:
+        return ""
+    messages = [m for m in pymupdf.TOOLS.mupdf_warnings().splitlines() if m.strip()]
+    lost = [m for m in messages if not any(k in m.lower() for k in XREF_REPAIR_MESSAGES)]
+    return "; ".join(lost[:3])
+
+
+def metadata(doc: Any) -> dict[str, str]:
+    meta = {k: str(v) for k, v in (doc.metadata or {}).items() if v}
+    meta["pages"] = str(doc.page_count)
+    return meta
+
+
+# --- reading order --------------------------------------------------------------------
+
+
+def _split(blocks: list[tuple], lo: int, hi: int, min_gap: float) -> list[list[tuple]]:
+    """Groups of blocks separated by a gap of at least `min_gap` on one axis."""
+    ordered = sorted(blocks, key=lambda b: b[lo])
+    groups: list[list[tuple]] = [[ordered[0]]]
+    reach = ordered[0][hi]
+    for b in ordered[1:]:
+        if b[lo] - reach >= min_gap:
+            groups.append([b])
+        else:
+            groups[-1].append(b)
+        reach = max(reach, b[hi])
+    return groups
+
+
+def reading_order(blocks: list[tuple]) -> list[tuple]:
+    """Blocks (x0, y0, x1, y1, ...) in reading order by recursive XY-cut.
+
+    Columns first (a gutter from the top to the bottom of the region), then bands
+    separated by a horizontal gap; what cannot be cut is read top-down, left to right.
+    Unlike `sort=True`, the two columns of a page are not interleaved.
+    """
+    if len(blocks) <= 1:
+        return list(blocks)
+    columns = _split(blocks, 0, 2, COLUMN_GAP_PT)
+    if len(columns) > 1:
+        return [b for col in columns for b in reading_order(col)]
+    bands = _split(blocks, 1, 3, 0.0)
+    if len(bands) > 1:
+        return [b for band in bands for b in reading_order(band)]
+    return sorted(blocks, key=lambda b: (round(b[1]), b[0]))
+
+
+def _block_text(block: tuple) -> str:
+    return block[4].rstrip("\n")
+
+
+def join_blocks(blocks: Sequence[tuple]) -> str:
+    """Blocks into page text: a blank line between paragraphs, a line break within one."""
+    parts: list[str] = []
+    prev: tuple | None = None
+    for b in blocks:
+        text = _block_text(b)
+        if not text.strip():
+            continue
+        if prev is not None:
+            lines = max(1, _block_text(prev).count("\n") + 1)
+            line_height = (prev[3] - prev[1]) / lines
+            gap = b[1] - prev[3]
+            parts.append("\n" if 0 <= gap < PARAGRAPH_GAP * line_height else "\n\n")
+        parts.append(text)
+        prev = b
+    return "".join(parts)
+
+
+# --- one page ---------------------------------------------------------------------------
+
+
+class _Probe:
+    """The OCR decision's lazy view of a page (see ocr_policy.PageProbe)."""
+
+    def __init__(self, page: Any, image_blocks: list[tuple]) -> None:
+        self.page = page
+        self.image_blocks = image_blocks
+
+    def image_share(self) -> float:
+        rect = self.page.rect
+        area = max(rect.width * rect.height, 1e-6)
+        covered = 0.0
+        for b in self.image_blocks:
+            box = pymupdf.Rect(b[:4]) & rect
+            if not box.is_empty:
+                covered += box.width * box.height
+        return min(1.0, covered / area)
+
+    def has_marks(self) -> bool:
+        return bool(self.image_blocks) or bool(self.page.get_bboxlog())
+
+    def has_ocr_layer(self) -> bool:
+        return any(OCR_LAYER_FONT in (font[3] or "") for font in self.page.get_fonts())
+
+
+def page_text(page: Any) -> tuple[str, list[tuple]]:
+    """(text layer in reading order, image blocks) of a page."""
+    blocks = page.get_text("blocks", flags=TEXT_FLAGS)
+    text_blocks = [b for b in blocks if b[6] == TEXT_BLOCK]
+    images = [b for b in blocks if b[6] == IMAGE_BLOCK]
+    return join_blocks(reading_order(text_blocks)), images
+
+
+def decide_page(page: Any, mode: OcrMode, redo: bool = False) -> tuple[str, OcrDecision]:
+    text, images = page_text(page)
+    return text, decide(mode, text, _Probe(page, images), redo)
+
+
+def render_dpi(page: Any, dpi: int, max_pixels: int) -> int:
+    """`dpi`, or lower where the page would render to more than `max_pixels` pixels."""
+    rect = page.rect
+    pixels = (rect.width * dpi / 72) * (rect.height * dpi / 72)
+    if pixels <= max_pixels:
+        return dpi
+    return max(MIN_OCR_DPI, int(dpi * math.sqrt(max_pixels / pixels)))
+
+
+def ocr_page(page: Any, *, lang: str, psm: int, dpi: int, max_pixels: int, source: str,
+             deadline: float | None) -> tuple[str, float | None]:
+    use_dpi = render_dpi(page, dpi, max_pixels)
+    if use_dpi != dpi:
+        log.info("%s: page %d rendered at %d dpi (too large for %d)", source, page.number + 1,
+                 use_dpi, dpi)
+    pix = page.get_pixmap(dpi=use_dpi, colorspace=pymupdf.csGRAY, alpha=False)
+    result = ocr_pixmap(pix, lang=lang, psm=psm, dpi=use_dpi, source=source, deadline=deadline)
+    return result.text, result.confidence
+
+
+def iter_pages(doc: Any, numbers: Sequence[int], *, mode: OcrMode, redo: bool, lang: str,
+               psm: int, dpi: int, max_pixels: int, source: str,
+               deadline: float | None) -> Iterator[PageResult]:
+    """Each requested page (1-based numbers): its text layer or, where decided, its OCR text."""
+    for number in numbers:
+        if deadline is not None and time.monotonic() > deadline:
+            raise InputTimeout(source, f"out of time at page {number} of {doc.page_count} "
+                                       f"(extract.timeout_s)")
+        try:
+            page = doc.load_page(number - 1)
+            text, decision = decide_page(page, mode, redo)
+        except (RuntimeError, ValueError) as e:
+            raise CorruptInput(source, f"page {number} is unreadable: {e}") from None
+        confidence = None
+        if decision.ocr:
+            text, confidence = ocr_page(page, lang=lang, psm=psm, dpi=dpi,
+                                        max_pixels=max_pixels, source=source, deadline=deadline)
+        yield PageResult(number=number, text=text, ocr=decision.ocr, reason=str(decision.reason),
+                         confidence=confidence)
+
+
+def page_numbers(count: int, only: Sequence[int] | None, source: str) -> list[int]:
+    if not only:
+        return list(range(1, count + 1))
+    bad = [n for n in only if not 1 <= n <= count]
+    if bad:
+        from pipeline.errors import InputError
+
+        raise InputError(source, f"no page {bad[0]} (the document has {count} pages)")
+    return list(only)
+
+
+def extract_pymupdf(path: Path, *, source: str, filetype: str | None, mode: OcrMode,
+                    redo: bool, lang: str, psm: int, dpi: int, max_pages: int, max_pixels: int,
+                    only_pages: Sequence[int] | None = None,
+                    deadline: float | None = None) -> Extracted:
+    """Pages of a PDF (or EPUB, XPS, ...) with the OCR decision applied to each."""
+    doc = open_document(path, source, max_pages, filetype)
+    try:
+        numbers = page_numbers(doc.page_count, only_pages, source)
+        pages = list(iter_pages(doc, numbers, mode=mode, redo=redo, lang=lang, psm=psm, dpi=dpi,
+                                max_pixels=max_pixels, source=source, deadline=deadline))
+        damage = damage_report(doc)
+        if damage:
+            raise CorruptInput(source, f"damaged or truncated PDF, content lost: {damage}")
+        meta = metadata(doc)
+        return Extracted(extractor=pymupdf_version(), pages=pages, page_count=doc.page_count,
+                         title=meta.get("title", "").strip(), lang=_doc_lang(doc),
+                         metadata=meta)
+    finally:
+        doc.close()
+        pymupdf.TOOLS.store_shrink(100)  # MuPDF's cache grows across documents in a worker
+
+
+def _doc_lang(doc: Any) -> str:
+    try:
+        lang = doc.language or ""
+    except (AttributeError, RuntimeError):
+        return ""
+    return lang.split("-")[0].lower()
+
+
+def classify(path: Path, source: str, max_pages: int) -> str:
+    """"text", "image" or "mixed": whether pages need OCR (auto decision), without OCR."""
+    doc = open_document(path, source, max_pages)
+    try:
+        decisions = [decide_page(doc.load_page(i), OcrMode.AUTO)[1]
+                     for i in range(doc.page_count)]
+    finally:
+        doc.close()
+    needs = [d.ocr for d in decisions if d.reason is not Reason.BLANK_PAGE]
+    if not any(needs):
+        return "text"
+    return "image" if all(needs) else "mixed"

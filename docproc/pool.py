@@ -1,0 +1,222 @@
+"""Worker processes for extraction: a per-document timeout, crash isolation and recycling.
+
+Each worker gets one document at a time over its own pipe, so a worker that hangs or dies
+costs exactly that document: it becomes a `timeout` or `crash` outcome, the worker is
+replaced and the batch goes on. Workers leave after `tasks_per_worker` documents (PyMuPDF and
+Tesseract leak in long jobs). They are forked from a forkserver that imported the extractors
+once, so starting or replacing one costs milliseconds, and forking never copies the threads
+of the calling process (Prefect runs tasks in threads).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import time
+import traceback
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any
+
+from docproc.document import Options, extract_file
+from pipeline.errors import EnvironmentProblem, InputError
+from pipeline.records import Document
+
+log = logging.getLogger(__name__)
+
+KILL_GRACE_S = 5.0  # a worker past its deadline gets this long to report its own timeout
+PRELOAD = ["docproc.pool", "docproc.pdf", "docproc.image", "docproc.html", "docproc.text",
+           "pytesseract", "charset_normalizer", "trafilatura", "PIL.Image"]
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    path: str  # where the bytes are
+    source: str  # what to call it (path or URL it came from)
+    claimed_mime: str = ""
+    sha256: str = ""  # the Document id; computed from the bytes when empty
+
+
+@dataclass(slots=True)
+class Outcome:
+    task: Task
+    doc: Document | None = None
+    error: str = ""  # failure kind ("corrupt", "timeout", "crash", ...) when doc is None
+    message: str = ""
+    seconds: float = 0.0
+
+
+def _run_one(task: Task, opts: Options, timeout_s: float) -> tuple[str, Any, Any]:
+    """Extract one task; the message a worker sends back."""
+    deadline = time.monotonic() + timeout_s
+    try:
+        doc = extract_file(Path(task.path), opts, source=task.source,
+                           claimed_mime=task.claimed_mime, sha256=task.sha256,
+                           deadline=deadline)
+        return ("ok", doc, None)
+    except InputError as e:
+        return ("fail", e.kind, e.reason)
+    except EnvironmentProblem as e:
+        return ("env", str(e), None)
+    except Exception as e:  # a bug or a library failure on odd input: one document, not the batch
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        return ("fail", "error", f"{type(e).__name__}: {e} (at {os.path.basename(where.filename)}"
+                                 f":{where.lineno})")
+
+
+def _worker_main(conn: Connection, opts: Options, timeout_s: float, max_tasks: int) -> None:
+    # Own process group: a timeout kills the worker and its Tesseract child together.
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
+    from docproc.ocr import limit_threads
+
+    limit_threads()
+    for _ in range(max_tasks):
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        conn.send(_run_one(task, opts, timeout_s))
+
+
+@dataclass(slots=True)
+class _Worker:
+    proc: Any
+    conn: Connection
+    done: int = 0
+    task: Task | None = None
+    started: float = 0.0
+
+
+def _context() -> Any:
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(PRELOAD)
+    return ctx
+
+
+def _kill(worker: _Worker) -> None:
+    try:
+        os.killpg(worker.proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError, OSError):
+        worker.proc.kill()
+    worker.proc.join(timeout=5)
+    worker.conn.close()
+
+
+def _death(proc: Any) -> str:
+    code = proc.exitcode
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"the worker process died ({name}) while extracting it"
+    return f"the worker process exited (code {code}) while extracting it"
+
+
+class WorkerPool:
+    """Run extraction tasks on `workers` processes; outcomes come back as they finish."""
+
+    def __init__(self, opts: Options, *, workers: int, timeout_s: float,
+                 tasks_per_worker: int) -> None:
+        self.opts = opts
+        self.workers = max(1, workers)
+        self.timeout_s = timeout_s
+        self.tasks_per_worker = tasks_per_worker
+        self._ctx = _context()
+        self._all: list[_Worker] = []
+
+    def _start(self) -> _Worker:
+        parent, child = self._ctx.Pipe()
+        proc = self._ctx.Process(target=_worker_main, daemon=True, name="cllm-extract",
+                                 args=(child, self.opts, self.timeout_s, self.tasks_per_worker))
+        proc.start()
+        child.close()
+        worker = _Worker(proc=proc, conn=parent)
+        self._all.append(worker)
+        return worker
+
+    def _retire(self, worker: _Worker, kill: bool) -> None:
+        self._all.remove(worker)
+        if kill:
+            _kill(worker)
+        else:
+            worker.proc.join(timeout=5)
+            worker.conn.close()
+
+    def run(self, tasks: Sequence[Task]) -> Iterator[Outcome]:
+        """Yield one Outcome per task, in completion order; EnvironmentProblem stops the run."""
+        queue = list(reversed(tasks))
+        idle: list[_Worker] = []
+        busy: list[_Worker] = []
+        try:
+            while queue or busy:
+                while queue and len(busy) < self.workers:
+                    worker = idle.pop() if idle else self._start()
+                    worker.task, worker.started = queue.pop(), time.monotonic()
+                    worker.conn.send(worker.task)
+                    busy.append(worker)
+                for worker, outcome in self._collect(busy):
+                    busy.remove(worker)
+                    yield outcome
+                    if worker in self._all:
+                        idle.append(worker)
+        finally:
+            for worker in list(self._all):
+                with contextlib.suppress(OSError):
+                    worker.conn.send(None)
+                self._retire(worker, kill=worker in busy)
+
+    def _collect(self, busy: list[_Worker]) -> list[tuple[_Worker, Outcome]]:
+        """Wait for the next results, deaths or deadlines among the busy workers."""
+        limit = self.timeout_s + KILL_GRACE_S
+        next_deadline = min(w.started for w in busy) + limit
+        waitables = [w.conn for w in busy] + [w.proc.sentinel for w in busy]
+        ready = set(wait(waitables, timeout=max(0.0, next_deadline - time.monotonic())))
+        now = time.monotonic()
+        out = []
+        for worker in list(busy):
+            task = worker.task
+            assert task is not None
+            seconds = now - worker.started
+            if worker.conn in ready or (worker.proc.sentinel in ready and worker.conn.poll()):
+                try:
+                    message = worker.conn.recv()
+                except (EOFError, OSError):
+                    message = None
+                if message is not None:
+                    out.append((worker, self._outcome(worker, task, message, seconds)))
+                    continue
+            if worker.proc.sentinel in ready or not worker.proc.is_alive():
+                worker.proc.join(timeout=1)
+                out.append((worker, Outcome(task, error="crash", message=_death(worker.proc),
+                                            seconds=seconds)))
+                self._retire(worker, kill=True)
+            elif now - worker.started >= limit:
+                log.warning("%s: no result after %.0fs, stopping its worker", task.source,
+                            seconds)
+                self._retire(worker, kill=True)
+                out.append((worker, Outcome(task, error="timeout", seconds=seconds,
+                                            message=f"no result within extract.timeout_s="
+                                                    f"{self.timeout_s:g}s (worker stopped)")))
+        return out
+
+    def _outcome(self, worker: _Worker, task: Task, message: tuple, seconds: float) -> Outcome:
+        worker.done += 1
+        worker.task = None
+        if worker.done >= self.tasks_per_worker:
+            self._retire(worker, kill=False)  # it leaves by itself after its last task
+        status, a, b = message
+        if status == "ok":
+            return Outcome(task, doc=a, seconds=seconds)
+        if status == "env":
+            raise EnvironmentProblem(a)
+        return Outcome(task, error=a, message=b, seconds=seconds)
