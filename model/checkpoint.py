@@ -96,7 +96,8 @@ def resolve_checkpoint(path: Path) -> Path:
         for name in MODEL_FILES:
             if (path / name).is_file():
                 return path / name
-        latest = CheckpointSet(path, keep_last=1).latest()
+        run_dir = path.parent if path.name == CHECKPOINTS_DIR else path
+        latest = CheckpointSet(run_dir, keep_last=1).latest()
         if latest is not None:
             return latest
         raise FileNotFoundError(f"{path} holds no checkpoint ({', '.join(MODEL_FILES)} or "

@@ -318,7 +318,10 @@ class CLLM(nn.Module):
         logits = self.lm_head(self.ln_f(x))  # (B, T, V)
         if targets is None:
             return logits, None
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1))
+        flat = logits.view(-1, logits.size(-1))  # (B*T, V)
+        if flat.dtype in (torch.bfloat16, torch.float16):  # softmax in fp32 under autocast
+            flat = flat.float()
+        loss = F.cross_entropy(flat, targets.reshape(-1))
         return logits, loss
 
     def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:

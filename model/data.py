@@ -2,9 +2,10 @@
 
 A split is read as one virtual token stream (its shards in manifest order, memory-mapped and
 re-opened for every batch so page cache, not process memory, holds them). The windows of a step
-are a pure function of (seed, step, micro-step): resuming at step s needs no other state, and
-DDP ranks take interleaved rows of the same global batch, so N processes see exactly what one
-process with an N times larger batch sees.
+are a pure function of (seed, step): resuming at step s needs no other state. Each step draws
+one global batch (batch_size x ranks x grad_accum windows); micro-steps take consecutive slices
+of it and DDP ranks interleaved rows of a slice, so 2 processes with batch 4, or 1 with batch 4
+and grad_accum 2, train on exactly what 1 process with batch 8 does.
 """
 
 from __future__ import annotations
@@ -96,15 +97,15 @@ class SplitTokens:
         return np.asarray(tokens[begin:int(ends[local])], dtype=np.int64)
 
 
-def window_rng(seed: int, step: int, micro: int) -> np.random.Generator:
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, step, micro])))
+def window_rng(seed: int, step: int) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, step])))
 
 
 class TrainWindows:
     """Random (x, y) windows of the train split for each (step, micro-step) and rank."""
 
     def __init__(self, tokens: SplitTokens, *, block_size: int, batch_size: int, seed: int,
-                 rank: int = 0, world: int = 1) -> None:
+                 grad_accum: int = 1, rank: int = 0, world: int = 1) -> None:
         if tokens.total < block_size + 1:
             raise ValueError(
                 f"the {tokens.split} split holds {tokens.total} tokens, fewer than block_size+1 "
@@ -113,15 +114,16 @@ class TrainWindows:
         self.block_size = block_size
         self.batch_size = batch_size
         self.seed = seed
+        self.grad_accum = grad_accum
         self.rank = rank
         self.world = world
 
     def starts(self, step: int, micro: int) -> np.ndarray:
-        """This rank's window starts: rows rank, rank + world, ... of the global micro-batch."""
-        rng = window_rng(self.seed, step, micro)
+        """This rank's window starts: rows rank, rank + world, ... of micro-batch `micro`."""
         high = self.tokens.total - self.block_size  # exclusive: room for the shifted target
-        every = rng.integers(0, high, size=self.batch_size * self.world)
-        return every[self.rank::self.world]
+        per_micro = self.batch_size * self.world
+        every = window_rng(self.seed, step).integers(0, high, size=per_micro * self.grad_accum)
+        return every[micro * per_micro:(micro + 1) * per_micro][self.rank::self.world]
 
     def batch(self, step: int, micro: int, device: torch.device | str = "cpu"
               ) -> tuple[torch.Tensor, torch.Tensor]:

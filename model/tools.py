@@ -87,18 +87,17 @@ def _data_root_for(data_dir: Path, root_flag: str | None) -> tuple[Any, bool]:
 
 def tokenize_folder(data_dir: Path, cfg: Any, root: Any, progress: bool) -> None:
     """Ingest, extract and tokenize a folder of documents into `root`."""
-    from docproc.extract import extract_all
-    from pipeline.dataset import tokenize_dataset
-
-    from pipeline.ingest import ingest_paths
-
     log.info("train_model: %s holds no shards: ingesting, extracting and tokenizing it into %s",
              data_dir, root.path)
-    for stage in (lambda: ingest_paths([data_dir], cfg, root, progress=progress),
-                  lambda: extract_all(cfg, root, progress=progress),
-                  lambda: tokenize_dataset(cfg, root, progress=progress)):
-        stats = stage()
-        log.info("%s", stats.summary())
+    from pipeline.ingest import ingest_paths
+
+    log.info("%s", ingest_paths([data_dir], cfg, root, progress=progress).summary())
+    from docproc.extract import extract_all
+
+    log.info("%s", extract_all(cfg, root, progress=progress).summary())
+    from pipeline.dataset import tokenize_dataset
+
+    log.info("%s", tokenize_dataset(cfg, root, progress=progress).summary())
 
 
 def _steps_for_epochs(epochs: float, cfg: Any, root: Any) -> int:

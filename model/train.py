@@ -294,9 +294,6 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
         if start.resume and state is not None:
             _restore_rng(state["rng"], device)
-        if state is not None:
-            check_tokenizer(state["tokenizer"]["sha256"], manifest.tokenizer.sha256,
-                            f"the shards in {root.shards}")
         if start.resume and state is not None and state["tokenizer"].get("json"):
             self.tokenizer = state["tokenizer"]
         else:
@@ -305,7 +302,8 @@ class Trainer:
         self.forward_model = self._wrap(self.model)
         self.train_windows = TrainWindows(
             SplitTokens(root.shards, manifest, "train"), block_size=self.model_cfg.block_size,
-            batch_size=self.tc.batch_size, seed=seed, rank=dist.rank, world=dist.world)
+            batch_size=self.tc.batch_size, seed=seed, grad_accum=self.tc.grad_accum,
+            rank=dist.rank, world=dist.world)
         self.val_tokens = SplitTokens(root.shards, manifest, "val")
         if start.resume and state is not None and \
                 state["data"].get("train_tokens") != self.train_windows.tokens.total:
@@ -461,6 +459,9 @@ def _train_session(cfg: Config, root: DataRoot, run_dir: Path, dist: Dist, devic
     if dist.main:
         ckpts.remove_orphans()
     start = _choose_start(tc, ckpts, init_checkpoint, init_optimizer)
+    if start.state is not None:  # before anything else: the ids must mean the same text
+        check_tokenizer(start.state["tokenizer"]["sha256"], manifest.tokenizer.sha256,
+                        f"the shards in {root.shards}")
     trainer = Trainer(cfg, root, manifest, start, dist, device)
     if dist.main:
         save_resolved(cfg, run_dir)

@@ -1,0 +1,230 @@
+"""The trainer on tiny real shards: loss falls, schedules, outputs, early stop, NaN, init, tools."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from model.checkpoint import load_checkpoint, load_safetensors_model, model_from_state
+from model.schedule import lr_at
+from model.tiny import corpus, make_shards, tiny_config
+from model.train import StepInfo, read_metrics, train
+from pipeline.config import TrainConfig
+from pipeline.errors import ConfigError
+from pipeline.layout import DataRoot
+
+
+@pytest.fixture(scope="module")
+def shards_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = DataRoot.at(tmp_path_factory.mktemp("shards") / "data")
+    make_shards(root, corpus())
+    return root.path
+
+
+@pytest.fixture
+def data(shards_template: Path, tmp_path: Path) -> DataRoot:
+    shutil.copytree(shards_template, tmp_path / "data")
+    return DataRoot.at(tmp_path / "data")
+
+
+def test_loss_falls_and_the_run_leaves_its_outputs(data: DataRoot) -> None:
+    result = train(tiny_config(max_steps=40), data, progress=False)
+    rows = read_metrics(result.metrics)
+    steps = [r for r in rows if "loss" in r]
+    assert [r["step"] for r in steps] == list(range(1, 41))
+    assert all({"step", "loss", "lr", "tokens_per_s", "grad_norm", "mfu"} <= set(r) for r in steps)
+    evals = [r["val_loss"] for r in rows if "val_loss" in r]
+    assert len(evals) == 4 and evals[-1] < evals[0] - 1.0
+    assert sum(r["loss"] for r in steps[-5:]) / 5 < steps[0]["loss"] - 1.0
+    assert result.stop_reason == "max_steps" and result.steps == 40
+    assert result.tokens_seen == 40 * 8 * 32
+    assert result.best_val_loss == pytest.approx(min(evals))
+    run = data.run("default")
+    assert (run / "config.toml").is_file() and "n_embd = 32" in (run / "config.toml").read_text()
+    assert result.report is not None and result.report.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # keep_last (3) step checkpoints, the best, and a safetensors export of the best
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "step-00000020.pt", "step-00000030.pt", "step-00000040.pt"]
+    best = load_checkpoint(result.best_checkpoint)
+    assert best["val_loss"] == pytest.approx(result.best_val_loss)
+    exported = load_safetensors_model(result.export)
+    ids = torch.randint(0, 300, (1, 16))
+    assert torch.allclose(exported(ids)[0], model_from_state(best)(ids)[0])
+    # a checkpoint is self-contained: config, optimizer, tokenizer text, data position
+    last = load_checkpoint(result.last_checkpoint)
+    assert last["step"] == 40 and last["data"]["next_step"] == 40
+    assert last["optimizer"]["state"] and last["tokenizer"]["json"].startswith("{")
+    assert last["config"]["train"]["n_embd"] == 32
+
+
+def test_scratch_refuses_a_run_that_has_checkpoints_and_resume_continues_it(
+        data: DataRoot) -> None:
+    train(tiny_config(max_steps=10), data, progress=False)
+    with pytest.raises(ConfigError, match="--resume"):
+        train(tiny_config(max_steps=20), data, progress=False)
+    result = train(tiny_config(max_steps=20, init_from="resume"), data, progress=False)
+    assert result.steps == 20
+    assert [r["step"] for r in read_metrics(result.metrics) if "loss" in r] == list(range(1, 21))
+
+
+def test_early_stopping_after_patience_evaluations_without_improvement(
+        data: DataRoot, monkeypatch: pytest.MonkeyPatch) -> None:
+    from model.train import Trainer
+
+    scripted = iter([3.0, 2.5, 2.6, 2.5, 2.4, 2.3])  # best at the 2nd eval, then 2 without gain
+    monkeypatch.setattr(Trainer, "validate", lambda self: next(scripted))
+    cfg = tiny_config(max_steps=200, eval_interval=2, save_interval=100, patience=2)
+    seen: list[StepInfo] = []
+    result = train(cfg, data, progress=False, on_step=seen.append)
+    assert result.stop_reason == "early_stop"
+    assert result.steps == 8
+    assert [s.val_loss for s in seen if s.val_loss is not None] == [3.0, 2.5, 2.6, 2.5]
+    assert result.best_val_loss == 2.5
+    best = load_checkpoint(result.best_checkpoint)
+    assert best["step"] == 4 and best["val_loss"] == 2.5
+    assert load_checkpoint(result.last_checkpoint)["step"] == 8  # saved at the stop
+
+
+def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(data: DataRoot) -> None:
+    def poison(info: StepInfo) -> None:
+        if info.step == 12:  # after the step-10 checkpoint: the next loss is NaN
+            with torch.no_grad():
+                poison.model.wte.weight.fill_(math.nan)
+
+    import model.train as train_module
+
+    original = train_module.Trainer._build_model
+
+    def build(self, state):  # noqa: ANN001, ANN202 - capture the model the trainer uses
+        poison.model = original(self, state)
+        return poison.model
+
+    train_module.Trainer._build_model = build
+    try:
+        result = train(tiny_config(max_steps=30), data, progress=False, on_step=poison)
+    finally:
+        train_module.Trainer._build_model = original
+    assert result.stop_reason == "nan_loss"
+    assert result.steps == 12
+    assert result.last_checkpoint.name == "step-00000010.pt"
+    state = load_checkpoint(result.last_checkpoint)
+    assert all(torch.isfinite(t).all() for t in state["model"].values())
+    rows = read_metrics(result.metrics)
+    assert rows[-1]["event"] == "nan_loss" and math.isnan(rows[-1]["loss"])
+
+
+def test_max_seconds_stops_with_a_checkpoint(data: DataRoot) -> None:
+    result = train(tiny_config(max_steps=100_000, max_seconds=0.5, save_interval=100_000),
+                   data, progress=False)
+    assert result.stop_reason == "max_seconds"
+    assert 0 < result.steps < 100_000
+    assert load_checkpoint(result.last_checkpoint)["step"] == result.steps
+
+
+def test_starting_from_an_explicit_checkpoint(data: DataRoot) -> None:
+    first = train(tiny_config(max_steps=20, run="first"), data, progress=False)
+    source = load_checkpoint(first.last_checkpoint)
+    # the checkpoint's model shape wins over train.* (here a different width is configured)
+    cfg = tiny_config(max_steps=1, run="second", n_embd=64, lr=1e-9, min_lr=0.0,
+                      warmup_steps=0, init_from="promoted")
+    second = train(cfg, data, progress=False, init_checkpoint=first.last_checkpoint)
+    state = load_checkpoint(second.last_checkpoint)
+    assert state["model_config"]["n_embd"] == 32 and state["step"] == 1
+    assert torch.allclose(state["model"]["wte.weight"], source["model"]["wte.weight"], atol=1e-6)
+    # weights only: the optimizer starts fresh (one step of moments); with init_optimizer the
+    # AdamW step count continues from the source's 20
+    assert int(state["optimizer"]["state"][0]["step"]) == 1
+    third = train(tiny_config(max_steps=1, run="third", lr=1e-9, min_lr=0.0, warmup_steps=0),
+                  data, progress=False, init_checkpoint=first.last_checkpoint,
+                  init_optimizer=True)
+    assert int(load_checkpoint(third.last_checkpoint)["optimizer"]["state"][0]["step"]) == 21
+    with pytest.raises(ConfigError, match="promoted"):
+        train(tiny_config(run="fourth", init_from="promoted"), data, progress=False)
+
+
+@pytest.mark.parametrize("scheduler", ["constant", "cosine", "linear", "step"])
+def test_every_schedule_warms_up_then_follows_its_curve(scheduler: str) -> None:
+    tc = TrainConfig(scheduler=scheduler, lr=1.0, min_lr=0.1, warmup_steps=4, max_steps=24,
+                     lr_decay_steps=8 if scheduler == "step" else 0, lr_decay_factor=0.5)
+    curve = [lr_at(s, tc) for s in range(30)]
+    assert curve[:4] == pytest.approx([0.2, 0.4, 0.6, 0.8])  # (s + 1) / (warmup + 1)
+    after = curve[4:]
+    if scheduler == "constant":
+        assert after == pytest.approx([1.0] * 26)
+    elif scheduler == "cosine":
+        assert curve[4] == pytest.approx(1.0)
+        assert curve[14] == pytest.approx(0.1 + 0.5 * (1 + math.cos(math.pi / 2)) * 0.9)
+        assert curve[24:] == pytest.approx([0.1] * 6)
+        assert all(a >= b for a, b in zip(after, after[1:], strict=False))
+    elif scheduler == "linear":
+        assert curve[9] == pytest.approx(1.0 - 0.25 * 0.9)
+        assert curve[24:] == pytest.approx([0.1] * 6)
+    else:  # halves every 8 steps after warmup, floored at min_lr
+        assert curve[4:12] == pytest.approx([1.0] * 8)
+        assert curve[12:20] == pytest.approx([0.5] * 8)
+        assert curve[20:28] == pytest.approx([0.25] * 8)
+        assert lr_at(100, tc) == pytest.approx(0.1)
+
+
+def test_the_trainer_applies_the_schedule(data: DataRoot) -> None:
+    cfg = tiny_config(max_steps=12, scheduler="linear", warmup_steps=2, eval_interval=100)
+    result = train(cfg, data, progress=False)
+    logged = [r["lr"] for r in read_metrics(result.metrics) if "loss" in r]
+    assert logged == pytest.approx([lr_at(s, cfg.train) for s in range(12)])
+
+
+def test_grad_accumulation_trains_on_the_same_global_batch(data: DataRoot) -> None:
+    cfg = {"max_steps": 4, "eval_interval": 100}
+    big = train(tiny_config(batch_size=8, run="big", **cfg), data, progress=False)
+    acc = train(tiny_config(batch_size=4, grad_accum=2, run="acc", **cfg), data, progress=False)
+    assert acc.tokens_seen == big.tokens_seen == 4 * 8 * 32
+    big_losses = [r["loss"] for r in read_metrics(big.metrics) if "loss" in r]
+    acc_losses = [r["loss"] for r in read_metrics(acc.metrics) if "loss" in r]
+    assert acc_losses == pytest.approx(big_losses, rel=1e-5)
+    assert big_losses[0] == pytest.approx(math.log(320), rel=0.05)  # untrained: uniform guess
+
+
+def test_train_model_tool_trains_on_a_data_root(data: DataRoot, tmp_path: Path) -> None:
+    from model.tools import train_model_main
+
+    out = tmp_path / "exported"
+    code = train_model_main([str(data.path), "--model-name", "legacy", "--embed-dim", "32",
+                             "--num-layers", "1", "--num-heads", "2", "--seq-len", "32",
+                             "--batch-size", "8", "--epochs", "0.5", "--lr", "3e-3",
+                             "--warmup-steps", "2", "--scheduler", "none", "--threads", "1",
+                             "--device", "cpu", "--checkpoint-dir", str(out), "-q"])
+    assert code == 0
+    rows = [r for r in read_metrics(data.run("legacy") / "metrics.jsonl") if "loss" in r]
+    tokens = json.loads(data.manifest.read_text())["totals"]["train"]["tokens"]
+    assert len(rows) == math.ceil(0.5 * tokens / (8 * 32))
+    assert {r["lr"] for r in rows[2:]} == {3e-3}  # "none" is the constant schedule
+    assert (out / "legacy.pt").is_file() and (out / "legacy.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_cllm_train_evaluate_sample_commands(data: DataRoot, cli_env: dict[str, str]) -> None:
+    sets = [f"--set=train.{k}={v}" for k, v in
+            {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32, "batch_size": 8,
+             "eval_interval": 10, "eval_iters": 2, "precision": '"fp32"', "threads": 1,
+             "lr": 3e-3, "warmup_steps": 2}.items()]
+    base = [sys.executable, "-m", "pipeline.cli", "--root", str(data.path), "-q"]
+    done = subprocess.run([*base, "train", "--run", "cli", "--max-steps", "20", "--device", "cpu",
+                           *sets], env=cli_env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "train: 20 seen" in done.stdout
+    ev = subprocess.run([*base, "evaluate", str(data.run("cli")), "--json"], env=cli_env,
+                        capture_output=True, text=True, timeout=300)
+    assert ev.returncode == 0, ev.stderr
+    result = json.loads(ev.stdout)
+    assert result["what"] == "val" and result["step"] == 20 and result["loss"] < 5.0
+    sample = subprocess.run([*base, "sample", str(data.run("cli")), "-p", "The quick", "-n", "12",
+                             "-s", "3"], env=cli_env, capture_output=True, text=True, timeout=300)
+    assert sample.returncode == 0, sample.stderr
+    assert sample.stdout.startswith("The quick") and len(sample.stdout) > len("The quick\n")
