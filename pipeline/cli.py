@@ -143,7 +143,7 @@ def _args_extract(p: argparse.ArgumentParser) -> None:
 
 
 def _args_clean(p: argparse.ArgumentParser) -> None:
-    pass
+    _config_flag(p, "--workers", key="clean.workers", type=int, help="processes (0 = cores)")
 
 
 def _args_tokenize(p: argparse.ArgumentParser) -> None:
@@ -152,6 +152,12 @@ def _args_tokenize(p: argparse.ArgumentParser) -> None:
                  help="use this tokenizer.json instead of training one")
     _config_flag(p, "--val-fraction", key="shards.val_fraction", type=float)
     _config_flag(p, "--shard-tokens", key="shards.shard_tokens", type=int)
+    _config_flag(p, "--encoder", key="tokenize.encoder", choices=["auto", "hf", "tiktoken"],
+                 help="auto: tiktoken when it reproduces the tokenizer id for id, else hf")
+    _config_flag(p, "--threads", key="tokenize.threads", type=int,
+                 help="encoder threads (0 = cores)")
+    _config_flag(p, "--workers", key="clean.workers", type=int,
+                 help="clean processes (0 = cores)")
 
 
 def _args_shards(p: argparse.ArgumentParser) -> None:

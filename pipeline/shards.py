@@ -70,9 +70,15 @@ class Manifest:
     config: dict[str, Any] = field(default_factory=dict)
     updated_at: str = field(default_factory=utc_now)
     format_version: int = MANIFEST_FORMAT
+    parts: list[str] = field(default_factory=list)  # docs parts whose documents are in shards
 
     def split_shards(self, split: Split) -> list[ShardInfo]:
         return [s for s in self.shards if s.split == split]
+
+    def next_number(self, split: Split) -> int:
+        """The number the next shard of `split` gets (shards are numbered per split)."""
+        return max((int(s.name.rsplit("-", 1)[1]) + 1 for s in self.split_shards(split)),
+                   default=0)
 
     def totals(self) -> dict[str, dict[str, int]]:
         return {split: {"shards": len(self.split_shards(split)),
@@ -132,7 +138,8 @@ def open_split(folder: Path, split: Split, manifest: Manifest | None = None) -> 
 class ShardWriter:
     """Append documents to the shards of one split; each full shard is written atomically.
 
-    A document never spans two shards, so every .idx offset points into its own .bin.
+    A shard ends after the document that brings it to `shard_tokens` or more, and a document
+    never spans two shards, so every .idx offset points into its own .bin.
     The caller lists the returned ShardInfo in the manifest, which makes the shard visible.
     """
 
@@ -145,7 +152,7 @@ class ShardWriter:
         self.shard_tokens = shard_tokens
         self.number = first_number
         self._pieces: list[np.ndarray] = []
-        self._ends: list[int] = []
+        self._ends: list[np.ndarray] = []  # end offsets within the shard being filled
         self._tokens = 0
 
     def add(self, ids: np.ndarray | list[int]) -> ShardInfo | None:
@@ -156,8 +163,32 @@ class ShardWriter:
         self._pieces.append(arr.astype(self.dtype, copy=False))
         self._pieces.append(self.eos)
         self._tokens += arr.size + 1
-        self._ends.append(self._tokens)
+        self._ends.append(np.array([self._tokens], dtype=IDX_DTYPE))
         return self.flush() if self._tokens >= self.shard_tokens else None
+
+    def add_encoded(self, tokens: np.ndarray, ends: np.ndarray) -> list[ShardInfo]:
+        """Add many documents at once; returns the shards they completed.
+
+        `tokens` holds each document followed by its EOS, `ends` the end offset of each in
+        `tokens` (the .bin/.idx layout). The shards are the same as `add` one by one gives.
+        """
+        if tokens.dtype != self.dtype:
+            raise ValueError(f"tokens are {tokens.dtype.name}, shards are {self.dtype.name}")
+        ends = np.asarray(ends, dtype=IDX_DTYPE)
+        done: list[ShardInfo] = []
+        first, base = 0, 0  # first document not yet added, and where it starts in `tokens`
+        while first < len(ends):
+            need = self.shard_tokens - self._tokens
+            last = int(np.searchsorted(ends, base + need, side="left"))
+            last = min(last, len(ends) - 1)
+            stop = int(ends[last])
+            self._pieces.append(tokens[base:stop])
+            self._ends.append(ends[first:last + 1] - base + self._tokens)
+            self._tokens += stop - base
+            first, base = last + 1, stop
+            if self._tokens >= self.shard_tokens:
+                done.append(self.flush())
+        return done
 
     def flush(self) -> ShardInfo | None:
         """Write what is buffered as one shard (nothing if empty)."""
@@ -167,12 +198,179 @@ class ShardWriter:
 
         name = shard_name(self.split, self.number)
         data = np.concatenate(self._pieces).tobytes()
-        idx = np.asarray(self._ends, dtype=IDX_DTYPE).tobytes()
+        ends = np.concatenate(self._ends).astype(IDX_DTYPE, copy=False)
+        idx = ends.tobytes()
         atomic_write_bytes(self.folder / f"{name}.idx", idx)
         atomic_write_bytes(self.folder / f"{name}.bin", data)
-        info = ShardInfo(name=name, split=self.split, tokens=self._tokens, docs=len(self._ends),
+        info = ShardInfo(name=name, split=self.split, tokens=self._tokens, docs=len(ends),
                          bytes=len(data), sha256=hashlib.sha256(data).hexdigest(),
                          idx_sha256=hashlib.sha256(idx).hexdigest())
         self.number += 1
         self._pieces, self._ends, self._tokens = [], [], 0
         return info
+
+
+# --- reading, checking, the `cllm shards` command -------------------------------------------
+
+
+def find_document(manifest: Manifest, split: Split, number: int) -> tuple[ShardInfo, int]:
+    """The shard holding document `number` of `split` (counted across shards in order), and
+    the document's number inside that shard."""
+    if number < 0:
+        raise IndexError(f"document number must be >= 0, got {number}")
+    for info in manifest.split_shards(split):
+        if number < info.docs:
+            return info, number
+        number -= info.docs
+    total = sum(s.docs for s in manifest.split_shards(split))
+    raise IndexError(f"the {split} split has {total} documents; there is no document "
+                     f"{number + total}")
+
+
+def read_document(folder: Path, manifest: Manifest, split: Split, number: int) -> np.ndarray:
+    """Token ids of one document, without its EOS."""
+    info, k = find_document(manifest, split, number)
+    tokens, ends = open_shard(folder, info, manifest.dtype)
+    start = int(ends[k - 1]) if k else 0
+    return np.array(tokens[start:int(ends[k]) - 1])
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    shards: int = 0
+    tokens: int = 0
+    problems: list[str] = field(default_factory=list)  # each makes verification fail
+    notes: list[str] = field(default_factory=list)  # worth knowing, harmless
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _file_sha256(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def _verify_shard(folder: Path, info: ShardInfo, manifest: Manifest) -> list[str]:
+    bin_path, idx_path = folder / f"{info.name}.bin", folder / f"{info.name}.idx"
+    for path in (bin_path, idx_path):
+        if not path.is_file():
+            return [f"{info.name}: {path.name} is missing"]
+    itemsize = np.dtype(manifest.dtype).itemsize
+    size = bin_path.stat().st_size
+    if size != info.bytes or size != info.tokens * itemsize:
+        return [f"{info.name}: .bin has {size} bytes, manifest says {info.bytes} "
+                f"({info.tokens} tokens of {manifest.dtype})"]
+    problems = []
+    if _file_sha256(bin_path) != info.sha256:
+        problems.append(f"{info.name}: .bin sha256 differs from the manifest")
+    if _file_sha256(idx_path) != info.idx_sha256:
+        problems.append(f"{info.name}: .idx sha256 differs from the manifest")
+    if idx_path.stat().st_size != info.docs * IDX_DTYPE.itemsize:
+        return [*problems, f"{info.name}: .idx holds {idx_path.stat().st_size // 8} offsets, "
+                           f"manifest says {info.docs} documents"]
+    tokens, ends = open_shard(folder, info, manifest.dtype)
+    if info.docs and (np.any(np.diff(ends.astype(np.int64)) <= 0) or int(ends[0]) < 1
+                      or int(ends[-1]) != info.tokens):
+        problems.append(f"{info.name}: .idx offsets are not increasing up to {info.tokens}")
+        return problems
+    eos = manifest.tokenizer.eos_id
+    if info.docs and not np.all(tokens[ends.astype(np.int64) - 1] == eos):
+        problems.append(f"{info.name}: a document does not end with EOS ({eos})")
+    eos_count = int(np.count_nonzero(tokens == eos))
+    if eos_count != info.docs:
+        problems.append(f"{info.name}: {eos_count} EOS tokens for {info.docs} documents")
+    top = int(tokens.max()) if info.tokens else 0
+    if top >= manifest.tokenizer.vocab_size:
+        problems.append(f"{info.name}: token id {top} >= vocab size "
+                        f"{manifest.tokenizer.vocab_size}")
+    return problems
+
+
+def verify_shards(folder: Path, manifest: Manifest | None = None,
+                  tokenizer_path: Path | None = None) -> VerifyReport:
+    """Check every listed shard against the manifest: sizes, sha256 of .bin and .idx, index
+    consistency, an EOS at each document end and nowhere else, token ids < vocab size; and
+    the tokenizer file's sha256 when its path is given."""
+    folder = Path(folder)
+    manifest = manifest or read_manifest(folder / "manifest.json")
+    report = VerifyReport()
+    if manifest.dtype != dtype_for_vocab(manifest.tokenizer.vocab_size).name:
+        report.problems.append(f"dtype {manifest.dtype} does not match vocab size "
+                               f"{manifest.tokenizer.vocab_size}")
+    if tokenizer_path is not None:
+        if not Path(tokenizer_path).is_file():
+            report.problems.append(f"tokenizer {tokenizer_path} is missing")
+        elif _file_sha256(Path(tokenizer_path)) != manifest.tokenizer.sha256:
+            report.problems.append(f"tokenizer {tokenizer_path} sha256 differs from the "
+                                   "manifest's")
+    for info in manifest.shards:
+        report.problems.extend(_verify_shard(folder, info, manifest))
+        report.shards += 1
+        report.tokens += info.tokens
+    listed = {s.name for s in manifest.shards}
+    for path in sorted(folder.glob("*-[0-9]*.bin")):
+        if path.stem not in listed:
+            report.notes.append(f"{path.name} is not in the manifest (left by an interrupted "
+                                "run; the next `cllm tokenize` replaces or removes it)")
+    return report
+
+
+def describe(manifest: Manifest) -> str:
+    """A human summary of the manifest: what `cllm shards inspect` prints."""
+    tok = manifest.tokenizer
+    totals = manifest.totals()
+    lines = [
+        f"manifest version {manifest.version} (format {manifest.format_version}), "
+        f"updated {manifest.updated_at}",
+        f"tokenizer {tok.path}: sha256 {tok.sha256}, vocab {tok.vocab_size}, eos id {tok.eos_id}",
+        f"dtype {manifest.dtype}; val split: {manifest.val_fraction:.2%} of documents by id "
+        f"({manifest.split_rule})",
+    ]
+    for split in SPLITS:
+        t = totals[split]
+        lines.append(f"{split + ':':6} {t['shards']} shards, {t['docs']} docs, "
+                     f"{t['tokens']} tokens")
+    if manifest.parts:
+        lines.append(f"docs parts: {len(manifest.parts)} ({manifest.parts[0]} .. "
+                     f"{manifest.parts[-1]})")
+    for s in manifest.shards:
+        lines.append(f"  {s.name}  {s.tokens:>12} tokens  {s.docs:>8} docs  {s.bytes:>12} bytes"
+                     f"  sha256 {s.sha256[:16]}")
+    return "\n".join(lines)
+
+
+def cli(args, ctx) -> int:  # noqa: ANN001 - argparse namespace and cli.Context
+    import sys
+
+    from pipeline.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+
+    root = ctx.root
+    try:
+        manifest = read_manifest(root.manifest)
+    except (FileNotFoundError, RecordFormatError) as e:
+        print(f"cllm shards: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.shards_command == "inspect":
+        print(describe(manifest))
+        return EXIT_OK
+    if args.shards_command == "verify":
+        report = verify_shards(root.shards, manifest, root.path / manifest.tokenizer.path)
+        for note in report.notes:
+            print(f"note: {note}", file=sys.stderr)
+        for problem in report.problems:
+            print(f"FAILED: {problem}")
+        if report.ok:
+            print(f"OK: {report.shards} shards, {report.tokens} tokens verified")
+        return EXIT_OK if report.ok else EXIT_FAILED
+    from pipeline.tokenizer import decode, load_tokenizer
+
+    try:
+        ids = read_document(root.shards, manifest, args.split, args.doc)
+    except IndexError as e:
+        print(f"cllm shards decode: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    text = decode(load_tokenizer(root.path / manifest.tokenizer.path), ids.tolist())
+    sys.stdout.write(text + ("\n" if sys.stdout.isatty() and not text.endswith("\n") else ""))
+    return EXIT_OK

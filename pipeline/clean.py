@@ -1,0 +1,121 @@
+"""Text normalisation and quality filters: every document is kept or dropped with a reason.
+
+Filters run cheapest first and the first that fails names the reason, so each dropped
+document is counted once: too_short, too_few_words, low_alpha, symbol_heavy,
+repeated_lines, short_lines. Thresholds come from `CleanConfig`.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+from pipeline.config import CleanConfig
+
+# Every reason a quality filter gives, in the order the filters run.
+REASONS = ("too_short", "too_few_words", "low_alpha", "symbol_heavy", "repeated_lines",
+           "short_lines")
+
+# C0/C1 controls except tab and newline, zero-width and BOM characters, lone surrogates:
+# invisible, or not encodable as UTF-8, and never part of useful training text.
+_INVISIBLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\u2060\ufeff\ud800-\udfff]")
+_TRAILING_SPACE = re.compile(r"[ \t\u00a0\u3000]+$", re.MULTILINE)
+_BLANK_RUNS = re.compile(r"\n{3,}")
+_NOT_LETTER = re.compile(r"[\W\d_]+")
+_NOT_DIGIT = re.compile(r"\D+")
+_SPACE = re.compile(r"\s+")
+
+
+@dataclass(frozen=True, slots=True)
+class Keep:
+    """The document passed every filter."""
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    reason: str  # one of REASONS (or a dedup reason)
+    detail: str = ""  # the figure that failed, e.g. "alpha ratio 0.31 < 0.5"
+
+
+Verdict = Keep | Drop
+KEEP = Keep()
+
+
+def normalize_text(text: str) -> str:
+    """The text we train on: NFC, LF line ends, no invisible characters, no trailing spaces,
+    at most one blank line in a row, no leading or trailing blank lines."""
+    text = unicodedata.normalize("NFC", text)
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = _INVISIBLE.sub("", text)
+    text = _TRAILING_SPACE.sub("", text)
+    text = _BLANK_RUNS.sub("\n\n", text)
+    return text.strip("\n ")
+
+
+@dataclass(frozen=True, slots=True)
+class TextStats:
+    """The figures the filters look at, computed once per document."""
+
+    chars: int
+    words: int
+    nonspace: int  # characters that are not whitespace
+    letters: int
+    digits: int
+    lines: int  # non-empty lines
+    repeated_lines: int  # non-empty lines equal to an earlier line
+    short_lines: int  # non-empty lines shorter than the configured length
+
+    @property
+    def alpha_ratio(self) -> float:
+        return self.letters / self.nonspace if self.nonspace else 0.0
+
+    @property
+    def symbol_ratio(self) -> float:
+        """Punctuation and symbols among non-space characters (neither letter nor digit)."""
+        return (self.nonspace - self.letters - self.digits) / self.nonspace if self.nonspace \
+            else 0.0
+
+    @property
+    def repeated_line_ratio(self) -> float:
+        return self.repeated_lines / self.lines if self.lines else 0.0
+
+    @property
+    def short_line_ratio(self) -> float:
+        return self.short_lines / self.lines if self.lines else 0.0
+
+
+def text_stats(text: str, short_line_chars: int) -> TextStats:
+    lines = [line.strip() for line in text.split("\n")]
+    lines = [line for line in lines if line]
+    return TextStats(
+        chars=len(text),
+        words=len(text.split()),
+        nonspace=len(_SPACE.sub("", text)),
+        letters=len(_NOT_LETTER.sub("", text)),
+        digits=len(_NOT_DIGIT.sub("", text)),
+        lines=len(lines),
+        repeated_lines=len(lines) - len(set(lines)),
+        short_lines=sum(1 for line in lines if len(line) < short_line_chars),
+    )
+
+
+def quality_verdict(text: str, cfg: CleanConfig) -> Verdict:
+    """Keep, or Drop with the reason of the first filter the (normalised) text fails."""
+    if len(text) < cfg.min_chars:
+        return Drop("too_short", f"{len(text)} chars < {cfg.min_chars}")
+    st = text_stats(text, cfg.short_line_chars)
+    if st.words < cfg.min_words:
+        return Drop("too_few_words", f"{st.words} words < {cfg.min_words}")
+    if st.alpha_ratio < cfg.min_alpha_ratio:
+        return Drop("low_alpha", f"alpha ratio {st.alpha_ratio:.2f} < {cfg.min_alpha_ratio}")
+    if st.symbol_ratio > cfg.max_symbol_ratio:
+        return Drop("symbol_heavy",
+                    f"symbol ratio {st.symbol_ratio:.2f} > {cfg.max_symbol_ratio}")
+    if st.repeated_line_ratio > cfg.max_repeated_line_ratio:
+        return Drop("repeated_lines", f"repeated line ratio {st.repeated_line_ratio:.2f} > "
+                                      f"{cfg.max_repeated_line_ratio}")
+    if st.short_line_ratio > cfg.max_short_line_ratio:
+        return Drop("short_lines", f"short line ratio {st.short_line_ratio:.2f} > "
+                                   f"{cfg.max_short_line_ratio}")
+    return KEEP
