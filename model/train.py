@@ -2,6 +2,8 @@
 
 `train(cfg, root)` is the stage; `cllm train` and `python -m model.train` (also under
 `torchrun --nproc_per_node N -m model.train ...`, DDP over gloo on CPU or nccl on CUDA) wrap it.
+Under torchrun, name the run with `--set train.run=NAME`: torchrun's own parser takes `--run`
+as an abbreviation of its `--run-path`.
 
 Everything a run needs to continue exactly is in its checkpoints: the windows of step s are a
 function of (seed, s) (model/data.py), the lr a function of s (model/schedule.py), and the
@@ -399,7 +401,8 @@ class Trainer:
         if self.val_tokens.total < 2:
             return None
         loss_sum, count, _ = split_loss(
-            self.model, self.val_tokens, windows=self.tc.eval_iters * self.tc.batch_size,
+            self.model, self.val_tokens,
+            windows=self.tc.eval_iters * self.tc.batch_size * self.dist.world,
             batch_size=self.tc.batch_size, device=self.device, bf16=self.bf16, dist=self.dist)
         return loss_sum / count
 
