@@ -27,7 +27,7 @@ _MANY_NEWLINES = re.compile(r"\n{3,}")
 _SPACE_LINES = re.compile(r"\n[ \t]+\n")
 
 # A word broken at a line end: letters, a hyphen, the line break, a lowercase continuation.
-_HYPHEN_BREAK = re.compile(r"([^\W\d_]+)-[ ]*\n[ ]*([^\W\d_]+)(\S*) ?")
+_HYPHEN_BREAK = re.compile(r"([^\W\d_]+)-[ \t]*\n[ \t]*([^\W\d_]+)(\S*)[ \t]*")
 
 # Running headers/footers: lines seen at the top or bottom of most pages.
 EDGE_LINES = 3  # non-empty lines at each end of a page that may be a header/footer

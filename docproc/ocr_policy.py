@@ -31,6 +31,7 @@ class Reason(StrEnum):
     IMAGE_PAGE_LITTLE_TEXT = "image_page_little_text"  # mostly image, a few characters
     GARBLED_TEXT = "garbled_text"  # fonts without a Unicode mapping
     REDO_OCR_LAYER = "redo_ocr_layer"  # an earlier OCR layer, redo asked
+    HAS_OCR_LAYER = "has_ocr_layer"  # a scan with an earlier OCR layer, kept (no redo)
     HAS_TEXT = "has_text"  # a good text layer
     IMAGE = "image"  # an image file: OCR is the only way to its text
 
@@ -82,5 +83,7 @@ def decide(mode: OcrMode, text: str, probe: PageProbe, redo: bool = False) -> Oc
     if redo and probe.has_ocr_layer():
         return OcrDecision(True, Reason.REDO_OCR_LAYER)
     if chars < MIN_TEXT_CHARS and probe.image_share() >= IMAGE_PAGE_SHARE:
+        if not redo and probe.has_ocr_layer():  # short, but an OCR engine already read it
+            return OcrDecision(False, Reason.HAS_OCR_LAYER)
         return OcrDecision(True, Reason.IMAGE_PAGE_LITTLE_TEXT)
     return OcrDecision(False, Reason.HAS_TEXT)

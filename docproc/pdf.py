@@ -25,7 +25,6 @@ TEXT_FLAGS = pymupdf.TEXT_MEDIABOX_CLIP | pymupdf.TEXT_PRESERVE_IMAGES
 TEXT_BLOCK, IMAGE_BLOCK = 0, 1
 COLUMN_GAP_PT = 10.0  # a vertical gap this wide, top to bottom of a region, separates columns
 PARAGRAPH_GAP = 0.6  # blocks closer than this many line heights continue one paragraph
-MIN_OCR_DPI = 72  # a page too large to render at the configured dpi is rendered lower, not below
 # MuPDF messages that only say the cross-reference table was rebuilt: the content is intact.
 XREF_REPAIR_MESSAGES = ("startxref", "repair", "xref", "trailer")
 
@@ -185,7 +184,7 @@ def render_dpi(page: Any, dpi: int, max_pixels: int) -> int:
     pixels = (rect.width * dpi / 72) * (rect.height * dpi / 72)
     if pixels <= max_pixels:
         return dpi
-    return max(MIN_OCR_DPI, int(dpi * math.sqrt(max_pixels / pixels)))
+    return max(1, int(dpi * math.sqrt(max_pixels / pixels)))  # the memory limit wins
 
 
 def ocr_page(page: Any, *, lang: str, psm: int, dpi: int, max_pixels: int, source: str,
@@ -261,9 +260,9 @@ def _doc_lang(doc: Any) -> str:
     return lang.split("-")[0].lower()
 
 
-def classify(path: Path, source: str, max_pages: int) -> str:
+def classify(path: Path, source: str, max_pages: int, filetype: str | None = None) -> str:
     """"text", "image" or "mixed": whether pages need OCR (auto decision), without OCR."""
-    doc = open_document(path, source, max_pages)
+    doc = open_document(path, source, max_pages, filetype)
     try:
         decisions = [decide_page(doc.load_page(i), OcrMode.AUTO)[1]
                      for i in range(doc.page_count)]

@@ -1,0 +1,67 @@
+"""The clean-up every extractor shares."""
+
+from __future__ import annotations
+
+from docproc.cleanup import (
+    clean_pages,
+    clean_text,
+    dehyphenate,
+    normalize_unicode,
+    normalize_whitespace,
+    remove_running_lines,
+)
+
+
+def test_dehyphenation_joins_words_broken_at_line_ends() -> None:
+    text = "an exam-\nple of it, and a sen-\ntence."
+    assert dehyphenate(text) == "an example\nof it, and a sentence."
+
+
+def test_dehyphenation_keeps_compounds_the_document_writes_with_a_hyphen() -> None:
+    text = "a well-\nknown fact. It is well-known."
+    assert dehyphenate(text) == "a well-known\nfact. It is well-known."
+
+
+def test_dehyphenation_leaves_capitalised_continuations_and_dashes() -> None:
+    text = "Anglo-\nSaxon words\nand a list -\nlike this"
+    assert dehyphenate(text) == text
+
+
+def test_unicode_normalisation_folds_ligatures_and_invisible_characters() -> None:
+    assert normalize_unicode("e\u0301\ufb01ne\u00ad\u200bx\u00a0y\ufffd\x07") == "\u00e9finex y"
+    # superscripts and full-width digits carry meaning: NFKC would fold them, we do not
+    assert normalize_unicode("x\u00b2 \uff11") == "x\u00b2 \uff11"
+
+
+def test_whitespace_keeps_paragraph_breaks_and_indentation() -> None:
+    text = "first   line  \n\n\n\n  indented\tcode\n \nlast"
+    assert normalize_whitespace(text) == "first line\n\n  indented code\n\nlast"
+
+
+def test_running_headers_footers_and_page_numbers_are_removed() -> None:
+    bodies = ["Install the tool.\nRun it once.", "Open the lid.\nClose it again.",
+              "A page with a figure only", "Turn the key.\nWait.", "Read the log.\nDone."]
+    pages = [f"ACME Manual v2\n{body}\n- {n} -" for n, body in enumerate(bodies, 1)]
+    pages[2] = "ACME Manual v2\nA page with a figure only\nPage 3 of 5"
+    out = remove_running_lines(pages)
+    assert out[0] == "Install the tool.\nRun it once."
+    assert out[2] == "A page with a figure only"
+    assert all("ACME" not in p for p in out)
+
+
+def test_lines_repeated_on_few_pages_or_in_the_body_stay() -> None:
+    pages = ["Title\nbody one\nSee the table.", "body two\nSee the table.\nend two",
+             "body three\nend three", "Title\nbody four"]
+    # "Title" is on 2 of 4 pages (not most); "See the table." is on 2 of 4 too
+    assert remove_running_lines(pages) == pages
+    assert remove_running_lines(pages[:2]) == pages[:2]  # too few pages to tell
+
+
+def test_clean_pages_joins_a_word_hyphenated_across_a_page_break() -> None:
+    _, text = clean_pages(["The first page ends with a hyphen-", "ated word and goes on."])
+    assert text == "The first page ends with a hyphenated\nword and goes on."
+
+
+def test_clean_text_end_to_end() -> None:
+    raw = "\ufeffTitle\r\n\r\n\r\nA para-\r\ngraph  with\ttabs.\r\n"
+    assert clean_text(raw) == "Title\n\nA paragraph\nwith tabs."
