@@ -48,7 +48,8 @@ def open_document(path: Path, source: str, max_pages: int, filetype: str | None 
     except pymupdf.EmptyFileError:
         raise CorruptInput(source, f"empty {kind} stream") from None
     except (pymupdf.FileDataError, RuntimeError, ValueError) as e:
-        raise CorruptInput(source, f"damaged or truncated {kind}: {e}") from None
+        reason = str(e).replace(f" '{path}'", "")  # the source names the input, not our copy
+        raise CorruptInput(source, f"damaged or truncated {kind}: {reason}") from None
     try:
         if doc.needs_pass and not doc.authenticate(""):
             raise EncryptedInput(source, f"encrypted {kind}: a password is needed to open it")

@@ -126,13 +126,18 @@ class WorkerPool:
     """Run extraction tasks on `workers` processes; outcomes come back as they finish."""
 
     def __init__(self, opts: Options, *, workers: int, timeout_s: float,
-                 tasks_per_worker: int) -> None:
+                 tasks_per_worker: int, kill_grace_s: float = KILL_GRACE_S) -> None:
         self.opts = opts
         self.workers = max(1, workers)
         self.timeout_s = timeout_s
         self.tasks_per_worker = tasks_per_worker
+        self.kill_grace_s = kill_grace_s
+        self.started = 0  # worker processes started so far (recycling starts new ones)
         self._ctx = _context()
         self._all: list[_Worker] = []
+
+    def worker_pids(self) -> list[int]:
+        return [w.proc.pid for w in self._all]
 
     def _start(self) -> _Worker:
         parent, child = self._ctx.Pipe()
@@ -142,6 +147,7 @@ class WorkerPool:
         child.close()
         worker = _Worker(proc=proc, conn=parent)
         self._all.append(worker)
+        self.started += 1
         return worker
 
     def _retire(self, worker: _Worker, kill: bool) -> None:
@@ -177,7 +183,7 @@ class WorkerPool:
 
     def _collect(self, busy: list[_Worker]) -> list[tuple[_Worker, Outcome]]:
         """Wait for the next results, deaths or deadlines among the busy workers."""
-        limit = self.timeout_s + KILL_GRACE_S
+        limit = self.timeout_s + self.kill_grace_s
         next_deadline = min(w.started for w in busy) + limit
         waitables = [w.conn for w in busy] + [w.proc.sentinel for w in busy]
         ready = set(wait(waitables, timeout=max(0.0, next_deadline - time.monotonic())))

@@ -1,0 +1,187 @@
+"""Images (real Tesseract), EPUB, HTML and plain text, and the Tesseract checks."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+from test_docproc_samples import (
+    bomb_png,
+    epub_bytes,
+    multipage_tiff,
+    page_image,
+    page_texts,
+    write,
+)
+
+from docproc.document import Options, extract_file
+from docproc.ocr import check_tesseract, mean_confidence
+from docproc.ocr_policy import OcrMode
+from pipeline.errors import CorruptInput, EmptyInput, EnvironmentProblem, TooLargeInput
+
+SHORT = "Pack my box with five dozen liquor jugs.\n\nThe market opened at nine."
+
+
+def _words(text: str) -> list[str]:
+    return "".join(c.lower() if c.isalnum() else " " for c in text).split()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["png", "jpg", "bmp", "gif"])
+def test_image_files_are_ocred_with_a_real_confidence(tmp_path: Path, fmt: str) -> None:
+    path = write(tmp_path / f"page.{fmt}", page_image(SHORT, dpi=120, fmt=fmt))
+    doc = extract_file(path, Options())
+    assert _words(doc.text) == _words(SHORT)
+    assert doc.ocr_pages == [1] and doc.page_info[0].reason == "image"
+    assert 60 < doc.page_info[0].confidence <= 100
+    assert doc.stats["ocr_confidence"] == doc.page_info[0].confidence
+    assert doc.extractor.startswith("tesseract") and doc.mime.startswith("image/")
+
+
+@pytest.mark.slow
+def test_every_page_of_a_multipage_tiff_is_ocred(tmp_path: Path) -> None:
+    texts = ["First page says hello.", "Second page says goodbye."]
+    doc = extract_file(write(tmp_path / "scan.tif", multipage_tiff(texts, dpi=120)), Options())
+    assert doc.pages == 2 and doc.ocr_pages == [1, 2]
+    assert _words(doc.text) == _words(" ".join(texts))
+
+
+@pytest.mark.slow
+def test_confidence_comes_from_tesseract_and_falls_on_a_degraded_image(tmp_path: Path) -> None:
+    from PIL import Image, ImageFilter
+
+    clean = Image.open(io.BytesIO(page_image(SHORT, dpi=120)))
+    blurred = clean.filter(ImageFilter.GaussianBlur(2.2))
+    blurred.save(tmp_path / "blurred.png")
+    clean.save(tmp_path / "clean.png")
+    opts = Options(preprocess=False)
+    good = extract_file(tmp_path / "clean.png", opts).stats["ocr_confidence"]
+    try:
+        bad = extract_file(tmp_path / "blurred.png", opts).stats.get("ocr_confidence", 0.0)
+    except EmptyInput:
+        bad = 0.0
+    assert good > bad + 5  # a constant (the old tools said 85%) could not do this
+
+
+def test_mean_confidence_reads_word_rows_only() -> None:
+    header = "level\tpage_num\tblock_num\tpar_num\tline_num\tword_num\tleft\ttop\twidth\theight" \
+             "\tconf\ttext"
+    rows = ["1\t1\t0\t0\t0\t0\t0\t0\t100\t100\t-1\t", "5\t1\t1\t1\t1\t1\t0\t0\t9\t9\t90.5\tA",
+            "5\t1\t1\t1\t1\t2\t0\t0\t9\t9\t70.5\tB", "5\t1\t1\t1\t1\t3\t0\t0\t9\t9\t95\t "]
+    assert mean_confidence("\n".join([header, *rows])) == (80.5, 2)
+
+
+def test_image_decompression_bomb_is_refused_before_decoding(tmp_path: Path) -> None:
+    path = write(tmp_path / "bomb.png", bomb_png(3000))
+    assert path.stat().st_size < 20_000
+    with pytest.raises(TooLargeInput, match="3000x3000 = 9000000 pixels is over"):
+        extract_file(path, Options(max_image_pixels=5_000_000))
+
+
+def test_truncated_image_is_corrupt(tmp_path: Path) -> None:
+    data = page_image(SHORT, dpi=72)
+    path = write(tmp_path / "cut.png", data[: len(data) // 3])
+    with pytest.raises(CorruptInput, match="unreadable image"):
+        extract_file(path, Options())
+
+
+def test_image_with_ocr_off_has_no_text(tmp_path: Path) -> None:
+    path = write(tmp_path / "p.png", page_image(SHORT, dpi=72))
+    with pytest.raises(EmptyInput, match="ocr_off"):
+        extract_file(path, Options(ocr=OcrMode.NEVER))
+
+
+def test_missing_language_names_the_package_to_install() -> None:
+    with pytest.raises(EnvironmentProblem, match="apt-get install tesseract-ocr-zzz"):
+        check_tesseract("eng+zzz")
+
+
+def test_missing_tesseract_gives_the_install_command(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TESSERACT_CMD", str(tmp_path / "no-such-tesseract"))
+    with pytest.raises(EnvironmentProblem, match="apt-get install tesseract-ocr"):
+        check_tesseract("eng")
+    path = write(tmp_path / "p.png", page_image(SHORT, dpi=72))
+    with pytest.raises(EnvironmentProblem, match="not installed"):
+        extract_file(path, Options())
+    monkeypatch.delenv("TESSERACT_CMD")
+    import pytesseract
+
+    pytesseract.pytesseract.tesseract_cmd = "tesseract"
+
+
+def test_epub_chapters_and_title(tmp_path: Path) -> None:
+    chapters = page_texts(2, words=60)
+    path = write(tmp_path / "book.epub", epub_bytes("A Small Book", chapters))
+    doc = extract_file(path, Options(ocr=OcrMode.NEVER))
+    assert doc.mime == "application/epub+zip" and doc.title == "A Small Book"
+    flat = " ".join(doc.text.split())
+    for text in chapters:
+        for para in text.split("\n\n"):
+            assert " ".join(para.split()) in flat
+    assert flat.index("Chapter 1") < flat.index("Chapter 2")
+    assert doc.pages >= 2 and doc.ocr_pages == []
+
+
+HTML = """<!DOCTYPE html><html lang="de"><head><meta charset="utf-8"><title>Ein Titel</title>
+</head><body><nav><a href="/">Home</a> | <a href="/about">About us</a> | <a href="/x">Shop</a>
+</nav><main><article><h1>Die Überschrift</h1>
+<p>Der erste Absatz erzählt eine Geschichte, die lang genug ist, um als Inhalt zu gelten.
+Sie geht über zwei Zeilen im Quelltext.</p>
+<p>Der zweite Absatz folgt nach einer Leerzeile, mit <b>fettem</b> Text und einem
+<a href="/link">Verweis</a> darin.</p>
+<ul><li>erster Punkt</li><li>zweiter Punkt</li></ul></article></main>
+<footer>Impressum · Datenschutz · Cookies</footer>
+<script>var tracking = "should never appear";</script></body></html>"""
+
+
+def test_html_main_content_keeps_paragraphs_and_drops_boilerplate(tmp_path: Path) -> None:
+    doc = extract_file(write(tmp_path / "page.html", HTML.encode()), Options())
+    paragraphs = doc.text.split("\n\n")
+    assert paragraphs[0] == "Die Überschrift"
+    assert paragraphs[1].startswith("Der erste Absatz") and "Quelltext." in paragraphs[1]
+    assert paragraphs[2].startswith("Der zweite Absatz") and "fettem Text" in paragraphs[2]
+    assert "- erster Punkt\n- zweiter Punkt" in doc.text
+    for junk in ("Home", "Impressum", "tracking"):
+        assert junk not in doc.text
+    assert doc.title in ("Die Überschrift", "Ein Titel") and doc.lang == "de"
+    assert doc.extractor.startswith("trafilatura")
+
+
+def test_html_in_a_legacy_charset(tmp_path: Path) -> None:
+    html = HTML.replace('charset="utf-8"', 'charset="windows-1252"').encode("cp1252")
+    doc = extract_file(write(tmp_path / "old.html", html), Options())
+    assert "Die Überschrift" in doc.text and "erzählt" in doc.text
+
+
+def test_non_utf8_text_is_detected_and_decoded(tmp_path: Path) -> None:
+    cases = {
+        "latin.txt": ("Crème brûlée, café au lait et garçon.".encode("cp1252"), "Crème brûlée"),
+        "cyr.txt": ("Привет, как дела? Это простой тест кодировки.".encode("cp1251"), "Привет"),
+        "u16.txt": ("Grüße aus Köln".encode("utf-16"), "Grüße aus Köln"),
+    }
+    for name, (data, expected) in cases.items():
+        doc = extract_file(write(tmp_path / name, data), Options())
+        assert doc.text.startswith(expected), name
+        assert doc.mime == "text/plain"
+
+
+def test_undecodable_bytes_declared_as_text_are_a_failure(tmp_path: Path) -> None:
+    path = write(tmp_path / "blob.bin", os.urandom(4096))
+    with pytest.raises(CorruptInput, match="not decodable as text"):
+        extract_file(path, Options(), claimed_mime="text/plain", source="http://x/notes.txt")
+
+
+def test_markdown_title_and_paragraphs(tmp_path: Path) -> None:
+    md = "# Release notes\n\nFixed the frobnicator.\nIt no longer   frobs twice.\n\n\n\nDone.\n"
+    doc = extract_file(write(tmp_path / "notes.md", md.encode()), Options())
+    assert doc.mime == "text/markdown" and doc.title == "Release notes"
+    assert doc.text == ("# Release notes\n\nFixed the frobnicator.\nIt no longer frobs twice."
+                        "\n\nDone.")
+
+
+def test_zero_byte_file_is_empty(tmp_path: Path) -> None:
+    with pytest.raises(EmptyInput, match="0 bytes"):
+        extract_file(write(tmp_path / "empty.pdf", b""), Options())
