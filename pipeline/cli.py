@@ -121,12 +121,26 @@ def _args_crawl(p: argparse.ArgumentParser) -> None:
     p.add_argument("urls", nargs="*", metavar="URL", help="start URLs (default: sources.urls)")
     p.add_argument("--url-file", metavar="FILE", help="read start URLs from a file, one a line")
     p.add_argument("--export-urls", metavar="FILE", help="write the stored URLs to a file")
-    _config_flag(p, "--max-pages", key="crawl.max_pages", type=int, help="page budget")
-    _config_flag(p, "--max-depth", key="crawl.max_depth", type=int, help="link depth limit")
+    _config_flag(p, "--max-pages", key="crawl.max_pages", type=int, metavar="N",
+                 help="page budget")
+    _config_flag(p, "--max-depth", key="crawl.max_depth", type=int, metavar="N",
+                 help="link depth limit")
     _config_flag(p, "--allow-private", key="crawl.allow_private", action="store_true",
                  help="allow loopback/private addresses (tests, local sites)")
-    _config_flag(p, "--concurrency", key="crawl.concurrency", type=int)
-    _config_flag(p, "--delay", key="crawl.delay_s", type=float, help="seconds between requests")
+    _config_flag(p, "--concurrency", key="crawl.concurrency", type=int, metavar="N",
+                 help="concurrent requests")
+    _config_flag(p, "--delay", key="crawl.delay_s", type=float, metavar="S",
+                 help="seconds between requests to one site")
+    _config_flag(p, "--max-bytes", key="crawl.max_bytes", type=int, metavar="N",
+                 help="download size limit per response")
+    _config_flag(p, "--sitemap", key="crawl.sitemaps", nargs="+", metavar="URL",
+                 help="seed from these sitemaps (or robots.txt files listing them)")
+    _config_flag(p, "--redis-url", key="crawl.redis_url", metavar="URL",
+                 help="share the frontier with other machines through this Redis")
+    _config_flag(p, "--ignore-robots", key="crawl.obey_robots", action="store_const", const=False,
+                 help="do not fetch or obey robots.txt (only for sites you own)")
+    p.add_argument("--restart", action="store_true",
+                   help="drop the saved frontier of a stopped crawl of these URLs; start over")
 
 
 def _args_extract(p: argparse.ArgumentParser) -> None:

@@ -87,6 +87,9 @@ class CrawlConfig:
     max_bytes: int = 50 * MB  # download size limit per response
     user_agent: str = "cllm-crawler/0.1 (+https://github.com/cllm/cllm-pipeline)"
     redis_url: str = ""  # set to share the frontier across machines (scrapy-redis)
+    # addresses or CIDR networks allowed even when allow_private is false, e.g. ["127.0.0.1"]
+    private_allowlist: list[str] = field(default_factory=list)
+    retry_backoff_s: float = 1.0  # wait before retry n is retry_backoff_s * 2**(n-1), max 60 s
 
     def __post_init__(self) -> None:
         _require(self.max_pages > 0, "crawl.max_pages", "> 0", self.max_pages)
@@ -101,6 +104,37 @@ class CrawlConfig:
         _require(self.retries >= 0, "crawl.retries", ">= 0", self.retries)
         _require(self.max_bytes > 0, "crawl.max_bytes", "> 0", self.max_bytes)
         _require(bool(self.user_agent.strip()), "crawl.user_agent", "non-empty", self.user_agent)
+        _require(self.retry_backoff_s >= 0, "crawl.retry_backoff_s", ">= 0", self.retry_backoff_s)
+        self._check_crawl_lists()
+
+    def _check_crawl_lists(self) -> None:
+        import ipaddress
+        import re
+
+        from pipeline.sniff import EXTENSIONS
+
+        kinds = sorted(set(EXTENSIONS.values()))
+        for i, kind in enumerate(self.file_types):
+            _require(kind in kinds, f"crawl.file_types[{i}]", f"one of {', '.join(kinds)}", kind)
+        for i, pattern in enumerate(self.exclude_patterns):
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ConfigError(f"crawl.exclude_patterns[{i}] is not a valid regex "
+                                  f"({e}): {pattern!r}") from None
+        for i, net in enumerate(self.private_allowlist):
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ConfigError(f"crawl.private_allowlist[{i}] must be an IP address or CIDR "
+                                  f"network, got {net!r}") from None
+        for name in ("allowed_domains", "denied_domains"):
+            for i, domain in enumerate(getattr(self, name)):
+                _require(bool(domain.strip()) and "/" not in domain, f"crawl.{name}[{i}]",
+                         "a host name such as docs.example.org", domain)
+        _require(not self.redis_url or self.redis_url.startswith(("redis://", "rediss://",
+                                                                   "unix://")),
+                 "crawl.redis_url", "a redis://, rediss:// or unix:// URL", self.redis_url)
 
 
 @dataclass(kw_only=True, slots=True)

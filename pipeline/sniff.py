@@ -5,10 +5,12 @@ Shared by ingest, the crawler and extraction so every stage agrees on what a fil
 
 from __future__ import annotations
 
+import io
 import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 SNIFF_BYTES = 8192  # how much of the head is read to decide
 
@@ -103,7 +105,15 @@ def sniff_file(path: Path) -> Sniffed:
     return found
 
 
-def _sniff_zip(path: Path) -> Sniffed | None:
+def sniff_data(data: bytes, name: str = "") -> Sniffed:
+    """Like `sniff_file`, for content already in memory (e.g. a downloaded response)."""
+    found = sniff_bytes(data[:SNIFF_BYTES], name)
+    if found.mime == "application/octet-stream" and data.startswith(b"PK\x03\x04"):
+        found = _sniff_zip(io.BytesIO(data)) or found
+    return found
+
+
+def _sniff_zip(path: Path | IO[bytes]) -> Sniffed | None:
     # EPUBs written by careless tools do not put "mimetype" first; read the member itself.
     try:
         with zipfile.ZipFile(path) as zf:
