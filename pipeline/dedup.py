@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 MINHASH_SEED = 1
 MINHASH_SCHEME = "affine32"  # datasketch's 32-bit scheme: 4 bytes per permutation
 SIG_DTYPE = np.dtype("<u4")
+LSH_WEIGHTS = (0.05, 0.95)  # datasketch's (false positive, false negative) weights
 KEPT = "kept"
 SCHEMA_VERSION = 1
 _WORD = re.compile(r"\w+")
@@ -84,10 +85,15 @@ def fingerprint(text: str, cfg: CleanConfig) -> Fingerprint:
 
 
 def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
-    """(bands, rows per band) that datasketch's MinHashLSH chooses for this threshold."""
+    """(bands, rows per band) that datasketch's MinHashLSH chooses for this threshold.
+
+    Every LSH candidate is confirmed by its estimated Jaccard, so a false positive costs one
+    comparison while a false negative keeps a duplicate: weigh misses heavily (at 0.8 and 128
+    permutations: 16 bands of 8 rows find 95% of pairs at the threshold, 9x13 only 40%).
+    """
     from datasketch import MinHashLSH
 
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=LSH_WEIGHTS)
     return lsh.b, lsh.r
 
 
