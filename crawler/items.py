@@ -1,0 +1,27 @@
+"""The item a spider hands to the raw store pipeline: one fetched page or document."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pipeline.records import utc_now
+
+Outcome = Literal["fetched", "unchanged"]  # a 200 with a body | a 304 answered from the store
+
+
+@dataclass(kw_only=True, slots=True)
+class FetchedPage:
+    source: str  # the URL as requested (before redirects): the SourceRow key
+    final_url: str  # after redirects
+    http_status: int
+    body: bytes = field(repr=False)
+    mime: str
+    ext: str
+    outcome: Outcome = "fetched"
+    sha256: str = ""  # known already for "unchanged"
+    etag: str = ""
+    last_modified: str = ""
+    depth: int = 0
+    referrer: str = ""
+    fetched_at: str = field(default_factory=utc_now)

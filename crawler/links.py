@@ -1,0 +1,97 @@
+"""Links and robots directives of an HTML page, in one lxml pass.
+
+Cheaper than Scrapy's LinkExtractor, which builds parsel selectors and canonicalises every
+link: here only `<a>`/`<area>` hrefs are read, joined to the base URL, and nothing is
+canonicalised; the spider normalises only the links it has not seen before.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from urllib.parse import urljoin, urlsplit
+
+from lxml import etree
+
+SKIP_PREFIXES = ("javascript:", "mailto:", "tel:", "data:", "about:", "#", "file:", "sms:")
+LINK_TAGS = ("a", "area", "base", "meta")
+CHARSET_PEEK = 2048  # bytes searched for a charset declaration
+
+
+@dataclass(slots=True)
+class PageScan:
+    links: list[str] = field(default_factory=list)  # absolute, in page order, may repeat
+    noindex: bool = False
+    nofollow: bool = False
+
+
+@lru_cache(maxsize=16)
+def _parser(encoding: str | None) -> etree.HTMLParser:
+    return etree.HTMLParser(encoding=encoding, remove_comments=True, remove_pis=True,
+                            no_network=True, recover=True, default_doctype=False)
+
+
+def robots_directives(content: str, agent: str) -> tuple[bool, bool]:
+    """(noindex, nofollow) from a robots meta content or an X-Robots-Tag value."""
+    content = content.lower()
+    target, sep, rules = content.partition(":")
+    target = target.strip()
+    names_a_bot = bool(sep and target) and not any(c in target for c in " ,") \
+        and target != "unavailable_after"
+    if names_a_bot:  # "otherbot: noindex" is for that bot only
+        if target != agent:
+            return False, False
+        content = rules
+    tokens = {t.strip() for t in content.split(",")}
+    none = "none" in tokens
+    return none or "noindex" in tokens, none or "nofollow" in tokens
+
+
+def _joiner(base: str):  # noqa: ANN202 - a small closure
+    parts = urlsplit(base)
+    origin = f"{parts.scheme}://{parts.netloc}"
+
+    def join(href: str) -> str:
+        if href.startswith(("http://", "https://")):
+            return href
+        if href.startswith("/") and not href.startswith("//") and "/." not in href:
+            return origin + href
+        return urljoin(base, href)
+
+    return join
+
+
+def scan_html(body: bytes, url: str, encoding: str | None = None, agent: str = "") -> PageScan:
+    """Links (a/area href) and robots meta directives of an HTML document."""
+    if encoding is None and b"charset" not in body[:CHARSET_PEEK].lower():
+        encoding = "utf-8"  # no declaration anywhere: libxml2 would assume latin-1
+    try:
+        root = etree.fromstring(body, _parser(encoding))
+    except (etree.XMLSyntaxError, ValueError, LookupError):
+        return PageScan()
+    if root is None:
+        return PageScan()
+    scan = PageScan()
+    base = url
+    hrefs: list[str] = []
+    agent = agent.lower()
+    for el in root.iter(LINK_TAGS):
+        tag = el.tag
+        if tag == "meta":
+            name = (el.get("name") or "").lower()
+            if name == "robots" or (agent and name == agent):
+                noindex, nofollow = robots_directives(el.get("content") or "", agent)
+                scan.noindex |= noindex
+                scan.nofollow |= nofollow
+            continue
+        href = el.get("href")
+        if not href:
+            continue
+        href = href.strip()
+        if tag == "base":
+            base = urljoin(url, href)
+        elif href and not href.lower().startswith(SKIP_PREFIXES):
+            hrefs.append(href)
+    join = _joiner(base)
+    scan.links = [join(h) for h in hrefs]
+    return scan

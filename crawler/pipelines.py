@@ -1,0 +1,111 @@
+"""Item pipeline: every kept page goes into the raw store, with its SourceRow.
+
+Writes run on one worker thread with its own RawStore connection, so fsyncs and SQLite
+commits do not stall the reactor; the page budget and per-domain cap are decided here, on
+the reactor thread, before a page is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+from scrapy.exceptions import DropItem
+from scrapy.utils.defer import deferred_from_coro
+
+from crawler.items import FetchedPage
+from pipeline.layout import DataRoot
+from pipeline.rawstore import RawStore
+from pipeline.records import SourceRow
+
+if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
+
+    from crawler.session import CrawlSession
+
+log = logging.getLogger(__name__)
+
+
+class _Writer:
+    """The raw store, used only from the pipeline's worker thread."""
+
+    def __init__(self, root: DataRoot) -> None:
+        self.root = root
+        self.store: RawStore | None = None
+
+    def store_page(self, page: FetchedPage) -> str:
+        """Store the page's content (if new) and its row; returns the row status."""
+        if self.store is None:
+            self.store = RawStore(self.root)
+        store = self.store
+        previous = store.get_source(page.source)
+        if page.outcome == "unchanged":
+            sha, status = page.sha256, "unchanged"
+        else:
+            sha, new = store.put_bytes(page.body, mime=page.mime, ext=page.ext,
+                                       source=page.source)
+            if new:
+                status = "stored"
+            elif previous is not None and previous.sha256 == sha:
+                status = "unchanged"
+            else:
+                status = "duplicate"
+        store.upsert_source(SourceRow(
+            source=page.source, kind="web", status=status, sha256=sha, mime=page.mime,
+            size=len(page.body), fetched_at=page.fetched_at, http_status=page.http_status,
+            final_url=page.final_url, depth=page.depth, referrer=page.referrer,
+            etag=page.etag or (previous.etag if previous and page.outcome == "unchanged" else ""),
+            last_modified=page.last_modified or (
+                previous.last_modified if previous and page.outcome == "unchanged" else ""),
+        ))
+        return status
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
+
+class RawStorePipeline:
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+        self._executor: ThreadPoolExecutor | None = None
+        self._writer: _Writer | None = None
+        self._closing = False
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> RawStorePipeline:
+        return cls(crawler)
+
+    @property
+    def session(self) -> CrawlSession:
+        return self.crawler.spider.session  # type: ignore[attr-defined]
+
+    def open_spider(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rawstore")
+        self._writer = _Writer(self.session.root)
+
+    async def close_spider(self) -> None:
+        if self._executor is not None and self._writer is not None:
+            await asyncio.wrap_future(self._executor.submit(self._writer.close))
+            self._executor.shutdown(wait=True)
+
+    async def process_item(self, item: FetchedPage) -> FetchedPage:
+        session = self.session
+        refusal = session.admission(item.source)
+        if refusal is not None:
+            session.refuse(item.source, refusal, "fetched after the limit was reached",
+                           referrer=item.referrer, depth=item.depth)
+            raise DropItem(refusal)
+        # listed before it is stored: a kill between the two leaves a listed page that is
+        # fetched again, never a stored page that a resumed crawl would fetch twice
+        session.fetched.add(item.source)
+        assert self._executor is not None and self._writer is not None
+        status = await asyncio.wrap_future(self._executor.submit(self._writer.store_page, item))
+        session.kept(item.source, status, len(item.body))
+        if session.budget_spent and not self._closing:
+            self._closing = True
+            log.info("crawl: page budget of %d reached", session.max_pages)
+            deferred_from_coro(self.crawler.engine.close_spider_async(reason="page_budget"))
+        return item

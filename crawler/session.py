@@ -1,0 +1,187 @@
+"""The state of one crawl run inside the crawling process, shared by spider, middlewares,
+pipeline and extensions (they reach it as `crawler.spider.session`).
+
+It owns the decisions that are counted: every refusal (one per distinct URL, with its
+reason, also written to the job's refused.jsonl), every failure (a Failure row in
+raw/failures.jsonl at the end), every kept page, and the page budget and per-domain cap.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import IO, Any
+
+from crawler.errors import FetchError
+from crawler.job import FetchedLog, JobDir, JobState
+from crawler.urls import Normalizer, Reason, UrlPolicy, host_of
+from pipeline.config import CrawlConfig
+from pipeline.failures import FailureLog
+from pipeline.layout import DataRoot
+from pipeline.progress import StageStats
+from pipeline.rawstore import Blob, RawStore
+from pipeline.records import Failure, SourceRow
+
+log = logging.getLogger(__name__)
+
+STAGE = "crawl"
+DONE_STATUSES = frozenset({"stored", "unchanged", "duplicate"})
+KEPT_STATUS_SKIPS = {"unchanged": "unchanged", "duplicate": "duplicate_content"}
+
+
+@dataclass(frozen=True, slots=True)
+class Known:
+    """A URL's row in the raw store and the blob holding its last content."""
+
+    row: SourceRow
+    blob: Blob
+
+    def read(self, root: DataRoot) -> bytes | None:
+        try:
+            return root.blob(self.blob.sha256, self.blob.ext).read_bytes()
+        except OSError:
+            return None
+
+
+class CrawlSession:
+    def __init__(self, cfg: CrawlConfig, root: DataRoot, jobdir: JobDir, state: JobState,
+                 resumed: bool, normalize: Normalizer, policy: UrlPolicy,
+                 redis_key: str = "") -> None:
+        self.cfg = cfg
+        self.root = root
+        self.jobdir = jobdir
+        self.state = state
+        self.resumed = resumed
+        self.normalize = normalize
+        self.policy = policy
+        self.redis_key = redis_key
+        self.kinds = frozenset(cfg.file_types)
+        self.seeds = frozenset(state.start_urls) | frozenset(state.sitemaps)
+        self.max_pages = cfg.max_pages
+        self.domain_cap = cfg.max_pages_per_domain or cfg.max_pages
+        self.stats = StageStats(stage=STAGE, unit_name="page")
+        self.failures: list[Failure] = []
+        self.succeeded: list[str] = []
+        self.close_reason = ""
+        self.first_request_at = 0.0
+        self.report: Callable[[dict[str, Any]], None] | None = None  # progress to the parent
+        self.parent_pid = 0  # when set, the crawl stops if this process is no longer our parent
+        self.result: StageStats | None = None  # set by finish()
+        self.fetched = FetchedLog(jobdir.fetched_log)
+        self._refused: set[str] = set()
+        self._refused_fh: IO[str] = open(jobdir.refused_log, "a", encoding="utf-8")  # noqa: SIM115
+        self.reader = RawStore(root)
+
+    # --- refusals and failures --------------------------------------------------------
+
+    def refuse(self, url: str, reason: str, detail: str = "", *, referrer: str = "",
+               depth: int | None = None, seed: bool = False) -> None:
+        """Count a refused URL once; a refused start URL is a failure (the user asked for it)."""
+        if seed:
+            self.fail(FetchError(url, reason, detail or reason))
+            return
+        if url in self._refused:
+            return
+        self._refused.add(url)
+        self.stats.drop(reason)
+        row = {"url": url, "reason": reason, "detail": detail, "referrer": referrer,
+               "depth": depth}
+        self._refused_fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+    def fail(self, err: FetchError) -> None:
+        failure = Failure(source=err.source, stage=STAGE, error=err.kind, message=err.reason)
+        self.stats.fail(failure)
+        self.failures.append(failure)
+        log.info("crawl: %s failed [%s]: %s", err.source, err.kind, err.reason)
+
+    # --- kept pages, budget -----------------------------------------------------------
+
+    def admission(self, url: str) -> str | None:
+        """Why no more pages of `url` may be kept (page budget, per-domain cap), or None."""
+        if len(self.fetched) >= self.max_pages:
+            return Reason.PAGE_BUDGET
+        if self.fetched.per_host[host_of(url)] >= self.domain_cap:
+            return Reason.DOMAIN_CAP
+        return None
+
+    @property
+    def budget_spent(self) -> bool:
+        return len(self.fetched) >= self.max_pages
+
+    def kept(self, source: str, status: str, size: int) -> None:
+        """A page taken from the network and kept: stored, unchanged or duplicate content."""
+        if status == "stored":
+            self.stats.keep()
+            self.stats.bytes += size
+        else:
+            self.stats.skip(KEPT_STATUS_SKIPS.get(status, status))
+        self.stats.units += 1
+        self.succeeded.append(source)
+
+    def served_from_store(self, source: str) -> None:
+        self.stats.skip("already_fetched")
+        self.succeeded.append(source)
+
+    # --- the raw store, read side (the pipeline writes from its own thread) -------------
+
+    def known(self, source: str) -> Known | None:
+        row = self.reader.get_source(source)
+        if row is None or row.kind != "web" or row.status not in DONE_STATUSES or not row.sha256:
+            return None
+        blob = self.reader.get_blob(row.sha256)
+        if blob is None or not self.root.blob(blob.sha256, blob.ext).is_file():
+            return None
+        return Known(row, blob)
+
+    # --- progress and the end ---------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"seen": self.stats.seen, "kept": self.stats.kept, "units": self.stats.units,
+                "skipped": sum(self.stats.skipped.values()),
+                "refused": sum(self.stats.dropped.values()), "failed": self.stats.n_failed}
+
+    def crawl_seconds(self) -> float:
+        if not self.first_request_at:
+            return 0.0
+        return time.monotonic() - self.first_request_at
+
+    def finish(self, reason: str, scrapy_stats: dict[str, Any], clean: bool = True
+               ) -> StageStats:
+        """Record failures, close the job, return the run's statistics (once).
+
+        `clean` is False when Scrapy did not close the spider (a forced stop): its queue
+        files cannot be trusted, so the job stays "running" and resumes like a killed one.
+        """
+        if self.result is not None:
+            return self.result
+        self.close_reason = reason
+        seconds = self.crawl_seconds()
+        failure_log = FailureLog(self.root.raw_failures)
+        failure_log.clear(STAGE, self.succeeded)
+        failure_log.record(self.failures)
+        if clean:
+            self.jobdir.end(self.state, reason)
+        self._refused_fh.close()
+        self.fetched.close()
+        self.reader.close()
+        stats = self.stats.finish()
+        stats.extra.update({
+            "job": self.jobdir.job,
+            "generation": self.state.generation,
+            "resumed": self.resumed,
+            "close_reason": reason,
+            "status": self.state.status,
+            "crawl_seconds": round(seconds, 3),
+            "pages_per_s": round(stats.units / seconds, 2) if seconds > 0 else 0.0,
+            "requests": int(scrapy_stats.get("downloader/request_count", 0)),
+            "responses": int(scrapy_stats.get("downloader/response_count", 0)),
+            "retries": int(scrapy_stats.get("retry/count", 0)),
+            "refused_log": str(self.jobdir.refused_log),
+            "kept_this_generation": len(self.fetched),
+        })
+        self.result = stats
+        return stats
+

@@ -1,0 +1,222 @@
+"""The site spider: start URLs and sitemaps in, pages and documents out, links followed
+within the crawl policy, breadth first, up to the depth limit.
+
+Each response is classified by its bytes (checked against Content-Type); kept kinds become
+FetchedPage items for the raw store pipeline. Refusals and failures are counted by the
+session, one per URL, with their reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import scrapy
+from scrapy import Request, signals
+from scrapy.exceptions import StopDownload
+from scrapy.http import Response
+from scrapy.utils.gz import gunzip
+from scrapy.utils.sitemap import Sitemap, sitemap_urls_from_robots
+from twisted.python.failure import Failure as TwistedFailure
+
+from crawler.content import announced_kind, classify, header_charset
+from crawler.errors import FetchError, failure_kind, refusal_of
+from crawler.items import FetchedPage
+from crawler.links import robots_directives, scan_html
+from crawler.middlewares import STORED_FLAG, UNCHANGED_FLAG, is_control, source_url
+from crawler.session import CrawlSession
+from crawler.settings import robots_agent
+from crawler.urls import Reason
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _header(response: Response, name: str) -> str:
+    value = response.headers.get(name)
+    return value.decode("latin-1") if value else ""
+
+
+class SiteSpider(scrapy.Spider):
+    name = "site"
+
+    def __init__(self, session: CrawlSession | None = None, urls: str = "", **kwargs: Any
+                 ) -> None:
+        super().__init__(**kwargs)
+        if session is None:  # `scrapy crawl site -a urls=URL,URL`: a session of our own
+            from crawler.run import standalone_session
+
+            session = standalone_session([u for u in urls.split(",") if u.strip()])
+        self.session = session
+        self._seen_links: set[str] = set()  # absolute links met, before normalising
+        self._queued: set[str] = set()  # normalised URLs requested by this run
+        self._agent = robots_agent(session.cfg.user_agent).lower()
+
+    @classmethod
+    def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> SiteSpider:
+        spider = super().from_crawler(crawler, *args, **kwargs)
+        crawler.signals.connect(spider._headers_received, signal=signals.headers_received)
+        return spider
+
+    # --- seeds ------------------------------------------------------------------------
+
+    async def start(self) -> AsyncIterator[Request]:
+        s = self.session
+        # a shared frontier dedupes seeds across workers; alone, seeds are always fetched
+        dont_filter = not s.redis_key
+        for url in s.state.start_urls:
+            self._queued.add(url)
+            yield Request(url, callback=self.parse, errback=self.on_error, dont_filter=dont_filter,
+                          meta={"depth": 0, "cllm_seed": True})
+        for url in s.state.sitemaps:
+            yield self._sitemap_request(url, seed=True)
+
+    def _sitemap_request(self, url: str, seed: bool = False) -> Request:
+        return Request(url, callback=self.parse_sitemap, errback=self.on_error, dont_filter=True,
+                       meta={"cllm_control": True, "cllm_seed": seed})
+
+    def parse_sitemap(self, response: Response) -> Iterator[Request]:
+        s = self.session
+        if response.status >= 300:
+            s.fail(FetchError(response.url, f"http_{response.status}",
+                              f"sitemap answered HTTP {response.status}"))
+            return
+        body = response.body
+        if body.startswith(GZIP_MAGIC):
+            try:
+                body = gunzip(body, max_size=s.cfg.max_bytes)
+            except (OSError, ValueError) as e:
+                s.fail(FetchError(response.url, "corrupt", f"bad gzip sitemap: {e}"))
+                return
+        if response.url.endswith("/robots.txt"):
+            for url in sitemap_urls_from_robots(body.decode("utf-8", "replace"), response.url):
+                yield self._sitemap_request(url)
+            return
+        try:
+            sitemap = Sitemap(body)
+        except Exception as e:  # noqa: BLE001 - lxml raises many kinds on garbage
+            s.fail(FetchError(response.url, "corrupt", f"not a sitemap: {e}"))
+            return
+        for entry in sitemap:
+            loc = entry.get("loc", "")
+            if sitemap.type == "sitemapindex":
+                yield self._sitemap_request(loc)
+            elif sitemap.type == "urlset":
+                yield from self._follow([loc], response.url, next_depth=0)
+
+    # --- pages ------------------------------------------------------------------------
+
+    def _headers_received(self, headers: Any, body_length: int, request: Request,
+                          spider: scrapy.Spider) -> None:
+        """Stop downloading content we would not keep as soon as its type is announced."""
+        if is_control(request):
+            return
+        kind = announced_kind(headers.get(b"Content-Type"))
+        if kind == "" or (kind is not None and kind != "html" and kind not in self.session.kinds):
+            raise StopDownload(fail=True)
+
+    def parse(self, response: Response) -> Iterator[Any]:
+        s = self.session
+        request = response.request
+        source = source_url(request)
+        depth = response.meta.get("depth", 0)
+        referrer = response.meta.get("cllm_ref", "")
+        body = response.body
+        if STORED_FLAG in response.flags or UNCHANGED_FLAG in response.flags:
+            sha, mime, ext = response.meta["cllm_blob"]
+            if STORED_FLAG in response.flags:
+                s.served_from_store(source)
+            else:
+                yield FetchedPage(source=source, final_url=response.url, http_status=304,
+                                  body=body, mime=mime, ext=ext, outcome="unchanged", sha256=sha,
+                                  etag=_header(response, "ETag"),
+                                  last_modified=_header(response, "Last-Modified"),
+                                  depth=depth, referrer=referrer)
+            if ext == "html":
+                yield from self._follow_page(response, body, depth)
+            return
+        if response.status >= 300 or response.status < 200:
+            s.fail(FetchError(source, f"http_{response.status}",
+                              f"HTTP {response.status} from {response.url}"))
+            return
+        if not body:
+            s.fail(FetchError(source, "empty", f"empty response from {response.url}"))
+            return
+        ctype = response.headers.get(b"Content-Type")
+        verdict = classify(body, ctype, response.url, s.kinds)
+        is_html = verdict.sniffed is not None and verdict.sniffed.ext == "html"
+        scan = None
+        if is_html:
+            scan = scan_html(body, response.url, header_charset(ctype), self._agent)
+            if s.cfg.obey_robots:
+                noindex, nofollow = robots_directives(_header(response, "X-Robots-Tag"),
+                                                      self._agent)
+                scan.noindex |= noindex
+                scan.nofollow |= nofollow
+        if verdict.reason:
+            s.refuse(source, verdict.reason, verdict.detail, referrer=referrer, depth=depth,
+                     seed=bool(response.meta.get("cllm_seed")))
+        elif scan is not None and scan.noindex and s.cfg.obey_robots:
+            s.refuse(source, Reason.NOINDEX, "robots meta/X-Robots-Tag noindex",
+                     referrer=referrer, depth=depth, seed=bool(response.meta.get("cllm_seed")))
+        else:
+            assert verdict.sniffed is not None
+            yield FetchedPage(source=source, final_url=response.url, http_status=response.status,
+                              body=body, mime=verdict.sniffed.mime, ext=verdict.sniffed.ext,
+                              etag=_header(response, "ETag"),
+                              last_modified=_header(response, "Last-Modified"),
+                              depth=depth, referrer=referrer)
+        if scan is not None and not (scan.nofollow and s.cfg.obey_robots):
+            yield from self._follow(scan.links, response.url, depth + 1)
+
+    def _follow_page(self, response: Response, body: bytes, depth: int) -> Iterator[Request]:
+        scan = scan_html(body, response.url, None, self._agent)
+        if not (scan.nofollow and self.session.cfg.obey_robots):
+            yield from self._follow(scan.links, response.url, depth + 1)
+
+    def _follow(self, links: list[str], page_url: str, next_depth: int) -> Iterator[Request]:
+        """Requests for the links not seen before that the policy allows; refusals counted."""
+        s = self.session
+        seen, queued = self._seen_links, self._queued
+        for link in links:
+            if link in seen:
+                continue
+            seen.add(link)
+            url = s.normalize(link)
+            if url is None:
+                s.refuse(link, Reason.SCHEME if "://" in link else Reason.BAD_URL,
+                         referrer=page_url, depth=next_depth)
+                continue
+            if url in queued:
+                continue
+            reason = s.policy.check(url)
+            if reason is None and next_depth > s.cfg.max_depth:
+                reason = Reason.MAX_DEPTH
+            if reason is None and url not in s.fetched:
+                reason = s.admission(url)
+            if reason is not None:
+                s.refuse(url, reason, referrer=page_url, depth=next_depth)
+                continue
+            queued.add(url)
+            meta: dict[str, Any] = {"depth": next_depth, "cllm_ref": page_url}
+            if next_depth == 0:
+                meta["depth_reset"] = True  # sitemap entries are seeds (DepthMiddleware)
+            yield Request(url, callback=self.parse, errback=self.on_error, meta=meta)
+
+    # --- errors -----------------------------------------------------------------------
+
+    def on_error(self, failure: TwistedFailure) -> None:
+        request = failure.request  # type: ignore[attr-defined]
+        source = source_url(request)
+        exc = failure.value
+        seed = bool(request.meta.get("cllm_seed"))
+        refusal = refusal_of(exc)
+        if refusal is not None:
+            reason, detail = refusal
+            self.session.refuse(source, reason, detail, referrer=request.meta.get("cllm_ref", ""),
+                                depth=request.meta.get("depth"), seed=seed)
+            return
+        kind, message = failure_kind(exc)
+        self.session.fail(FetchError(source, kind, message))
+
+    def closed(self, reason: str) -> None:
+        self.session.finish(reason, self.crawler.stats.get_stats())
