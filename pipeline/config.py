@@ -354,6 +354,20 @@ class ScheduleConfig:
 
 
 @dataclass(kw_only=True, slots=True)
+class FlowsConfig:
+    """How the Prefect flows run their tasks."""
+
+    task_runner: Literal["thread", "dask"] = "thread"  # dask: the scale-out option
+    dask_address: str = ""  # an existing Dask scheduler (tcp://host:8786); empty = local cluster
+    dask_workers: int = 2  # workers of the local Dask cluster (one process each)
+    partitions: int = 0  # extraction tasks to fan out into; 0 = 1 (thread) or dask_workers
+
+    def __post_init__(self) -> None:
+        _require(self.dask_workers > 0, "flows.dask_workers", "> 0", self.dask_workers)
+        _require(self.partitions >= 0, "flows.partitions", ">= 0", self.partitions)
+
+
+@dataclass(kw_only=True, slots=True)
 class Config:
     sources: SourcesConfig = field(default_factory=SourcesConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
@@ -366,6 +380,7 @@ class Config:
     sample: SampleConfig = field(default_factory=SampleConfig)
     validate: ValidateConfig = field(default_factory=ValidateConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    flows: FlowsConfig = field(default_factory=FlowsConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return {f.name: dataclasses.asdict(getattr(self, f.name)) for f in dataclasses.fields(self)}
