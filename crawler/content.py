@@ -60,7 +60,7 @@ def announced_kind(content_type: bytes | str | None) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """What to do with a response body: keep it as `kind` (Sniffed), or refuse with `reason`."""
+    """What a response body is (`sniffed`) and, when it is not kept, why (`reason`)."""
 
     sniffed: Sniffed | None
     reason: str = ""
@@ -80,6 +80,6 @@ def classify(body: bytes, content_type: bytes | str | None, url: str,
             found = Sniffed(MIME_OF_KIND[announced], announced)
     if not found.supported:
         return Verdict(None, Reason.UNSUPPORTED, f"unknown content (Content-Type {mtype or '-'})")
-    if found.ext not in kinds:
-        return Verdict(None, Reason.FILE_TYPE, f"{found.mime} is not in crawl.file_types")
+    if found.ext not in kinds:  # the kind is kept in the verdict: HTML is still followed
+        return Verdict(found, Reason.FILE_TYPE, f"{found.mime} is not in crawl.file_types")
     return Verdict(found)

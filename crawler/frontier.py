@@ -39,6 +39,16 @@ HEARTBEAT_S = 2.0
 STALE_S = 30.0  # a worker silent this long is gone (killed): it no longer holds others back
 
 
+def give_back(crawler: Crawler, request: Request) -> bool:
+    """Return a request this worker will not fetch or keep (its page budget or per-domain cap
+    is spent) to the shared queue, for another worker; False when there is no shared queue."""
+    scheduler = getattr(getattr(crawler.engine, "_slot", None), "scheduler", None)
+    if not isinstance(scheduler, RedisFrontierScheduler):
+        return False
+    scheduler.queue.push(request.replace(dont_filter=True))
+    return True
+
+
 class RedisFrontierDupeFilter(RFPDupeFilter):
     """scrapy-redis's shared seen-set, with our fingerprints (URLs are normalised already)."""
 

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# this worker's budget, not the crawl's: with a shared frontier the request goes back to it
+SHARED_LIMITS = frozenset({Reason.PAGE_BUDGET})
 STORED_FLAG = "cllm:stored"  # kept earlier in this generation: answered from the raw store
 UNCHANGED_FLAG = "cllm:unchanged"  # 304 Not Modified: answered from the raw store
 
@@ -113,6 +115,10 @@ class GuardMiddleware:
             if reason is None and source_url(request) not in session.fetched:
                 reason = session.admission(request.url)
             if reason is not None:
+                if reason in SHARED_LIMITS and session.redis_key:
+                    from crawler.frontier import give_back
+
+                    give_back(self.crawler, request)
                 raise Refused(reason, f"{request.url}{_redirect_note(request)}")
         if self.addresses.open:
             return

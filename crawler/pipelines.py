@@ -16,6 +16,7 @@ from scrapy.exceptions import DropItem
 from scrapy.utils.defer import deferred_from_coro
 
 from crawler.items import FetchedPage
+from crawler.urls import Reason
 from pipeline.layout import DataRoot
 from pipeline.rawstore import RawStore
 from pipeline.records import SourceRow
@@ -91,12 +92,24 @@ class RawStorePipeline:
             await asyncio.wrap_future(self._executor.submit(self._writer.close))
             self._executor.shutdown(wait=True)
 
+    def _give_back(self, item: FetchedPage) -> None:
+        from scrapy import Request
+
+        from crawler.frontier import give_back
+
+        spider = self.crawler.spider
+        give_back(self.crawler, Request(item.source, callback=spider.parse,
+                                        errback=spider.on_error,
+                                        meta={"depth": item.depth, "cllm_ref": item.referrer}))
+
     async def process_item(self, item: FetchedPage) -> FetchedPage:
         session = self.session
         refusal = session.admission(item.source)
         if refusal is not None:
             session.refuse(item.source, refusal, "fetched after the limit was reached",
                            referrer=item.referrer, depth=item.depth)
+            if session.redis_key and refusal == Reason.PAGE_BUDGET:
+                self._give_back(item)
             raise DropItem(refusal)
         # listed before it is stored: a kill between the two leaves a listed page that is
         # fetched again, never a stored page that a resumed crawl would fetch twice

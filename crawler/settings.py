@@ -78,6 +78,7 @@ def build_settings(cfg: CrawlConfig, job_dir: str | None, *, redis_key: str = ""
                    log_level: int = logging.WARNING) -> dict[str, Any]:
     """Scrapy settings for one crawl run (on top of this module's defaults)."""
     s: dict[str, Any] = {
+        "CLLM_CONFIGURED": True,
         "USER_AGENT": cfg.user_agent,
         "ROBOTSTXT_OBEY": cfg.obey_robots,
         "ROBOTSTXT_USER_AGENT": robots_agent(cfg.user_agent),

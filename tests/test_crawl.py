@@ -272,3 +272,37 @@ def test_sitemaps_seed_the_crawl(tmp_path: Path) -> None:
     assert set(rows) == {"/", "/s1", "/s2", "/s3"}
     assert rows["/s3"].depth == 1
     assert stats.dropped == {"offsite": 1}
+
+
+def test_config_filters_keep_only_what_is_asked(tmp_path: Path) -> None:
+    """file_types=[pdf]: HTML is fetched to find links but not stored; blocklist, exclude
+    patterns and denied domains refuse before any request."""
+    pdf = make_pdf("The manual")
+    routes = {
+        "/": Page(body=html("Home", ["/guide", "/old/x.pdf", "/guide/print", "/notes.txt",
+                                     "http://127.0.0.1.nip.io/y.pdf"])),
+        "/guide": Page(body=html("Guide", ["/guide/manual.pdf"])),
+        "/guide/manual.pdf": Page(body=pdf, content_type="application/pdf"),
+        "/old/x.pdf": Page(body=pdf, content_type="application/pdf"),
+        "/guide/print": Page(body=html("Print")),
+        "/notes.txt": Page(body=b"notes", content_type="text/plain"),
+    }
+    root = DataRoot.at(tmp_path / "data")
+    with LocalSite(routes) as site:
+        blocklist = tmp_path / "blocklist.txt"
+        blocklist.write_text(f"prefix:{site.url('/old/')}\n")
+        cfg = test_cfg(file_types=["pdf"], blocklist_file=str(blocklist),
+                       exclude_patterns=["/print$"], allowed_domains=["127.0.0.1", "nip.io"],
+                       denied_domains=["127.0.0.1.nip.io"])
+        stats = crawl([site.url("/")], cfg, root, progress=False)
+        rows = rows_by_path(root, site)
+        hits = dict(site.hits)
+    assert set(rows) == {"/guide/manual.pdf"}
+    refused = {(r["url"].removeprefix(site.url("")), r["reason"])
+               for r in read_refused(Path(stats.extra["refused_log"]))}
+    assert refused == {("/", "file_type"), ("/guide", "file_type"),
+                       ("/old/x.pdf", "blocklisted"), ("/guide/print", "excluded_pattern"),
+                       ("/notes.txt", "file_type"),
+                       ("http://127.0.0.1.nip.io/y.pdf", "denied_domain")}
+    assert stats.n_failed == 0
+    assert hits.get("/old/x.pdf", 0) == hits.get("/guide/print", 0) == 0

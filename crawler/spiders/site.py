@@ -52,6 +52,15 @@ class SiteSpider(scrapy.Spider):
         self._agent = robots_agent(session.cfg.user_agent).lower()
 
     @classmethod
+    def update_settings(cls, settings: Any) -> None:
+        super().update_settings(settings)
+        if not settings.getbool("CLLM_CONFIGURED"):  # `scrapy crawl site`: ./cllm.toml [crawl]
+            from crawler.settings import build_settings
+            from pipeline.config import load_config
+
+            settings.update(build_settings(load_config().crawl, None), priority="spider")
+
+    @classmethod
     def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> SiteSpider:
         spider = super().from_crawler(crawler, *args, **kwargs)
         crawler.signals.connect(spider._headers_received, signal=signals.headers_received)
@@ -152,12 +161,14 @@ class SiteSpider(scrapy.Spider):
                                                       self._agent)
                 scan.noindex |= noindex
                 scan.nofollow |= nofollow
+        # a start URL that gave nothing, not even links to follow, is a failure
+        seed_lost = bool(response.meta.get("cllm_seed")) and not is_html
         if verdict.reason:
             s.refuse(source, verdict.reason, verdict.detail, referrer=referrer, depth=depth,
-                     seed=bool(response.meta.get("cllm_seed")))
+                     seed=seed_lost)
         elif scan is not None and scan.noindex and s.cfg.obey_robots:
             s.refuse(source, Reason.NOINDEX, "robots meta/X-Robots-Tag noindex",
-                     referrer=referrer, depth=depth, seed=bool(response.meta.get("cllm_seed")))
+                     referrer=referrer, depth=depth)
         else:
             assert verdict.sniffed is not None
             yield FetchedPage(source=source, final_url=response.url, http_status=response.status,

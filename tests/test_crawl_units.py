@@ -1,0 +1,219 @@
+"""The crawler's decisions without a network: URL normalisation and policy, content kinds,
+links and robots directives, the address guard, job generations, retry waits."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from crawler.content import classify
+from crawler.job import FetchedLog, JobDir
+from crawler.links import robots_directives, scan_html
+from crawler.netguard import AddressPolicy, is_loopback_host
+from crawler.urls import Blocklist, Normalizer, Reason, UrlPolicy
+from pipeline.config import build_config
+from pipeline.errors import ConfigError
+from pipeline.layout import DataRoot
+
+KINDS = frozenset({"html", "pdf", "txt", "md"})
+
+
+def crawl_cfg(**values: object):  # noqa: ANN201
+    return build_config([{"crawl": values}]).crawl
+
+
+@pytest.fixture
+def normalize() -> Normalizer:
+    return Normalizer.from_config(crawl_cfg())
+
+
+@pytest.mark.parametrize(("given", "expected"), [
+    ("HTTP://Docs.Example.ORG:80/a#frag", "http://docs.example.org/a"),
+    ("https://example.org:443", "https://example.org/"),
+    ("https://example.org:8443/x", "https://example.org:8443/x"),
+    ("https://example.org/p?utm_source=x&id=2&utm_medium=y&fbclid=z", "https://example.org/p?id=2"),
+    ("https://example.org/p?utm_source=x", "https://example.org/p"),
+    ("https://example.org/a b/ü?q=ä b", "https://example.org/a%20b/%C3%BC?q=%C3%A4%20b"),
+    ("https://example.org/a%20b", "https://example.org/a%20b"),
+    ("https://bücher.example/x", "https://xn--bcher-kva.example/x"),
+    ("http://[::1]:8080/x", "http://[::1]:8080/x"),
+    ("ftp://example.org/file", None),
+    ("mailto:a@example.org", None),
+    ("https://example.org:99999/", None),
+    ("not a url", None),
+])
+def test_normalize(normalize: Normalizer, given: str, expected: str | None) -> None:
+    assert normalize(given) == expected
+
+
+def policy(**values: object) -> UrlPolicy:
+    cfg = crawl_cfg(**values)
+    return UrlPolicy.from_config(cfg, ["https://docs.example.org/"], Normalizer.from_config(cfg))
+
+
+def test_policy_domains_and_suffixes() -> None:
+    p = policy(denied_domains=["private.docs.example.org"], file_types=["html", "pdf"])
+    assert p.check("https://docs.example.org/guide") is None
+    assert p.check("https://api.docs.example.org/x") is None  # a subdomain of an allowed host
+    assert p.check("https://example.org/") == Reason.OFFSITE
+    assert p.check("https://evildocs.example.org/") == Reason.OFFSITE
+    assert p.check("https://private.docs.example.org/x") == Reason.DENIED_DOMAIN
+    assert p.check("https://docs.example.org/a.pdf") is None
+    assert p.check("https://docs.example.org/a.txt") == Reason.FILE_TYPE  # not a kept kind
+    assert p.check("https://docs.example.org/a.zip") == Reason.FILE_TYPE
+    assert p.check("https://docs.example.org/a.php") is None  # unknown: fetched and sniffed
+    assert p.check("https://docs.example.org/" + "x" * 3000) == Reason.URL_TOO_LONG
+    assert p.check("https://docs.example.org/a/b/a/b/a/b/a/b") == Reason.TRAP
+    assert p.check("https://docs.example.org/a/b/c/d/e/f") is None
+
+
+def test_policy_patterns_and_blocklist(tmp_path: Path) -> None:
+    blocklist = tmp_path / "blocklist.txt"
+    blocklist.write_text("# blocked\n"
+                         "https://docs.example.org/exact?utm_source=x\n"
+                         "domain:ads.docs.example.org\n"
+                         "prefix:https://docs.example.org/old/\n"
+                         "regex:/v[0-9]+/\n\n")
+    p = policy(exclude_patterns=[r"\?page=\d{3,}", "/print$"], blocklist_file=str(blocklist))
+    assert p.check("https://docs.example.org/list?page=999") == Reason.EXCLUDED
+    assert p.check("https://docs.example.org/list?page=9") is None
+    assert p.check("https://docs.example.org/x/print") == Reason.EXCLUDED
+    assert p.check("https://docs.example.org/exact") == Reason.BLOCKLISTED  # normalised
+    assert p.check("https://ads.docs.example.org/banner") == Reason.BLOCKLISTED
+    assert p.check("https://docs.example.org/old/page") == Reason.BLOCKLISTED
+    assert p.check("https://docs.example.org/api/v2/x") == Reason.BLOCKLISTED
+    assert p.check("https://docs.example.org/new/page") is None
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("exact:ftp://example.org/x", ":2: not an http(s) URL"),
+    ("regex:(", ":2: bad regex"),
+    ("path:/x", ":2: unknown rule 'path'"),
+])
+def test_blocklist_errors_name_the_line(normalize: Normalizer, line: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Blocklist.parse(["# header", line], normalize, origin="blocklist.txt")
+
+
+def test_config_checks_crawl_lists() -> None:
+    with pytest.raises(ConfigError, match=r"crawl.exclude_patterns\[0\]"):
+        crawl_cfg(exclude_patterns=["("])
+    with pytest.raises(ConfigError, match=r"crawl.file_types\[1\]"):
+        crawl_cfg(file_types=["pdf", "zip"])
+    with pytest.raises(ConfigError, match=r"crawl.private_allowlist\[0\]"):
+        crawl_cfg(private_allowlist=["localhost"])
+    with pytest.raises(ConfigError, match="crawl.redis_url"):
+        crawl_cfg(redis_url="http://localhost:6379")
+
+
+PDF = b"%PDF-1.7\n1 0 obj\n<<>>\nendobj\n"
+
+
+@pytest.mark.parametrize(("body", "ctype", "url", "kind", "reason"), [
+    (PDF, "application/octet-stream", "http://x/report", "pdf", ""),
+    (PDF, "text/html", "http://x/a.html", "pdf", ""),  # the bytes win over the header
+    (b"<div>fragment</div>", "text/html; charset=utf-8", "http://x/f", "html", ""),
+    (b"<!doctype html><p>x", None, "http://x/", "html", ""),
+    (b"# Title\ntext", "text/plain", "http://x/README.md", "md", ""),
+    (b"# Title\ntext", "text/markdown", "http://x/readme", "md", ""),
+    (b"<!doctype html><p>x", "text/plain", "http://x/source", "txt", ""),
+    (b"plain words", "application/octet-stream", "http://x/notes", "txt", ""),
+    (b"\x00\x01\x02\x03" * 100, "application/octet-stream", "http://x/blob", None,
+     Reason.UNSUPPORTED),
+    (b"\x89PNG\r\n\x1a\n" + b"\x00" * 20, "image/png", "http://x/a.png", "png", Reason.FILE_TYPE),
+])
+def test_classify(body: bytes, ctype: str | None, url: str, kind: str | None,
+                  reason: str) -> None:
+    verdict = classify(body, ctype, url, KINDS)
+    assert verdict.reason == reason
+    if kind is not None:
+        assert verdict.sniffed is not None and verdict.sniffed.ext == kind
+
+
+def test_scan_html_links_base_and_robots() -> None:
+    page = ('<html><head><base href="/docs/"><meta name="robots" content="NOINDEX">'
+            '</head><body><a href="intro.html">i</a> <a href=" /abs ">a</a>'
+            '<a href="https://other.org/x">o</a><a href="#top">t</a>'
+            '<a href="mailto:x@y">m</a><a href="JavaScript:go()">j</a><area href="../up">'
+            '<a>no href</a><a href="caf\u00e9">c</a></body></html>').encode()
+    scan = scan_html(page, "https://ex.org/start/page")
+    assert scan.links == ["https://ex.org/docs/intro.html", "https://ex.org/abs",
+                          "https://other.org/x", "https://ex.org/up",
+                          "https://ex.org/docs/caf\u00e9"]
+    assert (scan.noindex, scan.nofollow) == (True, False)
+    assert scan_html(b"\x00\x01 not html", "https://ex.org/").links == []
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    ("noindex, nofollow", (True, True)),
+    ("none", (True, True)),
+    ("index, follow", (False, False)),
+    ("cllm-crawler: nofollow", (False, True)),
+    ("otherbot: noindex", (False, False)),
+    ("unavailable_after: 2030-01-01", (False, False)),
+    ("", (False, False)),
+])
+def test_robots_directives(content: str, expected: tuple[bool, bool]) -> None:
+    assert robots_directives(content, "cllm-crawler") == expected
+
+
+def test_address_policy() -> None:
+    strict = AddressPolicy.build(False, [])
+    for private in ("127.0.0.1", "10.1.2.3", "192.168.0.1", "172.16.5.4", "169.254.169.254",
+                    "100.64.0.1", "0.0.0.0", "::1", "fe80::1", "fc00::1", "::ffff:127.0.0.1",
+                    "224.0.0.1", "240.0.0.1"):
+        assert strict.refusal(private), private
+    for public in ("93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946", "1.1.1.1"):
+        assert strict.refusal(public) is None, public
+    some = AddressPolicy.build(False, ["127.0.0.1", "10.0.0.0/8"])
+    assert some.refusal("127.0.0.1") is None and some.refusal("10.9.9.9") is None
+    assert some.refusal("127.0.0.2") and some.refusal("192.168.1.1")
+    assert AddressPolicy.build(True, []).refusal("10.0.0.1") is None
+    assert is_loopback_host("localhost") and is_loopback_host("127.0.0.5")
+    assert is_loopback_host("[::1]") and not is_loopback_host("example.org")
+
+
+def test_job_generations(tmp_path: Path) -> None:
+    root = DataRoot.at(tmp_path)
+    job = JobDir(root, "j1")
+    state, resumed = job.begin(["https://ex.org/"], [])
+    assert (state.generation, resumed, state.status) == (1, False, "running")
+    job.scrapy_dir.mkdir(parents=True)
+    job.end(state, "shutdown")  # SIGINT: paused, Scrapy's queue kept
+    state, resumed = job.begin(["https://ex.org/"], [])
+    assert (state.generation, resumed, state.runs) == (1, True, 2)
+    assert job.scrapy_dir.is_dir()
+    # killed while running: resumed, but Scrapy's unclosed queue is dropped
+    state, resumed = job.begin(["https://ex.org/"], [])
+    assert (state.generation, resumed) == (1, True) and not job.scrapy_dir.exists()
+    log = FetchedLog(job.fetched_log)
+    log.add("https://ex.org/a")
+    log.close()
+    job.end(state, "finished")
+    state, resumed = job.begin(["https://ex.org/"], [])
+    assert (state.generation, resumed, state.runs) == (2, False, 1)
+    assert not job.fetched_log.exists()  # a new generation starts from nothing
+
+
+def test_fetched_log_ignores_a_torn_line(tmp_path: Path) -> None:
+    path = tmp_path / "fetched.txt"
+    path.write_text("https://a.org/1\nhttps://b.org/2\nhttps://b.org/3\nhttps://b.or")
+    log = FetchedLog(path)
+    assert len(log) == 3 and log.per_host["b.org"] == 2 and "https://b.or" not in log
+    log.close()
+
+
+def test_retry_waits() -> None:
+    from scrapy.http import Response
+    from scrapy.settings import Settings
+
+    from crawler.middlewares import BackoffRetryMiddleware, retry_after_s
+
+    mw = BackoffRetryMiddleware(Settings({"RETRY_BACKOFF_S": 0.5, "RETRY_BACKOFF_MAX_S": 10}))
+    assert [mw.delay_for(n, None) for n in (1, 2, 3, 6)] == [0.5, 1.0, 2.0, 10.0]
+    busy = Response("https://ex.org/", status=503, headers={"Retry-After": "7"})
+    assert mw.delay_for(1, busy) == 7.0
+    assert retry_after_s(b"Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past
+    assert retry_after_s(b"soon") == 0.0
