@@ -291,6 +291,8 @@ def _setup_logging(verbose: int, quiet: int) -> None:
         "%(asctime)s %(levelname).1s %(message)s"
     logging.basicConfig(level=level, format=fmt, datefmt="%H:%M:%S", stream=sys.stderr,
                         force=True)
+    # one line per HTTP request (Prefect's API client) drowns the stage lines
+    logging.getLogger("httpx").setLevel(max(level, logging.WARNING))
 
 
 def _flag_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:

@@ -11,6 +11,7 @@ import html
 import importlib
 import logging
 import pydoc
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,10 +45,15 @@ class SampleSite:
     scanned: list[str] = field(default_factory=list)  # the image-only PDFs
 
 
-def _module_html(name: str) -> str:
+_MODULE_LINK = re.compile(r'<a href="([\w.]+)\.html(#[^"]*)?">(.*?)</a>', re.DOTALL)
+
+
+def _module_html(name: str, on_site: frozenset[str]) -> str:
+    """pydoc's page for a module, with links to modules that are not on the site unlinked."""
     module = importlib.import_module(name)
     body = pydoc.html.document(module, name)
-    return pydoc.html.page(f"Python: module {name}", body)
+    body = _MODULE_LINK.sub(lambda m: m.group(0) if m.group(1) in on_site else m.group(3), body)
+    return pydoc.html.page(f"module {name}", body)
 
 
 def _module_text(name: str) -> str:
@@ -99,8 +105,9 @@ def build_sample_site(folder: Path, *, modules: tuple[str, ...] = SAMPLE_MODULES
     folder = Path(folder)
     site = SampleSite(folder=folder)
     pdfs = [f"pdf/{m}.pdf" for m in pdf_modules] + [f"pdf/{m}-scan.pdf" for m in scanned_modules]
+    on_site = frozenset(modules)
     for name in modules:
-        _write_once(folder / f"{name}.html", lambda n=name: _module_html(n).encode())
+        _write_once(folder / f"{name}.html", lambda n=name: _module_html(n, on_site).encode())
         site.pages.append(f"{name}.html")
     for name in pdf_modules:
         _write_once(folder / "pdf" / f"{name}.pdf",

@@ -1,0 +1,113 @@
+"""What every flow shares: resolving the config and data root from flow parameters, Prefect's
+home under the data root, cache keys by content, and a table artifact per stage.
+
+Flow parameters are plain JSON (a root path, a config path, `--set` overrides) so that the
+same flows run from the CLI, from `cllm serve` deployments and from `prefect deploy`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import Config, build_config, env_overrides, parse_overrides, read_toml
+from pipeline.layout import DataRoot
+from pipeline.progress import StageStats
+
+log = logging.getLogger(__name__)
+
+GENERATION_FILE = ".generation"
+
+
+def use_prefect_home_under(root: DataRoot) -> None:
+    """Keep Prefect's database and results under the data root unless the user chose a place.
+
+    Must run before `prefect` is imported: Prefect reads its settings at import time.
+    """
+    if "PREFECT_API_URL" in os.environ or "PREFECT_HOME" in os.environ:
+        return
+    home = root.state / "prefect"
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["PREFECT_HOME"] = str(home)
+
+
+def resolve(root: str, config: str | None = None, overrides: Iterable[str] = (),
+            base: Mapping[str, Mapping[str, Any]] | None = None) -> tuple[Config, DataRoot]:
+    """The Config and DataRoot a flow run works on (same layering as the CLI).
+
+    `base` is a preset under the user's settings (the demo's small model, for instance).
+    """
+    layers: list[Mapping[str, Mapping[str, Any]]] = [base or {}]
+    if config:
+        layers.append(read_toml(Path(config)))
+    layers.append(env_overrides(os.environ))
+    layers.append(parse_overrides(overrides))
+    return build_config(layers), DataRoot.at(root)
+
+
+def fingerprint(*parts: Any) -> str:
+    """A stable hash of JSON-able parts: the content key Prefect caches a task under."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:32]
+
+
+def generation(folder: Path) -> str:
+    """An id that changes when an output folder is deleted and made again.
+
+    Cache keys include it, so wiping a stage's output makes the stage really run again.
+    """
+    marker = folder / GENERATION_FILE
+    if not marker.is_file():
+        from pipeline.atomic import atomic_write_text
+
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(marker, uuid.uuid4().hex)
+    return marker.read_text().strip()
+
+
+def stats_table(stats: StageStats) -> list[dict[str, Any]]:
+    """Rows for a Prefect table artifact: counts, rates, and every reason with its count."""
+    rows: list[dict[str, Any]] = [
+        {"metric": "seen", "value": stats.seen},
+        {"metric": "kept", "value": stats.kept},
+        {"metric": "seconds", "value": round(stats.elapsed(), 2)},
+        {"metric": "items per second", "value": round(stats.rate(), 2)},
+    ]
+    if stats.units:
+        rows.append({"metric": stats.unit_name or "units", "value": stats.units})
+    if stats.bytes:
+        rows.append({"metric": "bytes", "value": stats.bytes})
+    for label, counts in (("skipped", stats.skipped), ("dropped", stats.dropped),
+                          ("failed", stats.failed)):
+        for reason, count in counts.most_common():
+            rows.append({"metric": f"{label}: {reason}", "value": count})
+    for key, value in stats.extra.items():
+        if isinstance(value, int | float | str):
+            rows.append({"metric": key, "value": value})
+    return rows
+
+
+def artifact_key(text: str) -> str:
+    """Prefect artifact keys allow only lowercase letters, digits and dashes."""
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-") or "stage"
+
+
+def publish_stats(stats: StageStats, key: str | None = None) -> None:
+    from prefect.artifacts import create_table_artifact
+
+    create_table_artifact(table=stats_table(stats), key=artifact_key(key or stats.stage),
+                          description=stats.summary())
+
+
+def stats_dict(stats: StageStats) -> dict[str, Any]:
+    """What a task returns (JSON, so Prefect can persist and cache it)."""
+    out = stats.to_dict()
+    out["summary"] = stats.summary()
+    return out

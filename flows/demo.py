@@ -1,0 +1,103 @@
+"""`cllm demo`: the whole pipeline on a sample site built and served on 127.0.0.1.
+
+No network and no files from the user: the site is the standard library's pydoc pages plus
+PDFs made from some of them and image-only "scanned" copies of a few (pipeline.samples).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pipeline.layout import DataRoot
+from pipeline.rawstore import sha256_file
+from pipeline.sniff import sniff_file
+
+log = logging.getLogger(__name__)
+
+SAMPLE_PROMPT = "The "
+
+
+@contextlib.contextmanager
+def serve_folder(folder: Path) -> Iterator[str]:
+    """Serve the files of `folder` on 127.0.0.1 (with ETags); yields the base URL."""
+    from crawler.localsite import LocalSite, Page
+
+    routes: dict[str, Any] = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        kind = sniff_file(path)
+        ctype = f"{kind.mime}; charset=utf-8" if kind.mime.startswith("text/") else kind.mime
+        routes["/" + path.relative_to(folder).as_posix()] = Page(
+            body=path.read_bytes(), content_type=ctype, etag=f'"{sha256_file(path)[:16]}"')
+    routes["/"] = routes["/index.html"]
+    with LocalSite(routes) as site:
+        yield site.url("")
+
+
+@dataclass(slots=True)
+class DemoSummary:
+    root: Path
+    site_url: str
+    result: dict[str, Any]
+    sample: str
+
+    def lines(self) -> list[str]:
+        r = self.result
+        ing = r["ingest"]
+        decision = r["decision"]
+        trained = r["train"]
+        out = [
+            "",
+            "CLLM demo: done",
+            f"  sample site        {self.site_url} ({ing.get('crawl', {}).get('kept', 0)} "
+            "pages stored)",
+            f"  raw store          {self.root / 'raw'}",
+            f"  documents          {self.root / 'docs'} ({ing['extract'].get('kept', 0)} new, "
+            f"{ing['extract'].get('extra', {}).get('ocr_pages', 0)} pages OCRed)",
+            f"  token shards       {self.root / 'shards'} ({ing['tokenize'].get('units', 0)} "
+            "new tokens)",
+            f"  training run       {trained['run_dir']} ({trained['steps']} steps, "
+            f"stopped: {trained['stop_reason']})",
+            f"  loss curves        {trained.get('report')}",
+            f"  decision           {'promoted' if decision['promoted'] else 'not promoted'}: "
+            f"{decision['reason']}",
+            f"  promoted model     {self.root / 'models' / 'current'}",
+            f"  validation         val loss {r['validation'].get('val_loss', float('nan')):.4f}",
+            f"  generated sample   {self.root / 'demo-sample.txt'}",
+            "",
+            self.sample,
+        ]
+        return out
+
+
+def write_sample(root: DataRoot, max_new_tokens: int = 120) -> str:
+    from model.evaluate import default_checkpoint
+    from model.sample import SampleSettings, TextGenerator
+    from pipeline.atomic import atomic_write_text
+
+    generator = TextGenerator.load(default_checkpoint(root), device="cpu")
+    settings = SampleSettings(max_new_tokens=max_new_tokens, temperature=0.8, top_k=50,
+                              top_p=0.95, seed=0)
+    text = SAMPLE_PROMPT + generator.text(SAMPLE_PROMPT, settings)
+    atomic_write_text(root.path / "demo-sample.txt", text + "\n")
+    return text
+
+
+def run_demo(root: DataRoot, config: Path | None, overrides: list[str]) -> DemoSummary:
+    from flows.pipeline import pipeline_flow
+    from pipeline.samples import build_sample_site
+
+    site = build_sample_site(root.path / "sample-site")
+    run = f"demo-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+    with serve_folder(site.folder) as url:
+        log.info("demo: serving the sample site at %s", url)
+        result = pipeline_flow(root=str(root.path), config=str(config) if config else None,
+                               overrides=[f"train.run={run}", *overrides],
+                               urls=[url + "/index.html"], paths=[], preset="demo")
+    sample = write_sample(root)
+    return DemoSummary(root=root.path, site_url=url, result=result, sample=sample)

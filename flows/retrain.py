@@ -1,0 +1,59 @@
+"""The retrain flow (scheduled): incremental ingest -> if enough new documents, train from the
+promoted model (or from scratch) on the grown shards -> promote if better -> validate.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import flow
+
+from flows.common import resolve
+from flows.ingest import run_ingest
+from flows.registry import Registry
+from flows.train import run_train
+from flows.validate import run_validate
+from pipeline.config import Config, replace
+from pipeline.layout import DataRoot
+
+log = logging.getLogger(__name__)
+
+
+def new_documents(ingested: dict[str, Any]) -> int:
+    """Documents that reached the shards in this run (kept by tokenize)."""
+    return int(ingested.get("tokenize", {}).get("kept", 0))
+
+
+def retrain_run_name(base: str) -> str:
+    return f"{base}-retrain-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:6]}"
+
+
+def run_retrain(cfg: Config, root: DataRoot, urls: list[str], paths: list[str]
+                ) -> dict[str, Any]:
+    registry = Registry(root)
+    ingested = run_ingest(cfg, root, urls, paths)
+    fresh = new_documents(ingested)
+    need = cfg.schedule.min_new_docs
+    promoted = registry.current_checkpoint()
+    if fresh < need and promoted is not None:
+        reason = f"{fresh} new documents < schedule.min_new_docs={need}: not retrained"
+        registry.log_decision(promoted=False, reason=reason, new_documents=fresh)
+        log.info("retrain: %s", reason)
+        return {"retrained": False, "reason": reason, "ingest": ingested}
+    from_promoted = cfg.schedule.retrain_from == "promoted" and promoted is not None
+    run_cfg = replace(cfg, "train", run=retrain_run_name(cfg.train.run),
+                      init_from="promoted" if from_promoted else "scratch")
+    trained = run_train(run_cfg, root, promoted if from_promoted else None)
+    out = {"retrained": True, "new_documents": fresh, "ingest": ingested, **trained}
+    out["validation"] = run_validate(cfg, root)
+    return out
+
+
+@flow(name="retrain", log_prints=True)
+def retrain_flow(root: str = "cllm-data", config: str | None = None,
+                 overrides: list[str] | None = None) -> dict[str, Any]:
+    cfg, data_root = resolve(root, config, overrides or ())
+    return run_retrain(cfg, data_root, list(cfg.sources.urls), list(cfg.sources.paths))

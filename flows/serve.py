@@ -1,0 +1,132 @@
+"""`cllm serve`: the validate and retrain deployments on their cron schedules.
+
+Prefect cannot schedule runs on its ephemeral server, so when no Prefect API is configured
+this starts a real local server (SQLite under the data root, bound to 127.0.0.1) and stops it
+on exit. Served deployments have their schedules paused on shutdown by default; we serve with
+`pause_on_shutdown=False`, and the database lives under the data root, so a restart of
+`cllm serve` finds the same deployments with their schedules active.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+from pipeline.config import Config
+from pipeline.errors import EnvironmentProblem
+from pipeline.layout import DataRoot
+
+log = logging.getLogger(__name__)
+
+SERVER_START_TIMEOUT_S = 120.0
+DEPLOYMENT_NAMES = ("validate", "retrain")
+
+
+def _healthy(api_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{api_url}/health", timeout=2) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def server_env(root: DataRoot) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PREFECT_HOME"] = str(root.state / "prefect")
+    env.pop("PREFECT_API_URL", None)
+    return env
+
+
+@contextlib.contextmanager
+def local_server(cfg: Config, root: DataRoot) -> Iterator[str]:
+    """A Prefect server on 127.0.0.1 for the duration of the block; yields its API URL."""
+    host, port = cfg.schedule.server_host, cfg.schedule.server_port
+    api_url = f"http://{host}:{port}/api"
+    if _healthy(api_url):  # one we started before, still running, or the user's
+        log.info("using the Prefect server already answering at %s", api_url)
+        yield api_url
+        return
+    (root.state / "prefect").mkdir(parents=True, exist_ok=True)
+    log_path = root.state / "prefect" / "server.log"
+    with open(log_path, "ab") as server_log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port",
+             str(port)], env=server_env(root), stdout=server_log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+    try:
+        _wait_until_healthy(api_url, proc, log_path)
+        log.info("started a local Prefect server: UI at http://%s:%d (log %s)", host, port,
+                 log_path)
+        yield api_url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _wait_until_healthy(api_url: str, proc: subprocess.Popen, log_path: Path) -> None:
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise EnvironmentProblem(f"the Prefect server exited with code {proc.returncode}; "
+                                     f"see {log_path}")
+        if _healthy(api_url):
+            return
+        time.sleep(0.5)
+    proc.kill()
+    raise EnvironmentProblem(f"the Prefect server did not answer at {api_url} within "
+                             f"{SERVER_START_TIMEOUT_S:.0f}s; see {log_path}")
+
+
+def deployments(cfg: Config, root: DataRoot, config_path: Path | None,
+                overrides: list[str]) -> list:
+    from prefect.schedules import Cron
+
+    from flows.retrain import retrain_flow
+    from flows.validate import validate_flow
+
+    params = {"root": str(root.path),
+              "config": str(Path(config_path).absolute()) if config_path else None,
+              "overrides": list(overrides)}
+    tz = cfg.schedule.timezone
+    return [
+        validate_flow.to_deployment(
+            "validate", schedules=[Cron(cfg.schedule.validate_cron, timezone=tz)],
+            parameters=params, tags=["cllm"],
+            description="Validate the promoted model on the val shards and the canary set"),
+        retrain_flow.to_deployment(
+            "retrain", schedules=[Cron(cfg.schedule.retrain_cron, timezone=tz)],
+            parameters=params, tags=["cllm"],
+            description="Ingest new sources; retrain and promote if better"),
+    ]
+
+
+def serve(cfg: Config, root: DataRoot, config_path: Path | None, overrides: list[str]) -> int:
+    """Serve until interrupted (SIGINT/SIGTERM)."""
+    if os.environ.get("PREFECT_API_URL"):
+        return _serve_on(cfg, root, config_path, overrides)
+    with local_server(cfg, root) as api_url:
+        os.environ["PREFECT_API_URL"] = api_url
+        return _serve_on(cfg, root, config_path, overrides)
+
+
+def _serve_on(cfg: Config, root: DataRoot, config_path: Path | None, overrides: list[str]
+              ) -> int:
+    from prefect import serve as prefect_serve
+
+    deps = deployments(cfg, root, config_path, overrides)
+    log.info("serving %s (validate: %s, retrain: %s, %s) against %s",
+             ", ".join(DEPLOYMENT_NAMES), cfg.schedule.validate_cron,
+             cfg.schedule.retrain_cron, cfg.schedule.timezone, os.environ["PREFECT_API_URL"])
+    prefect_serve(*deps, pause_on_shutdown=False, print_starting_message=True)
+    return 0

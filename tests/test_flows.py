@@ -1,0 +1,195 @@
+"""Prefect flows end to end on a tiny local site: ingest -> train -> promote, cached re-runs,
+validation that fails on a regression, retrain that promotes only when better, Dask fan-out.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+WORDS = ("model data token train shard crawl page text learn batch loss value layer head "
+         "attention vector weight update step small large river stone cloud light garden "
+         "market winter summer village harbor forest engine signal").split()
+
+TINY = [
+    "crawl.allow_private=true", "crawl.delay_s=0.0", "crawl.autothrottle=false",
+    "clean.min_chars=50", "clean.min_words=10",
+    "tokenize.vocab_size=320", "tokenize.min_frequency=1", "shards.val_fraction=0.3",
+    "train.n_layer=1", "train.n_head=2", "train.n_embd=32", "train.block_size=32",
+    "train.batch_size=8", "train.max_steps=40", "train.warmup_steps=5", "train.lr=0.01",
+    "train.min_lr=0.001", "train.eval_interval=20", "train.eval_iters=2",
+    "train.save_interval=20", "train.device=cpu",
+    "validate.eval_iters=4", "validate.batch_size=4", "validate.canary_docs=2",
+]
+
+
+def _prose(seed: int, words: int = 220) -> str:
+    rng = random.Random(seed)
+    sentences = []
+    while sum(len(s.split()) for s in sentences) < words:
+        n = rng.randint(6, 14)
+        sentences.append(" ".join(rng.choice(WORDS) for _ in range(n)).capitalize() + ".")
+    return " ".join(sentences)
+
+
+def _site_routes(n_pages: int, seed: int = 0) -> dict:
+    from crawler.localsite import Page, html
+
+    routes = {}
+    links = [f"/doc/{i}" for i in range(n_pages)]
+    for i in range(n_pages):
+        paras = "".join(f"<p>{_prose(seed * 1000 + i * 10 + k)}</p>" for k in range(3))
+        body = (f"<!doctype html><html><head><title>Doc {i}</title></head><body>"
+                f"<article><h1>Doc {i}</h1>{paras}</article></body></html>").encode()
+        routes[f"/doc/{i}"] = Page(body=body, etag=f'"{seed}-{i}"')
+    routes["/"] = Page(body=html("Home", links), etag=f'"home-{n_pages}"')
+    routes["/robots.txt"] = Page(body=b"User-agent: *\nAllow: /\n", content_type="text/plain")
+    return routes
+
+
+@pytest.fixture(scope="module")
+def harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def _task_states(flow_state) -> dict[str, str]:
+    """Task name -> state name of one flow run, from the Prefect API."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(any_=[flow_state.state_details.flow_run_id])))
+    return {run.name.rsplit("-", 1)[0]: run.state.name for run in runs}
+
+
+def test_ingest_then_train_promotes_and_a_second_ingest_is_cached(harness, tmp_path: Path):
+    from crawler.localsite import LocalSite
+    from flows.ingest import ingest_flow
+    from flows.registry import Registry
+    from flows.train import train_flow
+    from pipeline.layout import DataRoot
+    from pipeline.shards import read_manifest
+
+    root = DataRoot.at(tmp_path / "data")
+    with LocalSite(_site_routes(12)) as site:
+        first = ingest_flow(root=str(root.path), overrides=TINY, urls=[site.url("/")])
+        state = ingest_flow(root=str(root.path), overrides=TINY, urls=[site.url("/")],
+                            return_state=True)
+    second = state.result()
+    assert first["crawl"]["kept"] == 13 and first["extract"]["kept"] == 13
+    assert first["tokenize"]["kept"] >= 10
+    # nothing new: the crawl re-checks (conditional requests), extract/tokenize come from cache
+    assert second["crawl"]["kept"] == 0
+    assert second["extract"] == first["extract"] and second["tokenize"] == first["tokenize"]
+    states = _task_states(state)
+    assert states["extract"] == "Cached" and states["tokenize"] == "Cached"
+    assert states["crawl"] == "Completed"
+
+    manifest = read_manifest(root.manifest)
+    assert manifest.totals()["val"]["docs"] >= 2
+
+    result = train_flow(root=str(root.path), overrides=TINY)
+    decision = result["decision"]
+    assert decision["promoted"] and decision["reason"] == "no model promoted yet"
+    registry = Registry(root)
+    current = registry.current()
+    assert current is not None and current.id == decision["model_id"]
+    assert registry.checkpoint(current).is_file()
+    assert (root.models / current.id / "model.safetensors").is_file()
+    assert registry.has_canary() and current.canary_loss is not None
+    assert [d["promoted"] for d in registry.decisions()] == [True]
+
+
+def _weaken(checkpoint: Path, scale: float) -> None:
+    import torch
+
+    state = torch.load(checkpoint, weights_only=True)
+    gen = torch.Generator().manual_seed(0)
+    for tensor in state["model"].values():
+        if tensor.is_floating_point() and tensor.dim() >= 2:
+            tensor.add_(torch.randn(tensor.shape, generator=gen) * scale)
+    torch.save(state, checkpoint)
+
+
+def test_validate_and_retrain_decisions(harness, tmp_path: Path):
+    from crawler.localsite import LocalSite
+    from flows.ingest import ingest_flow
+    from flows.registry import Registry
+    from flows.retrain import retrain_flow
+    from flows.train import train_flow
+    from flows.validate import RegressionError, validate_flow
+    from pipeline.layout import DataRoot
+
+    root = DataRoot.at(tmp_path / "data")
+    config = tmp_path / "cllm.toml"
+    with LocalSite(_site_routes(10, seed=1)) as site:
+        config.write_text(f'[sources]\nurls = ["{site.url("/")}"]\n')
+        ingest_flow(root=str(root.path), overrides=TINY, urls=[site.url("/")])
+        # a weak first model (2 steps), so that a proper retrain can beat it
+        train_flow(root=str(root.path), overrides=[*TINY, "train.max_steps=2", "train.run=weak"])
+        registry = Registry(root)
+        weak = registry.current()
+        assert weak is not None
+
+        ok = validate_flow(root=str(root.path), overrides=TINY)
+        assert ok["validated"] and ok["ok"]
+
+        # nothing new on the site: no retrain, and the reason is recorded
+        skipped = retrain_flow(root=str(root.path), config=str(config),
+                               overrides=[*TINY, "schedule.min_new_docs=3"])
+        assert skipped["retrained"] is False
+        assert "0 new documents < schedule.min_new_docs=3" in skipped["reason"]
+
+        # new pages arrive: retrain from the promoted model, better, promoted
+        site.routes.update({k: v for k, v in _site_routes(16, seed=1).items()})
+        better = retrain_flow(root=str(root.path), config=str(config),
+                              overrides=[*TINY, "schedule.min_new_docs=3", "train.max_steps=60"])
+        assert better["retrained"] and better["new_documents"] >= 3
+        assert better["decision"]["promoted"], better["decision"]
+        assert registry.current().id != weak.id
+
+        # more pages, but a retrain from scratch for 1 step is worse: refused, with the reason
+        site.routes.update({k: v for k, v in _site_routes(20, seed=1).items()})
+        worse = retrain_flow(root=str(root.path), config=str(config),
+                             overrides=[*TINY, "schedule.min_new_docs=3", "train.max_steps=1",
+                                        "schedule.retrain_from=scratch"])
+    assert worse["retrained"] and not worse["decision"]["promoted"]
+    assert ">= promoted" in worse["decision"]["reason"]
+    assert registry.current().id == better["decision"]["model_id"]
+    assert [d["promoted"] for d in registry.decisions()] == [True, False, True, False]
+
+    # an injected regression: the promoted weights are damaged; validate fails visibly
+    _weaken(registry.checkpoint(registry.current()), scale=0.5)
+    state = validate_flow(root=str(root.path), overrides=TINY, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(RegressionError, match="regressed"):
+        state.result()
+    history = registry.validations()
+    assert history[-1]["ok"] is False and history[-1]["problems"]
+    assert json.loads(json.dumps(history))  # plain JSON rows
+
+
+def test_dask_runner_fans_extraction_out_over_two_workers(harness, tmp_path: Path):
+    from crawler.localsite import LocalSite
+    from flows.common import resolve
+    from flows.ingest import ingest_flow
+    from flows.runners import task_runner_for
+    from pipeline.docstore import document_ids
+
+    overrides = [*TINY, "flows.task_runner=dask", "flows.dask_workers=2"]
+    cfg, root = resolve(str(tmp_path / "data"), None, overrides)
+    with LocalSite(_site_routes(8, seed=2)) as site:
+        flow = ingest_flow.with_options(task_runner=task_runner_for(cfg))
+        result = flow(root=str(root.path), overrides=overrides, urls=[site.url("/")])
+    assert result["extract"]["partitions"] == 2
+    assert result["extract"]["kept"] == 9
+    assert len(document_ids(root.docs)) == 9
