@@ -162,15 +162,16 @@ def _not_modified(page: Page, headers: dict[str, str]) -> bool:
 
 
 def generated_site(pages: int, links_per_page: int = 10, text_words: int = 200,
-                   seed: int = 0) -> dict[str, Page | Handler]:
+                   nav_links: int = 8, seed: int = 0) -> dict[str, Page | Handler]:
     """A connected site of `pages` HTML pages (/p/0 ... /p/N-1), each linking forwards and
-    back, with a navigation bar shared by all pages (as documentation sites have)."""
+    elsewhere, under a navigation bar of `nav_links` links shared by all pages (as
+    documentation sites have)."""
     import random
 
     rng = random.Random(seed)
     words = ("crawler document token shard model train page link text corpus data "
              "index store fetch parse robots sitemap budget depth domain").split()
-    nav = [f"/p/{i}" for i in range(min(pages, 8))]
+    nav = [f"/p/{i}" for i in range(min(pages, nav_links))]
     routes: dict[str, Page | Handler] = {}
     for i in range(pages):
         links = [*nav, f"/p/{(i + 1) % pages}", f"/p/{(i * 7 + 3) % pages}"]

@@ -200,9 +200,11 @@ class RawStoreMiddleware:
         return None
 
     def process_response(self, request: Request, response: Response) -> Response | Request:
+        session = _session(self.crawler)
+        if STORED_FLAG not in response.flags:
+            session.responses += 1
         if response.status != 304 or not request.meta.get("cllm_conditional"):
             return response
-        session = _session(self.crawler)
         known = session.known(source_url(request))
         body = known.read(session.root) if known is not None else None
         if known is None or body is None:  # the stored copy is gone: ask again, unconditionally

@@ -67,6 +67,7 @@ class CrawlSession:
         self.succeeded: list[str] = []
         self.close_reason = ""
         self.first_request_at = 0.0
+        self.responses = 0  # from the network, robots.txt and sitemaps included
         self.report: Callable[[dict[str, Any]], None] | None = None  # progress to the parent
         self.parent_pid = 0  # when set, the crawl stops if this process is no longer our parent
         self.result: StageStats | None = None  # set by finish()
@@ -176,8 +177,7 @@ class CrawlSession:
             "status": self.state.status,
             "crawl_seconds": round(seconds, 3),
             "pages_per_s": round(stats.units / seconds, 2) if seconds > 0 else 0.0,
-            "requests": int(scrapy_stats.get("downloader/request_count", 0)),
-            "responses": int(scrapy_stats.get("downloader/response_count", 0)),
+            "responses": self.responses,
             "retries": int(scrapy_stats.get("retry/count", 0)),
             "refused_log": str(self.jobdir.refused_log),
             "kept_this_generation": len(self.fetched),

@@ -26,11 +26,15 @@ REMOTE_CONTROL_ENABLED = False
 HTTPERROR_ALLOW_ALL = True  # the spider sees 4xx/5xx and records each as a failure
 DEPTH_LIMIT = 0  # depth is enforced (and counted) by the spider
 DEPTH_PRIORITY = 1  # breadth first, with FIFO queues: a page budget keeps the nearest pages
-SCHEDULER_DISK_QUEUE = "scrapy.squeues.PickleFifoDiskQueue"
+SCHEDULER_DISK_QUEUE = "crawler.queues.FifoDiskQueue"
 SCHEDULER_MEMORY_QUEUE = "scrapy.squeues.FifoMemoryQueue"
 URLLENGTH_LIMIT = 0  # crawler.urls refuses long URLs with a counted reason
 DOWNLOAD_WARNSIZE = 0
+DOWNLOADER_STATS = False  # it renders every request as raw HTTP to count bytes; we count pages
 RETRY_HTTP_CODES = [500, 502, 503, 504, 522, 524, 408, 429]
+# a response yields one item and a few requests: Scrapy's default of 100 starts 100 asyncio
+# tasks per response to process them, which costs more than the page itself
+CONCURRENT_ITEMS = 4
 LOG_LEVEL = "WARNING"
 LOG_INSTALL_ROOT_HANDLER = False  # the crawl process logs through our handler (crawler.run)
 STATS_DUMP = False
@@ -45,6 +49,9 @@ DOWNLOADER_MIDDLEWARES = {
     "crawler.middlewares.SafeMetaRefreshMiddleware": 580,
     "scrapy.downloadermiddlewares.redirect.RedirectMiddleware": None,
     "crawler.middlewares.SafeRedirectMiddleware": 600,
+}
+SPIDER_MIDDLEWARES = {
+    "scrapy.spidermiddlewares.metacopy.MetaCopyDetectionMiddleware": None,  # our meta is ours
 }
 ITEM_PIPELINES = {"crawler.pipelines.RawStorePipeline": 300}
 EXTENSIONS = {
