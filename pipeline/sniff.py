@@ -36,7 +36,7 @@ _HTML_HEAD = re.compile(
     rb"^\s*(<!--.*?-->\s*)*(<!doctype\s+html|<html[\s>]|<head[\s>]|<body[\s>]|<meta\s|<title[\s>])",
     re.IGNORECASE | re.DOTALL,
 )
-_TEXT_CONTROL = set(range(0, 32)) - {9, 10, 12, 13, 27}
+_TEXT_CONTROL = bytes(sorted(set(range(0, 32)) - {9, 10, 12, 13, 27}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +76,7 @@ def _looks_like_text(head: bytes) -> bool:
         return True
     if b"\x00" in head:
         return False
-    controls = sum(1 for b in head if b in _TEXT_CONTROL)
+    controls = len(head) - len(head.translate(None, _TEXT_CONTROL))  # in C: crawls sniff a lot
     return controls / len(head) < 0.01
 
 
