@@ -21,7 +21,9 @@ _CHAR_MAP = str.maketrans({
     "\u2028": "\n", "\u2029": "\n\n", "\f": "\n\n", "\v": "\n",
 })
 _CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")
-_INNER_SPACE = re.compile(r"(?<=\S)[ \t]+")  # leading indentation is kept (code, verse)
+# runs of blanks inside a line (not single spaces: matching every word gap is slow);
+# leading indentation is kept (code, verse)
+_INNER_SPACE = re.compile(r"(?<=\S)(?:\t|  )[ \t]*")
 _TRAILING_SPACE = re.compile(r"[ \t]+\n")
 _MANY_NEWLINES = re.compile(r"\n{3,}")
 _SPACE_LINES = re.compile(r"\n[ \t]+\n")
@@ -42,17 +44,28 @@ PAGE_NUMBER_KEY = "<page-number>"
 
 def normalize_unicode(text: str) -> str:
     """NFC, ligatures and odd spaces folded, invisible and control characters removed."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if text.isascii():  # already NFC, no ligatures: only control characters to handle
+        if "\f" in text or "\v" in text:
+            text = text.translate(_CHAR_MAP)
+        return _CONTROLS.sub("", text) if _CONTROLS.search(text) else text
     text = unicodedata.normalize(NORMAL_FORM, text.translate(_CHAR_MAP))
     return _CONTROLS.sub("", text)
 
 
 def normalize_whitespace(text: str) -> str:
     """Single spaces inside lines (indentation kept), at most one blank line between paragraphs."""
-    text = _INNER_SPACE.sub(" ", text)
-    text = _TRAILING_SPACE.sub("\n", text)
-    text = _SPACE_LINES.sub("\n\n", text)
-    text = _MANY_NEWLINES.sub("\n\n", text)
+    # each pass only where its pattern can match: most extracted text needs none of them
+    tab = "\t" in text
+    if tab or "  " in text:
+        text = _INNER_SPACE.sub(" ", text)
+    if tab or " \n" in text:
+        text = _TRAILING_SPACE.sub("\n", text)
+    if tab or "\n " in text:
+        text = _SPACE_LINES.sub("\n\n", text)
+    if "\n\n\n" in text:
+        text = _MANY_NEWLINES.sub("\n\n", text)
     return text.strip("\n").rstrip()
 
 
@@ -97,27 +110,34 @@ def _edge_indexes(lines: Sequence[str]) -> list[int]:
     return sorted(set(filled[:EDGE_LINES] + filled[-EDGE_LINES:]))
 
 
+def _edge_keys(lines: Sequence[str]) -> dict[int, str]:
+    """Line index -> key, for the lines at the edges of a page short enough to be running."""
+    return {i: _line_key(lines[i]) for i in _edge_indexes(lines)
+            if len(lines[i]) <= RUNNING_MAX_CHARS}
+
+
 def remove_running_lines(pages: Sequence[str]) -> list[str]:
     """Drop headers, footers and page numbers that repeat at the edges of most pages."""
     if len(pages) < RUNNING_MIN_PAGES:
         return list(pages)
     split = [page.split("\n") for page in pages]
+    edges = [_edge_keys(lines) for lines in split]
     seen_on: Counter[str] = Counter()
-    for lines in split:
-        keys = {_line_key(lines[i]) for i in _edge_indexes(lines)
-                if len(lines[i]) <= RUNNING_MAX_CHARS}
-        seen_on.update(k for k in keys if k)
+    for keys in edges:
+        seen_on.update(k for k in set(keys.values()) if k)
     running = {k for k, n in seen_on.items() if n > RUNNING_SHARE * len(pages)}
     if not running:
         return list(pages)
-    out = []
-    for lines in split:
-        drop = {i for i in _edge_indexes(lines)
-                if len(lines[i]) <= RUNNING_MAX_CHARS and _line_key(lines[i]) in running}
+    out: list[str] = []
+    for page, lines, keys in zip(pages, split, edges, strict=True):
+        drop = {i for i, k in keys.items() if k in running}
         if len(drop) == sum(1 for line in lines if line.strip()):
             # a page of nothing but "running" lines is a page whose body repeats (forms,
             # slides): keep all but its page number
-            drop = {i for i in drop if _line_key(lines[i]) == PAGE_NUMBER_KEY}
+            drop = {i for i in drop if keys[i] == PAGE_NUMBER_KEY}
+        if not drop:
+            out.append(page)
+            continue
         out.append("\n".join(line for i, line in enumerate(lines) if i not in drop))
     return out
 
@@ -147,6 +167,9 @@ def clean_text(text: str) -> str:
 
 def clean_pages(pages: Sequence[str]) -> tuple[list[str], str]:
     """Clean each page, drop running headers/footers; returns (page texts, document text)."""
-    cleaned = remove_running_lines([clean_page(p) for p in pages])
-    cleaned = [normalize_whitespace(p) for p in cleaned]
-    return cleaned, normalize_whitespace(dehyphenate(join_pages(cleaned)))
+    cleaned = [clean_page(p) for p in pages]
+    trimmed = remove_running_lines(cleaned)
+    # removing lines only leaves blank runs behind, which the last step collapses
+    cleaned = [t if t is c else t.strip("\n") for t, c in zip(trimmed, cleaned, strict=True)]
+    text = dehyphenate(join_pages(cleaned))
+    return cleaned, _MANY_NEWLINES.sub("\n\n", text) if "\n\n\n" in text else text

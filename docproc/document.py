@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+import string
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +22,8 @@ from pipeline.records import Document, PageInfo
 log = logging.getLogger(__name__)
 
 TITLE_MAX_CHARS = 200
+_ASCII_LETTERS = string.ascii_letters.encode()
+_NOT_LETTER = re.compile(r"[\W\d_]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,10 +116,17 @@ def extract_image(path: Path, mime: str, opts: Options, source: str,
                      page_count=count, lang=iso_lang(opts.lang))
 
 
+def _letters(text: str) -> int:
+    if text.isascii():  # the common case, counted in C
+        data = text.encode("ascii")
+        return len(data) - len(data.translate(None, _ASCII_LETTERS))
+    return len(_NOT_LETTER.sub("", text))
+
+
 def _text_stats(text: str) -> dict[str, float]:
     words = len(text.split())
     visible = len(text) - text.count(" ") - text.count("\n")
-    alpha = sum(1 for c in text if c.isalpha())
+    alpha = _letters(text)
     return {"chars": len(text), "words": words, "lines": text.count("\n") + 1 if text else 0,
             "alpha_ratio": round(alpha / visible, 4) if visible else 0.0}
 
@@ -132,7 +143,7 @@ def _ocr_stats(pages: Sequence[PageResult]) -> dict[str, float]:
 
 
 def _fallback_title(text: str, source: str) -> str:
-    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    first = text[:TITLE_MAX_CHARS + 1].partition("\n")[0].strip()  # the text starts non-blank
     if 0 < len(first) <= TITLE_MAX_CHARS:
         return first
     return Path(source.rstrip("/")).name

@@ -158,21 +158,25 @@ def ocr_file(image: Path, *, lang: str, psm: int, dpi: int | None, source: str,
 
 def ocr_pixmap(pix: Any, *, lang: str, psm: int, dpi: int, source: str,
                deadline: float | None = None) -> OcrResult:
-    """OCR a PyMuPDF pixmap (gray or RGB, no alpha), written as uncompressed PNM.
+    """OCR a PyMuPDF pixmap (gray or RGB, no alpha)."""
+    from PIL import Image
 
-    PNM costs 5 ms a page to write where PNG costs 60-80 ms, and Tesseract reads both.
-    """
-    with tempfile.TemporaryDirectory(prefix="cllm-page-") as tmp:
-        path = Path(tmp) / ("page.pgm" if pix.n == 1 else "page.ppm")
-        pix.save(str(path))
-        return ocr_file(path, lang=lang, psm=psm, dpi=dpi, source=source, deadline=deadline)
+    mode = "L" if pix.n == 1 else "RGB"
+    # a copy of the samples (2 ms): an image over the pixmap's own buffer would keep it
+    # exported, and PyMuPDF cannot free a pixmap with a live view
+    img = Image.frombuffer(mode, (pix.width, pix.height), pix.samples, "raw", mode,
+                           pix.stride, 1)
+    return ocr_image(img, lang=lang, psm=psm, dpi=dpi, source=source, deadline=deadline)
 
 
 def ocr_image(img: Any, *, lang: str, psm: int, dpi: int | None, source: str,
               deadline: float | None = None) -> OcrResult:
-    """OCR a PIL image in mode L or RGB."""
-    with tempfile.TemporaryDirectory(prefix="cllm-img-") as tmp:
-        path = Path(tmp) / ("image.pgm" if img.mode == "L" else "image.ppm")
-        img.save(path)
-        return ocr_file(path, lang=lang, psm=psm, dpi=dpi, source=source, deadline=deadline)
+    """OCR a PIL image in mode L or RGB, handed to Tesseract as uncompressed TIFF.
 
+    Uncompressed TIFF takes 5 ms a page to write where PNG takes 60-80 ms, and Tesseract
+    reads it faster than PNM (1.17 s against 1.30 s of CPU for a 300-dpi page here).
+    """
+    with tempfile.TemporaryDirectory(prefix="cllm-ocr-") as tmp:
+        path = Path(tmp) / "page.tif"
+        img.save(path, format="TIFF", **({"dpi": (dpi, dpi)} if dpi else {}))
+        return ocr_file(path, lang=lang, psm=psm, dpi=dpi, source=source, deadline=deadline)

@@ -250,7 +250,6 @@ def extract_pymupdf(path: Path, *, source: str, filetype: str | None, mode: OcrM
                          metadata=meta)
     finally:
         doc.close()
-        pymupdf.TOOLS.store_shrink(100)  # MuPDF's cache grows across documents in a worker
 
 
 def _doc_lang(doc: Any) -> str:

@@ -3,18 +3,19 @@
 Each worker gets one document at a time over its own pipe, so a worker that hangs or dies
 costs exactly that document: it becomes a `timeout` or `crash` outcome, the worker is
 replaced and the batch goes on. Workers leave after `tasks_per_worker` documents (PyMuPDF and
-Tesseract leak in long jobs). They are forked from a forkserver that imported the extractors
-once, so starting or replacing one costs milliseconds, and forking never copies the threads
-of the calling process (Prefect runs tasks in threads).
+Tesseract leak in long jobs). They are forked from a process that imported the extractors
+once, so starting or replacing one costs milliseconds (see `_context`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import multiprocessing
 import os
 import signal
+import threading
 import time
 import traceback
 from collections.abc import Iterator, Sequence
@@ -97,6 +98,13 @@ class _Worker:
 
 
 def _context() -> Any:
+    """fork from a single-threaded process: fastest, and no re-import of `__main__` (which
+    makes spawn and forkserver fail in scripts without a main guard). A process with threads
+    (Prefect runs tasks in threads) uses a forkserver: forking threads can deadlock."""
+    if threading.active_count() == 1:
+        for name in PRELOAD:  # imported once here, inherited by every forked worker
+            importlib.import_module(name)
+        return multiprocessing.get_context("fork")
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(PRELOAD)
     return ctx
@@ -109,6 +117,14 @@ def _kill(worker: _Worker) -> None:
         worker.proc.kill()
     worker.proc.join(timeout=5)
     worker.conn.close()
+
+
+def _receive(conn: Connection) -> Any:
+    """The message waiting on `conn`, or None (nothing there, or the worker is gone)."""
+    try:
+        return conn.recv() if conn.poll() else None
+    except (EOFError, OSError):
+        return None
 
 
 def _death(proc: Any) -> str:
@@ -193,16 +209,20 @@ class WorkerPool:
             task = worker.task
             assert task is not None
             seconds = now - worker.started
-            if worker.conn in ready or (worker.proc.sentinel in ready and worker.conn.poll()):
-                try:
-                    message = worker.conn.recv()
-                except (EOFError, OSError):
-                    message = None
-                if message is not None:
-                    out.append((worker, self._outcome(worker, task, message, seconds)))
-                    continue
-            if worker.proc.sentinel in ready or not worker.proc.is_alive():
+            # Dead or not, a worker's result may be waiting: one that sent its last result
+            # and exited (recycling) can look dead before its message is read.
+            dead = worker.proc.sentinel in ready or not worker.proc.is_alive()
+            message = _receive(worker.conn)
+            if message is not None:
+                out.append((worker, self._outcome(worker, task, message, seconds)))
+                continue
+            if dead:
                 worker.proc.join(timeout=1)
+                if worker.done == 0 and (worker.proc.exitcode or 0) > 0:
+                    raise EnvironmentProblem(
+                        f"an extraction worker could not start (exit code "
+                        f"{worker.proc.exitcode}; its error is above). A script that runs "
+                        "the extract stage needs an `if __name__ == '__main__':` guard")
                 out.append((worker, Outcome(task, error="crash", message=_death(worker.proc),
                                             seconds=seconds)))
                 self._retire(worker, kill=True)

@@ -225,16 +225,28 @@ def test_a_document_over_its_time_becomes_a_timeout_failure(root: DataRoot, cfg:
     assert "slow.pdf" in FailureLog(root.doc_failures).sources()
 
 
-def test_workers_are_recycled_after_their_task_count(tmp_path: Path) -> None:
+def _text_tasks(tmp_path: Path, n: int) -> list[Task]:
     tasks = []
-    for i in range(5):
-        path = tmp_path / f"{i}.txt"
-        path.write_text(f"document number {i}")
+    for i in range(n):
+        path = tmp_path / f"{i:03d}.txt"
+        path.write_text(f"document number {i:03d}")
         tasks.append(Task(path=str(path), source=path.name))
+    return tasks
+
+
+def test_workers_are_recycled_after_their_task_count(tmp_path: Path) -> None:
     pool = WorkerPool(Options(), workers=1, timeout_s=30, tasks_per_worker=2)
-    outcomes = list(pool.run(tasks))
-    assert sorted(o.doc.text for o in outcomes) == [f"document number {i}" for i in range(5)]
+    outcomes = list(pool.run(_text_tasks(tmp_path, 5)))
+    assert sorted(o.doc.text for o in outcomes) == [f"document number {i:03d}" for i in range(5)]
     assert pool.started == 3  # 2 + 2 + 1 documents
+
+
+def test_recycling_never_loses_a_result_in_flight(tmp_path: Path) -> None:
+    # a worker that sends its last result and exits must not be taken for a crashed one
+    pool = WorkerPool(Options(), workers=2, timeout_s=30, tasks_per_worker=2)
+    outcomes = list(pool.run(_text_tasks(tmp_path, 60)))
+    assert [o.error for o in outcomes if o.error] == []
+    assert len({o.doc.text for o in outcomes}) == 60 and pool.started >= 30
 
 
 @pytest.mark.slow
