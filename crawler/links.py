@@ -66,8 +66,12 @@ def scan_html(body: bytes, url: str, encoding: str | None = None, agent: str = "
     if encoding is None and b"charset" not in body[:CHARSET_PEEK].lower():
         encoding = "utf-8"  # no declaration anywhere: libxml2 would assume latin-1
     try:
-        root = etree.fromstring(body, _parser(encoding))
-    except (etree.XMLSyntaxError, ValueError, LookupError):
+        parser = _parser(encoding)
+    except LookupError:  # a charset name Python does not know: let libxml2 guess
+        parser = _parser(None)
+    try:
+        root = etree.fromstring(body, parser)
+    except (etree.XMLSyntaxError, ValueError):
         return PageScan()
     if root is None:
         return PageScan()

@@ -73,12 +73,8 @@ def robots_agent(user_agent: str) -> str:
 
 
 def scrapy_log_level(our_level: int) -> str:
-    """Scrapy is quiet unless asked: its errors duplicate our failure rows."""
-    if our_level <= logging.DEBUG:
-        return "DEBUG"
-    if our_level <= logging.INFO - 1:
-        return "INFO"
-    return "ERROR"
+    """Scrapy is quiet unless asked (-v): its errors duplicate our failure rows."""
+    return "INFO" if our_level <= logging.DEBUG else "ERROR"
 
 
 def build_settings(cfg: CrawlConfig, job_dir: str | None, *, redis_key: str = "",

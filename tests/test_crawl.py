@@ -306,3 +306,13 @@ def test_config_filters_keep_only_what_is_asked(tmp_path: Path) -> None:
                        ("http://127.0.0.1.nip.io/y.pdf", "denied_domain")}
     assert stats.n_failed == 0
     assert hits.get("/old/x.pdf", 0) == hits.get("/guide/print", 0) == 0
+
+
+def test_private_address_found_by_dns_is_refused(tmp_path: Path) -> None:
+    """localhost is a name: it is resolved, and its loopback address refused, before any
+    connection (no server runs here: a connection attempt would fail differently)."""
+    stats = crawl(["http://localhost:9/x"], test_cfg(private_allowlist=[]),
+                  DataRoot.at(tmp_path / "data"), progress=False)
+    (failure,) = stats.failures
+    assert (failure.source, failure.error) == ("http://localhost:9/x", "private_address")
+    assert "localhost resolves to 127.0.0.1" in failure.message

@@ -144,6 +144,8 @@ def test_scan_html_links_base_and_robots() -> None:
                           "https://ex.org/docs/caf\u00e9"]
     assert (scan.noindex, scan.nofollow) == (True, False)
     assert scan_html(b"\x00\x01 not html", "https://ex.org/").links == []
+    odd = scan_html(b'<a href="/x">x</a>', "https://ex.org/", encoding="no-such-charset")
+    assert odd.links == ["https://ex.org/x"]
 
 
 @pytest.mark.parametrize(("content", "expected"), [
@@ -217,3 +219,39 @@ def test_retry_waits() -> None:
     assert mw.delay_for(1, busy) == 7.0
     assert retry_after_s(b"Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past
     assert retry_after_s(b"soon") == 0.0
+
+
+def test_polite_throttle_honours_crawl_delay_and_spares_loopback() -> None:
+    from types import SimpleNamespace
+
+    from scrapy import Request
+    from scrapy.core.downloader import Slot
+    from scrapy.http import Response
+    from scrapy.robotstxt import ProtegoRobotParser
+    from scrapy.settings import Settings
+    from scrapy.signalmanager import SignalManager
+
+    from crawler.extensions import PoliteThrottle
+
+    slots = {h: Slot(4, 0.25, 0.0) for h in ("docs.example.org", "b.org", "127.0.0.1")}
+    crawler = SimpleNamespace(
+        settings=Settings({"AUTOTHROTTLE_ENABLED": True, "DOWNLOAD_DELAY": 0.25,
+                           "AUTOTHROTTLE_START_DELAY": 0.25, "AUTOTHROTTLE_MAX_DELAY": 60.0,
+                           "AUTOTHROTTLE_TARGET_CONCURRENCY": 1.0,
+                           "ROBOTSTXT_USER_AGENT": "cllm-crawler"}),
+        signals=SignalManager(), engine=SimpleNamespace(downloader=SimpleNamespace(slots=slots)))
+    throttle = PoliteThrottle(crawler)
+    robots = ProtegoRobotParser(b"User-agent: cllm-crawler\nCrawl-delay: 2\n", None)
+    throttle._robots_parsed(robots, Request("https://docs.example.org/robots.txt"))
+    assert slots["docs.example.org"].delay == 2.0
+
+    def downloaded(host: str, latency: float) -> float:
+        request = Request(f"https://{host}/page", meta={"download_slot": host,
+                                                         "download_latency": latency})
+        throttle._response_downloaded(Response(request.url, request=request), request, None)
+        return slots[host].delay
+
+    assert downloaded("docs.example.org", 0.01) == 2.0  # a fast server: still its Crawl-delay
+    assert downloaded("b.org", 1.0) == 1.0  # a slow server: AutoThrottle backs off
+    assert downloaded("b.org", 0.01) == pytest.approx(0.505)  # and comes back, halfway
+    assert downloaded("127.0.0.1", 0.5) == 0.0  # this machine: no delay
