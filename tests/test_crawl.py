@@ -18,6 +18,25 @@ from pipeline.rawstore import RawStore
 MAX_BYTES = 64 * 1024
 
 
+def make_png() -> bytes:
+    import pymupdf
+
+    pix = pymupdf.Pixmap(pymupdf.csRGB, pymupdf.IRect(0, 0, 8, 8), False)
+    pix.clear_with(200)
+    return pix.tobytes("png")
+
+
+def make_epub() -> bytes:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("mimetype", "application/epub+zip", compress_type=zipfile.ZIP_STORED)
+        zf.writestr("META-INF/container.xml", "<container/>")
+    return buf.getvalue()
+
+
 def make_pdf(text: str) -> bytes:
     import pymupdf
 
@@ -50,7 +69,8 @@ def flaky(req: Request) -> Page:
 def site_routes(pdf: bytes, report: bytes) -> dict[str, object]:
     """A site with one of each case the crawler must get right."""
     home_links = [
-        "/a", "/doc.pdf", "/notes.txt", "/report", "/missing", "/flaky", "/loop-a",
+        "/a", "/doc.pdf", "/notes.txt", "/report", "/readme.md", "/figure.png", "/book.epub",
+        "/missing", "/flaky", "/loop-a",
         "/big.pdf", "/stream.txt", "/private/secret", "/calendar?m=1", "/style.css", "/media",
         "/noindex", "/empty", "/moved", "/go-private", "/page?utm_source=news&id=1#top",
         "http://127.0.0.2:{port}/internal", "http://example.org/elsewhere", "#top",
@@ -71,6 +91,9 @@ def site_routes(pdf: bytes, report: bytes) -> dict[str, object]:
         "/doc.pdf": Page(body=pdf, content_type="application/pdf"),
         "/notes.txt": Page(body=b"Plain notes.\nSecond line.\n", content_type="text/plain"),
         "/report": Page(body=report, content_type="application/octet-stream"),
+        "/readme.md": Page(body=b"# Read me\n\nSome *markdown*.\n", content_type="text/markdown"),
+        "/figure.png": Page(body=make_png(), content_type="image/png"),
+        "/book.epub": Page(body=make_epub(), content_type="application/epub+zip"),
         "/flaky": flaky,
         "/loop-a": redirect("/loop-b"),
         "/loop-b": redirect("/loop-a"),
@@ -113,6 +136,7 @@ def test_stores_exactly_the_pages_and_documents(crawled) -> None:
     rows = rows_by_path(root, site)
     assert set(rows) == {
         "/", "/a", "/a/b", "/a/b/c", "/doc.pdf", "/notes.txt", "/report", "/flaky",
+        "/readme.md", "/figure.png", "/book.epub",
         "/calendar?m=1", "/calendar?m=2", "/calendar?m=3", "/from-noindex", "/moved",
         "/page?id=1",
     }
@@ -120,6 +144,9 @@ def test_stores_exactly_the_pages_and_documents(crawled) -> None:
     assert kinds["/doc.pdf"] == ("application/pdf", 200)
     assert kinds["/report"] == ("application/pdf", 200)  # octet-stream, sniffed as PDF
     assert kinds["/notes.txt"] == ("text/plain", 200)
+    assert kinds["/readme.md"] == ("text/markdown", 200)
+    assert kinds["/figure.png"] == ("image/png", 200)
+    assert kinds["/book.epub"] == ("application/epub+zip", 200)
     assert kinds["/a"] == ("text/html", 200)
     # redirects: the row is keyed by the URL asked for and names where it ended
     assert rows["/moved"].final_url == site.url("/a")
@@ -133,7 +160,7 @@ def test_stores_exactly_the_pages_and_documents(crawled) -> None:
         blob = store.get_blob(rows["/doc.pdf"].sha256)
         assert root.blob(blob.sha256, blob.ext).read_bytes() == site.routes["/doc.pdf"].body
         assert blob.ext == "pdf"
-    assert stats.kept == 13  # /moved or /a is a duplicate of the other
+    assert stats.kept == 16  # /moved or /a is a duplicate of the other
     assert stats.skipped == {"duplicate_content": 1}
 
 
