@@ -27,12 +27,12 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from pipeline.atomic import atomic_write, atomic_write_bytes, atomic_write_json, remove_orphan_temps
 from pipeline.clean import Drop, Verdict, normalize_text, quality_verdict
@@ -467,9 +467,45 @@ def _batches(docs: Iterable[Document], max_docs: int) -> Iterator[list[Document]
         yield batch
 
 
+@dataclass(slots=True)
+class _SpoolWriter:
+    """Appends encoded documents to a part's train and val spool files."""
+
+    spool: _Spool
+    bins: dict[str, IO[bytes]]
+    eos_id: int
+    dtype: np.dtype
+    val_fraction: float
+    ends: dict[str, list[int]] = field(default_factory=lambda: {s: [] for s in SPLITS})
+
+    def write(self, batch: list[Document], ids: list[list[int]]) -> int:
+        """Append one encoded batch; returns its tokens (EOS included)."""
+        import numpy as np
+
+        eos = np.array([self.eos_id], dtype=self.dtype)
+        pieces: dict[str, list[np.ndarray]] = {split: [] for split in SPLITS}
+        spool = self.spool
+        for doc, doc_ids in zip(batch, ids, strict=True):
+            split = "val" if is_val(doc.id, self.val_fraction) else "train"
+            pieces[split] += (np.array(doc_ids, dtype=self.dtype), eos)
+            spool.tokens[split] += len(doc_ids) + 1
+            spool.docs[split] += 1
+            self.ends[split].append(spool.tokens[split])
+            spool.chars += len(doc.text)
+            spool.text_bytes += len(doc.text.encode("utf-8"))
+        for split in SPLITS:
+            if pieces[split]:
+                self.bins[split].write(np.concatenate(pieces[split]).tobytes())
+        return sum(len(x) for x in ids) + len(batch)
+
+
 def _encode_part(root: DataRoot, name: str, encoder: TextEncoder, cfg: Config,
                  info: TokenizerInfo, bar: Progress) -> _Spool:
-    """Encode one cleaned part into its spool files; the marker, written last, commits it."""
+    """Encode one cleaned part into its spool files; the marker, written last, commits it.
+
+    The encoder works on the next batch (in its own threads, without the GIL) while this
+    thread reads documents and writes the batch before.
+    """
     import numpy as np
 
     from pipeline.tokenizer import encode_texts
@@ -477,29 +513,25 @@ def _encode_part(root: DataRoot, name: str, encoder: TextEncoder, cfg: Config,
     folder = spool_dir(root)
     dtype = dtype_for_vocab(info.vocab_size)
     spool = _Spool(name=name)
-    ends: dict[str, list[int]] = {split: [] for split in SPLITS}
     with ExitStack() as stack:
         bins = {split: stack.enter_context(atomic_write(_spool_files(folder, name, split)[0]))
                 for split in SPLITS}
+        writer = _SpoolWriter(spool=spool, bins=bins, eos_id=info.eos_id, dtype=dtype,
+                              val_fraction=cfg.shards.val_fraction)
+        pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="encode"))
+        previous: tuple[list[Document], Future[list[list[int]]]] | None = None
         for batch in _batches(iter_clean_documents(root, [name]), cfg.tokenize.batch_docs):
-            ids = encode_texts(encoder, [d.text for d in batch], cfg.tokenize.segment_chars)
-            pieces: dict[str, list[int]] = {split: [] for split in SPLITS}
-            for doc, doc_ids in zip(batch, ids, strict=True):
-                split = "val" if is_val(doc.id, cfg.shards.val_fraction) else "train"
-                pieces[split].extend(doc_ids)
-                pieces[split].append(info.eos_id)
-                spool.tokens[split] += len(doc_ids) + 1
-                spool.docs[split] += 1
-                ends[split].append(spool.tokens[split])
-                spool.chars += len(doc.text)
-                spool.text_bytes += len(doc.text.encode("utf-8"))
-            for split in SPLITS:
-                bins[split].write(np.array(pieces[split], dtype=dtype).tobytes())
-            batch_tokens = sum(len(x) for x in ids) + len(batch)
-            bar.update(len(batch), tokens=batch_tokens)
+            future = pool.submit(encode_texts, encoder, [d.text for d in batch],
+                                 cfg.tokenize.segment_chars)
+            if previous is not None:
+                bar.update(len(previous[0]), tokens=writer.write(previous[0],
+                                                                 previous[1].result()))
+            previous = (batch, future)
+        if previous is not None:
+            bar.update(len(previous[0]), tokens=writer.write(previous[0], previous[1].result()))
     for split in SPLITS:
         atomic_write_bytes(_spool_files(folder, name, split)[1],
-                           np.array(ends[split], dtype=IDX_DTYPE).tobytes())
+                           np.array(writer.ends[split], dtype=IDX_DTYPE).tobytes())
     atomic_write_json(_marker(folder, name), {
         "key": _spool_key(info, cfg, dtype), "docs": spool.docs, "tokens": spool.tokens,
         "chars": spool.chars, "text_bytes": spool.text_bytes})
@@ -532,14 +564,14 @@ def _assemble(root: DataRoot, names: list[str], manifest: Manifest | None, cfg: 
     _remove_unlisted_shards(root.shards, manifest)
     new: list[ShardInfo] = []
     for split in SPLITS:
-        writer = ShardWriter(root.shards, split, dtype=dtype.name, eos_id=info.eos_id,
-                             shard_tokens=cfg.shards.shard_tokens,
-                             first_number=manifest.next_number(split) if manifest else 0)
-        for name in names:
-            tokens, ends = _open_spool(spool_dir(root), name, split, dtype)
-            if len(ends):
-                new.extend(writer.add_encoded(tokens, ends))
-        last = writer.flush()
+        with ShardWriter(root.shards, split, dtype=dtype.name, eos_id=info.eos_id,
+                         shard_tokens=cfg.shards.shard_tokens,
+                         first_number=manifest.next_number(split) if manifest else 0) as writer:
+            for name in names:
+                tokens, ends = _open_spool(spool_dir(root), name, split, dtype)
+                if len(ends):
+                    new.extend(writer.add_encoded(tokens, ends))
+            last = writer.flush()
         if last is not None:
             new.append(last)
     return new

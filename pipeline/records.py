@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import typing
 from dataclasses import dataclass, field
@@ -58,6 +59,7 @@ class _Record:
         return cls.from_dict(json.loads(line))
 
 
+@functools.cache  # get_type_hints is slow, and from_dict runs once per record read
 def _nested_record_fields(cls: type) -> dict[str, type]:
     """Fields typed list[<a record>], rebuilt from dicts on load."""
     out = {}

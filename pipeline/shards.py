@@ -136,11 +136,14 @@ def open_split(folder: Path, split: Split, manifest: Manifest | None = None) -> 
 
 
 class ShardWriter:
-    """Append documents to the shards of one split; each full shard is written atomically.
+    """Append documents to the shards of one split; each shard is written atomically.
 
     A shard ends after the document that brings it to `shard_tokens` or more, and a document
     never spans two shards, so every .idx offset points into its own .bin.
+    Tokens stream into the shard's temporary file as they come (memory does not grow with
+    `shard_tokens`); the .bin appears under its name when the shard is complete.
     The caller lists the returned ShardInfo in the manifest, which makes the shard visible.
+    Used as a context manager, an exception discards the shard being written.
     """
 
     def __init__(self, folder: Path, split: Split, *, dtype: str, eos_id: int,
@@ -151,17 +154,36 @@ class ShardWriter:
         self.eos = np.array([eos_id], dtype=self.dtype)
         self.shard_tokens = shard_tokens
         self.number = first_number
-        self._pieces: list[np.ndarray] = []
         self._ends: list[np.ndarray] = []  # end offsets within the shard being filled
         self._tokens = 0
+        self._open: Any = None  # the atomic_write context of the shard's .bin
+        self._file: Any = None
+        self._sha = hashlib.sha256()
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is not None:
+            self.abort()
+
+    def _write(self, arr: np.ndarray) -> None:
+        if self._file is None:
+            from pipeline.atomic import atomic_write
+
+            self._open = atomic_write(self.folder / f"{shard_name(self.split, self.number)}.bin")
+            self._file = self._open.__enter__()
+            self._sha = hashlib.sha256()
+        data = memoryview(np.ascontiguousarray(arr)).cast("B")
+        self._file.write(data)
+        self._sha.update(data)
 
     def add(self, ids: np.ndarray | list[int]) -> ShardInfo | None:
         """Add one document (EOS is appended); returns the shard it completed, if any."""
         arr = np.asarray(ids)
         if arr.size and int(arr.max()) > np.iinfo(self.dtype).max:
             raise ValueError(f"token id {int(arr.max())} does not fit {self.dtype.name}")
-        self._pieces.append(arr.astype(self.dtype, copy=False))
-        self._pieces.append(self.eos)
+        self._write(np.concatenate([arr.astype(self.dtype, copy=False), self.eos]))
         self._tokens += arr.size + 1
         self._ends.append(np.array([self._tokens], dtype=IDX_DTYPE))
         return self.flush() if self._tokens >= self.shard_tokens else None
@@ -182,7 +204,7 @@ class ShardWriter:
             last = int(np.searchsorted(ends, base + need, side="left"))
             last = min(last, len(ends) - 1)
             stop = int(ends[last])
-            self._pieces.append(tokens[base:stop])
+            self._write(tokens[base:stop])
             self._ends.append(ends[first:last + 1] - base + self._tokens)
             self._tokens += stop - base
             first, base = last + 1, stop
@@ -191,23 +213,29 @@ class ShardWriter:
         return done
 
     def flush(self) -> ShardInfo | None:
-        """Write what is buffered as one shard (nothing if empty)."""
+        """Complete the shard being written (nothing if it is empty)."""
         if not self._ends:
             return None
         from pipeline.atomic import atomic_write_bytes
 
         name = shard_name(self.split, self.number)
-        data = np.concatenate(self._pieces).tobytes()
-        ends = np.concatenate(self._ends).astype(IDX_DTYPE, copy=False)
-        idx = ends.tobytes()
+        idx = np.concatenate(self._ends).astype(IDX_DTYPE, copy=False).tobytes()
         atomic_write_bytes(self.folder / f"{name}.idx", idx)
-        atomic_write_bytes(self.folder / f"{name}.bin", data)
-        info = ShardInfo(name=name, split=self.split, tokens=self._tokens, docs=len(ends),
-                         bytes=len(data), sha256=hashlib.sha256(data).hexdigest(),
-                         idx_sha256=hashlib.sha256(idx).hexdigest())
+        self._open.__exit__(None, None, None)  # fsync, then rename to <name>.bin
+        info = ShardInfo(name=name, split=self.split, tokens=self._tokens,
+                         docs=len(idx) // IDX_DTYPE.itemsize,
+                         bytes=self._tokens * self.dtype.itemsize,
+                         sha256=self._sha.hexdigest(), idx_sha256=hashlib.sha256(idx).hexdigest())
         self.number += 1
-        self._pieces, self._ends, self._tokens = [], [], 0
+        self._ends, self._tokens, self._open, self._file = [], 0, None, None
         return info
+
+    def abort(self) -> None:
+        """Discard the shard being written (its temporary file is removed)."""
+        if self._open is not None:
+            error = RuntimeError("shard writing aborted")
+            self._open.__exit__(RuntimeError, error, None)
+        self._ends, self._tokens, self._open, self._file = [], 0, None, None
 
 
 # --- reading, checking, the `cllm shards` command -------------------------------------------

@@ -183,25 +183,20 @@ def test_interrupted_run_resumes_to_the_same_shards(tmp_path: Path,
 KILL_SCRIPT = textwrap.dedent("""
     import os, sys
     sys.path.insert(0, {tests!r})
-    import pipeline.atomic as atomic
-    from pipeline import dataset
+    from pipeline import dataset, shards
     from pipeline.layout import DataRoot
     from test_dataset import small_config
 
-    real_write = atomic.atomic_write_bytes
+    real_flush = shards.ShardWriter.flush
     count = {{"n": 0}}
 
-    def dying_write(path, data):
-        if path.parent.name == "shards" and path.suffix == ".bin":
-            count["n"] += 1
-            if count["n"] == 3:  # die half way through the third shard, like a SIGKILL
-                with atomic.atomic_write(path) as fh:
-                    fh.write(data[: len(data) // 2])
-                    fh.flush()
-                    os._exit(137)
-        real_write(path, data)
+    def dying_flush(self):
+        count["n"] += 1
+        if count["n"] == 3:  # the third shard is still in its temporary file: die, no cleanup
+            os._exit(137)
+        return real_flush(self)
 
-    atomic.atomic_write_bytes = dying_write
+    shards.ShardWriter.flush = dying_flush
     if __name__ == "__main__":
         dataset.tokenize_dataset(small_config(), DataRoot.at(sys.argv[1]), progress=False)
 """)

@@ -146,3 +146,13 @@ def test_cllm_shards_verify_exit_status(tmp_path: Path, cli_env: dict[str, str])
     (shards / "manifest.json").unlink()
     run = subprocess.run(cmd, env=cli_env, capture_output=True, text=True, timeout=60)
     assert run.returncode == 1 and "cllm tokenize" in run.stderr
+
+
+def test_an_exception_discards_the_shard_being_written(tmp_path: Path) -> None:
+    docs = random_docs(12, seed=6)
+    with pytest.raises(KeyError):
+        with ShardWriter(tmp_path, "val", dtype="uint16", eos_id=EOS, shard_tokens=1024) as w:
+            done = [info for doc in docs if (info := w.add(doc))]
+            raise KeyError("killed")
+    assert [p.name for p in sorted(tmp_path.iterdir())] == [
+        f"{s.name}.{ext}" for s in done for ext in ("bin", "idx")]  # no temp file left

@@ -1,0 +1,329 @@
+"""Benchmark: our tokenize-and-shard stage against the bare encoder, and its peak memory.
+
+    python bench/tokenize.py                      # ~50 MB of generated prose
+    python bench/tokenize.py --corpus DIR         # every text file under DIR is a document
+    python bench/tokenize.py --mb 10 --repeat 5 --threads 2
+
+One run measures, over the same cleaned texts and with the same tokenizer and threads:
+  - the stage (`tokenize_dataset` with the tokenizer already trained and the documents already
+    cleaned: read cleaned parts, encode, write spools, cut shards, write the manifest), with
+    the encoder it picks by default (tiktoken when exact) and with tokenizers forced;
+  - bare `Tokenizer.encode_batch_fast` on the texts in memory (best of whole list and
+    stage-sized batches), and bare tiktoken `encode_ordinary_batch`;
+and prints MB/s, tokens/s, their ratio (medians of --repeat runs), the one-off cost of cleaning
+and training, and the peak RSS of a fresh process running the whole stage (clean, train,
+shards) on generated corpora of --rss-mb and 10x that.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# This file shares its name with the standard library's `tokenize` (which inspect, linecache
+# and others import): take its folder off the import path before anything imports it.
+BENCH = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH]
+REPO = BENCH.parent
+sys.path.insert(0, str(REPO))
+
+import argparse  # noqa: E402
+import itertools  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import random  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+
+from pipeline.config import Config, build_config  # noqa: E402
+from pipeline.layout import DataRoot  # noqa: E402
+from pipeline.records import Document  # noqa: E402
+
+COMMON = (
+    "the of and to in is was for that with as on by at from his her an which this be are or "
+    "had not but have were their one all been has there when who more they into time than "
+    "other its can only new some could these two may first then do any like my now over such "
+    "our man me even most made after also did many before must through back years where much "
+    "your way well down should because each just those people how too little state good very "
+    "make world still own see men work long get here between both life being under never day "
+    "same another know while last might us great old year off come since against go came "
+    "right used take three"
+).split()
+SYLLABLES = ("ka lo mi ne ru ta shi pe do ga vi zu an er in on th st qu ble tion ing ed ous al "
+             "ver com pro re de ment ly con ex im per ter ar ic es").split()
+PART_DOCS = 200
+
+
+# --- corpus -------------------------------------------------------------------------------
+
+
+def _vocabulary(rng: random.Random, size: int = 30_000) -> tuple[list[str], list[float]]:
+    """Common words, then invented ones, with Zipf weights (as cumulative weights)."""
+    words = list(COMMON)
+    seen = set(words)
+    while len(words) < size:
+        w = "".join(rng.choice(SYLLABLES) for _ in range(rng.choice((1, 2, 2, 3, 3, 4))))
+        if w not in seen:
+            seen.add(w)
+            words.append(w)
+    return words, list(itertools.accumulate(1.0 / (i + 1) ** 1.05 for i in range(size)))
+
+
+def _paragraph(rng: random.Random, words: list[str], cum: list[float]) -> str:
+    sentences = []
+    for _ in range(rng.randint(2, 7)):
+        ws = rng.choices(words, cum_weights=cum, k=rng.randint(5, 28))
+        if rng.random() < 0.15:
+            ws.insert(rng.randrange(len(ws)), str(rng.randint(0, 99_999)))
+        if rng.random() < 0.3:
+            ws[rng.randrange(len(ws))] += ","
+        s = " ".join(ws)
+        sentences.append(s[0].upper() + s[1:] + rng.choice("....!?;"))
+    return " ".join(sentences)
+
+
+def generated_documents(mb: float, seed: int = 0) -> Iterator[Document]:
+    """Deterministic prose documents of 1-20 kB until `mb` MB of text."""
+    rng = random.Random(seed)
+    words, cum = _vocabulary(rng)
+    total, n = 0, 0
+    while total < mb * 1e6:
+        target = int(1000 * 20 ** rng.random())
+        paragraphs, size = [], 0
+        while size < target:
+            paragraphs.append(_paragraph(rng, words, cum))
+            size += len(paragraphs[-1]) + 2
+        text = "\n\n".join(paragraphs)
+        total += len(text)
+        yield Document(id=f"{seed:08x}{n:056x}", source=f"generated/{seed}/{n}", mime="text/plain",
+                       text=text, created_at="2026-01-01T00:00:00+00:00")
+        n += 1
+
+
+def folder_documents(folder: Path) -> Iterator[Document]:
+    import hashlib
+
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        if b"\0" in data[:8192]:
+            continue
+        yield Document(id=hashlib.sha256(data).hexdigest(), source=str(path), mime="text/plain",
+                       text=data.decode("utf-8", errors="replace"))
+
+
+def write_docs(root: DataRoot, docs: Iterator[Document]) -> None:
+    from pipeline.docstore import write_part
+
+    for number in itertools.count():
+        batch = list(itertools.islice(docs, PART_DOCS))
+        if not batch:
+            return
+        write_part(root.docs, batch, number=number)
+
+
+# --- measurements -------------------------------------------------------------------------
+
+
+def bench_config(args: argparse.Namespace, **tokenize: object) -> Config:
+    return build_config([{"tokenize": {"vocab_size": args.vocab, "threads": args.threads,
+                                       **tokenize}}])
+
+
+def reset_shards(root: DataRoot) -> None:
+    shutil.rmtree(root.shards, ignore_errors=True)
+    shutil.rmtree(root.state / "tokenize", ignore_errors=True)
+
+
+def timed(fn: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def median_rate(seconds: list[float], amount: float) -> float:
+    return amount / statistics.median(seconds)
+
+
+def child_rss(mb: float, args: argparse.Namespace, *extra: str) -> dict[str, float]:
+    """Peak RSS of a fresh process that runs the stage on `mb` MB of generated text."""
+    cmd = [sys.executable, __file__, "--child", str(mb), "--vocab", str(args.vocab),
+           "--threads", str(args.threads), "--workdir", str(args.workdir), *extra]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+class PeakRss:
+    """Samples the RSS of this process and of its descendants (the clean workers)."""
+
+    def __init__(self, every_s: float = 0.02) -> None:
+        import psutil
+
+        self.me = psutil.Process()
+        self.every_s = every_s
+        self.peak_self = self.peak_total = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        import psutil
+
+        own = self.me.memory_info().rss
+        total = own
+        for child in self.me.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.Error:
+                pass  # ended between listing and reading
+        self.peak_self = max(self.peak_self, own)
+        self.peak_total = max(self.peak_total, total)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self._sample()
+
+    def __enter__(self) -> PeakRss:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+
+def run_child(mb: float, args: argparse.Namespace) -> None:
+    from pipeline.dataset import tokenize_dataset
+
+    root = DataRoot.at(Path(tempfile.mkdtemp(prefix="rss-", dir=args.workdir)))
+    write_docs(root, generated_documents(mb, seed=1))
+    given = {"tokenizer": str(args.child_tokenizer)} if args.child_tokenizer else {}
+    with PeakRss() as peak:
+        before = peak.me.memory_info().rss
+        stats = tokenize_dataset(bench_config(args, **given), root, progress=False)
+    if args.save_tokenizer:
+        shutil.copyfile(root.tokenizer_json, args.save_tokenizer)
+    shutil.rmtree(root.path)
+    print(json.dumps({"mb": mb, "tokens": stats.units, "before_mb": before / 2**20,
+                      "self_mb": peak.peak_self / 2**20, "total_mb": peak.peak_total / 2**20}))
+
+
+def _rss_line(label: str, small: dict[str, float], large: dict[str, float]) -> str:
+    return (f"  {label:34} {small['self_mb']:6.0f} MB {large['self_mb']:6.0f} MB "
+            f"{large['self_mb'] / small['self_mb']:6.2f}x   (with clean workers: "
+            f"{small['total_mb']:.0f} / {large['total_mb']:.0f} MB, "
+            f"{large['total_mb'] / small['total_mb']:.2f}x)")
+
+
+def report_rss(args: argparse.Namespace) -> str:
+    """Peak RSS at 1x and 10x, with the tokenizer trained in the run and given to it."""
+    tok = Path(tempfile.mkstemp(prefix="bench-tok-", suffix=".json", dir=args.workdir)[1])
+    try:
+        whole = (child_rss(args.rss_mb, args, "--save-tokenizer", str(tok)),
+                 child_rss(10 * args.rss_mb, args))
+        given = (child_rss(args.rss_mb, args, "--child-tokenizer", str(tok)),
+                 child_rss(10 * args.rss_mb, args, "--child-tokenizer", str(tok)))
+    finally:
+        tok.unlink(missing_ok=True)
+    return "\n".join([
+        f"peak RSS of a fresh process running the stage (sampled every 20 ms; it held "
+        f"{whole[0]['before_mb']:.0f} MB before the stage):",
+        f"  {'':34} {args.rss_mb:6g} MB {10 * args.rss_mb:6g} MB  10x/1x   (text)",
+        _rss_line("clean + shards, tokenizer given", *given),
+        _rss_line("clean + train tokenizer + shards", *whole),
+        "  target <= 1.3x; training holds the BPE word counts, which grow with distinct words "
+        "(capped by tokenize.train_max_mb)"])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--corpus", type=Path, help="folder of text files (default: generated)")
+    p.add_argument("--mb", type=float, default=50.0, help="generated corpus size in MB")
+    p.add_argument("--vocab", type=int, default=8192)
+    p.add_argument("--threads", type=int, default=0, help="encoder threads (0 = cores)")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--rss-mb", type=float, default=5.0, help="1x corpus for the RSS runs; "
+                   "0 = skip them")
+    p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()))
+    p.add_argument("--child", type=float, help=argparse.SUPPRESS)
+    p.add_argument("--child-tokenizer", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--save-tokenizer", type=Path, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child is not None:
+        run_child(args.child, args)
+        return
+    logging.basicConfig(level=logging.WARNING)
+    # first, while this process is small: a child's peak RSS counts from its parent's at fork
+    rss = report_rss(args) if args.rss_mb else ""
+
+    from pipeline.dataset import clean_documents, iter_clean_documents, tokenize_dataset
+    from pipeline.shards import read_manifest
+    from pipeline.tokenizer import HFEncoder, load_tokenizer, set_threads, to_tiktoken
+
+    threads = set_threads(args.threads)
+    root = DataRoot.at(Path(tempfile.mkdtemp(prefix="bench-tokenize-", dir=args.workdir)))
+    try:
+        docs = folder_documents(args.corpus) if args.corpus else generated_documents(args.mb)
+        write_docs(root, docs)
+        cfg = bench_config(args)
+        clean_s = timed(lambda: clean_documents(cfg, root, progress=False))
+        first = tokenize_dataset(cfg, root, progress=False)
+        manifest = read_manifest(root.manifest)
+        texts = [d.text for d in iter_clean_documents(root, manifest.parts)]
+        mb = sum(len(t.encode()) for t in texts) / 1e6
+        tokens = first.units - len(texts)  # without the EOS after each document
+        print(f"corpus: {'folder ' + str(args.corpus) if args.corpus else 'generated'}, "
+              f"{len(texts)} documents, {mb:.1f} MB after cleaning; {threads} threads")
+        print(f"one-off: clean+dedup {clean_s:.1f}s ({mb / clean_s:.1f} MB/s), tokenizer "
+              f"training {first.extra['tokenizer_seconds']:.1f}s "
+              f"(vocab {manifest.tokenizer.vocab_size})")
+
+        tok = load_tokenizer(root.tokenizer_json)
+        hf = HFEncoder(tok)
+        enc = to_tiktoken(tok)
+        batch = cfg.tokenize.batch_docs
+        times: dict[str, list[float]] = {k: [] for k in
+                                         ("stage", "stage_hf", "bare_hf", "bare_hf_whole",
+                                          "bare_tiktoken")}
+        encoder_name = first.extra["encoder"]
+        for _ in range(args.repeat):
+            for key, encoder in (("stage", "auto"), ("stage_hf", "hf")):
+                reset_shards(root)
+                stage_cfg = bench_config(args, tokenizer=str(root.tokenizer_json),
+                                         encoder=encoder)
+                times[key].append(timed(lambda c=stage_cfg: tokenize_dataset(c, root,
+                                                                             progress=False)))
+            times["bare_hf"].append(timed(lambda: [hf.encode_batch(texts[i:i + batch])
+                                                   for i in range(0, len(texts), batch)]))
+            times["bare_hf_whole"].append(timed(lambda: hf.encode_batch(texts)))
+            times["bare_tiktoken"].append(timed(lambda: enc.encode_ordinary_batch(
+                texts, num_threads=threads)))
+        bare_key = min(("bare_hf", "bare_hf_whole"), key=lambda k: statistics.median(times[k]))
+        bare = median_rate(times[bare_key], mb)
+        print(f"\n{'(median of ' + str(args.repeat) + ')':34} {'MB/s':>8} {'Mtokens/s':>10} "
+              f"{'vs bare HF':>11}")
+        rows = [(f"stage, encoder={encoder_name}", "stage"), ("stage, encoder=hf", "stage_hf"),
+                ("bare HF encode_batch_fast" + (" (whole list)" if bare_key.endswith("whole")
+                                                else f" ({batch}/batch)"), bare_key),
+                ("bare tiktoken encode_ordinary_batch", "bare_tiktoken")]
+        for label, key in rows:
+            rate = median_rate(times[key], mb)
+            print(f"{label:34} {rate:8.2f} {median_rate(times[key], tokens) / 1e6:10.2f} "
+                  f"{rate / bare:10.2f}x")
+        print("targets: stage >= 0.85x bare HF; with tiktoken >= 2x bare HF")
+        print("all runs (s): " + ", ".join(f"{k}={[round(t, 2) for t in v]}"
+                                           for k, v in times.items()))
+    finally:
+        shutil.rmtree(root.path, ignore_errors=True)
+    if rss:
+        print("\n" + rss)
+
+
+
+if __name__ == "__main__":
+    main()
