@@ -57,7 +57,7 @@ def _pending(root: DataRoot, failed_before: set[str], retry_failed: bool,
                 stats.skip("failed_before")
             else:
                 tasks.append(Task(path=str(root.blob(blob.sha256, blob.ext)), source=blob.source,
-                                  claimed_mime=blob.mime, sha256=blob.sha256))
+                                  claimed_mime=blob.mime, sha256=blob.sha256, size=blob.size))
     return tasks
 
 
@@ -113,10 +113,10 @@ class _Tally:
     by_mime: Counter[str] = field(default_factory=Counter)
     ocr_pages: int = 0
 
-    def count(self, stats: StageStats, doc: Document) -> None:
+    def count(self, stats: StageStats, doc: Document, size: int) -> None:
         stats.keep()
         stats.units += len(doc.page_info)
-        stats.bytes += int(doc.stats.get("chars", 0))
+        stats.bytes += size
         self.page_reasons.update(p.reason for p in doc.page_info)
         self.by_mime[doc.mime] += 1
         self.ocr_pages += len(doc.ocr_pages)
@@ -147,7 +147,7 @@ def extract_all(cfg: Config, root: DataRoot, progress: bool = True) -> StageStat
             with Progress(stats, total=len(tasks), unit="doc", enabled=progress) as bar:
                 for outcome in pool.run(tasks) if tasks else ():
                     if outcome.doc is not None:
-                        tally.count(stats, outcome.doc)
+                        tally.count(stats, outcome.doc, outcome.task.size)
                         writer.add(outcome.doc, None)
                     else:
                         failure = _failure(outcome)
@@ -160,6 +160,9 @@ def extract_all(cfg: Config, root: DataRoot, progress: bool = True) -> StageStat
             writer.flush()
     stats.extra.update(workers=workers, parts_written=writer.parts, ocr_pages=tally.ocr_pages,
                        page_reasons=dict(tally.page_reasons), by_mime=dict(tally.by_mime))
+    if tally.page_reasons:
+        reasons = ", ".join(f"{r}={n}" for r, n in tally.page_reasons.most_common())
+        log.info("extract: %d pages OCRed; pages by OCR decision: %s", tally.ocr_pages, reasons)
     return stats.finish()
 
 

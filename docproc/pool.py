@@ -31,6 +31,7 @@ from pipeline.records import Document
 log = logging.getLogger(__name__)
 
 KILL_GRACE_S = 5.0  # a worker past its deadline gets this long to report its own timeout
+PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h)
 PRELOAD = ["docproc.pool", "docproc.pdf", "docproc.image", "docproc.html", "docproc.text",
            "pytesseract", "charset_normalizer", "trafilatura", "PIL.Image"]
 
@@ -41,6 +42,7 @@ class Task:
     source: str  # what to call it (path or URL it came from)
     claimed_mime: str = ""
     sha256: str = ""  # the Document id; computed from the bytes when empty
+    size: int = 0  # bytes, for the stage's statistics
 
 
 @dataclass(slots=True)
@@ -70,7 +72,20 @@ def _run_one(task: Task, opts: Options, timeout_s: float) -> tuple[str, Any, Any
                                  f":{where.lineno})")
 
 
+def _die_with_parent() -> None:
+    """Linux: have the kernel kill this worker when its parent dies (even by SIGKILL), so an
+    orphan never keeps working or holds the stage lock it inherited."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
 def _worker_main(conn: Connection, opts: Options, timeout_s: float, max_tasks: int) -> None:
+    _die_with_parent()
     # Own process group: a timeout kills the worker and its Tesseract child together.
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)

@@ -273,3 +273,39 @@ def test_cli_extract_runs_the_stage_and_maps_missing_tesseract_to_exit_3(
     assert texts["b.png"].text == "Hello from an image file."
     resolved = (data_root / "docs" / "config.toml").read_text()
     assert "dpi = 100" in resolved and "workers = 2" in resolved
+
+
+@pytest.mark.slow
+def test_killed_run_leaves_no_workers_and_a_rerun_completes_without_duplicates(
+        tmp_path: Path, cli_env: dict[str, str]) -> None:
+    import psutil
+
+    data_root = tmp_path / "data"
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    scan = scanned_pdf_bytes(text_pdf_bytes(page_texts(1, words=120)), dpi=150)
+    for i in range(6):
+        (inputs / f"scan{i}.pdf").write_bytes(scan + b"\n%" + str(i).encode())
+    cllm = [sys.executable, "-m", "pipeline.cli", "--root", str(data_root)]
+    subprocess.run([*cllm, "ingest", str(inputs)], env=cli_env, check=True, capture_output=True)
+    extract = [*cllm, "-q", "extract", "--workers", "2", "--dpi", "150",
+               "--set", "extract.part_docs=1"]
+
+    proc = subprocess.Popen(extract, env=cli_env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not list_parts(data_root / "docs") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    workers = psutil.Process(proc.pid).children(recursive=True)
+    proc.kill()
+    proc.wait()
+    assert list_parts(data_root / "docs"), "no part was written before the kill"
+    gone, alive = psutil.wait_procs(workers, timeout=10)
+    assert [p.pid for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
+
+    done_before = len(list(iter_documents(data_root / "docs")))
+    rerun = subprocess.run(extract, env=cli_env, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    ids = [d.id for d in iter_documents(data_root / "docs")]
+    assert len(ids) == len(set(ids)) == 6
+    assert f"{done_before} skipped (already_extracted={done_before})" in rerun.stdout
