@@ -164,13 +164,19 @@ class WorkerPool:
         self.tasks_per_worker = tasks_per_worker
         self.kill_grace_s = kill_grace_s
         self.started = 0  # worker processes started so far (recycling starts new ones)
-        self._ctx = _context()
+        self._ctx: Any = None  # chosen at the first start, when the threads that matter exist
         self._all: list[_Worker] = []
+
+    @property
+    def start_method(self) -> str:
+        return self._ctx.get_start_method() if self._ctx is not None else ""
 
     def worker_pids(self) -> list[int]:
         return [w.proc.pid for w in self._all]
 
     def _start(self) -> _Worker:
+        if self._ctx is None:
+            self._ctx = _context()
         parent, child = self._ctx.Pipe()
         proc = self._ctx.Process(target=_worker_main, daemon=True, name="cllm-extract",
                                  args=(child, self.opts, self.timeout_s, self.tasks_per_worker))

@@ -184,6 +184,15 @@ def _slow_tasks(tmp_path: Path, n: int) -> list[Task]:
     return tasks
 
 
+def _signal_worker(pool: WorkerPool, signum: int) -> None:
+    """Send `signum` to the pool's first worker once it is busy with its first document."""
+    deadline = time.monotonic() + 30
+    while not pool.worker_pids() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)  # into the OCR of the page (about a second of work)
+    os.kill(pool.worker_pids()[0], signum)
+
+
 @pytest.mark.slow
 def test_a_hung_worker_is_killed_and_a_crashed_one_replaced(tmp_path: Path) -> None:
     tasks = _slow_tasks(tmp_path, 3)
@@ -191,22 +200,15 @@ def test_a_hung_worker_is_killed_and_a_crashed_one_replaced(tmp_path: Path) -> N
                       kill_grace_s=0.5)
     pool.timeout_s = 2.0  # the hung worker below is stopped after 2.5 s
 
-    def freeze_first_worker() -> None:
-        time.sleep(0.3)
-        os.kill(pool.worker_pids()[0], signal.SIGSTOP)  # hung: no progress, no exit
-
-    threading.Thread(target=freeze_first_worker).start()
+    threading.Thread(target=_signal_worker, args=(pool, signal.SIGSTOP)).start()  # a hang
     outcomes = list(pool.run(tasks[:1]))
+    assert pool.start_method == "forkserver"  # a thread was running, as under Prefect
     assert [o.error for o in outcomes] == ["timeout"]
     assert "extract.timeout_s=2s" in outcomes[0].message
 
     pool.timeout_s = 60.0
 
-    def kill_worker() -> None:
-        time.sleep(0.3)
-        os.kill(pool.worker_pids()[0], signal.SIGKILL)  # as the OOM killer would
-
-    threading.Thread(target=kill_worker).start()
+    threading.Thread(target=_signal_worker, args=(pool, signal.SIGKILL)).start()  # OOM killer
     outcomes = list(pool.run(tasks[1:]))
     assert sorted(o.error for o in outcomes) == ["", "crash"]
     crashed = next(o for o in outcomes if o.error)
@@ -247,6 +249,7 @@ def test_recycling_never_loses_a_result_in_flight(tmp_path: Path) -> None:
     outcomes = list(pool.run(_text_tasks(tmp_path, 60)))
     assert [o.error for o in outcomes if o.error] == []
     assert len({o.doc.text for o in outcomes}) == 60 and pool.started >= 30
+    assert pool.start_method == "fork"  # single-threaded caller: plain fork
 
 
 @pytest.mark.slow
