@@ -42,16 +42,9 @@ class Options:
     pages: tuple[int, ...] = ()  # 1-based pages to extract; empty = all
 
     @classmethod
-    def from_config(cls, cfg: ExtractConfig, **changes: object) -> Options:
-        base = cls(ocr=OcrMode(cfg.ocr), redo=cfg.ocr_redo, dpi=cfg.dpi, lang=cfg.lang,
+    def from_config(cls, cfg: ExtractConfig) -> Options:
+        return cls(ocr=OcrMode(cfg.ocr), redo=cfg.ocr_redo, dpi=cfg.dpi, lang=cfg.lang,
                    psm=cfg.psm, max_pages=cfg.max_pages, max_image_pixels=cfg.max_image_pixels)
-        return base if not changes else _replace(base, changes)
-
-
-def _replace(opts: Options, changes: dict[str, object]) -> Options:
-    import dataclasses
-
-    return dataclasses.replace(opts, **changes)  # type: ignore[arg-type]
 
 
 def extract_file(path: Path, opts: Options, *, source: str = "", claimed_mime: str = "",

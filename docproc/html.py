@@ -9,7 +9,6 @@ from typing import Any
 from docproc.result import Extracted
 from pipeline.errors import EmptyInput
 
-BLOCK_TAGS = frozenset({"p", "head", "quote", "code", "list", "table", "div", "graphic"})
 CELL_SEPARATOR = " | "
 _LANG_ATTR = re.compile(rb"<html[^>]*?\slang\s*=\s*[\"']?([A-Za-z]{2,3})", re.IGNORECASE)
 _TITLE_TAG = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)

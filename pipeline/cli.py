@@ -154,6 +154,8 @@ def _args_extract(p: argparse.ArgumentParser) -> None:
     _config_flag(p, "--max-pages", key="extract.max_pages", type=int)
     _config_flag(p, "--retry-failed", key="extract.retry_failed", action="store_true",
                  help="try again the sources that failed before")
+    _config_flag(p, "--redo-ocr", key="extract.ocr_redo", action="store_true",
+                 help="re-OCR pages that carry an earlier invisible OCR layer")
 
 
 def _args_clean(p: argparse.ArgumentParser) -> None:
