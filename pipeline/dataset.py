@@ -72,6 +72,8 @@ CLEAN_STAGE = "clean"
 TOKENIZE_STAGE = "tokenize"
 TOKENIZER_META = "train.json"
 BATCH_MAX_CHARS = 4_000_000  # an encode batch also ends at this many characters
+# Below this much (compressed) input, starting worker processes costs more than they save.
+POOL_MIN_BYTES = 2_000_000
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -183,6 +185,13 @@ def _ordered_map(fn: Callable[[T], R], items: list[T], workers: int) -> Iterator
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _clean_workers(cfg: CleanConfig, todo: list[Path]) -> int:
+    workers = cfg.workers or os.cpu_count() or 1
+    if workers > 1 and sum(p.stat().st_size for p in todo) < POOL_MIN_BYTES:
+        return 1
+    return min(workers, len(todo))
+
+
 class _CleanPart:
     """`clean_part` with its config bound, picklable for the worker processes."""
 
@@ -249,7 +258,7 @@ def clean_documents(cfg: Config, root: DataRoot, progress: bool = True) -> Stage
             if path.stat().st_size != record.size:
                 log.warning("clean: %s changed after it was cleaned; it is not cleaned again "
                             "(docs parts are append-only)", path)
-        workers = cfg.clean.workers or os.cpu_count() or 1
+        workers = _clean_workers(cfg.clean, todo)
         try:
             with Progress(stats, total=len(todo), unit="part", enabled=progress) as bar:
                 for path, result in _ordered_map(_CleanPart(cfg.clean), todo, workers):
@@ -268,6 +277,7 @@ def clean_documents(cfg: Config, root: DataRoot, progress: bool = True) -> Stage
             failure_log.clear(CLEAN_STAGE, succeeded)
             failure_log.record(failures)
         stats.extra["parts_cleaned"] = len(succeeded)
+        stats.extra["workers"] = workers
         stats.extra["dataset"] = index.counts()
     stats.finish()
     log.info("%s", stats.summary())
@@ -603,7 +613,8 @@ def _carry_clean(clean: StageStats, stats: StageStats) -> None:
     stats.failed.update(clean.failed)
     stats.failures.extend(clean.failures)
     stats.extra["clean"] = {"kept": clean.kept, "dropped": dict(clean.dropped),
-                            "failed": dict(clean.failed), "seconds": round(clean.seconds, 3)}
+                            "failed": dict(clean.failed), "seconds": round(clean.seconds, 3),
+                            "workers": clean.extra.get("workers", 0)}
 
 
 def tokenize_dataset(cfg: Config, root: DataRoot, progress: bool = True) -> StageStats:

@@ -11,11 +11,13 @@ id's decision and which docs parts are done, which is what makes the clean stage
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
 import sqlite3
 import unicodedata
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,12 +33,13 @@ log = logging.getLogger(__name__)
 
 MINHASH_SEED = 1
 MINHASH_SCHEME = "affine32"  # datasketch's 32-bit scheme: 4 bytes per permutation
+SHINGLE_HASH = "crc32-poly64"  # how shingles are hashed (signatures depend on it)
+_POLY = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier of the shingle polynomial
 SIG_DTYPE = np.dtype("<u4")
 LSH_WEIGHTS = (0.05, 0.95)  # datasketch's (false positive, false negative) weights
 KEPT = "kept"
 SCHEMA_VERSION = 1
 _WORD = re.compile(r"\w+")
-_SPACE = re.compile(r"\s+")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -52,17 +55,48 @@ CREATE TABLE IF NOT EXISTS parts (name TEXT PRIMARY KEY, size INTEGER NOT NULL,
 """
 
 
-def dedup_text(text: str) -> str:
+def _fold(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).casefold()
+
+
+def dedup_text(text: str, folded: bool = False) -> str:
     """The form two documents must share to be exact duplicates."""
-    return _SPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
+    return " ".join((text if folded else _fold(text)).split())
 
 
-def shingles(text: str, size: int) -> list[bytes]:
+def shingles(text: str, size: int) -> list[str]:
     """Overlapping word n-grams of the case-folded text (one shingle if it has fewer words)."""
-    words = _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
+    words = _WORD.findall(_fold(text))
     if len(words) <= size:
-        return [" ".join(words).encode()]
-    return [" ".join(words[i:i + size]).encode() for i in range(len(words) - size + 1)]
+        return [" ".join(words)]
+    return [" ".join(words[i:i + size]) for i in range(len(words) - size + 1)]
+
+
+def shingle_hashes(text: str, size: int, folded: bool = False) -> np.ndarray:
+    """A 32-bit hash of each shingle (as `shingles` cuts them), computed from word hashes.
+
+    Each word is hashed (CRC-32) and each n-gram is a polynomial of its word hashes mod 2**64,
+    folded to 32 bits: hashing every shingle string took most of the clean stage's time.
+    """
+    words = _WORD.findall(text if folded else _fold(text)) or [""]
+    h = np.fromiter(map(zlib.crc32, map(str.encode, words)), dtype=np.uint64, count=len(words))
+    n = max(1, len(h) - size + 1)
+    acc = np.zeros(n, dtype=np.uint64)
+    for k in range(min(size, len(h))):
+        acc = acc * _POLY + h[k:k + n]  # wraps mod 2**64
+    return ((acc >> np.uint64(32)) ^ acc).astype(np.uint32)
+
+
+@functools.cache
+def _permutations(num_perm: int) -> np.ndarray:
+    """datasketch's permutation parameters for our seed and scheme, made once per process."""
+    from datasketch import MinHash
+
+    return MinHash(num_perm=num_perm, seed=MINHASH_SEED, scheme=MINHASH_SCHEME).permutations
+
+
+def _identity(value: int) -> int:
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,16 +108,19 @@ class Fingerprint:
 
 
 def fingerprint(text: str, cfg: CleanConfig) -> Fingerprint:
-    exact = hashlib.sha256(dedup_text(text).encode()).digest()
+    folded = _fold(text)
+    exact = hashlib.sha256(dedup_text(folded, folded=True).encode()).digest()
     if not cfg.dedup_near:
         return Fingerprint(exact=exact, sig=b"")
     from datasketch import MinHash
 
-    mh = MinHash(num_perm=cfg.minhash_perm, seed=MINHASH_SEED, scheme=MINHASH_SCHEME)
-    mh.update_batch(shingles(text, cfg.shingle_words))
+    mh = MinHash(num_perm=cfg.minhash_perm, seed=MINHASH_SEED, scheme=MINHASH_SCHEME,
+                 hashfunc=_identity, permutations=_permutations(cfg.minhash_perm))
+    mh.update_batch(shingle_hashes(folded, cfg.shingle_words, folded=True).tolist())
     return Fingerprint(exact=exact, sig=np.asarray(mh.hashvalues, dtype=SIG_DTYPE).tobytes())
 
 
+@functools.cache  # the optimisation (and importing scipy for it) takes most of a second
 def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
     """(bands, rows per band) that datasketch's MinHashLSH chooses for this threshold.
 
@@ -160,20 +197,24 @@ class DedupIndex:
 
     def _check_params(self) -> None:
         meta = self._meta()
-        fixed = {"schema": SCHEMA_VERSION, "minhash_perm": self.cfg.minhash_perm,
-                 "shingle_words": self.cfg.shingle_words, "minhash_seed": MINHASH_SEED,
-                 "minhash_scheme": MINHASH_SCHEME}
         has_sigs = self.db.execute("SELECT 1 FROM sigs LIMIT 1").fetchone() is not None
-        for key, value in fixed.items():
-            if has_sigs and key in meta and meta[key] != str(value):
-                raise ConfigError(
-                    f"clean.{key} is {value} but the dedup index {self.path} was built with "
-                    f"{meta[key]}; keep the old value, or delete the index and re-clean all "
-                    "documents (delete state/dedup.sqlite and state/clean/)")
+        settings = {"minhash_perm": self.cfg.minhash_perm,
+                    "shingle_words": self.cfg.shingle_words}
+        built_by = {"schema": SCHEMA_VERSION, "minhash_seed": MINHASH_SEED,
+                    "minhash_scheme": MINHASH_SCHEME, "shingle_hash": SHINGLE_HASH}
+        for key, value in (settings | built_by).items():
+            if not has_sigs or meta.get(key, str(value)) == str(value):
+                continue
+            what = (f"clean.{key} is {value} but the dedup index {self.path} was built with "
+                    f"{meta[key]}; keep the old value, or" if key in settings else
+                    f"the dedup index {self.path} was built by another version ({key} "
+                    f"{meta[key]}, this version uses {value});")
+            raise ConfigError(f"{what} delete state/dedup.sqlite and state/clean/ to clean "
+                              "every document again")
         banding = f"{self.bands}x{self.rows}"
         if has_sigs and meta.get("banding") not in (None, banding):
             self._rebuild_bands(meta["banding"], banding)
-        self._set_meta(banding=banding, **fixed)
+        self._set_meta(banding=banding, **settings, **built_by)
 
     def _rebuild_bands(self, old: str, new: str) -> None:
         log.info("clean.near_jaccard changed (LSH bands %s -> %s): rebuilding the band index",
@@ -208,10 +249,6 @@ class DedupIndex:
                 self.db.execute("SELECT name, size, docs, kept FROM parts ORDER BY name")}
 
     # --- documents -----------------------------------------------------------------------
-
-    def status(self, doc_id: str) -> str | None:
-        row = self.db.execute("SELECT status FROM docs WHERE id = ?", (doc_id,)).fetchone()
-        return row[0] if row else None
 
     def find_duplicate(self, fp: Fingerprint) -> Drop | None:
         """A Drop naming the earlier kept document that `fp` duplicates, if any."""

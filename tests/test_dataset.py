@@ -124,13 +124,15 @@ def test_a_run_without_new_documents_changes_nothing(root: DataRoot) -> None:
 
 
 def test_rerun_on_a_fresh_root_is_byte_identical_whatever_the_worker_count(
-        tmp_path: Path) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dataset, "POOL_MIN_BYTES", 0)  # worker processes even for tiny input
     results = []
     for workers in (1, 2):
         r = DataRoot.at(tmp_path / f"w{workers}")
         add_parts(r, [10, 11, 12])
         write_part(r.docs, make_docs(4, 10))  # the same documents again: duplicate ids
-        tokenize_dataset(small_config(clean={"workers": workers}), r, progress=False)
+        stats = tokenize_dataset(small_config(clean={"workers": workers}), r, progress=False)
+        assert stats.extra["clean"]["workers"] == workers
         results.append((shard_bytes(r), r.tokenizer_json.read_bytes()))
     assert results[0] == results[1]
 
