@@ -28,6 +28,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from itertools import islice
@@ -164,13 +165,17 @@ def clean_part(path: Path, cfg: CleanConfig) -> _PartResult:
 
 def _ordered_map(fn: Callable[[T], R], items: list[T], workers: int) -> Iterator[tuple[T, R]]:
     """(item, fn(item)) in input order; fn runs in up to `workers` processes, with a bounded
-    number of results waiting so that memory does not grow with the number of items."""
+    number of results waiting so that memory does not grow with the number of items.
+
+    If the worker processes die or cannot start, the remaining items run in this process.
+    """
     if workers <= 1 or len(items) <= 1:
         for item in items:
             yield item, fn(item)
         return
     # forkserver: forking a process that already runs threads (tokenizers, Prefect) can hang
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
+    done = 0
     try:
         it = iter(items)
         pending: deque[tuple[T, Future[R]]] = deque(
@@ -180,7 +185,12 @@ def _ordered_map(fn: Callable[[T], R], items: list[T], workers: int) -> Iterator
             result = future.result()
             for nxt in islice(it, 1):
                 pending.append((nxt, pool.submit(fn, nxt)))
+            done += 1
             yield item, result
+    except BrokenProcessPool as e:
+        log.warning("worker processes failed (%s); going on in this process", e)
+        for item in items[done:]:
+            yield item, fn(item)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -629,8 +639,8 @@ def tokenize_dataset(cfg: Config, root: DataRoot, progress: bool = True) -> Stag
         manifest = _read_manifest_or_none(root)
         _check_split_rule(cfg, manifest)
         _carry_clean(clean_documents(cfg, root, progress), stats)
-        remove_orphan_temps(root.shards)
-        remove_orphan_temps(spool_dir(root))
+        for folder in (root.shards, spool_dir(root), root.tokenizer_dir):
+            remove_orphan_temps(folder)
         parts = cleaned_parts(root, cfg)
         in_shards = set(manifest.parts) if manifest else set()
         pending = [p for p in parts if p.name not in in_shards]
