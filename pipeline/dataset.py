@@ -363,10 +363,22 @@ def _train_tokenizer(cfg: Config, root: DataRoot, names: list[str]) -> Tokenizer
     return tok
 
 
+def _load_tokenizer(path: Path) -> Tokenizer:
+    from pipeline.tokenizer import load_tokenizer
+
+    try:
+        return load_tokenizer(path)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # tokenizers raises a bare Exception for a malformed file
+        raise ConfigError(f"{path} is not a tokenizers tokenizer.json: {e}") from None
+
+
 def _use_given_tokenizer(cfg: Config, root: DataRoot, manifest: Manifest | None) -> None:
     given = Path(cfg.tokenize.tokenizer).expanduser()
     if not given.is_file():
         raise ConfigError(f"tokenize.tokenizer: no file at {given}")
+    _load_tokenizer(given)  # refuse a file that is not a tokenizer before copying it
     sha = sha256_file(given)
     if manifest is not None and sha != manifest.tokenizer.sha256:
         raise ConfigError(
@@ -407,7 +419,7 @@ def prepare_tokenizer(cfg: Config, root: DataRoot, manifest: Manifest | None,
     Once shards exist they fix the tokenizer; before that a given tokenizer.json is copied
     into the data root, or a BPE is trained on the cleaned documents of `train_on`.
     """
-    from pipeline.tokenizer import eos_id, load_tokenizer
+    from pipeline.tokenizer import eos_id
 
     how = "loaded"
     if cfg.tokenize.tokenizer:
@@ -422,7 +434,7 @@ def prepare_tokenizer(cfg: Config, root: DataRoot, manifest: Manifest | None,
         if not (current and all(meta.get(k) == v for k, v in _wanted_meta(cfg).items())):
             _train_tokenizer(cfg, root, train_on)
             how = "trained"
-    tok = load_tokenizer(root.tokenizer_json)
+    tok = _load_tokenizer(root.tokenizer_json)
     try:
         eos = eos_id(tok, cfg.tokenize.eos_token)
     except ValueError:

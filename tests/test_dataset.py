@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -323,3 +324,20 @@ def test_cllm_tokenize_and_shards_commands(root: DataRoot, cli_env: dict[str, st
                              env=cli_env, capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and "no document 999" in missing.stderr
     assert np.all(np.diff(np.fromfile(root.shards / "train-00000.idx", dtype="<u8")) > 0)
+
+
+def test_a_given_file_that_is_no_usable_tokenizer_is_refused(root: DataRoot,
+                                                             tmp_path: Path) -> None:
+    from pipeline.tokenizer import save_tokenizer, train_bpe
+
+    add_parts(root, [28])
+    junk = tmp_path / "junk.json"
+    junk.write_text('{"not": "a tokenizer"}')
+    with pytest.raises(ConfigError, match="is not a tokenizers tokenizer.json"):
+        tokenize_dataset(small_config(tokenize={"tokenizer": str(junk)}), root, progress=False)
+    other_eos = tmp_path / "other.json"
+    save_tokenizer(train_bpe(["some text"] * 3, vocab_size=300, eos_token="</s>"), other_eos)
+    with pytest.raises(ConfigError, match=re.escape("no end-of-text token '<|endoftext|>'")):
+        tokenize_dataset(small_config(tokenize={"tokenizer": str(other_eos)}), root,
+                         progress=False)
+    assert not root.manifest.exists()
