@@ -1,1 +1,15 @@
-"""Document processing: PDF text, OCR, HTML, text and images into Document records."""
+"""Document processing: PDF text, OCR, HTML, text and images into Document records.
+
+detect.py      which extractor a file needs (from its bytes, via pipeline.sniff)
+pdf.py         PDF and other PyMuPDF formats: reading order, per-page OCR decision
+ocr_policy.py  the decision itself: (ocr?, reason), cheapest checks first
+ocr.py         Tesseract through pytesseract: text and real word confidences
+image.py       image files: bomb guard, TIFF pages, preprocessing
+html.py        trafilatura main content with paragraph breaks
+text.py        plain text and markdown: charset detection
+cleanup.py     the clean-up every extractor shares
+document.py    one file -> one Document (extract_file)
+pool.py        worker processes: per-document timeout, crash isolation, recycling
+extract.py     the stage (extract_all) and `cllm extract`
+tools.py       cllm_pdf_extract, cllm_ocr, cllm_pdf_ocr
+"""

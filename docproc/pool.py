@@ -203,9 +203,16 @@ class WorkerPool:
         try:
             while queue or busy:
                 while queue and len(busy) < self.workers:
-                    worker = idle.pop() if idle else self._start()
+                    reused = bool(idle)
+                    worker = idle.pop() if reused else self._start()
+                    try:
+                        worker.conn.send(queue[-1])
+                    except OSError:
+                        if not reused:
+                            raise
+                        self._retire(worker, kill=True)  # died while idle: use a fresh one
+                        continue
                     worker.task, worker.started = queue.pop(), time.monotonic()
-                    worker.conn.send(worker.task)
                     busy.append(worker)
                 for worker, outcome in self._collect(busy):
                     busy.remove(worker)
