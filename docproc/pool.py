@@ -18,8 +18,9 @@ import signal
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,9 @@ from pipeline.records import Document
 log = logging.getLogger(__name__)
 
 KILL_GRACE_S = 5.0  # a worker past its deadline gets this long to report its own timeout
+# Tasks queued per worker: the next one waits in its pipe, so a worker never sits idle
+# while the parent wakes up to send it more (milliseconds a document on busy cores).
+PREFETCH = 2
 PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h)
 PRELOAD = ["docproc.pool", "docproc.pdf", "docproc.image", "docproc.html", "docproc.text",
            "pytesseract", "charset_normalizer", "trafilatura", "PIL.Image"]
@@ -107,9 +111,10 @@ def _worker_main(conn: Connection, opts: Options, timeout_s: float, max_tasks: i
 class _Worker:
     proc: Any
     conn: Connection
+    sent: int = 0  # tasks handed to it (never more than tasks_per_worker)
     done: int = 0
-    task: Task | None = None
-    started: float = 0.0
+    inflight: deque[Task] = field(default_factory=deque)  # the head is being worked on
+    started: float = 0.0  # when the head task began
 
 
 def _context() -> Any:
@@ -198,52 +203,58 @@ class WorkerPool:
     def run(self, tasks: Sequence[Task]) -> Iterator[Outcome]:
         """Yield one Outcome per task, in completion order; EnvironmentProblem stops the run."""
         queue = list(reversed(tasks))
-        idle: list[_Worker] = []
-        busy: list[_Worker] = []
         try:
-            while queue or busy:
-                while queue and len(busy) < self.workers:
-                    reused = bool(idle)
-                    worker = idle.pop() if reused else self._start()
-                    try:
-                        worker.conn.send(queue[-1])
-                    except OSError:
-                        if not reused:
-                            raise
-                        self._retire(worker, kill=True)  # died while idle: use a fresh one
-                        continue
-                    worker.task, worker.started = queue.pop(), time.monotonic()
-                    busy.append(worker)
-                for worker, outcome in self._collect(busy):
-                    busy.remove(worker)
-                    yield outcome
-                    if worker in self._all:
-                        idle.append(worker)
+            while queue or any(w.inflight for w in self._all):
+                self._dispatch(queue)
+                outcomes, unstarted = self._collect()
+                queue.extend(reversed(unstarted))  # a dead worker's queued tasks, not its fault
+                yield from outcomes
         finally:
             for worker in list(self._all):
                 with contextlib.suppress(OSError):
                     worker.conn.send(None)
-                self._retire(worker, kill=worker in busy)
+                self._retire(worker, kill=bool(worker.inflight))
 
-    def _collect(self, busy: list[_Worker]) -> list[tuple[_Worker, Outcome]]:
-        """Wait for the next results, deaths or deadlines among the busy workers."""
+    def _dispatch(self, queue: list[Task]) -> None:
+        """Hand out tasks: one to each worker first, a second only while plenty remain."""
+        while queue and len(self._all) < self.workers:
+            self._start()
+        for depth in range(1, PREFETCH + 1):
+            for worker in list(self._all):
+                if not queue or (depth > 1 and len(queue) < self.workers):
+                    return
+                if len(worker.inflight) >= depth or worker.sent >= self.tasks_per_worker:
+                    continue
+                try:
+                    worker.conn.send(queue[-1])
+                except OSError:  # died while idle; _collect reports what it held
+                    continue
+                if not worker.inflight:
+                    worker.started = time.monotonic()
+                worker.inflight.append(queue.pop())
+                worker.sent += 1
+
+    def _collect(self) -> tuple[list[Outcome], list[Task]]:
+        """Wait for results, deaths or deadlines; (outcomes, tasks to hand out again)."""
+        busy = [w for w in self._all if w.inflight]
         limit = self.timeout_s + self.kill_grace_s
         next_deadline = min(w.started for w in busy) + limit
         waitables = [w.conn for w in busy] + [w.proc.sentinel for w in busy]
         ready = set(wait(waitables, timeout=max(0.0, next_deadline - time.monotonic())))
-        now = time.monotonic()
-        out = []
-        for worker in list(busy):
-            task = worker.task
-            assert task is not None
-            seconds = now - worker.started
-            # Dead or not, a worker's result may be waiting: one that sent its last result
-            # and exited (recycling) can look dead before its message is read.
+        outcomes: list[Outcome] = []
+        unstarted: list[Task] = []
+        for worker in busy:
+            # Dead or not, results may be waiting: a worker that sent its last result and
+            # exited (recycling) can look dead before its message is read.
             dead = worker.proc.sentinel in ready or not worker.proc.is_alive()
-            message = _receive(worker.conn)
-            if message is not None:
-                out.append((worker, self._outcome(worker, task, message, seconds)))
+            while worker.inflight and (message := _receive(worker.conn)) is not None:
+                outcomes.append(self._outcome(worker, message))
+            now = time.monotonic()
+            if not worker.inflight:
+                if worker.done >= self.tasks_per_worker:
+                    self._retire(worker, kill=False)  # it leaves by itself after its last task
                 continue
+            head, seconds = worker.inflight[0], now - worker.started
             if dead:
                 worker.proc.join(timeout=1)
                 if worker.done == 0 and (worker.proc.exitcode or 0) > 0:
@@ -251,23 +262,27 @@ class WorkerPool:
                         f"an extraction worker could not start (exit code "
                         f"{worker.proc.exitcode}; its error is above). A script that runs "
                         "the extract stage needs an `if __name__ == '__main__':` guard")
-                out.append((worker, Outcome(task, error="crash", message=_death(worker.proc),
-                                            seconds=seconds)))
-                self._retire(worker, kill=True)
-            elif now - worker.started >= limit:
-                log.warning("%s: no result after %.0fs, stopping its worker", task.source,
+                outcomes.append(Outcome(head, error="crash", message=_death(worker.proc),
+                                        seconds=seconds))
+            elif seconds >= limit:
+                log.warning("%s: no result after %.0fs, stopping its worker", head.source,
                             seconds)
-                self._retire(worker, kill=True)
-                out.append((worker, Outcome(task, error="timeout", seconds=seconds,
-                                            message=f"no result within extract.timeout_s="
-                                                    f"{self.timeout_s:g}s (worker stopped)")))
-        return out
+                outcomes.append(Outcome(head, error="timeout", seconds=seconds,
+                                        message=f"no result within extract.timeout_s="
+                                                f"{self.timeout_s:g}s (worker stopped)"))
+            else:
+                continue
+            unstarted.extend(list(worker.inflight)[1:])
+            worker.inflight.clear()
+            self._retire(worker, kill=True)
+        return outcomes, unstarted
 
-    def _outcome(self, worker: _Worker, task: Task, message: tuple, seconds: float) -> Outcome:
+    def _outcome(self, worker: _Worker, message: tuple) -> Outcome:
+        """The head task's outcome from its worker's message; the next task has begun."""
+        task = worker.inflight.popleft()
+        now = time.monotonic()
+        seconds, worker.started = now - worker.started, now
         worker.done += 1
-        worker.task = None
-        if worker.done >= self.tasks_per_worker:
-            self._retire(worker, kill=False)  # it leaves by itself after its last task
         status, a, b = message
         if status == "ok":
             return Outcome(task, doc=a, seconds=seconds)
