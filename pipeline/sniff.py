@@ -24,6 +24,9 @@ EXTENSIONS = {
     "image/bmp": "bmp",
     "image/webp": "webp",
     "application/epub+zip": "epub",
+    "application/x-mobipocket-ebook": "mobi",  # e-books PyMuPDF opens, like EPUB
+    "application/x-fictionbook+xml": "fb2",
+    "application/vnd.ms-xpsdocument": "xps",
     "text/html": "html",
     "text/plain": "txt",
     "text/markdown": "md",
@@ -33,9 +36,11 @@ MARKDOWN_SUFFIXES = frozenset({".md", ".markdown", ".mdown", ".mkd", ".rst"})
 # A name ending ".txt" is still sniffed: these say nothing on their own.
 
 _HTML_HEAD = re.compile(
-    rb"^\s*(<!--.*?-->\s*)*(<!doctype\s+html|<html[\s>]|<head[\s>]|<body[\s>]|<meta\s|<title[\s>])",
+    rb"^\s*(<\?xml[^>]*\?>\s*)?(<!--.*?-->\s*)*"  # XHTML may open with an XML declaration
+    rb"(<!doctype\s+html|<html[\s>]|<head[\s>]|<body[\s>]|<meta\s|<title[\s>])",
     re.IGNORECASE | re.DOTALL,
 )
+_FB2_ROOT = re.compile(rb"^\s*(<\?xml[^>]*\?>\s*)?(<!--.*?-->\s*)*<FictionBook[\s>]", re.DOTALL)
 _TEXT_CONTROL = bytes(sorted(set(range(0, 32)) - {9, 10, 12, 13, 27}))
 
 
@@ -66,6 +71,8 @@ def _magic_mime(head: bytes) -> str | None:
         return "image/webp"
     if head.startswith(b"PK\x03\x04") and head[30:58] == b"mimetypeapplication/epub+zip":
         return "application/epub+zip"
+    if head[60:68] == b"BOOKMOBI":  # PalmDB type and creator
+        return "application/x-mobipocket-ebook"
     return None
 
 
@@ -87,6 +94,8 @@ def sniff_bytes(head: bytes, name: str = "") -> Sniffed:
         stripped = head.lstrip(b"\xef\xbb\xbf")
         if _HTML_HEAD.match(stripped):
             mime = "text/html"
+        elif _FB2_ROOT.match(stripped):
+            mime = "application/x-fictionbook+xml"
         elif Path(name).suffix.lower() in MARKDOWN_SUFFIXES:
             mime = "text/markdown"
         else:
@@ -117,8 +126,11 @@ def _sniff_zip(path: Path | IO[bytes]) -> Sniffed | None:
     # EPUBs written by careless tools do not put "mimetype" first; read the member itself.
     try:
         with zipfile.ZipFile(path) as zf:
-            if zf.read("mimetype").strip() == b"application/epub+zip":
+            names = zf.namelist()
+            if "mimetype" in names and zf.read("mimetype").strip() == b"application/epub+zip":
                 return Sniffed("application/epub+zip", "epub")
+            if any(n.lower().endswith(".fdseq") for n in names):  # XPS / OpenXPS package
+                return Sniffed("application/vnd.ms-xpsdocument", "xps")
     except (zipfile.BadZipFile, KeyError, OSError):
         return None
     return None

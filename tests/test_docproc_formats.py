@@ -19,7 +19,13 @@ from test_docproc_samples import (
 from docproc.document import Options, extract_file
 from docproc.ocr import check_tesseract, mean_confidence
 from docproc.ocr_policy import OcrMode
-from pipeline.errors import CorruptInput, EmptyInput, EnvironmentProblem, TooLargeInput
+from pipeline.errors import (
+    CorruptInput,
+    EmptyInput,
+    EnvironmentProblem,
+    TooLargeInput,
+    UnsupportedInput,
+)
 
 SHORT = "Pack my box with five dozen liquor jugs.\n\nThe market opened at nine."
 
@@ -185,3 +191,44 @@ def test_markdown_title_and_paragraphs(tmp_path: Path) -> None:
 def test_zero_byte_file_is_empty(tmp_path: Path) -> None:
     with pytest.raises(EmptyInput, match="0 bytes"):
         extract_file(write(tmp_path / "empty.pdf", b""), Options())
+
+
+FB2 = """<?xml version="1.0" encoding="utf-8"?>
+<FictionBook xmlns="http://www.gribuser.ru/xml/fictionbook/2.0"><description><title-info>
+<book-title>The Fable</book-title><lang>en</lang></title-info></description><body><section>
+<title><p>Chapter One</p></title><p>Once upon a time there was a fox.</p>
+<p>The end of the story.</p></section></body></FictionBook>"""
+
+
+def test_fictionbook_is_sniffed_and_extracted_by_pymupdf(tmp_path: Path) -> None:
+    doc = extract_file(write(tmp_path / "fable.xml", FB2.encode()), Options(ocr=OcrMode.NEVER))
+    assert doc.mime == "application/x-fictionbook+xml" and doc.title == "The Fable"
+    assert "Once upon a time there was a fox." in doc.text
+    assert doc.extractor.startswith("pymupdf")
+
+
+def test_xhtml_with_an_xml_declaration_is_html(tmp_path: Path) -> None:
+    xhtml = ('<?xml version="1.0" encoding="utf-8"?>\n<!DOCTYPE html>\n<html xmlns="http://www.'
+             'w3.org/1999/xhtml"><head><title>X</title></head><body><article><p>An XHTML page '
+             'with a paragraph that is the main content of the page.</p></article></body></html>')
+    doc = extract_file(write(tmp_path / "page.xhtml", xhtml.encode()), Options())
+    assert doc.mime == "text/html" and doc.text.startswith("An XHTML page")
+
+
+def test_mobi_and_xps_are_recognised_by_their_bytes(tmp_path: Path) -> None:
+    import zipfile
+
+    from docproc.detect import Kind, detect
+
+    mobi = write(tmp_path / "book.bin", b"A Book".ljust(60, b"\0") + b"BOOKMOBI" + bytes(200))
+    assert (detect(mobi).kind, detect(mobi).filetype) == (Kind.EBOOK, "mobi")
+    xps = tmp_path / "doc.bin"
+    with zipfile.ZipFile(xps, "w") as zf:
+        zf.writestr("[Content_Types].xml", "<Types/>")
+        zf.writestr("FixedDocumentSequence.fdseq", "<FixedDocumentSequence/>")
+    assert (detect(xps).kind, detect(xps).filetype) == (Kind.EBOOK, "xps")
+    plain_zip = tmp_path / "other.zip"
+    with zipfile.ZipFile(plain_zip, "w") as zf:
+        zf.writestr("a.txt", "x")
+    with pytest.raises(UnsupportedInput):
+        detect(plain_zip)
