@@ -117,11 +117,17 @@ class _Worker:
     started: float = 0.0  # when the head task began
 
 
+def _other_threads() -> list[threading.Thread]:
+    """Threads that could hold a lock at fork time; tqdm's monitor only sleeps and polls."""
+    return [t for t in threading.enumerate()
+            if t is not threading.main_thread() and type(t).__name__ != "TMonitor"]
+
+
 def _context() -> Any:
     """fork from a single-threaded process: fastest, and no re-import of `__main__` (which
     makes spawn and forkserver fail in scripts without a main guard). A process with threads
     (Prefect runs tasks in threads) uses a forkserver: forking threads can deadlock."""
-    if threading.active_count() == 1:
+    if not _other_threads():
         for name in PRELOAD:  # imported once here, inherited by every forked worker
             importlib.import_module(name)
         return multiprocessing.get_context("fork")

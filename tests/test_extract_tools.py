@@ -67,6 +67,14 @@ def test_pdf_extract_type_page_metadata_and_failures(pdfs: dict[str, Path],
     no_ocr = run("cllm_pdf_extract", pdfs["scan"], env=cli_env)
     assert no_ocr.returncode == 1 and "no text found" in no_ocr.stderr
 
+    # in parallel, records still come out in the order of the inputs
+    order = [pdfs["mixed"], pdfs["text"], pdfs["mixed"].with_name("copy.pdf")]
+    order[2].write_bytes(pdfs["text"].read_bytes())
+    jsonl = run("cllm_pdf_extract", "--jsonl", "--workers", "2", *order, env=cli_env)
+    assert jsonl.returncode == 0, jsonl.stderr
+    assert [Document.from_json(line).source for line in jsonl.stdout.splitlines()] == [
+        str(p) for p in order]
+
 
 @pytest.mark.slow
 def test_several_inputs_write_one_file_each_and_name_the_failure(
