@@ -18,13 +18,18 @@ from flows.train import run_train
 from flows.validate import run_validate
 from pipeline.config import Config, replace
 from pipeline.layout import DataRoot
+from pipeline.shards import read_manifest
 
 log = logging.getLogger(__name__)
 
 
-def new_documents(ingested: dict[str, Any]) -> int:
-    """Documents that reached the shards in this run (kept by tokenize)."""
-    return int(ingested.get("tokenize", {}).get("kept", 0))
+def documents_in_shards(root: DataRoot) -> int:
+    """Documents in the shards (train + val). Counted from the manifest, not from the task
+    results, which come from Prefect's cache when nothing changed."""
+    if not root.manifest.is_file():
+        return 0
+    totals = read_manifest(root.manifest).totals()
+    return sum(split["docs"] for split in totals.values())
 
 
 def retrain_run_name(base: str) -> str:
@@ -34,8 +39,9 @@ def retrain_run_name(base: str) -> str:
 def run_retrain(cfg: Config, root: DataRoot, urls: list[str], paths: list[str]
                 ) -> dict[str, Any]:
     registry = Registry(root)
+    before = documents_in_shards(root)
     ingested = run_ingest(cfg, root, urls, paths)
-    fresh = new_documents(ingested)
+    fresh = documents_in_shards(root) - before
     need = cfg.schedule.min_new_docs
     promoted = registry.current_checkpoint()
     if fresh < need and promoted is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -67,11 +68,21 @@ def local_server(cfg: Config, root: DataRoot) -> Iterator[str]:
                  log_path)
         yield api_url
     finally:
-        proc.terminate()
+        _stop_process_group(proc)
+
+
+def _stop_process_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the server and whatever it started (it runs in its own session), then SIGKILL."""
+    for sig, wait_s in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
         try:
-            proc.wait(timeout=30)
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait_s)
+            return
         except subprocess.TimeoutExpired:
-            proc.kill()
+            continue
 
 
 def _wait_until_healthy(api_url: str, proc: subprocess.Popen, log_path: Path) -> None:
