@@ -58,8 +58,8 @@ class Outcome:
     seconds: float = 0.0
 
 
-def _run_one(task: Task, opts: Options, timeout_s: float) -> tuple[str, Any, Any]:
-    """Extract one task; the message a worker sends back."""
+def run_one(task: Task, opts: Options, timeout_s: float) -> tuple[str, Any, Any]:
+    """Extract one task: ("ok", doc, None), ("fail", kind, reason) or ("env", message, None)."""
     deadline = time.monotonic() + timeout_s
     try:
         doc = extract_file(Path(task.path), opts, source=task.source,
@@ -104,7 +104,7 @@ def _worker_main(conn: Connection, opts: Options, timeout_s: float, max_tasks: i
             return
         if task is None:
             return
-        conn.send(_run_one(task, opts, timeout_s))
+        conn.send(run_one(task, opts, timeout_s))
 
 
 @dataclass(slots=True)

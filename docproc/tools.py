@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from docproc.document import Options, extract_file
+from docproc.document import Options
 from docproc.ocr_policy import OcrMode
 from pipeline.errors import EnvironmentProblem, InputError
 from pipeline.records import Document
@@ -42,11 +42,14 @@ class Result:
 
 
 def _in_process(paths: Sequence[str], opts: Options) -> Iterator[Result]:
+    """One input after the other, handled exactly as a worker process would."""
+    from docproc.pool import Task, run_one
+
     for path in paths:
-        try:
-            yield Result(path, doc=extract_file(Path(path), opts, source=path))
-        except InputError as e:
-            yield Result(path, error=f"{e.kind}: {e.reason}")
+        status, a, b = run_one(Task(path=path, source=path), opts, TIMEOUT_S)
+        if status == "env":
+            raise EnvironmentProblem(a)
+        yield Result(path, doc=a) if status == "ok" else Result(path, error=f"{a}: {b}")
 
 
 def _in_workers(paths: Sequence[str], opts: Options, workers: int) -> Iterator[Result]:
@@ -126,9 +129,17 @@ class Output:
 
 
 def _metadata_text(path: str, opts: Options) -> str:
+    """The document's metadata as "key: value" lines ("" for formats without any)."""
+    from docproc.detect import Kind, detect
     from docproc.pdf import metadata, open_document
 
-    doc = open_document(Path(path), path, opts.max_pages)
+    try:
+        found = detect(Path(path))
+        if found.kind not in (Kind.PDF, Kind.EBOOK):
+            return ""
+        doc = open_document(Path(path), path, opts.max_pages, found.filetype)
+    except InputError:
+        return ""
     try:
         meta = metadata(doc)
     finally:
