@@ -192,6 +192,7 @@ def main() -> int:
         (work / "scans").mkdir()
         scans = generate_scans(work / "scans", args.ocr_pages, args.dpi)
         n_text, n_scan = count_pages(texts), len(scans)
+        print(f"load average: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
         print(f"{pymupdf_version()}, tesseract {tesseract_version()}, {os.cpu_count()} cores; "
               f"{len(texts)} PDFs / {n_text} text pages, {n_scan} scanned pages at "
               f"{args.dpi} dpi; medians of {args.runs} runs")
@@ -204,11 +205,16 @@ def main() -> int:
                      ("ours", "bare image_to_string"))
         if not args.skip_workers:
             for label, paths in (("text", texts), ("ocr", scans)):
-                one = [stage_rate(paths, 1, args.dpi, work) for _ in range(args.runs)]
-                two = [stage_rate(paths, 2, args.dpi, work) for _ in range(args.runs)]
+                one, two = [], []
+                for _ in range(args.runs):  # alternated, so both see the same machine load
+                    one.append(stage_rate(paths, 1, args.dpi, work))
+                    two.append(stage_rate(paths, 2, args.dpi, work))
                 m1, m2 = statistics.median(one), statistics.median(two)
                 print(f"stage {label:4s} 1 worker: {m1:8.2f} pages/s   2 workers: {m2:8.2f} "
-                      f"pages/s   ratio {m2 / m1:.2f}x")
+                      f"pages/s   ratio {m2 / m1:.2f}x   (runs: "
+                      f"{', '.join(f'{r:.1f}' for r in one)} | "
+                      f"{', '.join(f'{r:.1f}' for r in two)})")
+        print(f"load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
 
 
