@@ -161,6 +161,8 @@ def run_in_this_process(task: CrawlTask,
 
     root = DataRoot.at(task.root)
     jobdir = JobDir(root, Seeds(task.start_urls, task.sitemaps, []).job)
+    if task.cfg.crawl.redis_url:
+        _check_redis(task.cfg.crawl.redis_url)
     with stage_lock(jobdir.path, STAGE):
         with RawStore(root) as store:
             store.remove_orphan_temps()
@@ -170,10 +172,26 @@ def run_in_this_process(task: CrawlTask,
         crawler = process.create_crawler(SiteSpider)
         process.crawl(crawler, session=session)
         process.start()
-        if session.result is None:  # Scrapy was forced to stop without closing the spider
-            session.finish("killed", crawler.stats.get_stats() if crawler.stats else {},
-                           clean=False)
+        if session.result is None:  # Scrapy did not close the spider: forced stop, or no start
+            stats = session.finish("killed", crawler.stats.get_stats() if crawler.stats else {},
+                                   clean=False)
+            if process.bootstrap_failed:
+                raise RuntimeError("the crawl could not start (see the errors logged above)")
+            return stats
         return session.result
+
+
+def _check_redis(url: str) -> None:
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=5)
+        client.ping()
+        client.close()
+    except (redis.RedisError, OSError) as e:
+        raise EnvironmentProblem(f"crawl.redis_url {url}: cannot reach Redis ({e}); start it, "
+                                 "or unset crawl.redis_url to crawl with a local frontier"
+                                 ) from None
 
 
 LIBRARY_LOGGERS = ("scrapy", "twisted", "protego", "py.warnings", "asyncio", "filelock")
@@ -299,11 +317,17 @@ def _relay(conn: Connection, proc: subprocess.Popen[bytes], live: StageStats, ba
     """Read the child's messages until it closes the pipe; returns (stats dict, error)."""
     result: dict[str, Any] | None = None
     error: tuple[str, str] | None = None
+    stopping = False
     while True:
         try:
             if not conn.poll(POLL_S):
                 if proc.poll() is not None and not conn.poll(0):
                     break
+                if not stopping and not threading.main_thread().is_alive():
+                    # called from a worker thread of an interpreter that is exiting: stop the
+                    # crawl gracefully (resumable) instead of keeping the exit waiting on it
+                    stopping = True
+                    proc.send_signal(signal.SIGTERM)
                 continue
             message = conn.recv()
         except (EOFError, OSError):
@@ -313,8 +337,8 @@ def _relay(conn: Connection, proc: subprocess.Popen[bytes], live: StageStats, ba
         if message[0] == "progress":
             snap = message[1]
             live.seen, live.kept = snap["seen"], snap["kept"]
-            bar.update(snap["units"] - bar.count, stored=snap["kept"], refused=snap["refused"],
-                       failed=snap["failed"])
+            bar.update(snap["units"] - bar.count, stored=snap["kept"], skipped=snap["skipped"],
+                       refused=snap["refused"], failed=snap["failed"])
         elif message[0] == "done":
             result = message[1]
         elif message[0] == "error":

@@ -229,6 +229,16 @@ class UrlPolicy:
                    denied_domains=[d.lower().lstrip(".") for d in cfg.denied_domains],
                    kinds=frozenset(cfg.file_types), exclude=exclude, blocklist=blocklist)
 
+    def check_host(self, host: str) -> str | None:
+        """The domain rules alone (for sitemaps, whose .xml/.gz names are no page kind)."""
+        if not host:
+            return Reason.BAD_URL
+        if domain_matches(host, self.denied_domains):
+            return Reason.DENIED_DOMAIN
+        if self.allowed_domains and not domain_matches(host, self.allowed_domains):
+            return Reason.OFFSITE
+        return None
+
     def check(self, url: str) -> str | None:
         if len(url) > MAX_URL_CHARS:
             return Reason.URL_TOO_LONG
@@ -236,12 +246,9 @@ class UrlPolicy:
         if parts.scheme not in DEFAULT_PORTS:
             return Reason.SCHEME
         host = (parts.hostname or "").lower()
-        if not host:
-            return Reason.BAD_URL
-        if domain_matches(host, self.denied_domains):
-            return Reason.DENIED_DOMAIN
-        if self.allowed_domains and not domain_matches(host, self.allowed_domains):
-            return Reason.OFFSITE
+        reason = self.check_host(host)
+        if reason is not None:
+            return reason
         if self.blocklist.blocks(url, host):
             return Reason.BLOCKLISTED
         if self.exclude is not None and self.exclude.search(url):

@@ -285,7 +285,8 @@ def test_sitemaps_seed_the_crawl(tmp_path: Path) -> None:
         base = f"http://{req.headers['host']}"
         body = ('<?xml version="1.0"?><sitemapindex '
                 'xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
-                f'<sitemap><loc>{base}/sitemap-1.xml.gz</loc></sitemap></sitemapindex>')
+                f'<sitemap><loc>{base}/sitemap-1.xml.gz</loc></sitemap>'
+                '<sitemap><loc>http://example.org/sitemap.xml</loc></sitemap></sitemapindex>')
         return Page(body=body.encode(), content_type="application/xml")
 
     routes = {"/": Page(body=html("Home")), "/s1": Page(body=html("S1", ["/s3"])),
@@ -298,7 +299,7 @@ def test_sitemaps_seed_the_crawl(tmp_path: Path) -> None:
         rows = rows_by_path(root, site)
     assert set(rows) == {"/", "/s1", "/s2", "/s3"}
     assert rows["/s3"].depth == 1
-    assert stats.dropped == {"offsite": 1}
+    assert stats.dropped == {"offsite": 2}  # a page and a sitemap on another site
 
 
 def test_config_filters_keep_only_what_is_asked(tmp_path: Path) -> None:

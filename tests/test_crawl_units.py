@@ -197,6 +197,9 @@ def test_job_generations(tmp_path: Path) -> None:
     state, resumed = job.begin(["https://ex.org/"], [])
     assert (state.generation, resumed, state.runs) == (2, False, 1)
     assert not job.fetched_log.exists()  # a new generation starts from nothing
+    job.end(state, "shutdown")
+    state, resumed = job.begin(["https://ex.org/"], [], restart=True)  # --restart
+    assert (state.generation, resumed) == (3, False)
 
 
 def test_fetched_log_ignores_a_torn_line(tmp_path: Path) -> None:

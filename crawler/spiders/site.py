@@ -8,7 +8,7 @@ session, one per URL, with their reason.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
 import scrapy
@@ -26,7 +26,7 @@ from crawler.links import robots_directives, scan_html
 from crawler.middlewares import STORED_FLAG, UNCHANGED_FLAG, is_control, source_url
 from crawler.session import CrawlSession
 from crawler.settings import robots_agent
-from crawler.urls import Reason
+from crawler.urls import Reason, host_of
 
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -97,20 +97,29 @@ class SiteSpider(scrapy.Spider):
                 s.fail(FetchError(response.url, "corrupt", f"bad gzip sitemap: {e}"))
                 return
         if response.url.endswith("/robots.txt"):
-            for url in sitemap_urls_from_robots(body.decode("utf-8", "replace"), response.url):
-                yield self._sitemap_request(url)
+            listed = sitemap_urls_from_robots(body.decode("utf-8", "replace"), response.url)
+            yield from self._nested_sitemaps(listed, response.url)
             return
         try:
             sitemap = Sitemap(body)
         except Exception as e:  # noqa: BLE001 - lxml raises many kinds on garbage
             s.fail(FetchError(response.url, "corrupt", f"not a sitemap: {e}"))
             return
-        for entry in sitemap:
-            loc = entry.get("loc", "")
-            if sitemap.type == "sitemapindex":
-                yield self._sitemap_request(loc)
-            elif sitemap.type == "urlset":
-                yield from self._follow([loc], response.url, next_depth=0)
+        locs = [entry.get("loc", "") for entry in sitemap]
+        if sitemap.type == "sitemapindex":
+            yield from self._nested_sitemaps(locs, response.url)
+        elif sitemap.type == "urlset":
+            yield from self._follow([loc for loc in locs if loc], response.url, next_depth=0)
+
+    def _nested_sitemaps(self, locs: Iterable[str], parent: str) -> Iterator[Request]:
+        s = self.session
+        for loc in filter(None, locs):
+            url = s.normalize(loc)
+            reason = s.policy.check_host(host_of(url)) if url else Reason.BAD_URL
+            if reason is not None:
+                s.refuse(url or loc, reason, "sitemap", referrer=parent)
+            else:
+                yield self._sitemap_request(url)
 
     # --- pages ------------------------------------------------------------------------
 
