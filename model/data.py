@@ -10,7 +10,6 @@ and grad_accum 2, train on exactly what 1 process with batch 8 does.
 
 from __future__ import annotations
 
-import bisect
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline.shards import IDX_DTYPE, Manifest, ShardInfo, Split, open_shard, read_manifest
+from pipeline.shards import Manifest, ShardInfo, Split, open_shard, read_document, read_manifest
 
 if TYPE_CHECKING:
     import torch
@@ -57,9 +56,8 @@ class SplitTokens:
         self.split = split
         self.shards: list[ShardInfo] = manifest.split_shards(split)
         self.starts = np.cumsum([0] + [s.tokens for s in self.shards])  # token offset per shard
-        self.doc_starts = np.cumsum([0] + [s.docs for s in self.shards])  # doc number per shard
         self.total = int(self.starts[-1])
-        self.docs = int(self.doc_starts[-1])
+        self.docs = sum(s.docs for s in self.shards)
 
     @classmethod
     def open(cls, shards_dir: Path, split: Split, manifest: Manifest | None = None
@@ -86,15 +84,8 @@ class SplitTokens:
 
     def document(self, index: int) -> np.ndarray:
         """Token ids of document `index` of this split, its end-of-text included."""
-        if not 0 <= index < self.docs:
-            raise IndexError(f"{self.split} split has {self.docs} documents, no document {index}")
-        k = bisect.bisect_right(self.doc_starts.tolist(), index) - 1
-        info = self.shards[k]
-        tokens, _ = open_shard(self.folder, info, self.manifest.dtype)
-        ends = np.memmap(self.folder / f"{info.name}.idx", dtype=IDX_DTYPE, mode="r")
-        local = index - int(self.doc_starts[k])
-        begin = int(ends[local - 1]) if local else 0
-        return np.asarray(tokens[begin:int(ends[local])], dtype=np.int64)
+        ids = read_document(self.folder, self.manifest, self.split, index)
+        return np.concatenate([ids, [self.manifest.tokenizer.eos_id]]).astype(np.int64)
 
 
 def window_rng(seed: int, step: int) -> np.random.Generator:

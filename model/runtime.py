@@ -34,11 +34,19 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def use_bf16(device: torch.device, precision: str) -> bool:
-    """Whether to autocast to bfloat16: "auto" does on GPUs that support it, not on CPUs.
+def cpu_has_bf16() -> bool:
+    """Native bf16 arithmetic (AVX512-BF16 or AMX): where bf16 autocast pays on a CPU."""
+    import torch
 
-    On CPU, bf16 autocast of small models measured slower than fp32 here (bench/train.py),
-    so auto keeps fp32 there; precision=bf16 forces it.
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def use_bf16(device: torch.device, precision: str) -> bool:
+    """Whether to autocast to bfloat16: "auto" does on GPUs and CPUs with native bf16.
+
+    On this project's CPU (AVX512-BF16), bf16 matmuls measured about 4.5x the fp32 peak and
+    training 1.3-2.4x the fp32 tokens/s (bench/train.py); without native bf16 it is slower.
     """
     import torch
 
@@ -46,7 +54,9 @@ def use_bf16(device: torch.device, precision: str) -> bool:
         return False
     if precision == "bf16":
         return True
-    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and cpu_has_bf16()
 
 
 def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager[Any]:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from model.checkpoint import CheckpointSet, export_safetensors, load_checkpoint
 from model.cllm import ModelConfig
-from model.data import SAMPLER, SplitTokens, TrainWindows, check_tokenizer
+from model.data import SAMPLER, SplitTokens, TokenizerMismatch, TrainWindows, check_tokenizer
 from model.flops import flops_per_token, matmul_peak
 from model.runtime import (
     Dist,
@@ -177,21 +177,31 @@ def _set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _rng_state(device: torch.device) -> dict[str, Any]:
+def _rng_state(device: torch.device, dist: Dist) -> dict[str, Any]:
+    """This process's RNG states; under DDP also every rank's CPU state (a collective call)."""
     import torch
 
     state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
+    if dist.active:
+        import torch.distributed as tdist
+
+        mine = state["torch"].to(device)
+        every = [torch.empty_like(mine) for _ in range(dist.world)]
+        tdist.all_gather(every, mine)
+        state["torch_ranks"] = [t.cpu() for t in every]
     return state
 
 
-def _restore_rng(state: dict[str, Any], device: torch.device) -> None:
+def _restore_rng(state: dict[str, Any], device: torch.device, dist: Dist) -> None:
     import torch
 
-    torch.set_rng_state(state["torch"].cpu())
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
+    ranks = state.get("torch_ranks") or []
+    own = ranks[dist.rank] if len(ranks) == dist.world else state["torch"]
+    torch.set_rng_state(own.cpu())
+    if device.type == "cuda" and "cuda" in state:  # rank 0's: GPU dropout masks of other
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)  # ranks differ after a resume
 
 
 # --- metrics --------------------------------------------------------------------------------
@@ -294,8 +304,12 @@ class Trainer:
         self.seed = seed
         if state is not None and start.load_optimizer and state.get("optimizer"):
             self.optimizer.load_state_dict(state["optimizer"])
+            for group, decay in zip(self.optimizer.param_groups, (self.tc.weight_decay, 0.0),
+                                    strict=True):  # the config's, not the checkpoint's
+                group["weight_decay"] = decay
+                group["betas"] = (self.tc.beta1, self.tc.beta2)
         if start.resume and state is not None:
-            _restore_rng(state["rng"], device)
+            _restore_rng(state["rng"], device, dist)
         if start.resume and state is not None and state["tokenizer"].get("json"):
             self.tokenizer = state["tokenizer"]
         else:
@@ -314,7 +328,9 @@ class Trainer:
                         state["data"].get("train_tokens"), self.train_windows.tokens.total)
         self.tokens_per_step = self.tc.batch_size * self.model_cfg.block_size * \
             self.tc.grad_accum * dist.world
-        torch.set_float32_matmul_precision("high")
+        if device.type == "cuda":  # TF32 matmuls, as nanoGPT; CPU fp32 stays IEEE fp32
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
 
     def _build_model(self, state: dict[str, Any] | None) -> CLLM:
         from model.cllm import CLLM
@@ -350,7 +366,7 @@ class Trainer:
                           "lr": lr_at(max(self.step - 1, 0), self.tc)},
             "step": self.step,
             "tokens_seen": self.tokens_seen,
-            "rng": _rng_state(self.device),
+            "rng": _rng_state(self.device, self.dist),
             "data": {"sampler": SAMPLER, "seed": self.seed, "next_step": self.step,
                      "train_tokens": self.train_windows.tokens.total,
                      "manifest_version": self.manifest.version},
@@ -560,8 +576,9 @@ def _evaluate(trainer: Trainer, row: dict[str, Any], ckpts: CheckpointSet,
     if trainer.best_val is None or val_loss < trainer.best_val:
         trainer.best_val = val_loss
         trainer.bad_evals = 0
+        state = trainer.state_dict(val_loss)  # on every rank: it gathers their RNG states
         if trainer.dist.main:
-            ckpts.save_best(trainer.state_dict(val_loss))
+            ckpts.save_best(state)
     else:
         trainer.bad_evals += 1
     log.info("train: step %d val loss %.4f (best %.4f)", trainer.step, val_loss, trainer.best_val)
@@ -570,8 +587,9 @@ def _evaluate(trainer: Trainer, row: dict[str, Any], ckpts: CheckpointSet,
 
 def _save(trainer: Trainer, ckpts: CheckpointSet, val_loss: float | None,
           result: TrainResult) -> None:
+    state = trainer.state_dict(val_loss)  # on every rank: it gathers their RNG states
     if trainer.dist.main:
-        result.last_checkpoint = ckpts.save(trainer.state_dict(val_loss))
+        result.last_checkpoint = ckpts.save(state)
 
 
 def _finish(trainer: Trainer, ckpts: CheckpointSet, result: TrainResult,
@@ -613,7 +631,6 @@ def _write_report(result: TrainResult) -> Path | None:
 
 
 def cli(args, ctx) -> StageStats | int:  # noqa: ANN001 - argparse namespace and cli.Context
-    from model.data import TokenizerMismatch
     from pipeline.cli import EXIT_FAILED
 
     init = getattr(args, "init_checkpoint", None)
@@ -621,7 +638,9 @@ def cli(args, ctx) -> StageStats | int:  # noqa: ANN001 - argparse namespace and
         result = train(ctx.cfg, ctx.root, progress=ctx.progress,
                        init_checkpoint=Path(init) if init else None,
                        init_optimizer=getattr(args, "init_optimizer", False))
-    except (TokenizerMismatch, FileNotFoundError) as e:
+    except ConfigError:
+        raise  # the CLI reports it as a usage error
+    except (TokenizerMismatch, FileNotFoundError, ValueError) as e:
         log.error("train: %s", e)
         return EXIT_FAILED
     if result.stop_reason == "nan_loss":

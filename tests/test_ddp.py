@@ -44,5 +44,10 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path: Path,
         want = [r[key] for r in expected if key in r]
         assert [r[key] for r in got if key in r] == pytest.approx(want, rel=1e-4), key
     a = load_checkpoint(one.last_checkpoint)["model"]
-    b = load_checkpoint(data.run("two") / "checkpoints" / "step-00000012.pt")["model"]
+    two = load_checkpoint(data.run("two") / "checkpoints" / "step-00000012.pt")
+    b = two["model"]
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    # each rank's RNG (dropout) state is kept, so a resumed DDP run draws the same masks
+    ranks = two["rng"]["torch_ranks"]
+    assert len(ranks) == 2 and not torch.equal(ranks[0], ranks[1])
+    assert torch.equal(ranks[0], two["rng"]["torch"])

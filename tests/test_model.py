@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -31,6 +32,15 @@ OPTIONS = [
     {"position": "spiral", "embedding_init": "lattice", "symmetry": "twelvefold",
      "norm": "rmsnorm"},
 ]
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny tensors gain nothing from threads, and on shared cores a second one only waits."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def tiny(**options: object) -> ModelConfig:

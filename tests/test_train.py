@@ -228,3 +228,28 @@ def test_cllm_train_evaluate_sample_commands(data: DataRoot, cli_env: dict[str, 
                              "-s", "3"], env=cli_env, capture_output=True, text=True, timeout=300)
     assert sample.returncode == 0, sample.stderr
     assert sample.stdout.startswith("The quick") and len(sample.stdout) > len("The quick\n")
+
+
+@pytest.mark.slow
+def test_train_model_tool_tokenizes_a_folder_of_documents_first(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from model.tools import train_model_main
+
+    docs = tmp_path / "documents"
+    docs.mkdir()
+    for i, text in enumerate(corpus(docs=30, seed=5)):
+        (docs / f"doc{i:02d}.txt").write_text(text + "\n", encoding="utf-8")
+    monkeypatch.setenv("CLLM_SHARDS__VAL_FRACTION", "0.2")
+    monkeypatch.setenv("CLLM_EXTRACT__WORKERS", "1")
+    root = tmp_path / "root"
+    code = train_model_main([str(docs), "--root", str(root), "--vocab-size", "400",
+                             "--model-name", "fromdocs", "--embed-dim", "32", "--num-layers",
+                             "1", "--num-heads", "2", "--seq-len", "32", "--batch-size", "4",
+                             "--max-steps", "6", "--warmup-steps", "1", "--threads", "1",
+                             "--device", "cpu", "-q"])
+    assert code == 0
+    manifest = json.loads((root / "shards" / "manifest.json").read_text())
+    assert manifest["totals"]["train"]["docs"] + manifest["totals"]["val"]["docs"] == 30
+    state = load_checkpoint(root / "runs" / "fromdocs" / "checkpoints" / "step-00000006.pt")
+    assert state["tokenizer"]["sha256"] == manifest["tokenizer"]["sha256"]
+    assert state["model_config"]["vocab_size"] == manifest["tokenizer"]["vocab_size"]
