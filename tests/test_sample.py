@@ -170,3 +170,25 @@ def test_documents_and_token_arrays_are_scored_alike(trained: tuple[DataRoot, Pa
     assert noise.loss > by_ref.loss + 1.0
     with pytest.raises(IndexError, match="documents"):
         evaluate_documents(checkpoint, root, [DocRef("val", val.docs)], device="cpu")
+
+
+def test_evaluate_command_scores_chosen_documents(trained: tuple[DataRoot, Path],
+                                                  capsys: pytest.CaptureFixture) -> None:
+    import json
+
+    from model.evaluate import cli
+    from pipeline.cli import build_parser, make_context
+
+    root, checkpoint = trained
+    args = build_parser().parse_args(["--root", str(root.path), "evaluate", str(checkpoint),
+                                      "--doc", "val:0", "--doc", "train:2", "--json",
+                                      "--device", "cpu"])
+    assert cli(args, make_context(args)) == 0
+    shown = json.loads(capsys.readouterr().out)
+    direct = evaluate_documents(checkpoint, root, [DocRef("val", 0), DocRef("train", 2)],
+                                device="cpu")
+    assert shown["what"] == "documents" and shown["windows"] == 2
+    assert shown["loss"] == pytest.approx(direct.loss)
+    bad = build_parser().parse_args(["--root", str(root.path), "evaluate", str(checkpoint),
+                                     "--doc", "test:1"])
+    assert cli(bad, make_context(bad)) == 1
