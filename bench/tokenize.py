@@ -139,14 +139,19 @@ def reset_shards(root: DataRoot) -> None:
     shutil.rmtree(root.state / "tokenize", ignore_errors=True)
 
 
-def timed(fn: Callable[[], object]) -> float:
-    started = time.perf_counter()
+def timed(fn: Callable[[], object]) -> tuple[float, float]:
+    """Wall seconds, and CPU seconds of this process (all its threads)."""
+    wall, cpu = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - started
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def median_rate(seconds: list[float], amount: float) -> float:
-    return amount / statistics.median(seconds)
+def median_rate(runs: list[tuple[float, float]], amount: float) -> float:
+    return amount / statistics.median(wall for wall, _ in runs)
+
+
+def median_cpu(runs: list[tuple[float, float]]) -> float:
+    return statistics.median(cpu for _, cpu in runs)
 
 
 def child_rss(mb: float, args: argparse.Namespace, *extra: str) -> dict[str, float]:
@@ -198,8 +203,10 @@ class PeakRss:
 
 
 def run_child(mb: float, args: argparse.Namespace) -> None:
+    from pipeline import dataset
     from pipeline.dataset import tokenize_dataset
 
+    dataset.POOL_MIN_BYTES = 0  # clean workers at both sizes, so that the two compare
     root = DataRoot.at(Path(tempfile.mkdtemp(prefix="rss-", dir=args.workdir)))
     write_docs(root, generated_documents(mb, seed=1))
     given = {"tokenizer": str(args.child_tokenizer)} if args.child_tokenizer else {}
@@ -240,6 +247,56 @@ def report_rss(args: argparse.Namespace) -> str:
         "(capped by tokenize.train_max_mb)"])
 
 
+def measure(args: argparse.Namespace, root: DataRoot, texts: list[str], threads: int
+            ) -> dict[str, list[tuple[float, float]]]:
+    """Stage and bare encoders over the same texts, alternating, --repeat times."""
+    from pipeline.dataset import tokenize_dataset
+    from pipeline.tokenizer import HFEncoder, load_tokenizer, to_tiktoken
+
+    tok = load_tokenizer(root.tokenizer_json)
+    hf = HFEncoder(tok)
+    enc = to_tiktoken(tok)
+    batch = bench_config(args).tokenize.batch_docs
+    runs: dict[str, list[tuple[float, float]]] = {
+        k: [] for k in ("stage", "stage_hf", "bare_hf", "bare_hf_whole", "bare_tiktoken")}
+    for _ in range(args.repeat):
+        for key, encoder in (("stage", "auto"), ("stage_hf", "hf")):
+            reset_shards(root)
+            cfg = bench_config(args, tokenizer=str(root.tokenizer_json), encoder=encoder)
+            runs[key].append(timed(lambda c=cfg: tokenize_dataset(c, root, progress=False)))
+        runs["bare_hf"].append(timed(lambda: [hf.encode_batch(texts[i:i + batch])
+                                              for i in range(0, len(texts), batch)]))
+        runs["bare_hf_whole"].append(timed(lambda: hf.encode_batch(texts)))
+        runs["bare_tiktoken"].append(timed(lambda: enc.encode_ordinary_batch(
+            texts, num_threads=threads)))
+    return runs
+
+
+def report(runs: dict[str, list[tuple[float, float]]], mb: float, tokens: int, repeat: int,
+           encoder: str, batch: int) -> None:
+    bare_key = min(("bare_hf", "bare_hf_whole"),  # the bare encoder at its best
+                   key=lambda k: statistics.median(wall for wall, _ in runs[k]))
+    bare = median_rate(runs[bare_key], mb)
+    print(f"\n{'(median of ' + str(repeat) + ')':38} {'MB/s':>7} {'Mtok/s':>7} {'vs bare HF':>10}"
+          f" {'CPU s':>7}")
+    rows = [(f"stage, encoder={encoder}", "stage"), ("stage, encoder=hf", "stage_hf"),
+            ("bare HF encode_batch_fast" + (" (whole list)" if bare_key.endswith("whole")
+                                            else f" ({batch}/batch)"), bare_key),
+            ("bare tiktoken encode_ordinary_batch", "bare_tiktoken")]
+    for label, key in rows:
+        rate = median_rate(runs[key], mb)
+        print(f"{label:38} {rate:7.2f} {median_rate(runs[key], tokens) / 1e6:7.2f} "
+              f"{rate / bare:9.2f}x {median_cpu(runs[key]):7.2f}")
+    own = [f"hf {median_rate(runs['stage_hf'], mb) / bare:.2f}x"]
+    if encoder == "tiktoken":
+        tt = median_rate(runs["stage"], mb) / median_rate(runs["bare_tiktoken"], mb)
+        own.append(f"tiktoken {tt:.2f}x")
+    print("stage / its bare encoder: " + ", ".join(own))
+    print("targets: stage >= 0.85x its bare encoder; with tiktoken >= 2x bare HF")
+    print("all runs (wall s): " + ", ".join(f"{k}={[round(w, 2) for w, _ in v]}"
+                                            for k, v in runs.items()))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--corpus", type=Path, help="folder of text files (default: generated)")
@@ -263,7 +320,7 @@ def main() -> None:
 
     from pipeline.dataset import clean_documents, iter_clean_documents, tokenize_dataset
     from pipeline.shards import read_manifest
-    from pipeline.tokenizer import HFEncoder, load_tokenizer, set_threads, to_tiktoken
+    from pipeline.tokenizer import set_threads
 
     threads = set_threads(args.threads)
     root = DataRoot.at(Path(tempfile.mkdtemp(prefix="bench-tokenize-", dir=args.workdir)))
@@ -271,7 +328,7 @@ def main() -> None:
         docs = folder_documents(args.corpus) if args.corpus else generated_documents(args.mb)
         write_docs(root, docs)
         cfg = bench_config(args)
-        clean_s = timed(lambda: clean_documents(cfg, root, progress=False))
+        clean_s, _ = timed(lambda: clean_documents(cfg, root, progress=False))
         first = tokenize_dataset(cfg, root, progress=False)
         manifest = read_manifest(root.manifest)
         texts = [d.text for d in iter_clean_documents(root, manifest.parts)]
@@ -283,41 +340,8 @@ def main() -> None:
               f"training {first.extra['tokenizer_seconds']:.1f}s "
               f"(vocab {manifest.tokenizer.vocab_size})")
 
-        tok = load_tokenizer(root.tokenizer_json)
-        hf = HFEncoder(tok)
-        enc = to_tiktoken(tok)
-        batch = cfg.tokenize.batch_docs
-        times: dict[str, list[float]] = {k: [] for k in
-                                         ("stage", "stage_hf", "bare_hf", "bare_hf_whole",
-                                          "bare_tiktoken")}
-        encoder_name = first.extra["encoder"]
-        for _ in range(args.repeat):
-            for key, encoder in (("stage", "auto"), ("stage_hf", "hf")):
-                reset_shards(root)
-                stage_cfg = bench_config(args, tokenizer=str(root.tokenizer_json),
-                                         encoder=encoder)
-                times[key].append(timed(lambda c=stage_cfg: tokenize_dataset(c, root,
-                                                                             progress=False)))
-            times["bare_hf"].append(timed(lambda: [hf.encode_batch(texts[i:i + batch])
-                                                   for i in range(0, len(texts), batch)]))
-            times["bare_hf_whole"].append(timed(lambda: hf.encode_batch(texts)))
-            times["bare_tiktoken"].append(timed(lambda: enc.encode_ordinary_batch(
-                texts, num_threads=threads)))
-        bare_key = min(("bare_hf", "bare_hf_whole"), key=lambda k: statistics.median(times[k]))
-        bare = median_rate(times[bare_key], mb)
-        print(f"\n{'(median of ' + str(args.repeat) + ')':34} {'MB/s':>8} {'Mtokens/s':>10} "
-              f"{'vs bare HF':>11}")
-        rows = [(f"stage, encoder={encoder_name}", "stage"), ("stage, encoder=hf", "stage_hf"),
-                ("bare HF encode_batch_fast" + (" (whole list)" if bare_key.endswith("whole")
-                                                else f" ({batch}/batch)"), bare_key),
-                ("bare tiktoken encode_ordinary_batch", "bare_tiktoken")]
-        for label, key in rows:
-            rate = median_rate(times[key], mb)
-            print(f"{label:34} {rate:8.2f} {median_rate(times[key], tokens) / 1e6:10.2f} "
-                  f"{rate / bare:10.2f}x")
-        print("targets: stage >= 0.85x bare HF; with tiktoken >= 2x bare HF")
-        print("all runs (s): " + ", ".join(f"{k}={[round(t, 2) for t in v]}"
-                                           for k, v in times.items()))
+        runs = measure(args, root, texts, threads)
+        report(runs, mb, tokens, args.repeat, first.extra["encoder"], cfg.tokenize.batch_docs)
     finally:
         shutil.rmtree(root.path, ignore_errors=True)
     if rss:

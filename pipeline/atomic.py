@@ -34,9 +34,13 @@ def _fsync_dir(folder: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_write(
-    path: Path | str, mode: str = "wb", encoding: str | None = None
+    path: Path | str, mode: str = "wb", encoding: str | None = None, durable: bool = True
 ) -> Iterator[IO[Any]]:
-    """Yield a file to write; on success it replaces `path` in one rename, on error it vanishes."""
+    """Yield a file to write; on success it replaces `path` in one rename, on error it vanishes.
+
+    durable=False skips the fsyncs: still atomic for readers and against a killed process,
+    but an OS crash may lose the file; for scratch files the caller can verify or redo.
+    """
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_write mode must be 'wb' or 'w', got {mode!r}")
     path = Path(path)
@@ -54,16 +58,18 @@ def atomic_write(
         with fh:
             yield fh
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
 
 
-def atomic_write_bytes(path: Path | str, data: bytes) -> None:
-    with atomic_write(path, "wb") as fh:
+def atomic_write_bytes(path: Path | str, data: bytes, durable: bool = True) -> None:
+    with atomic_write(path, "wb", durable=durable) as fh:
         fh.write(data)
 
 

@@ -19,6 +19,7 @@ manifest is the commit point of tokenize: shards it does not list are replaced o
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -476,12 +477,15 @@ def _marker(folder: Path, name: str) -> Path:
 
 
 def _load_spool(folder: Path, name: str, key: dict[str, Any]) -> _Spool | None:
+    """A part's spool from an earlier (interrupted) run, if it is complete and still valid."""
     try:
         data = json.loads(_marker(folder, name).read_text(encoding="utf-8"))
+        files = {path.name: sha256_file(path) for split in SPLITS
+                 for path in _spool_files(folder, name, split)}
     except (FileNotFoundError, ValueError):
         return None
-    if data.get("key") != key:
-        return None
+    if data.get("key") != key or data.get("sha256") != files:
+        return None  # other settings, or files an OS crash left incomplete (not fsynced)
     return _Spool(name=name, docs=data["docs"], tokens=data["tokens"], chars=data["chars"],
                   text_bytes=data["text_bytes"])
 
@@ -509,6 +513,7 @@ class _SpoolWriter:
     dtype: np.dtype
     val_fraction: float
     ends: dict[str, list[int]] = field(default_factory=lambda: {s: [] for s in SPLITS})
+    sha256: dict[str, Any] = field(default_factory=lambda: {s: hashlib.sha256() for s in SPLITS})
 
     def write(self, batch: list[Document], ids: list[list[int]]) -> int:
         """Append one encoded batch; returns its tokens (EOS included)."""
@@ -527,7 +532,9 @@ class _SpoolWriter:
             spool.text_bytes += len(doc.text.encode("utf-8"))
         for split in SPLITS:
             if pieces[split]:
-                self.bins[split].write(np.concatenate(pieces[split]).tobytes())
+                data = np.concatenate(pieces[split]).tobytes()
+                self.bins[split].write(data)
+                self.sha256[split].update(data)
         return sum(len(x) for x in ids) + len(batch)
 
 
@@ -536,7 +543,8 @@ def _encode_part(root: DataRoot, name: str, encoder: TextEncoder, cfg: Config,
     """Encode one cleaned part into its spool files; the marker, written last, commits it.
 
     The encoder works on the next batch (in its own threads, without the GIL) while this
-    thread reads documents and writes the batch before.
+    thread reads documents and writes the batch before. Spools are scratch: written without
+    fsync (a few ms per file), their marker holds checksums that a resumed run verifies.
     """
     import numpy as np
 
@@ -546,7 +554,8 @@ def _encode_part(root: DataRoot, name: str, encoder: TextEncoder, cfg: Config,
     dtype = dtype_for_vocab(info.vocab_size)
     spool = _Spool(name=name)
     with ExitStack() as stack:
-        bins = {split: stack.enter_context(atomic_write(_spool_files(folder, name, split)[0]))
+        bins = {split: stack.enter_context(atomic_write(_spool_files(folder, name, split)[0],
+                                                        durable=False))
                 for split in SPLITS}
         writer = _SpoolWriter(spool=spool, bins=bins, eos_id=info.eos_id, dtype=dtype,
                               val_fraction=cfg.shards.val_fraction)
@@ -561,12 +570,17 @@ def _encode_part(root: DataRoot, name: str, encoder: TextEncoder, cfg: Config,
             previous = (batch, future)
         if previous is not None:
             bar.update(len(previous[0]), tokens=writer.write(previous[0], previous[1].result()))
+    sha256 = {}
     for split in SPLITS:
-        atomic_write_bytes(_spool_files(folder, name, split)[1],
-                           np.array(writer.ends[split], dtype=IDX_DTYPE).tobytes())
-    atomic_write_json(_marker(folder, name), {
-        "key": _spool_key(info, cfg, dtype), "docs": spool.docs, "tokens": spool.tokens,
-        "chars": spool.chars, "text_bytes": spool.text_bytes})
+        bin_path, idx_path = _spool_files(folder, name, split)
+        idx = np.array(writer.ends[split], dtype=IDX_DTYPE).tobytes()
+        atomic_write_bytes(idx_path, idx, durable=False)
+        sha256[bin_path.name] = writer.sha256[split].hexdigest()
+        sha256[idx_path.name] = hashlib.sha256(idx).hexdigest()
+    marker = {"key": _spool_key(info, cfg, dtype), "docs": spool.docs, "tokens": spool.tokens,
+              "chars": spool.chars, "text_bytes": spool.text_bytes, "sha256": sha256}
+    with atomic_write(_marker(folder, name), "w", durable=False) as fh:
+        json.dump(marker, fh)
     return spool
 
 

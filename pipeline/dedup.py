@@ -160,8 +160,8 @@ class PartRecord:
 class DedupIndex:
     """Every document seen (with its decision), and the exact and near-dup index of kept ones.
 
-    Changes are made inside `part()` blocks: one transaction per docs part, committed only
-    after the caller has written that part's output.
+    Changes are made between `begin_part` and `commit_part`: one transaction per docs part,
+    committed only after the caller has written that part's output.
     """
 
     def __init__(self, path: Path, cfg: CleanConfig) -> None:
@@ -172,8 +172,12 @@ class DedupIndex:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
-        self.bands, self.rows = lsh_params(cfg.near_jaccard, cfg.minhash_perm)
         self._check_params()
+
+    @functools.cached_property
+    def _banding(self) -> tuple[int, int]:
+        """(bands, rows); computed only when needed (the optimisation imports scipy)."""
+        return lsh_params(self.cfg.near_jaccard, self.cfg.minhash_perm)
 
     def __enter__(self) -> DedupIndex:
         return self
@@ -211,14 +215,13 @@ class DedupIndex:
                     f"{meta[key]}, this version uses {value});")
             raise ConfigError(f"{what} delete state/dedup.sqlite and state/clean/ to clean "
                               "every document again")
-        banding = f"{self.bands}x{self.rows}"
-        if has_sigs and meta.get("banding") not in (None, banding):
-            self._rebuild_bands(meta["banding"], banding)
-        self._set_meta(banding=banding, **settings, **built_by)
+        lsh = f"jaccard {self.cfg.near_jaccard}, weights {LSH_WEIGHTS}"
+        if has_sigs and meta.get("lsh") not in (None, lsh):
+            self._rebuild_bands(meta["lsh"], lsh)
+        self._set_meta(lsh=lsh, **settings, **built_by)
 
     def _rebuild_bands(self, old: str, new: str) -> None:
-        log.info("clean.near_jaccard changed (LSH bands %s -> %s): rebuilding the band index",
-                 old, new)
+        log.info("clean.near_jaccard changed (LSH %s -> %s): rebuilding the band index", old, new)
         self.db.execute("BEGIN")
         self.db.execute("DELETE FROM bands")
         for doc_id, sig in self.db.execute("SELECT id, sig FROM sigs").fetchall():
@@ -227,7 +230,7 @@ class DedupIndex:
 
     def _add_bands(self, doc_id: str, sig: bytes) -> None:
         self.db.executemany("INSERT INTO bands VALUES (?, ?)",
-                            [(k, doc_id) for k in band_keys(sig, self.bands, self.rows)])
+                            [(k, doc_id) for k in band_keys(sig, *self._banding)])
 
     # --- parts ---------------------------------------------------------------------------
 
@@ -264,7 +267,7 @@ class DedupIndex:
         return None
 
     def _near_match(self, sig: bytes) -> tuple[str, float] | None:
-        keys = band_keys(sig, self.bands, self.rows)
+        keys = band_keys(sig, *self._banding)
         marks = ",".join("?" * len(keys))
         candidates = self.db.execute(
             f"SELECT s.id, s.sig FROM sigs s WHERE s.id IN "

@@ -183,6 +183,27 @@ def test_interrupted_run_resumes_to_the_same_shards(tmp_path: Path,
     assert not list((root.state / "tokenize").glob("*.bin"))  # spools removed once listed
 
 
+def test_a_damaged_spool_is_encoded_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                          ) -> None:
+    cfg = small_config()
+    reference = DataRoot.at(tmp_path / "reference")
+    add_parts(reference, [29, 30])
+    tokenize_dataset(cfg, reference, progress=False)
+
+    root = DataRoot.at(tmp_path / "damaged")
+    add_parts(root, [29, 30])
+    with monkeypatch.context() as m:
+        _crash_on_call(m, dataset, "write_manifest", 1)
+        with pytest.raises(Crash):
+            tokenize_dataset(cfg, root, progress=False)
+    # what an OS crash can leave of files written without fsync: a short file
+    spool = root.state / "tokenize" / "part-00001.train.bin"
+    spool.write_bytes(spool.read_bytes()[:-6])
+    stats = tokenize_dataset(cfg, root, progress=False)
+    assert stats.extra["parts_resumed"] == 1  # part-00000 reused, part-00001 encoded again
+    assert shard_bytes(root) == shard_bytes(reference)
+
+
 KILL_SCRIPT = textwrap.dedent("""
     import os, sys
     sys.path.insert(0, {tests!r})
