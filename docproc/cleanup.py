@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections import Counter
@@ -23,7 +24,7 @@ _CHAR_MAP = str.maketrans({
 _CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")
 # runs of blanks inside a line (not single spaces: matching every word gap is slow);
 # leading indentation is kept (code, verse)
-_INNER_SPACE = re.compile(r"(?<=\S)(?:\t|  )[ \t]*")
+_INNER_SPACE = re.compile(r"(?<=\S)(?:\t|[ \t]{2,})[ \t]*")
 _TRAILING_SPACE = re.compile(r"[ \t]+\n")
 _MANY_NEWLINES = re.compile(r"\n{3,}")
 _SPACE_LINES = re.compile(r"\n[ \t]+\n")
@@ -95,6 +96,7 @@ def _hyphenated_words(text: str) -> set[str]:
     return {w.lower() for w in re.findall(r"[^\W\d_]+-[^\W\d_]+", text)}
 
 
+@functools.lru_cache(maxsize=4096)  # running lines repeat by definition
 def _line_key(line: str) -> str:
     key = " ".join(line.lower().split())
     if _ROMAN_LINE.match(key):
@@ -105,15 +107,25 @@ def _line_key(line: str) -> str:
     return key
 
 
-def _edge_indexes(lines: Sequence[str]) -> list[int]:
-    filled = [i for i, line in enumerate(lines) if line.strip()]
-    return sorted(set(filled[:EDGE_LINES] + filled[-EDGE_LINES:]))
+def _first_filled(lines: Sequence[str], indexes: range) -> list[int]:
+    found = []
+    for i in indexes:
+        if lines[i].strip():
+            found.append(i)
+            if len(found) == EDGE_LINES:
+                break
+    return found
 
 
 def _edge_keys(lines: Sequence[str]) -> dict[int, str]:
-    """Line index -> key, for the lines at the edges of a page short enough to be running."""
-    return {i: _line_key(lines[i]) for i in _edge_indexes(lines)
-            if len(lines[i]) <= RUNNING_MAX_CHARS}
+    """Line index -> key, for the first and last non-empty lines of a page (short ones)."""
+    edges = _first_filled(lines, range(len(lines)))
+    edges += _first_filled(lines, range(len(lines) - 1, -1, -1))
+    return {i: _line_key(lines[i]) for i in edges if len(lines[i]) <= RUNNING_MAX_CHARS}
+
+
+def _only_edges(lines: Sequence[str], edges: dict[int, str]) -> bool:
+    return all(i in edges or not line.strip() for i, line in enumerate(lines))
 
 
 def remove_running_lines(pages: Sequence[str]) -> list[str]:
@@ -131,7 +143,7 @@ def remove_running_lines(pages: Sequence[str]) -> list[str]:
     out: list[str] = []
     for page, lines, keys in zip(pages, split, edges, strict=True):
         drop = {i for i, k in keys.items() if k in running}
-        if len(drop) == sum(1 for line in lines if line.strip()):
+        if len(drop) == len(keys) and _only_edges(lines, keys):
             # a page of nothing but "running" lines is a page whose body repeats (forms,
             # slides): keep all but its page number
             drop = {i for i in drop if keys[i] == PAGE_NUMBER_KEY}

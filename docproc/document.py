@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 TITLE_MAX_CHARS = 200
 _ASCII_LETTERS = string.ascii_letters.encode()
 _NOT_LETTER = re.compile(r"[\W\d_]+")
+_INDENT = re.compile(r"^[ \t]+", re.MULTILINE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +117,25 @@ def _letters(text: str) -> int:
     return len(_NOT_LETTER.sub("", text))
 
 
+def word_count(text: str) -> int:
+    """Whitespace-separated words of a cleaned text (counted without splitting when ASCII).
+
+    Clean-up leaves single spaces between words, no trailing blanks and at most one blank
+    line in a row, so separators can be counted; leading indentation is not a separator.
+    """
+    if not text:
+        return 0
+    if not text.isascii():
+        return len(text.split())
+    indent = 0
+    if "\n " in text or "\n\t" in text or text[0] in " \t":
+        indent = sum(len(m) for m in _INDENT.findall(text))
+    lines = text.count("\n") + 1 - text.count("\n\n")
+    return text.count(" ") + text.count("\t") - indent + lines
+
+
 def _text_stats(text: str) -> dict[str, float]:
-    words = len(text.split())
+    words = word_count(text)
     visible = len(text) - text.count(" ") - text.count("\n")
     alpha = _letters(text)
     return {"chars": len(text), "words": words, "lines": text.count("\n") + 1 if text else 0,

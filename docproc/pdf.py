@@ -128,25 +128,20 @@ def reading_order(blocks: list[tuple]) -> list[tuple]:
     return sorted(blocks, key=lambda b: (round(b[1]), b[0]))
 
 
-def _block_text(block: tuple) -> str:
-    return block[4].rstrip("\n")
-
-
 def join_blocks(blocks: Sequence[tuple]) -> str:
     """Blocks into page text: a blank line between paragraphs, a line break within one."""
     parts: list[str] = []
-    prev: tuple | None = None
+    prev_bottom = line_height = 0.0
     for b in blocks:
-        text = _block_text(b)
-        if not text.strip():
+        text = b[4].rstrip("\n")
+        if not text or text.isspace():
             continue
-        if prev is not None:
-            lines = max(1, _block_text(prev).count("\n") + 1)
-            line_height = (prev[3] - prev[1]) / lines
-            gap = b[1] - prev[3]
+        if parts:
+            gap = b[1] - prev_bottom
             parts.append("\n" if 0 <= gap < PARAGRAPH_GAP * line_height else "\n\n")
         parts.append(text)
-        prev = b
+        prev_bottom = b[3]
+        line_height = (b[3] - b[1]) / (text.count("\n") + 1)
     return "".join(parts)
 
 
@@ -179,7 +174,7 @@ class _Probe:
 
 def page_text(page: Any) -> tuple[str, list[tuple]]:
     """(text layer in reading order, image blocks) of a page."""
-    blocks = page.get_text("blocks", flags=TEXT_FLAGS)
+    blocks = page.get_textpage(flags=TEXT_FLAGS).extractBLOCKS()
     text_blocks = [b for b in blocks if b[6] == TEXT_BLOCK]
     images = [b for b in blocks if b[6] == IMAGE_BLOCK]
     return join_blocks(reading_order(text_blocks)), images

@@ -65,3 +65,21 @@ def test_clean_pages_joins_a_word_hyphenated_across_a_page_break() -> None:
 def test_clean_text_end_to_end() -> None:
     raw = "\ufeffTitle\r\n\r\n\r\nA para-\r\ngraph  with\ttabs.\r\n"
     assert clean_text(raw) == "Title\n\nA paragraph\nwith tabs."
+
+
+def test_cleaned_text_has_single_blanks_and_countable_words() -> None:
+    import random
+    import string
+
+    from docproc.document import word_count
+
+    rnd = random.Random(0)
+    alphabet = string.ascii_letters + "  \t\n\n-.,\u00e9\u00a0"
+    for _ in range(400):
+        raw = "".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 300)))
+        for text in (clean_text(raw), clean_pages([raw, raw[::-1], raw.upper()])[1]):
+            assert word_count(text) == len(text.split())
+            assert "\n\n\n" not in text and text == text.strip("\n").rstrip()
+            for line in text.split("\n"):
+                body = line.lstrip(" \t")
+                assert "  " not in body and "\t" not in body and body == body.rstrip()
