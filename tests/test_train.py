@@ -128,6 +128,21 @@ def test_max_seconds_stops_with_a_checkpoint(data: DataRoot) -> None:
     assert load_checkpoint(result.last_checkpoint)["step"] == result.steps
 
 
+def test_sigterm_stops_after_the_step_with_a_checkpoint(data: DataRoot) -> None:
+    import os
+    import signal
+
+    def terminate(info: StepInfo) -> None:
+        if info.step == 7:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    result = train(tiny_config(max_steps=30), data, progress=False, on_step=terminate)
+    assert result.stop_reason == "interrupted" and result.steps == 7
+    assert load_checkpoint(result.last_checkpoint)["step"] == 7
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler is removed after
+
+
 def test_starting_from_an_explicit_checkpoint(data: DataRoot) -> None:
     first = train(tiny_config(max_steps=20, run="first"), data, progress=False)
     source = load_checkpoint(first.last_checkpoint)
