@@ -252,16 +252,25 @@ def test_recycling_never_loses_a_result_in_flight(tmp_path: Path) -> None:
     assert pool.start_method == "fork"  # single-threaded caller: plain fork
 
 
-@pytest.mark.slow
-def test_cli_extract_runs_the_stage_and_maps_missing_tesseract_to_exit_3(
-        tmp_path: Path, cli_env: dict[str, str]) -> None:
+def _ingested(tmp_path: Path, cli_env: dict[str, str],
+              files: dict[str, bytes]) -> tuple[Path, list[str]]:
+    """A data root holding `files` (ingested with the real CLI); (root, cllm command)."""
     data_root = tmp_path / "data"
     inputs = tmp_path / "in"
     inputs.mkdir()
-    (inputs / "a.pdf").write_bytes(text_pdf_bytes(page_texts(1)))
-    (inputs / "b.png").write_bytes(page_image("Hello from an image file.", dpi=100))
+    for name, data in files.items():
+        (inputs / name).write_bytes(data)
     cllm = [sys.executable, "-m", "pipeline.cli", "--root", str(data_root)]
     subprocess.run([*cllm, "ingest", str(inputs)], env=cli_env, check=True, capture_output=True)
+    return data_root, cllm
+
+
+@pytest.mark.slow
+def test_cli_extract_runs_the_stage_and_maps_missing_tesseract_to_exit_3(
+        tmp_path: Path, cli_env: dict[str, str]) -> None:
+    data_root, cllm = _ingested(tmp_path, cli_env, {
+        "a.pdf": text_pdf_bytes(page_texts(1)),
+        "b.png": page_image("Hello from an image file.", dpi=100)})
 
     env = dict(cli_env, TESSERACT_CMD=str(tmp_path / "none" / "tesseract"))
     missing = subprocess.run([*cllm, "extract"], env=env, capture_output=True, text=True)
@@ -283,14 +292,9 @@ def test_killed_run_leaves_no_workers_and_a_rerun_completes_without_duplicates(
         tmp_path: Path, cli_env: dict[str, str]) -> None:
     import psutil
 
-    data_root = tmp_path / "data"
-    inputs = tmp_path / "in"
-    inputs.mkdir()
     scan = scanned_pdf_bytes(text_pdf_bytes(page_texts(1, words=120)), dpi=150)
-    for i in range(6):
-        (inputs / f"scan{i}.pdf").write_bytes(scan + b"\n%" + str(i).encode())
-    cllm = [sys.executable, "-m", "pipeline.cli", "--root", str(data_root)]
-    subprocess.run([*cllm, "ingest", str(inputs)], env=cli_env, check=True, capture_output=True)
+    data_root, cllm = _ingested(tmp_path, cli_env, {
+        f"scan{i}.pdf": scan + b"\n%" + str(i).encode() for i in range(6)})
     extract = [*cllm, "-q", "extract", "--workers", "2", "--dpi", "150",
                "--set", "extract.part_docs=1"]
 
