@@ -121,8 +121,8 @@ def bare_ocr(paths: list[Path], dpi: int) -> None:
                 pytesseract.image_to_string(img, config=f"--psm 3 --dpi {dpi}")
 
 
-def stage_rate(paths: list[Path], workers: int, dpi: int, work: Path) -> float:
-    """Pages/s of the whole extract stage (pool, parts) over `paths` already ingested."""
+def stage_rate(paths: list[Path], workers: int, dpi: int, work: Path) -> tuple[float, float]:
+    """(pages/s, CPU s a page) of the extract stage (pool, parts), workers' CPU included."""
     from docproc.extract import extract_all
     from pipeline.config import build_config, replace
     from pipeline.ingest import ingest_paths
@@ -133,18 +133,45 @@ def stage_rate(paths: list[Path], workers: int, dpi: int, work: Path) -> float:
     if not root.raw_index.is_file():
         ingest_paths(paths, cfg, root, progress=False)
     shutil.rmtree(root.docs, ignore_errors=True)
-    stats = extract_all(cfg, root, progress=False)
-    assert stats.n_failed == 0, stats.summary()
-    return stats.units / stats.seconds
+    stats: list = []
+    _, cpu = timed(lambda: stats.append(extract_all(cfg, root, progress=False)))
+    assert stats[0].n_failed == 0, stats[0].summary()
+    return stats[0].units / stats[0].seconds, cpu / stats[0].units
+
+
+def _spin(n: int) -> None:
+    x = 0
+    for i in range(n):
+        x += i
+
+
+def parallel_capacity(runs: int, n: int = 20_000_000) -> float:
+    """How much more work 2 busy processes get done than 1, on this machine right now.
+
+    The cores are shared: this is the ceiling the 2-worker figures are measured under.
+    """
+    import multiprocessing
+
+    def burst(k: int) -> float:
+        procs = [multiprocessing.Process(target=_spin, args=(n,)) for _ in range(k)]
+        start = time.perf_counter()
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        return time.perf_counter() - start
+
+    ratios = [2 * burst(1) / burst(2) for _ in range(runs)]
+    return statistics.median(ratios)
 
 
 def timed(fn: Callable[[], object]) -> tuple[float, float]:
     """(wall seconds, CPU seconds of this process and its finished children) of fn()."""
-    t0, c0 = time.perf_counter(), os.times()
+    t0, p0, c0 = time.perf_counter(), time.process_time(), os.times()
     fn()
-    t1, c1 = time.perf_counter(), os.times()
-    cpu = sum(c1[:4]) - sum(c0[:4])  # user + system, self + children (Tesseract)
-    return t1 - t0, cpu
+    t1, p1, c1 = time.perf_counter(), time.process_time(), os.times()
+    children = (c1.children_user + c1.children_system) - (c0.children_user + c0.children_system)
+    return t1 - t0, (p1 - p0) + children  # children: Tesseract
 
 
 def side_by_side(label: str, pages: int, a: Callable[[], object], b: Callable[[], object],
@@ -204,16 +231,19 @@ def main() -> int:
                      lambda: bare_ocr(scans, args.dpi), args.runs,
                      ("ours", "bare image_to_string"))
         if not args.skip_workers:
+            print(f"machine: 2 busy processes do {parallel_capacity(args.runs):.2f}x the work "
+                  "of one right now (the ceiling for the 2-worker ratios below)")
             for label, paths in (("text", texts), ("ocr", scans)):
                 one, two = [], []
                 for _ in range(args.runs):  # alternated, so both see the same machine load
                     one.append(stage_rate(paths, 1, args.dpi, work))
                     two.append(stage_rate(paths, 2, args.dpi, work))
-                m1, m2 = statistics.median(one), statistics.median(two)
+                m1, m2 = (statistics.median(r for r, _ in x) for x in (one, two))
+                c1, c2 = (statistics.median(c for _, c in x) for x in (one, two))
                 print(f"stage {label:4s} 1 worker: {m1:8.2f} pages/s   2 workers: {m2:8.2f} "
-                      f"pages/s   ratio {m2 / m1:.2f}x   (runs: "
-                      f"{', '.join(f'{r:.1f}' for r in one)} | "
-                      f"{', '.join(f'{r:.1f}' for r in two)})")
+                      f"pages/s   ratio {m2 / m1:.2f}x   (CPU a page: {c1 * 1000:.1f} vs "
+                      f"{c2 * 1000:.1f} ms; runs: {', '.join(f'{r:.1f}' for r, _ in one)} | "
+                      f"{', '.join(f'{r:.1f}' for r, _ in two)})")
         print(f"load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
 
