@@ -44,13 +44,23 @@ def worker_count(requested: int) -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def in_partition(sha256: str, partition: tuple[int, int] | None) -> bool:
+    """Whether a blob belongs to partition (i, k): disjoint sets, stable for every run."""
+    if partition is None:
+        return True
+    i, k = partition
+    return int(sha256[:8], 16) % k == i
+
+
 def _pending(root: DataRoot, failed_before: set[str], retry_failed: bool,
-             stats: StageStats) -> list[Task]:
+             stats: StageStats, partition: tuple[int, int] | None = None) -> list[Task]:
     """Blobs still to extract; the others are counted as skipped."""
     done = document_ids(root.docs)
     tasks = []
     with RawStore(root) as store:
         for blob in store.iter_blobs():
+            if not in_partition(blob.sha256, partition):
+                continue
             if blob.sha256 in done:
                 stats.skip("already_extracted")
             elif blob.sha256 in failed_before and not retry_failed:
@@ -122,25 +132,33 @@ class _Tally:
         self.ocr_pages += len(doc.ocr_pages)
 
 
-def extract_all(cfg: Config, root: DataRoot, progress: bool = True) -> StageStats:
-    """Extract every raw blob not yet in docs/ into Document parts; failures are recorded."""
+def extract_all(cfg: Config, root: DataRoot, progress: bool = True,
+                partition: tuple[int, int] | None = None) -> StageStats:
+    """Extract every raw blob not yet in docs/ into Document parts; failures are recorded.
+
+    `partition=(i, k)` extracts only the i-th of k disjoint sets of blobs, so that k tasks
+    (Prefect's fan-out, on threads or Dask workers) can share the work; each uses
+    cores // k worker processes unless extract.workers says otherwise.
+    """
     ecfg = cfg.extract
     opts = Options.from_config(ecfg)
     stats = StageStats(stage=STAGE, unit_name="pages")
     tally = _Tally()
     root.docs.mkdir(parents=True, exist_ok=True)
-    with stage_lock(root.docs, STAGE):
-        remove_orphan_temps(root.docs)
+    lock_name = f"{STAGE}-{partition[0]}-of-{partition[1]}" if partition else STAGE
+    with stage_lock(root.docs, lock_name):
+        remove_orphan_temps(root.docs)  # only dead writers' files: siblings keep theirs
         save_resolved(cfg, root.docs)
         failure_log = FailureLog(root.doc_failures)
         failed_before = {f.sha256 for f in failure_log.read() if f.stage == STAGE}
-        tasks = _pending(root, failed_before, ecfg.retry_failed, stats)
+        tasks = _pending(root, failed_before, ecfg.retry_failed, stats, partition)
         if _needs_tesseract(tasks, opts.ocr):
             from docproc.ocr import check_tesseract
 
             check_tesseract(opts.lang)  # fail before any work, with the install command
         writer = _PartWriter(root.docs, failure_log, ecfg.part_docs)
-        workers = min(worker_count(ecfg.workers), max(1, len(tasks)))
+        share = partition[1] if partition and not ecfg.workers else 1
+        workers = min(max(1, worker_count(ecfg.workers) // share), max(1, len(tasks)))
         pool = WorkerPool(opts, workers=workers, timeout_s=ecfg.timeout_s,
                           tasks_per_worker=ecfg.tasks_per_worker)
         try:

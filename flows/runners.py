@@ -18,8 +18,12 @@ def task_runner_for(cfg: Config | None = None) -> Any:
 
     if cfg is None or cfg.flows.task_runner == "thread":
         return ThreadPoolTaskRunner()
+    import dask
     from prefect_dask import DaskTaskRunner
 
+    # extraction runs each document in a child process (timeouts, leaks); Dask's worker
+    # processes are daemonic by default, and daemonic processes may not have children
+    dask.config.set({"distributed.worker.daemon": False})
     if cfg.flows.dask_address:
         return DaskTaskRunner(address=cfg.flows.dask_address)
     # one single-threaded process per worker: PyMuPDF and Tesseract are not thread-friendly

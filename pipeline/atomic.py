@@ -24,7 +24,7 @@ def _default_file_mode() -> int:
 FILE_MODE = _default_file_mode()
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -65,7 +65,7 @@ def atomic_write(
         tmp.unlink(missing_ok=True)
         raise
     if durable:
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
 
 def atomic_write_bytes(path: Path | str, data: bytes, durable: bool = True) -> None:

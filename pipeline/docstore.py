@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import io
+import os
 import re
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import IO
 
-from pipeline.atomic import atomic_write
+from pipeline.atomic import FILE_MODE, TEMP_PREFIX, TEMP_SUFFIX, atomic_write, fsync_dir
 from pipeline.records import Document
 
 PART_RE = re.compile(r"^part-(\d{5,})\.jsonl\.zst$")
@@ -31,16 +34,48 @@ def next_part_number(docs_dir: Path) -> int:
     return int(PART_RE.match(parts[-1].name).group(1)) + 1 if parts else 0
 
 
-def write_part(docs_dir: Path, docs: Iterable[Document], number: int | None = None) -> Path:
-    """Write one part atomically (the caller holds the stage lock); returns its path."""
+def _write_zst(fh: IO[bytes], docs: Iterable[Document]) -> None:
     import zstandard
 
-    path = part_path(docs_dir, next_part_number(docs_dir) if number is None else number)
-    with atomic_write(path, "wb") as fh:
-        with zstandard.ZstdCompressor(level=ZSTD_LEVEL).stream_writer(fh, closefd=False) as zw:
-            for doc in docs:
-                zw.write(doc.to_json().encode("utf-8") + b"\n")
-    return path
+    with zstandard.ZstdCompressor(level=ZSTD_LEVEL).stream_writer(fh, closefd=False) as zw:
+        for doc in docs:
+            zw.write(doc.to_json().encode("utf-8") + b"\n")
+
+
+def write_part(docs_dir: Path, docs: Iterable[Document], number: int | None = None) -> Path:
+    """Write one part atomically; returns its path.
+
+    With `number`, that part is written (or replaced). Without, the part takes the next free
+    number: the finished temp file is hard-linked to the name, which fails if another writer
+    (a parallel extraction task) took it first, and then the next number is tried.
+    """
+    docs_dir = Path(docs_dir)
+    if number is not None:
+        path = part_path(docs_dir, number)
+        with atomic_write(path, "wb") as fh:
+            _write_zst(fh, docs)
+        return path
+    docs_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}part.{os.getpid()}.",
+                                    suffix=TEMP_SUFFIX, dir=docs_dir)
+    tmp = Path(tmp_name)
+    try:
+        os.fchmod(fd, FILE_MODE)
+        with os.fdopen(fd, "wb") as fh:
+            _write_zst(fh, docs)
+            fh.flush()
+            os.fsync(fh.fileno())
+        n = next_part_number(docs_dir)
+        while True:
+            try:
+                os.link(tmp, part_path(docs_dir, n))
+                break
+            except FileExistsError:
+                n += 1
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(docs_dir)
+    return part_path(docs_dir, n)
 
 
 def read_part(path: Path) -> Iterator[Document]:
