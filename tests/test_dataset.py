@@ -320,10 +320,15 @@ def test_cllm_tokenize_and_shards_commands(root: DataRoot, cli_env: dict[str, st
     add_parts(root, [27])
     base = [str(Path(sys.executable).parent / "cllm"), "--root", str(root.path),
             "--set", "tokenize.vocab_size=600", "--set", "clean.workers=1"]
+    clean = subprocess.run([*base, "clean", "--workers", "1"], env=cli_env,
+                           capture_output=True, text=True, timeout=120)
+    assert clean.returncode == 0, clean.stderr
+    assert "clean: 12 seen, 12 kept" in clean.stdout
     run = subprocess.run([*base, "tokenize", "--shard-tokens", "1024", "--val-fraction", "0.25"],
                          env=cli_env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert "tokenize: 12 seen, 12 kept" in run.stdout
+    assert "clean: 12 seen, 0 kept; 12 skipped (already_cleaned=12)" in run.stderr  # logged
     manifest = read_manifest(root.manifest)
     assert manifest.config["shards"]["shard_tokens"] == 1024
     assert (root.shards / "tokenize.config.toml").is_file()

@@ -122,6 +122,24 @@ def test_tiktoken_gives_the_same_ids_as_tokenizers(tok, corpus: list[str]) -> No
     assert enc.encode_ordinary_batch(fuzz) == hf.encode_batch(fuzz)
 
 
+@pytest.mark.slow
+def test_tiktoken_matches_tokenizers_with_a_full_size_vocabulary() -> None:
+    """8192 tokens trained on a few MB of real text and code: every id the same."""
+    import os
+
+    folder = Path(os.__file__).parent
+    texts, size = [], 0
+    for path in sorted(folder.glob("*.py")):
+        texts.append(path.read_text(encoding="utf-8", errors="replace"))
+        size += len(texts[-1])
+        if size > 3_000_000:
+            break
+    tok = train_bpe(texts, vocab_size=8192)
+    hf = HFEncoder(tok).encode_batch(texts)
+    assert TiktokenEncoder(to_tiktoken(tok), 2).encode_batch(texts) == hf
+    assert sum(map(len, hf)) > 500_000
+
+
 def test_tokenizers_tiktoken_cannot_reproduce_fall_back_to_tokenizers(tok) -> None:  # noqa: ANN001
     from tokenizers import Tokenizer, normalizers
 
