@@ -17,6 +17,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -316,6 +317,6 @@ def encode_texts(encoder: TextEncoder, texts: Sequence[str], segment_chars: int
         return ids
     out, i = [], 0
     for n in counts:
-        out.append(ids[i] if n == 1 else [t for seg in ids[i:i + n] for t in seg])
+        out.append(ids[i] if n == 1 else list(chain.from_iterable(ids[i:i + n])))
         i += n
     return out
