@@ -159,20 +159,24 @@ def _args_extract(p: argparse.ArgumentParser) -> None:
 
 
 def _args_clean(p: argparse.ArgumentParser) -> None:
-    _config_flag(p, "--workers", key="clean.workers", type=int, help="processes (0 = cores)")
+    _config_flag(p, "--workers", key="clean.workers", type=int, metavar="N",
+                 help="processes (0 = cores)")
 
 
 def _args_tokenize(p: argparse.ArgumentParser) -> None:
-    _config_flag(p, "--vocab-size", key="tokenize.vocab_size", type=int)
+    _config_flag(p, "--vocab-size", key="tokenize.vocab_size", type=int, metavar="N",
+                 help="tokens in the BPE vocabulary (when training one)")
     _config_flag(p, "--tokenizer", key="tokenize.tokenizer", metavar="FILE",
                  help="use this tokenizer.json instead of training one")
-    _config_flag(p, "--val-fraction", key="shards.val_fraction", type=float)
-    _config_flag(p, "--shard-tokens", key="shards.shard_tokens", type=int)
+    _config_flag(p, "--val-fraction", key="shards.val_fraction", type=float, metavar="F",
+                 help="share of documents in the val split (fixed once shards exist)")
+    _config_flag(p, "--shard-tokens", key="shards.shard_tokens", type=int, metavar="N",
+                 help="tokens per shard")
     _config_flag(p, "--encoder", key="tokenize.encoder", choices=["auto", "hf", "tiktoken"],
                  help="auto: tiktoken when it reproduces the tokenizer id for id, else hf")
-    _config_flag(p, "--threads", key="tokenize.threads", type=int,
+    _config_flag(p, "--threads", key="tokenize.threads", type=int, metavar="N",
                  help="encoder threads (0 = cores)")
-    _config_flag(p, "--workers", key="clean.workers", type=int,
+    _config_flag(p, "--workers", key="clean.workers", type=int, metavar="N",
                  help="clean processes (0 = cores)")
 
 
