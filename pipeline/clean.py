@@ -61,7 +61,10 @@ class TextStats:
     letters: int
     digits: int
     lines: int  # non-empty lines
-    repeated_lines: int  # non-empty lines equal to an earlier line
+    line_chars: int  # characters in non-empty lines (stripped)
+    # characters in lines equal to an earlier line: weighing by length keeps "}" or "|"
+    # lines of code and tables from counting like repeated boilerplate sentences
+    repeated_line_chars: int
     short_lines: int  # non-empty lines shorter than the configured length
 
     @property
@@ -76,11 +79,22 @@ class TextStats:
 
     @property
     def repeated_line_ratio(self) -> float:
-        return self.repeated_lines / self.lines if self.lines else 0.0
+        return self.repeated_line_chars / self.line_chars if self.line_chars else 0.0
 
     @property
     def short_line_ratio(self) -> float:
         return self.short_lines / self.lines if self.lines else 0.0
+
+
+def _repeated_chars(lines: list[str]) -> int:
+    seen: set[str] = set()
+    repeated = 0
+    for line in lines:
+        if line in seen:
+            repeated += len(line)
+        else:
+            seen.add(line)
+    return repeated
 
 
 def text_stats(text: str, short_line_chars: int) -> TextStats:
@@ -93,7 +107,8 @@ def text_stats(text: str, short_line_chars: int) -> TextStats:
         letters=sum(map(str.isalpha, text)),
         digits=len(_NOT_DIGIT.sub("", text)),
         lines=len(lines),
-        repeated_lines=len(lines) - len(set(lines)),
+        line_chars=sum(map(len, lines)),
+        repeated_line_chars=_repeated_chars(lines),
         short_lines=sum(1 for line in lines if len(line) < short_line_chars),
     )
 

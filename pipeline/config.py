@@ -172,7 +172,7 @@ class CleanConfig:
     min_words: int = 30
     min_alpha_ratio: float = 0.5  # share of letters among non-space characters
     max_symbol_ratio: float = 0.3  # share of symbol/punctuation characters
-    max_repeated_line_ratio: float = 0.3  # share of lines that repeat another line
+    max_repeated_line_ratio: float = 0.3  # share of line characters in repeated lines
     max_short_line_ratio: float = 0.67  # share of lines shorter than short_line_chars
     short_line_chars: int = 20
     dedup_exact: bool = True  # drop documents whose normalised text was seen before

@@ -51,7 +51,7 @@ def test_each_filter_drops_with_its_reason(reason: str) -> None:
 def test_ordinary_prose_is_kept() -> None:
     assert quality_verdict(PROSE, CleanConfig()) is KEEP
     st = text_stats(PROSE, 20)
-    assert st.alpha_ratio > 0.9 and st.symbol_ratio < 0.05 and st.repeated_lines == 0
+    assert st.alpha_ratio > 0.9 and st.symbol_ratio < 0.05 and st.repeated_line_chars == 0
 
 
 def test_thresholds_come_from_the_config() -> None:
