@@ -3,6 +3,9 @@
 Routes map a path (with its query) to a `Page`: a body with headers, or a function of the
 request. The server speaks HTTP/1.1 with keep-alive, honours If-None-Match and
 If-Modified-Since for pages with validators, and counts the requests each path received.
+A page with a `raw` writer writes its whole answer itself (status line, headers, body), for
+servers that misbehave: bodies dribbled a byte at a time, endless, or shorter or longer than
+their Content-Length.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate, parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, BinaryIO
 
 Handler = Callable[["Request"], "Page"]
+RawWriter = Callable[["RawConnection"], None]
 
 
 @dataclass(slots=True)
@@ -29,6 +33,43 @@ class Page:
     last_modified: float = 0.0  # epoch seconds; served as Last-Modified
     delay_s: float = 0.0  # wait before answering
     chunked: bool = False  # no Content-Length: the body ends with the connection
+    raw: RawWriter | None = None  # writes the whole answer itself; the connection then closes
+
+
+class SiteStopped(ConnectionError):
+    """Raised in a raw writer when the site stops, so an endless answer ends with it."""
+
+
+class RawConnection:
+    """The client connection of one request, for a `Page.raw` writer."""
+
+    def __init__(self, wfile: BinaryIO, stopping: threading.Event) -> None:
+        self._wfile = wfile
+        self._stopping = stopping
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def write(self, data: bytes) -> None:
+        """Send `data` now (unbuffered); ConnectionError once the client or the site is gone."""
+        if self._stopping.is_set():
+            raise SiteStopped("site stopped")
+        self._wfile.write(data)
+        self._wfile.flush()
+
+    def sleep(self, seconds: float) -> None:
+        if self._stopping.wait(seconds):
+            raise SiteStopped("site stopped")
+
+    def head(self, status: int = 200, headers: dict[str, str] | None = None,
+             reason: str = "") -> None:
+        """Send a status line and headers (nothing is added: no Content-Length unless given)."""
+        from http.client import responses
+
+        lines = [f"HTTP/1.1 {status} {reason or responses.get(status, 'Status')}"]
+        lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+        self.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +99,7 @@ class LocalSite:
         self.hits: Counter[str] = Counter()
         self.requests: list[tuple[str, dict[str, str]]] = []  # (path, headers) in order
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
         self._server = _Server((host, 0), self._handler_class())
         self._thread: threading.Thread | None = None
 
@@ -79,6 +121,7 @@ class LocalSite:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()  # raw writers still dribbling or streaming give up
         self._server.shutdown()
         self._server.server_close()
 
@@ -113,6 +156,13 @@ class LocalSite:
                 page = site._answer(self.path, headers)
                 if page.delay_s:
                     time.sleep(page.delay_s)
+                if page.raw is not None:
+                    self.close_connection = True
+                    try:
+                        page.raw(RawConnection(self.wfile, site._stopping))
+                    except ConnectionError:  # the client hung up, or the site stopped
+                        pass
+                    return
                 self.send_response(page.status)
                 if page.content_type:
                     self.send_header("Content-Type", page.content_type)

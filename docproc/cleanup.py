@@ -18,6 +18,10 @@ _CHAR_MAP = str.maketrans({
     "\u3000": " ",
     "\u00ad": None,  # soft hyphen: a line-break hint, never text
     "\u200b": None, "\u2060": None, "\ufeff": None,  # zero-width space, word joiner, BOM
+    # bidirectional marks, embeddings, overrides and isolates: invisible, and able to make
+    # text read differently from what it holds ("Trojan Source"); invisible math operators
+    **dict.fromkeys("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+                    "\u2061\u2062\u2063\u2064\u180e"),
     "\ufffd": None,  # unmapped glyphs: counted by the OCR decision before clean-up
     "\u2028": "\n", "\u2029": "\n\n", "\f": "\n\n", "\v": "\n",
 })

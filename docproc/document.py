@@ -15,13 +15,16 @@ from docproc.detect import Detected, Kind, detect
 from docproc.ocr_policy import OcrMode, Reason
 from docproc.result import Extracted, PageResult
 from pipeline.config import ExtractConfig
-from pipeline.errors import EmptyInput
+from pipeline.errors import CorruptInput, EmptyInput, TooLargeInput
 from pipeline.rawstore import sha256_file
 from pipeline.records import Document, PageInfo
 
 log = logging.getLogger(__name__)
 
 TITLE_MAX_CHARS = 200
+# a ZIP member may unpack to 1/UNPACK_SHARE of the worker's memory: MuPDF holds the
+# unpacked bytes and the tree it parses from them
+UNPACK_SHARE = 2
 _ASCII_LETTERS = string.ascii_letters.encode()
 _NOT_LETTER = re.compile(r"[\W\d_]+")
 _INDENT = re.compile(r"^[ \t]+", re.MULTILINE)
@@ -38,6 +41,7 @@ class Options:
     psm: int = 3
     max_pages: int = 2000
     max_image_pixels: int = 100_000_000
+    max_memory_mb: int = 0  # worker processes: memory beyond their start (0 = no limit)
     preprocess: bool = True  # image files: contrast stretch, upscale small ones
     image_dpi: int | None = None  # image files: the resolution to tell Tesseract (None: file's)
     pages: tuple[int, ...] = ()  # 1-based pages to extract; empty = all
@@ -45,7 +49,8 @@ class Options:
     @classmethod
     def from_config(cls, cfg: ExtractConfig) -> Options:
         return cls(ocr=OcrMode(cfg.ocr), redo=cfg.ocr_redo, dpi=cfg.dpi, lang=cfg.lang,
-                   psm=cfg.psm, max_pages=cfg.max_pages, max_image_pixels=cfg.max_image_pixels)
+                   psm=cfg.psm, max_pages=cfg.max_pages, max_image_pixels=cfg.max_image_pixels,
+                   max_memory_mb=cfg.max_memory_mb)
 
 
 def extract_file(path: Path, opts: Options, *, source: str = "", claimed_mime: str = "",
@@ -61,11 +66,36 @@ def extract_file(path: Path, opts: Options, *, source: str = "", claimed_mime: s
     return doc
 
 
+def check_unpacked_size(path: Path, source: str, max_memory_mb: int) -> None:
+    """Refuse a ZIP container (EPUB, XPS, CBZ) with a member too big to unpack in memory.
+
+    MuPDF inflates a member whole, into a buffer of the size the archive declares, and then
+    parses it: a zip bomb (a few MB holding a GB of text) would take the worker's memory.
+    """
+    import zipfile
+
+    if not max_memory_mb or not zipfile.is_zipfile(path):
+        return
+    limit = max_memory_mb * 1024 * 1024 // UNPACK_SHARE
+    try:
+        with zipfile.ZipFile(path) as zf:
+            biggest = max(zf.infolist(), key=lambda i: i.file_size, default=None)
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise CorruptInput(source, f"damaged ZIP container: {e}") from None
+    if biggest is not None and biggest.file_size > limit:
+        raise TooLargeInput(source, f"member {biggest.filename} unpacks to "
+                                    f"{biggest.file_size / 1e6:.0f} MB from "
+                                    f"{biggest.compress_size / 1e6:.1f} MB (zip bomb?): over "
+                                    f"1/{UNPACK_SHARE} of extract.max_memory_mb={max_memory_mb}")
+
+
 def _run_extractor(path: Path, found: Detected, opts: Options, source: str,
                    deadline: float | None) -> Extracted:
     if found.kind in (Kind.PDF, Kind.EBOOK):
         from docproc.pdf import extract_pymupdf
 
+        if found.kind is Kind.EBOOK:
+            check_unpacked_size(path, source, opts.max_memory_mb)
         return extract_pymupdf(path, source=source, filetype=found.filetype, mode=opts.ocr,
                                redo=opts.redo, lang=opts.lang, psm=opts.psm, dpi=opts.dpi,
                                max_pages=opts.max_pages, max_pixels=opts.max_image_pixels,
@@ -87,7 +117,6 @@ def extract_image(path: Path, mime: str, opts: Options, source: str,
     from docproc.image import frame_count, iter_frames, ocr_frame, open_image
     from docproc.ocr import iso_lang, tesseract_version
     from docproc.pdf import page_numbers
-    from pipeline.errors import TooLargeInput
 
     with open_image(path, source, opts.max_image_pixels) as img:
         count = frame_count(img, mime)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,11 @@ from docproc.result import Extracted
 from pipeline.errors import EmptyInput
 
 CELL_SEPARATOR = " | "
+LXML_MAX_DEPTH = 255  # libxml2's HTML parser drops content nested deeper than this
+VOID_TAGS = frozenset("area base br col embed hr img input link meta source track wbr".split())
+HIDDEN_TAGS = frozenset("head script style noscript template title".split())
+BLOCK_TAGS = frozenset("p div li ul ol h1 h2 h3 h4 h5 h6 tr table section article "
+                       "blockquote pre header footer main nav aside".split())
 _LANG_ATTR = re.compile(rb"<html[^>]*?\slang\s*=\s*[\"']?([A-Za-z]{2,3})", re.IGNORECASE)
 _TITLE_TAG = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 
@@ -83,6 +89,50 @@ def html_lang(data: bytes) -> str:
     return m.group(1).decode().lower() if m else ""
 
 
+class _FlatText(HTMLParser):
+    """Visible text and the deepest nesting of a page, read as a stream of tags (no tree, so
+    no depth limit): the fallback for pages nested deeper than lxml parses."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.depth = self.max_depth = self._hidden = 0
+
+    def handle_starttag(self, tag: str, attrs: Any) -> None:
+        if tag in VOID_TAGS:
+            if tag == "br":
+                self.parts.append("\n")
+            return
+        self.depth += 1
+        self.max_depth = max(self.max_depth, self.depth)
+        self._hidden += tag in HIDDEN_TAGS
+        if tag in BLOCK_TAGS:
+            self.parts.append("\n\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in VOID_TAGS:
+            return
+        self.depth = max(0, self.depth - 1)
+        if tag in HIDDEN_TAGS:
+            self._hidden = max(0, self._hidden - 1)
+        if tag in BLOCK_TAGS:
+            self.parts.append("\n\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self._hidden:
+            self.parts.append(data)
+
+
+def flat_text(data: bytes, source: str) -> tuple[str, int]:
+    """(visible text, deepest tag nesting) of an HTML page."""
+    from docproc.text import decode_text
+
+    parser = _FlatText()
+    parser.feed(decode_text(data, source)[0])
+    parser.close()
+    return "".join(parser.parts), parser.max_depth
+
+
 def extract_html(path: Path, source: str) -> Extracted:
     import trafilatura
 
@@ -92,7 +142,12 @@ def extract_html(path: Path, source: str) -> Extracted:
                                       include_tables=True, deduplicate=False)
     text = body_text(doc.body) if doc is not None and doc.body is not None else ""
     if not text.strip():
-        raise EmptyInput(source, "no main text found in the HTML page")
+        text, depth = flat_text(data, source)
+        if depth <= LXML_MAX_DEPTH or not text.strip():
+            raise EmptyInput(source, "no main text found in the HTML page")
+        # lxml dropped everything nested deeper than it parses; the stream parser did not
+        return Extracted(extractor=f"html.parser (tags nested {depth} deep)", text=text,
+                         title=_head_title(data), lang=html_lang(data))
     title = (doc.title or "").strip() or _head_title(data)
     return Extracted(extractor=trafilatura_version(), text=text, title=title,
                      lang=(doc.language or html_lang(data)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -26,7 +27,13 @@ import pymupdf  # noqa: E402
 from docproc.ocr import ocr_pixmap
 from docproc.ocr_policy import OCR_LAYER_FONT, OcrDecision, OcrMode, Reason, decide
 from docproc.result import Extracted, PageResult
-from pipeline.errors import CorruptInput, EncryptedInput, InputTimeout, TooLargeInput
+from pipeline.errors import (
+    CorruptInput,
+    EncryptedInput,
+    InputError,
+    InputTimeout,
+    TooLargeInput,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +45,7 @@ COLUMN_GAP_PT = 10.0  # a vertical gap this wide, top to bottom of a region, sep
 PARAGRAPH_GAP = 0.6  # blocks closer than this many line heights continue one paragraph
 # MuPDF messages that only say the cross-reference table was rebuilt: the content is intact.
 XREF_REPAIR_MESSAGES = ("startxref", "repair", "xref", "trailer")
+XREF_REPAIRED_MARK = "repairing pdf document"  # MuPDF's line when it starts the rebuild
 
 
 def _silence_mupdf() -> None:
@@ -49,6 +57,27 @@ def pymupdf_version() -> str:
     return f"pymupdf {pymupdf.__version__} (mupdf {pymupdf.mupdf_version})"
 
 
+# MuPDF's own errors (pymupdf.mupdf.FzError*: a cycle in the page tree, a limit hit) are not
+# RuntimeErrors; every call into a document catches them with the Python ones.
+MUPDF_ERRORS = (pymupdf.FileDataError, pymupdf.mupdf.FzErrorBase, RuntimeError, ValueError)
+# "code=2: malloc (N bytes) failed" (FZ_ERROR_SYSTEM: out of memory, e.g. under the worker's
+# extract.max_memory_mb) and "code=5: ..." (FZ_ERROR_LIMIT: "text too large") mean the input
+# needs more than we give it, not that it is damaged.
+_TOO_BIG = re.compile(r"code=5:|malloc|out of memory|MemoryError|too large", re.IGNORECASE)
+
+
+def input_error(source: str, what: str, e: BaseException, path: Path | None = None
+                ) -> InputError:
+    """The InputError for a MuPDF failure on `what` ("PDF", "page 3") of `source`."""
+    reason = str(e) or type(e).__name__
+    if path is not None:
+        reason = reason.replace(f" '{path}'", "")  # the source names the input, not our copy
+    if isinstance(e, MemoryError) or _TOO_BIG.search(reason):
+        return TooLargeInput(source, f"{what} needs more memory than extract.max_memory_mb "
+                                     f"allows, or passes a MuPDF limit: {reason}")
+    return CorruptInput(source, f"damaged or truncated {what}: {reason}")
+
+
 def open_document(path: Path, source: str, max_pages: int, filetype: str | None = None) -> Any:
     """Open a document, refusing encrypted, damaged and over-long ones with a reason."""
     _silence_mupdf()
@@ -58,16 +87,15 @@ def open_document(path: Path, source: str, max_pages: int, filetype: str | None 
         doc = pymupdf.open(str(path), filetype=filetype)
     except pymupdf.EmptyFileError:
         raise CorruptInput(source, f"empty {kind} stream") from None
-    except (pymupdf.FileDataError, RuntimeError, ValueError) as e:
-        reason = str(e).replace(f" '{path}'", "")  # the source names the input, not our copy
-        raise CorruptInput(source, f"damaged or truncated {kind}: {reason}") from None
+    except (*MUPDF_ERRORS, MemoryError) as e:
+        raise input_error(source, kind, e, path) from None
     try:
         if doc.needs_pass and not doc.authenticate(""):
             raise EncryptedInput(source, f"encrypted {kind}: a password is needed to open it")
         try:
             count = doc.page_count
-        except (RuntimeError, ValueError) as e:
-            raise CorruptInput(source, f"damaged or truncated {kind}: {e}") from None
+        except (*MUPDF_ERRORS, MemoryError) as e:
+            raise input_error(source, kind, e) from None
         if count == 0:
             raise CorruptInput(source, f"damaged or truncated {kind}: no pages")
         if count > max_pages:
@@ -83,6 +111,12 @@ def damage_report(doc: Any) -> str:
     if not doc.is_pdf or not doc.is_repaired:
         return ""
     messages = [m for m in pymupdf.TOOLS.mupdf_warnings().splitlines() if m.strip()]
+    # What MuPDF met before it rebuilt the xref ("expected 'obj' keyword" at an offset the
+    # broken table gave) says only that the table was wrong; damage shows up after.
+    for i in range(len(messages) - 1, -1, -1):
+        if XREF_REPAIRED_MARK in messages[i].lower():
+            messages = messages[i + 1:]
+            break
     lost = [m for m in messages if not any(k in m.lower() for k in XREF_REPAIR_MESSAGES)]
     return "; ".join(lost[:3])
 
@@ -200,7 +234,10 @@ def ocr_page(page: Any, *, lang: str, psm: int, dpi: int, max_pixels: int, sourc
     if use_dpi != dpi:
         log.info("%s: page %d rendered at %d dpi (too large for %d)", source, page.number + 1,
                  use_dpi, dpi)
-    pix = page.get_pixmap(dpi=use_dpi, colorspace=pymupdf.csGRAY, alpha=False)
+    try:
+        pix = page.get_pixmap(dpi=use_dpi, colorspace=pymupdf.csGRAY, alpha=False)
+    except (*MUPDF_ERRORS, MemoryError) as e:
+        raise input_error(source, f"page {page.number + 1}", e) from None
     result = ocr_pixmap(pix, lang=lang, psm=psm, dpi=use_dpi, source=source, deadline=deadline)
     return result.text, result.confidence
 
@@ -216,8 +253,8 @@ def iter_pages(doc: Any, numbers: Sequence[int], *, mode: OcrMode, redo: bool, l
         try:
             page = doc.load_page(number - 1)
             text, decision = decide_page(page, mode, redo)
-        except (RuntimeError, ValueError) as e:
-            raise CorruptInput(source, f"page {number} is unreadable: {e}") from None
+        except (*MUPDF_ERRORS, MemoryError) as e:
+            raise input_error(source, f"page {number}", e) from None
         confidence = None
         if decision.ocr:
             text, confidence = ocr_page(page, lang=lang, psm=psm, dpi=dpi,
@@ -250,7 +287,11 @@ def extract_pymupdf(path: Path, *, source: str, filetype: str | None, mode: OcrM
         damage = damage_report(doc)
         if damage:
             raise CorruptInput(source, f"damaged or truncated PDF, content lost: {damage}")
-        meta = metadata(doc)
+        try:
+            meta = metadata(doc)
+        except MUPDF_ERRORS as e:
+            log.info("%s: metadata unreadable (%s)", source, e)
+            meta = {"pages": str(doc.page_count)}
         return Extracted(extractor=pymupdf_version(), pages=pages, page_count=doc.page_count,
                          title=meta.get("title", "").strip(), lang=_doc_lang(doc),
                          metadata=meta)
@@ -261,7 +302,7 @@ def extract_pymupdf(path: Path, *, source: str, filetype: str | None, mode: OcrM
 def _doc_lang(doc: Any) -> str:
     try:
         lang = doc.language or ""
-    except (AttributeError, RuntimeError):
+    except (AttributeError, *MUPDF_ERRORS):
         return ""
     return lang.split("-")[0].lower()
 

@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from docproc.document import Options, extract_file
-from pipeline.errors import EnvironmentProblem, InputError
+from pipeline.errors import EnvironmentProblem, InputError, TooLargeInput, disk_full_error
 from pipeline.records import Document
 
 log = logging.getLogger(__name__)
 
-KILL_GRACE_S = 5.0  # a worker past its deadline gets this long to report its own timeout
+KILL_GRACE_S = 5.0  # a worker past its deadline gets up to this long to report its own timeout
 # Tasks queued per worker: the next one waits in its pipe, so a worker never sits idle
 # while the parent wakes up to send it more (milliseconds a document on busy cores).
 PREFETCH = 2
@@ -70,10 +70,52 @@ def run_one(task: Task, opts: Options, timeout_s: float) -> tuple[str, Any, Any]
         return ("fail", e.kind, e.reason)
     except EnvironmentProblem as e:
         return ("env", str(e), None)
+    except MemoryError:
+        # under extract.max_memory_mb (see _limit_memory): this document, not the worker
+        return ("fail", TooLargeInput.kind, f"needs more memory than extract.max_memory_mb="
+                                            f"{opts.max_memory_mb} allows")
     except Exception as e:  # a bug or a library failure on odd input: one document, not the batch
+        full = disk_full_error(e, where=_scratch_dir())
+        if full is not None:  # the machine's problem, not the document's: stop the stage
+            return ("env", str(full), None)
         where = traceback.extract_tb(e.__traceback__)[-1]
         return ("fail", "error", f"{type(e).__name__}: {e} (at {os.path.basename(where.filename)}"
                                  f":{where.lineno})")
+
+
+def _scratch_dir() -> str:
+    import tempfile
+
+    return tempfile.gettempdir()  # where OCR writes its page images
+
+
+def _address_space() -> int | None:
+    """Bytes of address space this process maps now (Linux), or None where unknown."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as fh:
+            return int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _limit_memory(extra_mb: int) -> None:
+    """Cap this worker's address space at what it maps now plus `extra_mb` (RLIMIT_AS).
+
+    Relative, because a forked worker starts with its parent's mappings (hundreds of MB in a
+    process that imported torch). A document that needs more gets MemoryError (Python) or a
+    failed malloc (MuPDF, Pillow): a `too_large` failure, not a machine brought to its knees.
+    Tesseract, started by the worker, inherits the same cap.
+    """
+    now = _address_space()
+    if not extra_mb or now is None:
+        return
+    import resource
+
+    limit = now + extra_mb * 1024 * 1024
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    except (ValueError, OSError) as e:  # a lower hard limit already set: keep it
+        log.debug("cannot limit worker memory: %s", e)
 
 
 def _die_with_parent() -> None:
@@ -97,6 +139,7 @@ def _worker_main(conn: Connection, opts: Options, timeout_s: float, max_tasks: i
     from docproc.ocr import limit_threads
 
     limit_threads()
+    _limit_memory(opts.max_memory_mb)
     for _ in range(max_tasks):
         try:
             task = conn.recv()
@@ -173,7 +216,8 @@ class WorkerPool:
         self.workers = max(1, workers)
         self.timeout_s = timeout_s
         self.tasks_per_worker = tasks_per_worker
-        self.kill_grace_s = kill_grace_s
+        # short per-document limits get a short grace too: at most the limit itself
+        self.kill_grace_s = min(kill_grace_s, max(1.0, timeout_s))
         self.started = 0  # worker processes started so far (recycling starts new ones)
         self._ctx: Any = None  # chosen at the first start, when the threads that matter exist
         self._all: list[_Worker] = []

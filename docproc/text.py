@@ -31,6 +31,10 @@ def decode_text(data: bytes, source: str) -> tuple[str, str]:
         return data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         pass
+    return _decode_mixed(data, source) or _decode_legacy(data, source)
+
+
+def _decode_legacy(data: bytes, source: str) -> tuple[str, str]:
     from charset_normalizer import from_bytes
 
     matches = list(from_bytes(data, threshold=MAX_CHAOS))
@@ -42,6 +46,42 @@ def decode_text(data: bytes, source: str) -> tuple[str, str]:
     tied = [m for m in matches if m.chaos <= best.chaos and m.coherence >= best.coherence]
     best = next((m for m in tied if m.encoding in TIE_PREFERENCE), best)
     return str(best), best.encoding
+
+
+def _decode_mixed(data: bytes, source: str) -> tuple[str, str] | None:
+    """Text pasted together from UTF-8 and a legacy charset (logs, concatenated files):
+    each line in the charset it is valid in. None unless some line is non-ASCII UTF-8."""
+    lines = data.splitlines(keepends=True)
+    decoded: list[str | None] = []
+    saw_utf8 = False
+    for line in lines:
+        try:
+            decoded.append(line.decode("utf-8"))
+            saw_utf8 = saw_utf8 or not line.isascii()
+        except UnicodeDecodeError:
+            decoded.append(None)
+    if not saw_utf8:
+        return None  # one legacy charset throughout: detection sees all of it
+    legacy = b"".join(line for line, text in zip(lines, decoded, strict=True) if text is None)
+    encoding = _legacy_like(legacy, {c for t in decoded if t for c in t if not c.isascii()})
+    out = [text if text is not None else line.decode(encoding, errors="replace")
+           for line, text in zip(lines, decoded, strict=True)]
+    return "".join(out), f"utf-8+{encoding}"
+
+
+def _legacy_like(data: bytes, letters: set[str]) -> str:
+    """The charset of `data` whose non-ASCII letters best match `letters` (those of the
+    file's UTF-8 lines: one file, one language). Detection alone is unreliable on a few
+    lines ("déjà" scores better as Baltic cp1257 than as cp1252)."""
+    from charset_normalizer import from_bytes
+
+    candidates = [m.encoding for m in from_bytes(data, threshold=MAX_CHAOS)] + [TIE_PREFERENCE[0]]
+
+    def shared(encoding: str) -> int:
+        return sum(c in letters for c in data.decode(encoding, errors="replace")
+                   if not c.isascii())
+
+    return max(candidates, key=shared)  # the first best: the detector's order breaks ties
 
 
 def extract_text(path: Path, source: str) -> Extracted:

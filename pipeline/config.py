@@ -148,6 +148,9 @@ class ExtractConfig:
     timeout_s: float = 300.0  # per document; a slower document becomes a `timeout` failure
     max_pages: int = 2000  # documents with more pages become `too_large` failures
     max_image_pixels: int = 100_000_000  # larger images are refused as decompression bombs
+    # memory (MB of address space) a worker may take beyond what it holds when it starts; a
+    # document that needs more (a compression or zip bomb) fails as too_large; 0 = no limit
+    max_memory_mb: int = 2048
     tasks_per_worker: int = 50  # recycle a worker after this many documents (leaks)
     part_docs: int = 200  # documents per docs/part-NNNNN.jsonl.zst
     retry_failed: bool = False  # re-run sources that failed before
@@ -161,6 +164,8 @@ class ExtractConfig:
         _require(self.max_pages > 0, "extract.max_pages", "> 0", self.max_pages)
         _require(self.max_image_pixels > 0, "extract.max_image_pixels", "> 0",
                  self.max_image_pixels)
+        _require(self.max_memory_mb == 0 or self.max_memory_mb >= 64, "extract.max_memory_mb",
+                 "0 (no limit) or >= 64", self.max_memory_mb)
         _require(self.tasks_per_worker > 0, "extract.tasks_per_worker", "> 0",
                  self.tasks_per_worker)
         _require(self.part_docs > 0, "extract.part_docs", "> 0", self.part_docs)

@@ -50,3 +50,47 @@ class ConfigError(ValueError):
 
 class EnvironmentProblem(RuntimeError):
     """Something missing on the machine (e.g. Tesseract); the message says how to fix it."""
+
+
+class DiskFull(EnvironmentProblem):
+    """No space (or quota) left where a stage writes: free space, then run the stage again."""
+
+
+# ENOSPC: no space left; EDQUOT: quota exceeded; EFBIG: over the file system's (or `ulimit
+# -f`) largest file
+DISK_FULL_ERRNOS = {28: "no space left on device", 122: "disk quota exceeded",
+                    27: "file too large for the file system (or `ulimit -f`)"}
+SQLITE_FULL = 13  # sqlite3.Error.sqlite_errorcode of "database or disk is full"
+
+
+def _disk_full_cause(exc: BaseException) -> str | None:
+    import errno
+    import sqlite3
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        what = DISK_FULL_ERRNOS.get(exc.errno, exc.strerror or "disk full")
+        return f"{what} (writing {exc.filename})" if exc.filename else what
+    if isinstance(exc, sqlite3.Error) and (getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL
+                                           or "database or disk is full" in str(exc)):
+        return "no space left on device (SQLite: database or disk is full)"
+    return None
+
+
+def disk_full_error(exc: BaseException, where: str = "") -> DiskFull | None:
+    """A DiskFull when `exc`, or an error it arose from, means the disk is full; else None.
+
+    `where` names the folder being written (the data root), for the message.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, DiskFull):
+            return current
+        cause = _disk_full_cause(current)
+        if cause is not None:
+            place = f" on the device holding {where}" if where else ""
+            return DiskFull(f"{cause}{place}: free some space and run the same command again; "
+                            "what was written before is intact and the stage resumes from it")
+        current = current.__cause__ or current.__context__
+    return None

@@ -10,6 +10,7 @@ import errno
 import fnmatch
 import logging
 import os
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,9 +97,14 @@ def _walk_dir(folder: str, cfg: IngestConfig, ancestors: dict[tuple[int, int], s
                 continue
             seen.add(key)
             yield from _walk_dir(entry.path, cfg, {**ancestors, key: entry.path}, seen)
-        elif entry.is_file(follow_symlinks=True):
+        else:  # files, and FIFOs, devices, sockets, which _ingest_file refuses unread
             yield _Found(entry.path)
-        # sockets, fifos, devices: not documents, and reading a fifo could block forever
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISFIFO, "FIFO (named pipe)"), (stat.S_ISCHR, "character device"),
+             (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"), (stat.S_ISDIR, "folder"))
+    return next((name for test, name in kinds if test(mode)), "special file")
 
 
 def _ingest_file(path: str, store: RawStore, cfg: IngestConfig, stats: StageStats) -> None:
@@ -106,6 +112,9 @@ def _ingest_file(path: str, store: RawStore, cfg: IngestConfig, stats: StageStat
         st = os.stat(path)
     except OSError as e:
         raise _stat_error(path, e) from None
+    if not stat.S_ISREG(st.st_mode):
+        # never opened: a FIFO blocks a reader forever, /dev/zero never ends
+        raise UnsupportedInput(path, f"not a regular file but a {_file_kind(st.st_mode)}")
     previous = store.get_source(path)
     if (previous is not None and previous.status in DONE_STATUSES
             and previous.size == st.st_size and previous.mtime_ns == st.st_mtime_ns):

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import IO
 
 SNIFF_BYTES = 8192  # how much of the head is read to decide
+MIMETYPE_MAX_BYTES = 256  # an EPUB's "mimetype" member holds "application/epub+zip"
 
 # mime -> extension used for the raw store file name
 EXTENSIONS = {
@@ -90,8 +91,10 @@ def _looks_like_text(head: bytes) -> bool:
 def sniff_bytes(head: bytes, name: str = "") -> Sniffed:
     """Decide the type from the first SNIFF_BYTES bytes; `name` only tells markdown from text."""
     mime = _magic_mime(head)
-    if mime is None and _looks_like_text(head):
-        stripped = head.lstrip(b"\xef\xbb\xbf")
+    stripped = head.lstrip(b"\xef\xbb\xbf")
+    if mime is None and b"\x00" not in head and _HTML_HEAD.match(stripped):
+        mime = "text/html"  # it opens as HTML: stray control characters do not undo that
+    elif mime is None and _looks_like_text(head):
         if _HTML_HEAD.match(stripped):
             mime = "text/html"
         elif _FB2_ROOT.match(stripped):
@@ -127,10 +130,12 @@ def _sniff_zip(path: Path | IO[bytes]) -> Sniffed | None:
     try:
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
-            if "mimetype" in names and zf.read("mimetype").strip() == b"application/epub+zip":
+            # a "mimetype" member is a few bytes; a big one is not read (zip bombs)
+            if ("mimetype" in names and zf.getinfo("mimetype").file_size <= MIMETYPE_MAX_BYTES
+                    and zf.read("mimetype").strip() == b"application/epub+zip"):
                 return Sniffed("application/epub+zip", "epub")
             if any(n.lower().endswith(".fdseq") for n in names):  # XPS / OpenXPS package
                 return Sniffed("application/vnd.ms-xpsdocument", "xps")
-    except (zipfile.BadZipFile, KeyError, OSError):
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError, NotImplementedError):
         return None
     return None

@@ -1,0 +1,178 @@
+"""Hostile files through `cllm ingest` and `cllm extract` (tests/hostile.py makes them).
+
+Every file ends as a correct document or as one failure row whose reason names it, within
+the per-document time limit, without taking more than a few hundred MB, and the batch goes
+on to extract every good file. The stages run as the user runs them: `cllm` subprocesses,
+measured for peak memory (the largest process of each command's tree, workers and
+Tesseract included).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import VENV_BIN
+from hostile import (
+    GOOD,
+    MAX_IMAGE_PIXELS,
+    MAX_MEMORY_MB,
+    MAX_PAGES,
+    TIMEOUT_S,
+    Case,
+    build_corpus,
+    corpus,
+    one_page_pdf,
+)
+
+from docproc.document import Options
+from docproc.extract import extract_all
+from docproc.pool import Task, WorkerPool
+from pipeline.config import build_config
+from pipeline.docstore import iter_documents
+from pipeline.failures import FailureLog
+from pipeline.ingest import ingest_paths
+from pipeline.layout import DataRoot
+from pipeline.records import Document, Failure
+
+pytestmark = pytest.mark.timeout(300)
+
+PEAK_MB = 600  # no process of a hostile run may hold more (worker cap: MAX_MEMORY_MB more)
+# Runs a command and reports the peak RSS of its process tree: RUSAGE_CHILDREN's maxrss
+# covers every descendant that was waited for (workers, Tesseract), not just the child.
+MEASURE = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
+           "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss; "
+           "print(f'peak_rss_kb={peak}', file=sys.stderr); sys.exit(rc)")
+EXTRACT_SETTINGS = {"timeout_s": TIMEOUT_S, "workers": 2, "max_pages": MAX_PAGES,
+                    "max_image_pixels": MAX_IMAGE_PIXELS, "max_memory_mb": MAX_MEMORY_MB,
+                    "dpi": 100}
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    code: int
+    stdout: str
+    stderr: str
+    peak_mb: float
+
+
+def cllm(*args: str) -> Run:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLLM_")}
+    proc = subprocess.run([sys.executable, "-c", MEASURE, str(VENV_BIN / "cllm"), *args],
+                          env=env, capture_output=True, text=True, timeout=240)
+    stderr, _, peak = proc.stderr.rpartition("peak_rss_kb=")
+    return Run(proc.returncode, proc.stdout, stderr, int(peak) / 1024)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    root: DataRoot
+    folder: Path
+    cases: dict[str, Case]
+    ingest: Run
+    extract: Run
+    docs: dict[str, Document]  # by file name
+    failures: dict[str, list[Failure]]  # by file name, every stage
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory: pytest.TempPathFactory) -> Outcome:
+    base = tmp_path_factory.mktemp("hostile")
+    folder, root = base / "corpus", DataRoot.at(base / "data")
+    cases = build_corpus(folder)
+    ingest = cllm("--root", str(root.path), "-q", "ingest", str(folder))
+    sets = [arg for key, value in EXTRACT_SETTINGS.items()
+            for arg in ("--set", f"extract.{key}={value}")]
+    extract = cllm("--root", str(root.path), "-q", "extract", *sets)
+    docs: dict[str, Document] = {}
+    for doc in iter_documents(root.docs):
+        assert Path(doc.source).name not in docs, f"{doc.source} extracted twice"
+        docs[Path(doc.source).name] = doc
+    failures: dict[str, list[Failure]] = {}
+    for row in FailureLog(root.raw_failures).read() + FailureLog(root.doc_failures).read():
+        failures.setdefault(Path(row.source).name, []).append(row)
+    return Outcome(root, folder, cases, ingest, extract, docs, failures)
+
+
+@pytest.mark.parametrize("case", corpus(), ids=lambda c: c.name)
+def test_each_hostile_file_ends_as_a_document_or_a_named_failure(hostile: Outcome,
+                                                                 case: Case) -> None:
+    doc, rows = hostile.docs.get(case.name), hostile.failures.get(case.name, [])
+    if case.outcome == "ok":
+        assert rows == [], f"{case.what}: expected a document, got {rows}"
+        assert doc is not None, f"{case.what}: no document"
+        assert case.says in doc.text
+        for bad in case.absent:
+            assert bad not in doc.text, f"{case.what}: {bad!r} is in the text"
+        return
+    assert doc is None, f"{case.what}: expected a {case.outcome} failure, got a document"
+    assert len(rows) == 1, f"{case.what}: expected one failure row, got {rows}"
+    (row,) = rows
+    assert (row.stage, row.error) == (case.stage, case.outcome), f"{case.what}: {row}"
+    assert row.source == str(hostile.folder / case.name)  # the row names the input
+    assert case.says.lower() in row.message.lower(), row.message
+
+
+def test_the_batch_completes_and_extracts_every_good_file(hostile: Outcome) -> None:
+    assert hostile.ingest.code == 0, hostile.ingest.stderr
+    assert hostile.extract.code == 0, hostile.extract.stderr
+    for name, (_, text) in GOOD.items():
+        assert text in hostile.docs[name].text
+    cases = hostile.cases.values()
+    ok = sum(c.outcome == "ok" for c in cases) + len(GOOD)
+    assert len(hostile.docs) == ok
+    by_stage = {stage: sum(c.outcome != "ok" and c.stage == stage for c in cases)
+                for stage in ("ingest", "extract")}
+    # the summaries count each of them; the failures are listed on stderr by path
+    assert f"{ok} kept" in hostile.extract.stdout
+    assert f"{by_stage['extract']} failed" in hostile.extract.stdout
+    assert f"{by_stage['ingest']} failed" in hostile.ingest.stdout
+    assert "failed [timeout] " + str(hostile.folder / "content-bomb.pdf") in hostile.extract.stderr
+
+
+def test_documents_finish_within_the_time_limit_and_memory_stays_bounded(
+        hostile: Outcome) -> None:
+    slowest = max(doc.stats["seconds"] for doc in hostile.docs.values())
+    assert slowest <= TIMEOUT_S
+    timeouts = [r for rows in hostile.failures.values() for r in rows if r.error == "timeout"]
+    assert [Path(r.source).name for r in timeouts] == ["content-bomb.pdf"]
+    assert f"extract.timeout_s={TIMEOUT_S:g}s" in timeouts[0].message
+    print(f"peak RSS: ingest {hostile.ingest.peak_mb:.0f} MB, "
+          f"extract {hostile.extract.peak_mb:.0f} MB")
+    assert hostile.ingest.peak_mb < PEAK_MB
+    assert hostile.extract.peak_mb < PEAK_MB
+
+
+def test_a_rerun_adds_nothing_and_keeps_one_row_per_failure(hostile: Outcome) -> None:
+    cfg = build_config([{"extract": EXTRACT_SETTINGS}])
+    before = {name: len(rows) for name, rows in hostile.failures.items()}
+    ingest = ingest_paths([hostile.folder], cfg, hostile.root, progress=False)
+    extract = extract_all(cfg, hostile.root, progress=False)
+    assert ingest.kept == 0 and extract.kept == 0 and extract.n_failed == 0
+    assert extract.skipped["already_extracted"] == len(hostile.docs)
+    after: dict[str, int] = {}
+    for row in FailureLog(hostile.root.raw_failures).read() + FailureLog(
+            hostile.root.doc_failures).read():
+        after[Path(row.source).name] = after.get(Path(row.source).name, 0) + 1
+    assert after == before
+
+
+def test_the_worker_memory_cap_turns_a_memory_hog_into_too_large(tmp_path: Path) -> None:
+    """A giant blank page rendered for OCR at 100 megapixels needs a 100 MB pixmap: over a
+    64 MB cap, the worker refuses it (MuPDF's malloc fails) and survives for the next one."""
+    hog = tmp_path / "giant.pdf"
+    hog.write_bytes(one_page_pdf(media_box=b"[0 0 14400 14400]", contents=b"0 0 m 9 9 l S"))
+    fine = tmp_path / "fine.pdf"
+    fine.write_bytes(one_page_pdf())
+    opts = Options(max_memory_mb=64, max_image_pixels=100_000_000, dpi=300)
+    pool = WorkerPool(opts, workers=1, timeout_s=60, tasks_per_worker=10)
+    outcomes = {Path(o.task.path).name: o for o in pool.run(
+        [Task(path=str(p), source=str(p)) for p in (hog, fine)])}
+    assert outcomes["giant.pdf"].error == "too_large"
+    assert "extract.max_memory_mb" in outcomes["giant.pdf"].message
+    assert outcomes["fine.pdf"].doc is not None
+    assert pool.started == 1  # the same worker went on
