@@ -94,8 +94,9 @@ class LocalSite:
     """`with LocalSite(routes) as site: crawl([site.url("/")], ...)`."""
 
     def __init__(self, routes: dict[str, Page | Handler] | None = None,
-                 host: str = "127.0.0.1") -> None:
+                 host: str = "127.0.0.1", fallback: Handler | None = None) -> None:
         self.routes: dict[str, Page | Handler] = dict(routes or {})
+        self.fallback = fallback  # answers paths no route names (generated traps); else 404
         self.hits: Counter[str] = Counter()
         self.requests: list[tuple[str, dict[str, str]]] = []  # (path, headers) in order
         self._lock = threading.Lock()
@@ -136,7 +137,7 @@ class LocalSite:
             self.hits[path] += 1
             self.requests.append((path, headers))
             hits = self.hits[path]
-        route = self.routes.get(path)
+        route = self.routes.get(path, self.fallback)
         if route is None:
             return Page(status=404, body=b"<html><body>not found</body></html>")
         page = route(Request(path, headers, hits)) if callable(route) else route

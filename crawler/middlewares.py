@@ -232,6 +232,10 @@ class BackoffRetryMiddleware(RetryMiddleware):
 
     async def process_response(self, request: Request, response: Response  # type: ignore[override]
                                ) -> Request | Response:
+        if retry_after_s(response.headers.get(b"Retry-After")) > self.backoff_max_s:
+            # asked to come back later than we wait: give up now rather than sleep on it
+            # (a hostile or overloaded server could otherwise hold the crawl for hours)
+            return response
         result = super().process_response(request, response)
         if isinstance(result, Request):
             await self._wait(result, response)

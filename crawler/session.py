@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
@@ -72,6 +73,7 @@ class CrawlSession:
         self.parent_pid = 0  # when set, the crawl stops if this process is no longer our parent
         self.result: StageStats | None = None  # set by finish()
         self.fetched = FetchedLog(jobdir.fetched_log)
+        self.robots: dict[str, tuple[str, str]] = {}  # host:port -> (verdict, why): robots.py
         self._refused: set[str] = set()
         self._refused_fh: IO[str] = open(jobdir.refused_log, "a", encoding="utf-8")  # noqa: SIM115
         self.reader = RawStore(root)
@@ -181,6 +183,9 @@ class CrawlSession:
             "retries": int(scrapy_stats.get("retry/count", 0)),
             "refused_log": str(self.jobdir.refused_log),
             "kept_this_generation": len(self.fetched),
+            "robots": dict(Counter(verdict for verdict, _ in self.robots.values())),
+            "robots_problems": {host: why for host, (verdict, why) in self.robots.items()
+                                if verdict != "parsed"},
         })
         self.result = stats
         return stats

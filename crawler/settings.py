@@ -42,6 +42,8 @@ STATS_DUMP = False
 DOWNLOADER_MIDDLEWARES = {
     "scrapy.downloadermiddlewares.offsite.OffsiteMiddleware": None,  # the guard does this
     "crawler.middlewares.GuardMiddleware": 50,
+    "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware": None,  # RFC 9309 instead:
+    "crawler.robots.RobotsMiddleware": 100,
     "crawler.middlewares.RawStoreMiddleware": 80,
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
     "crawler.middlewares.BackoffRetryMiddleware": 550,

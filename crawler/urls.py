@@ -108,7 +108,19 @@ class Normalizer:
             host = f"[{host}]"
         netloc = host if port in (None, DEFAULT_PORTS[scheme]) else f"{host}:{port}"
         query = self._strip_query(parts.query) if parts.query else ""
-        return urlunsplit((scheme, netloc, _escape(parts.path) or "/", _escape(query), ""))
+        path = self._strip_path_params(parts.path) if ";" in parts.path else parts.path
+        return urlunsplit((scheme, netloc, _escape(path) or "/", _escape(query), ""))
+
+    def _strip_path_params(self, path: str) -> str:
+        """Drop matching path parameters: /a;jsessionid=XYZ/b -> /a/b (Java session ids)."""
+        if self.strip is None:
+            return path
+        segments = []
+        for segment in path.split("/"):
+            name, *params = segment.split(";")
+            kept = [p for p in params if not self.strip.fullmatch(p.partition("=")[0].lower())]
+            segments.append(";".join([name, *kept]))
+        return "/".join(segments)
 
     def _strip_query(self, query: str) -> str:
         if self.strip is None:

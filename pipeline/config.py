@@ -74,8 +74,11 @@ class CrawlConfig:
                                  "webp", "epub"]
     )  # kinds of content kept
     strip_params: list[str] = field(
-        default_factory=lambda: ["utm_*", "fbclid", "gclid", "mc_cid", "mc_eid"]
-    )  # query parameters removed when normalising URLs (glob patterns)
+        default_factory=lambda: ["utm_*", "fbclid", "gclid", "mc_cid", "mc_eid",
+                                 "jsessionid", "phpsessid", "aspsessionid*", "sessionid",
+                                 "session_id", "cfid", "cftoken"]
+    )  # query (and ;path) parameters removed when normalising URLs (glob patterns): tracking
+    #    tags and session ids, which would make every visit's links new URLs (a crawler trap)
     sitemaps: list[str] = field(default_factory=list)  # sitemap URLs to seed from
     obey_robots: bool = True
     concurrency: int = 8  # concurrent requests overall

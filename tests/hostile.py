@@ -20,6 +20,8 @@ from pathlib import Path
 import pymupdf
 from test_docproc_samples import page_texts, text_pdf_bytes
 
+from crawler.localsite import RawConnection
+
 MB = 1024 * 1024
 # Limits the hostile runs use (tight, so bombs hit them fast)
 MAX_PAGES = 1000
@@ -423,3 +425,64 @@ def build_corpus(folder: Path) -> dict[str, Case]:
     for name, (make, _) in GOOD.items():
         (folder / name).write_bytes(make())
     return cases
+
+
+# --- hostile servers (raw answers for crawler.localsite.Page.raw) -------------------------
+
+
+def dribble(total: int, every_s: float) -> Callable[[RawConnection], None]:
+    """An honest Content-Length, then one byte every `every_s`: a slow-loris body."""
+    def answer(conn: RawConnection) -> None:
+        conn.head(200, {"Content-Type": "text/html", "Content-Length": str(total)})
+        for _ in range(total):
+            conn.write(b" ")
+            conn.sleep(every_s)
+
+    return answer
+
+
+def silent(conn: RawConnection) -> None:
+    """Accepts the request and never answers."""
+    while True:
+        conn.sleep(1.0)
+
+
+def endless(conn: RawConnection) -> None:
+    """A body without Content-Length that never ends."""
+    conn.head(200, {"Content-Type": "text/plain", "Connection": "close"})
+    line = b"an endless line of text\n" * 1000
+    while True:
+        conn.write(line)
+
+
+def declared_length(length: int, body: bytes,
+                    content_type: str = "text/html") -> Callable[[RawConnection], None]:
+    """A Content-Length of `length` over `body`, shorter or longer, then the connection
+    closes."""
+    def answer(conn: RawConnection) -> None:
+        conn.head(200, {"Content-Type": content_type, "Content-Length": str(length),
+                        "Connection": "close"})
+        conn.write(body)
+
+    return answer
+
+
+def not_http(conn: RawConnection) -> None:
+    conn.write(b"\x00\xffTHIS IS NOT HTTP\r\n\r\n" * 20)
+
+
+def chunked_body(body: bytes, content_type: str = "text/plain") -> Callable[[RawConnection], None]:
+    """`body` with no Content-Length (it ends when the connection closes)."""
+    def answer(conn: RawConnection) -> None:
+        conn.head(200, {"Content-Type": content_type, "Connection": "close"})
+        for start in range(0, len(body), 65536):
+            conn.write(body[start:start + 65536])
+
+    return answer
+
+
+def gzip_bomb(expanded: int) -> bytes:
+    """A gzip member of `expanded` zero bytes (about 1/1000 of it on the wire)."""
+    import gzip
+
+    return gzip.compress(bytes(expanded), 9)

@@ -36,6 +36,14 @@ def _header(response: Response, name: str) -> str:
     return value.decode("latin-1") if value else ""
 
 
+def _status_note(response: Response) -> str:
+    """What an error or unfollowed redirect said beyond its status: where, and when again."""
+    location, retry_after = _header(response, "Location"), _header(response, "Retry-After")
+    if 300 <= response.status < 400 and location:
+        return f" (redirect to {location} not followed: not an http(s) URL we may fetch)"
+    return f" (Retry-After: {retry_after})" if retry_after else ""
+
+
 class SiteSpider(scrapy.Spider):
     name = "site"
 
@@ -154,7 +162,8 @@ class SiteSpider(scrapy.Spider):
             return
         if response.status >= 300 or response.status < 200:
             s.fail(FetchError(source, f"http_{response.status}",
-                              f"HTTP {response.status} from {response.url}"))
+                              f"HTTP {response.status} from {response.url}"
+                              f"{_status_note(response)}"))
             return
         if not body:
             s.fail(FetchError(source, "empty", f"empty response from {response.url}"))
