@@ -155,7 +155,9 @@ def throughput(args: argparse.Namespace) -> None:
     print(f"model {args.preset}: {n_params / 1e6:.1f}M parameters, batch "
           f"{preset['batch_size']} x {preset['block_size']}, vocab {preset['vocab']}; device "
           f"{device}, {torch.get_num_threads()} threads; torch {torch.__version__}")
-    print(f"measured matmul peak ({peak_dtype}): {peak / 1e9:.1f} GFLOP/s")
+    print(f"measured matmul peak ({peak_dtype}): {peak / 1e9:.1f} GFLOP/s"
+          + (f"; bf16: {matmul_peak('cpu', 'bfloat16', seconds=1.0) / 1e9:.1f} GFLOP/s"
+             if device.type == "cpu" and cpu_has_bf16() else ""))
     results: dict[str, list[float]] = {"bare loop (fp32, AdamW)": []}
     results.update({name: [] for name, _ in variants})
     with tempfile.TemporaryDirectory() as tmp:
@@ -173,7 +175,7 @@ def throughput(args: argparse.Namespace) -> None:
                 flush=True)
     bare = statistics.median(results["bare loop (fp32, AdamW)"])
     print(f"\n{'set-up':34} {'tokens/s':>10} {'MFU':>6} {'vs bare':>8}   (median of "
-          f"{args.repeats} runs x {args.steps} steps)")
+          f"{args.repeats} runs x {args.steps} steps; MFU against the {peak_dtype} peak)")
     for name, vals in results.items():
         rate = statistics.median(vals)
         mfu = flops_per_token(n_params) * rate / peak
