@@ -8,8 +8,8 @@ from typing import Any
 from prefect import flow
 
 from flows.common import resolve
-from flows.runners import fan_out, task_runner_for
-from flows.tasks import crawl_task, ingest_task, tokenize_task
+from flows.runners import extract_fanned_out, task_runner_for, tokenize_fanned_out
+from flows.tasks import crawl_task, ingest_task
 from pipeline.config import Config
 from pipeline.layout import DataRoot
 
@@ -24,8 +24,8 @@ def run_ingest(cfg: Config, root: DataRoot, urls: list[str], paths: list[str]
         results["crawl"] = crawl_task(urls, cfg, root)
     if paths:
         results["ingest"] = ingest_task(paths, cfg, root)
-    results["extract"] = fan_out(cfg, root)
-    results["tokenize"] = tokenize_task(cfg, root)
+    results["extract"] = extract_fanned_out(cfg, root)
+    results["tokenize"] = tokenize_fanned_out(cfg, root)
     return results
 
 

@@ -56,7 +56,7 @@ def merge_stats(results: list[dict[str, Any]], stage: str) -> dict[str, Any]:
     return out
 
 
-def fan_out(cfg: Config, root: DataRoot) -> dict[str, Any]:
+def extract_fanned_out(cfg: Config, root: DataRoot) -> dict[str, Any]:
     """Extract in `partitions(cfg)` tasks over disjoint sets of blobs, on the flow's runner."""
     from flows.tasks import extract_task
 
@@ -65,3 +65,17 @@ def fan_out(cfg: Config, root: DataRoot) -> dict[str, Any]:
         return extract_task(cfg, root)
     futures = [extract_task.submit(cfg, root, (i, k)) for i in range(k)]
     return merge_stats([f.result() for f in futures], "extract")
+
+
+def tokenize_fanned_out(cfg: Config, root: DataRoot) -> dict[str, Any]:
+    """Clean and prepare the tokenizer once, encode the new parts in `partitions(cfg)` tasks,
+    then cut the shards from their spools (deterministic: in part order)."""
+    from flows.tasks import encode_task, prepare_encoding_task, tokenize_task
+
+    k = partitions(cfg)
+    if k > 1:
+        names = prepare_encoding_task(cfg, root)
+        futures = [encode_task.submit(cfg, root, names[i::k]) for i in range(k) if names[i::k]]
+        for future in futures:
+            future.result()
+    return tokenize_task(cfg, root)

@@ -100,3 +100,17 @@ def tokenize_task(cfg: Config, root: DataRoot) -> dict[str, Any]:
     stats = tokenize_dataset(cfg, root, progress=False)
     publish_stats(stats)
     return stats_dict(stats)
+
+
+@task(name="prepare-encoding", cache_policy=NO_CACHE)
+def prepare_encoding_task(cfg: Config, root: DataRoot) -> list[str]:
+    from pipeline.dataset import prepare_encoding
+
+    return prepare_encoding(cfg, root, progress=False)
+
+
+@task(name="encode", cache_policy=NO_CACHE)
+def encode_task(cfg: Config, root: DataRoot, names: list[str]) -> dict[str, Any]:
+    from pipeline.dataset import encode_parts
+
+    return stats_dict(encode_parts(cfg, root, names))

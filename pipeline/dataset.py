@@ -420,7 +420,6 @@ def prepare_tokenizer(cfg: Config, root: DataRoot, manifest: Manifest | None,
     Once shards exist they fix the tokenizer; before that a given tokenizer.json is copied
     into the data root, or a BPE is trained on the cleaned documents of `train_on`.
     """
-    from pipeline.tokenizer import eos_id
 
     how = "loaded"
     if cfg.tokenize.tokenizer:
@@ -435,6 +434,14 @@ def prepare_tokenizer(cfg: Config, root: DataRoot, manifest: Manifest | None,
         if not (current and all(meta.get(k) == v for k, v in _wanted_meta(cfg).items())):
             _train_tokenizer(cfg, root, train_on)
             how = "trained"
+    tok, info = _loaded_tokenizer(cfg, root)
+    return tok, info, how
+
+
+def _loaded_tokenizer(cfg: Config, root: DataRoot) -> tuple[Tokenizer, TokenizerInfo]:
+    """The data root's tokenizer.json and its manifest entry."""
+    from pipeline.tokenizer import eos_id
+
     tok = _load_tokenizer(root.tokenizer_json)
     try:
         eos = eos_id(tok, cfg.tokenize.eos_token)
@@ -444,7 +451,7 @@ def prepare_tokenizer(cfg: Config, root: DataRoot, manifest: Manifest | None,
     info = TokenizerInfo(sha256=sha256_file(root.tokenizer_json),
                          vocab_size=tok.get_vocab_size(), eos_id=eos,
                          path=root.tokenizer_json.relative_to(root.path).as_posix())
-    return tok, info, how
+    return tok, info
 
 
 # --- tokenize: encode each part into a spool, then cut shards from the spools ---------------
@@ -698,6 +705,49 @@ def tokenize_dataset(cfg: Config, root: DataRoot, progress: bool = True) -> Stag
                            shards_written=[s.name for s in new],
                            manifest_version=manifest.version, totals=manifest.totals())
         save_resolved(cfg, root.shards, TOKENIZE_STAGE)
+    return _finish(stats)
+
+
+def prepare_encoding(cfg: Config, root: DataRoot, progress: bool = True) -> list[str]:
+    """Fan-out, step 1 (under the stage lock): clean new documents and make sure the tokenizer
+    exists. Returns the cleaned parts still to encode (step 2: `encode_parts`, in parallel
+    over disjoint lists; step 3: `tokenize_dataset`, which finds their spools and only cuts
+    the shards)."""
+    with stage_lock(root.shards, TOKENIZE_STAGE):
+        manifest = _read_manifest_or_none(root)
+        _check_split_rule(cfg, manifest)
+        clean_documents(cfg, root, progress)
+        parts = cleaned_parts(root, cfg)
+        in_shards = set(manifest.parts) if manifest else set()
+        pending = [p for p in parts if p.name not in in_shards]
+        if manifest is None and not any(p.kept for p in pending):
+            return []
+        prepare_tokenizer(cfg, root, manifest, [p.name for p in parts])
+    return [p.name for p in pending]
+
+
+def encode_parts(cfg: Config, root: DataRoot, names: list[str]) -> StageStats:
+    """Fan-out, step 2: encode cleaned parts into spools (each part's spool is its own set of
+    files, committed by its marker, so tasks with disjoint `names` run side by side)."""
+    import numpy as np
+
+    from pipeline.tokenizer import make_encoder, set_threads
+
+    stats = StageStats(stage="encode", unit_name="tokens")
+    set_threads(cfg.tokenize.threads)
+    tok, info = _loaded_tokenizer(cfg, root)
+    encoder = make_encoder(tok, cfg.tokenize.encoder, cfg.tokenize.threads).encoder
+    key = _spool_key(info, cfg, np.dtype(dtype_for_vocab(info.vocab_size)))
+    spool_dir(root).mkdir(parents=True, exist_ok=True)
+    with Progress(stats, unit="doc", enabled=False) as bar:
+        for name in names:
+            spool = _load_spool(spool_dir(root), name, key)
+            if spool is None:
+                spool = _encode_part(root, name, encoder, cfg, info, bar)
+            else:
+                stats.skip("already_encoded")
+            stats.keep(sum(spool.docs.values()))
+            stats.units += sum(spool.tokens.values())
     return _finish(stats)
 
 

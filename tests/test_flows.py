@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -180,10 +181,13 @@ def test_validate_and_retrain_decisions(harness, tmp_path: Path):
 
 def test_dask_runner_fans_extraction_out_over_two_workers(harness, tmp_path: Path):
     from crawler.localsite import LocalSite
+    from docproc.extract import extract_all
     from flows.common import resolve
     from flows.ingest import ingest_flow
     from flows.runners import task_runner_for
-    from pipeline.docstore import document_ids
+    from pipeline.dataset import tokenize_dataset
+    from pipeline.docstore import document_ids, iter_documents, list_parts
+    from pipeline.layout import DataRoot
 
     overrides = [*TINY, "flows.task_runner=dask", "flows.dask_workers=2"]
     cfg, root = resolve(str(tmp_path / "data"), None, overrides)
@@ -193,3 +197,21 @@ def test_dask_runner_fans_extraction_out_over_two_workers(harness, tmp_path: Pat
     assert result["extract"]["partitions"] == 2
     assert result["extract"]["kept"] == 9
     assert len(document_ids(root.docs)) == 9
+    # each extraction task wrote its own part; the encode tasks spooled both, so the final
+    # tokenize step found every part encoded already
+    assert len(list_parts(root.docs)) == 2
+    assert result["tokenize"]["extra"]["parts_resumed"] == 2
+    # one process doing the same work gets the same documents, and from the same document
+    # parts the same shards, byte for byte (encoding was spread over two Dask workers)
+    single = DataRoot.at(tmp_path / "single")
+    shutil.copytree(root.raw, single.raw)
+    extract_all(cfg, single, progress=False)
+    texts = {d.id: d.text for d in iter_documents(single.docs)}
+    assert texts == {d.id: d.text for d in iter_documents(root.docs)}
+    shutil.rmtree(single.docs)
+    shutil.copytree(root.docs, single.docs)
+    tokenize_dataset(cfg, single, progress=False)
+    shards = sorted(p.name for p in root.shards.glob("*.bin"))
+    assert shards and shards == sorted(p.name for p in single.shards.glob("*.bin"))
+    for shard in shards:
+        assert (root.shards / shard).read_bytes() == (single.shards / shard).read_bytes()
