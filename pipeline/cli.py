@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -310,7 +311,6 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def make_context(args: argparse.Namespace) -> Context:
-    import os
 
     from pipeline.config import load_config
     from pipeline.layout import DEFAULT_ROOT, DataRoot
@@ -353,9 +353,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _merge_global_options(parser.parse_args(argv))
     _setup_logging(args.verbose, args.quiet)
 
-    from pipeline.errors import ConfigError, EnvironmentProblem
+    from pipeline.errors import ConfigError, EnvironmentProblem, disk_full_error
     from pipeline.lock import LockedError
 
+    ctx: Context | None = None
     try:
         ctx = make_context(args)
         result = _resolve_handler(args.handler)(args, ctx)
@@ -368,6 +369,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cllm: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # the reader went away (`cllm shards inspect | head`): stop quietly, as cat would
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
+    except Exception as e:
+        # ENOSPC and its kin (SQLite's "database or disk is full"), wherever in a stage they
+        # surface: the machine's problem, reported like one, not as a traceback
+        full = disk_full_error(e, where=str(ctx.root.path) if ctx is not None else "")
+        if full is None:
+            raise
+        print(f"cllm: {full}", file=sys.stderr)
+        return EXIT_ENVIRONMENT
     if result is None:
         return EXIT_OK
     if isinstance(result, int):
