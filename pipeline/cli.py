@@ -311,7 +311,6 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def make_context(args: argparse.Namespace) -> Context:
-
     from pipeline.config import load_config
     from pipeline.layout import DEFAULT_ROOT, DataRoot
 
