@@ -27,9 +27,10 @@ def task_runner_for(cfg: Config | None = None) -> Any:
     if cfg.flows.dask_address:
         return DaskTaskRunner(address=cfg.flows.dask_address)
     # one single-threaded process per worker: PyMuPDF and Tesseract are not thread-friendly
+    # no dashboard, and the scheduler listens on loopback only
     return DaskTaskRunner(cluster_kwargs={"n_workers": cfg.flows.dask_workers,
                                           "threads_per_worker": 1, "processes": True,
-                                          "dashboard_address": None})
+                                          "host": "127.0.0.1", "dashboard_address": None})
 
 
 def partitions(cfg: Config) -> int:

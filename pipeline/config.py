@@ -34,6 +34,17 @@ Precision = Literal["auto", "fp32", "bf16"]
 InitFrom = Literal["scratch", "resume", "promoted"]
 
 
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _require(ok: bool, key: str, rule: str, value: Any) -> None:
     if not ok:
         raise ConfigError(f"{key} must be {rule}, got {value!r}")
@@ -359,6 +370,10 @@ class ScheduleConfig:
         _require(self.min_new_docs >= 0, "schedule.min_new_docs", ">= 0", self.min_new_docs)
         _require(0 < self.server_port < 65536, "schedule.server_port", "a TCP port",
                  self.server_port)
+        # Prefect's server API has no authentication: never expose it beyond this machine
+        _require(_is_loopback(self.server_host), "schedule.server_host",
+                 "a loopback address (127.0.0.1, ::1 or localhost; put an authenticating "
+                 "proxy in front to reach it from elsewhere)", self.server_host)
 
 
 @dataclass(kw_only=True, slots=True)
