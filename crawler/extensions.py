@@ -126,3 +126,44 @@ class CrawlReporter:
             self._stopping = True
             log.warning("crawl: the parent process is gone; stopping (the job can be resumed)")
             os.kill(os.getpid(), signal.SIGTERM)
+
+
+class DiskGuard:
+    """Stops the crawl when the disk is full, instead of letting every later page fail the
+    same way (Scrapy logs an item or spider error and goes on). ENOSPC while storing a page,
+    listing it or logging a refusal closes the spider with reason "disk_full"; the job is left
+    as a killed one is (resumed from the seeds, stored pages read back) and the crawl
+    reports a DiskFull to the parent."""
+
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+        crawler.signals.connect(self._item_error, signal=signals.item_error)
+        crawler.signals.connect(self._spider_error, signal=signals.spider_error)
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> DiskGuard:
+        return cls(crawler)
+
+    def _item_error(self, item: Any, response: Any, spider: Spider, failure: Any) -> None:
+        self.check(failure.value)
+
+    def _spider_error(self, failure: Any, response: Any, spider: Spider) -> None:
+        self.check(failure.value)
+
+    def check(self, exc: BaseException) -> bool:
+        """Stop the crawl if `exc` means the disk is full; returns whether it did."""
+        from scrapy.utils.defer import deferred_from_coro
+
+        from pipeline.errors import disk_full_error
+
+        session = getattr(self.crawler.spider, "session", None)
+        if session is None:
+            return False
+        full = disk_full_error(exc, str(session.root.path))
+        if full is None:
+            return False
+        if session.disk_full is None:
+            session.disk_full = full
+            log.error("crawl: %s", full)
+            deferred_from_coro(self.crawler.engine.close_spider_async(reason="disk_full"))
+        return True

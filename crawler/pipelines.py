@@ -52,7 +52,10 @@ class _Writer:
         else:
             sha, new = store.put_bytes(page.body, mime=page.mime, ext=page.ext,
                                        source=page.source)
-            if new:
+            # a blob stored for this very page by a run that stopped before its row (killed,
+            # disk full) is this page's own content, not a duplicate of another's
+            blob = store.get_blob(sha) if not new and previous is None else None
+            if new or (blob is not None and blob.source == page.source):
                 status = "stored"
             elif previous is not None and previous.sha256 == sha:
                 status = "unchanged"

@@ -34,7 +34,7 @@ from crawler.job import FetchedLog, JobDir, job_id
 from crawler.urls import Normalizer
 from pipeline.atomic import atomic_write_text
 from pipeline.config import Config, CrawlConfig, load_config, save_resolved
-from pipeline.errors import ConfigError, EnvironmentProblem
+from pipeline.errors import ConfigError, DiskFull, EnvironmentProblem, disk_full_error
 from pipeline.failures import FailureLog
 from pipeline.layout import DEFAULT_ROOT, DataRoot
 from pipeline.lock import LockedError
@@ -48,7 +48,7 @@ POLL_S = 0.2
 INTERRUPT_REASONS = frozenset({"shutdown"})
 _RAISED_IN_PARENT: dict[str, type[Exception]] = {
     "LockedError": LockedError, "ConfigError": ConfigError,
-    "EnvironmentProblem": EnvironmentProblem,
+    "EnvironmentProblem": EnvironmentProblem, "DiskFull": DiskFull,
 }
 
 
@@ -172,6 +172,11 @@ def run_in_this_process(task: CrawlTask,
         crawler = process.create_crawler(SiteSpider)
         process.crawl(crawler, session=session)
         process.start()
+        if session.disk_full is not None:  # stopped for it (DiskGuard): resumable later
+            if session.result is None:
+                session.finish("disk_full", crawler.stats.get_stats() if crawler.stats else {},
+                               clean=False)
+            raise session.disk_full
         if session.result is None:  # Scrapy did not close the spider: forced stop, or no start
             stats = session.finish("killed", crawler.stats.get_stats() if crawler.stats else {},
                                    clean=False)
@@ -205,7 +210,12 @@ class _QuietLibraries(logging.Filter):
         self.level = level
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= self.level or not record.name.startswith(LIBRARY_LOGGERS)
+        if not record.name.startswith(LIBRARY_LOGGERS):
+            return True
+        if record.exc_info and record.exc_info[1] is not None and \
+                disk_full_error(record.exc_info[1]) is not None:
+            return False  # each failed write's traceback: DiskGuard reports the cause once
+        return record.levelno >= self.level
 
 
 def _setup_child_logging(level: int) -> None:
@@ -239,7 +249,11 @@ def child_main(argv: Sequence[str] | None = None) -> int:
         conn.send(("error", type(e).__name__, str(e)))
         return 1
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which raises
-        conn.send(("error", type(e).__name__, "".join(traceback.format_exception(e))))
+        full = disk_full_error(e, task.root)
+        if full is not None:
+            conn.send(("error", "DiskFull", str(full)))
+        else:
+            conn.send(("error", type(e).__name__, "".join(traceback.format_exception(e))))
         return 1
     finally:
         conn.close()

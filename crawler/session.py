@@ -20,6 +20,7 @@ from crawler.errors import FetchError
 from crawler.job import FetchedLog, JobDir, JobState
 from crawler.urls import Normalizer, Reason, UrlPolicy, host_of
 from pipeline.config import CrawlConfig
+from pipeline.errors import DiskFull, disk_full_error
 from pipeline.failures import FailureLog
 from pipeline.layout import DataRoot
 from pipeline.progress import StageStats
@@ -72,6 +73,7 @@ class CrawlSession:
         self.report: Callable[[dict[str, Any]], None] | None = None  # progress to the parent
         self.parent_pid = 0  # when set, the crawl stops if this process is no longer our parent
         self.result: StageStats | None = None  # set by finish()
+        self.disk_full: DiskFull | None = None  # set when a write failed for lack of space
         self.fetched = FetchedLog(jobdir.fetched_log)
         self.robots: dict[str, tuple[str, str]] = {}  # host:port -> (verdict, why): robots.py
         self._refused: set[str] = set()
@@ -141,6 +143,13 @@ class CrawlSession:
 
     # --- progress and the end ---------------------------------------------------------
 
+    def _note_disk_full(self, exc: Exception) -> None:
+        """Keep a disk-full error for the end of the run; re-raise anything else."""
+        full = disk_full_error(exc, str(self.root.path))
+        if full is None:
+            raise exc
+        self.disk_full = self.disk_full or full
+
     def snapshot(self) -> dict[str, Any]:
         return {"seen": self.stats.seen, "kept": self.stats.kept, "units": self.stats.units,
                 "skipped": sum(self.stats.skipped.values()),
@@ -162,14 +171,21 @@ class CrawlSession:
             return self.result
         self.close_reason = reason
         seconds = self.crawl_seconds()
-        failure_log = FailureLog(self.root.raw_failures)
-        failure_log.clear(STAGE, self.succeeded)
-        failure_log.record(self.failures)
-        if clean:
-            self.jobdir.end(self.state, reason)
-        self._refused_fh.close()
-        self.fetched.close()
-        self.reader.close()
+        try:
+            failure_log = FailureLog(self.root.raw_failures)
+            failure_log.clear(STAGE, self.succeeded)
+            failure_log.record(self.failures)
+            # out of space, the job stays "running": the next run resumes it as a killed one
+            if clean and self.disk_full is None:
+                self.jobdir.end(self.state, reason)
+        except Exception as e:
+            self._note_disk_full(e)
+        finally:
+            for handle in (self._refused_fh, self.fetched, self.reader):
+                try:
+                    handle.close()
+                except Exception as e:  # noqa: BLE001 - a buffered write may fail at close
+                    self._note_disk_full(e)
         stats = self.stats.finish()
         stats.extra.update({
             "job": self.jobdir.job,

@@ -60,6 +60,7 @@ EXTENSIONS = {
     "scrapy.extensions.throttle.AutoThrottle": None,
     "crawler.extensions.PoliteThrottle": 0,
     "crawler.extensions.CrawlReporter": 10,
+    "crawler.extensions.DiskGuard": 5,
 }
 
 REDIS_SCHEDULER = "crawler.frontier.RedisFrontierScheduler"

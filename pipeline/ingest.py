@@ -107,6 +107,13 @@ def _file_kind(mode: int) -> str:
     return next((name for test, name in kinds if test(mode)), "special file")
 
 
+def _stored_for(store: RawStore, sha: str, source: str) -> bool:
+    """Whether the blob was stored for `source` itself, by a run that stopped (killed, disk
+    full) before writing its row: the resumed run's row says "stored", as one run's would."""
+    blob = store.get_blob(sha)
+    return blob is not None and blob.source == source
+
+
 def _ingest_file(path: str, store: RawStore, cfg: IngestConfig, stats: StageStats) -> None:
     try:
         st = os.stat(path)
@@ -138,7 +145,7 @@ def _ingest_file(path: str, store: RawStore, cfg: IngestConfig, stats: StageStat
         raise UnreadableInput(path, "vanished while being read") from None
     except IsADirectoryError:
         raise UnreadableInput(path, "is a directory") from None
-    if new:
+    if new or (previous is None and _stored_for(store, sha, path)):
         status = "stored"
         stats.keep()
         stats.bytes += st.st_size
