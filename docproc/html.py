@@ -126,9 +126,14 @@ class _FlatText(HTMLParser):
 def flat_text(data: bytes, source: str) -> tuple[str, int]:
     """(visible text, deepest tag nesting) of an HTML page."""
     from docproc.text import decode_text
+    from pipeline.errors import InputError
 
+    try:
+        text = decode_text(data, source)[0]
+    except InputError:  # bytes no charset explains: what is readable of them
+        text = data.decode("utf-8", errors="replace")
     parser = _FlatText()
-    parser.feed(decode_text(data, source)[0])
+    parser.feed(text)
     parser.close()
     return "".join(parser.parts), parser.max_depth
 
