@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Literal
 
 from crawler.urls import host_of
-from pipeline.atomic import atomic_write_json
+from pipeline.atomic import atomic_write_json, remove_orphan_temps
 from pipeline.layout import DataRoot
 from pipeline.records import utc_now
 
@@ -90,6 +90,7 @@ class JobDir:
               ) -> tuple[JobState, bool]:
         """Open the job for a run; returns (state, resumed)."""
         self.path.mkdir(parents=True, exist_ok=True)
+        remove_orphan_temps(self.path)  # a job.json save that a kill interrupted
         state = self.load()
         resumable = state is not None and state.status != "finished" and not restart
         if not resumable:

@@ -639,6 +639,14 @@ def _remove_spools(root: DataRoot, names: Iterable[str]) -> None:
         _marker(folder, name).unlink(missing_ok=True)
 
 
+def _remove_committed_spools(root: DataRoot, in_shards: set[str]) -> None:
+    """Spools of parts the manifest already lists: a run killed between its commit and their
+    removal leaves them, and no later run would look at them again (they are as large as the
+    shards they became)."""
+    left = {path.name.split(".")[0] for path in spool_dir(root).iterdir()}
+    _remove_spools(root, [name for name in in_shards if Path(name).name.split(".")[0] in left])
+
+
 def _check_split_rule(cfg: Config, manifest: Manifest | None) -> None:
     if manifest is not None and manifest.val_fraction != cfg.shards.val_fraction:
         raise ConfigError(
@@ -676,6 +684,7 @@ def tokenize_dataset(cfg: Config, root: DataRoot, progress: bool = True) -> Stag
             remove_orphan_temps(folder)
         parts = cleaned_parts(root, cfg)
         in_shards = set(manifest.parts) if manifest else set()
+        _remove_committed_spools(root, in_shards)
         pending = [p for p in parts if p.name not in in_shards]
         for p in parts:
             if p.name in in_shards:
@@ -699,12 +708,13 @@ def tokenize_dataset(cfg: Config, root: DataRoot, progress: bool = True) -> Stag
         stats.extra["encode_seconds"] = round(time.monotonic() - started, 3)
         started = time.monotonic()
         new = _assemble(root, [p.name for p in pending], manifest, cfg, info)
+        # before the commit: a run killed after it has nothing left to do, so would not write it
+        save_resolved(cfg, root.shards, TOKENIZE_STAGE)
         manifest = _commit(root, cfg, manifest, info, new, [p.name for p in pending])
         _remove_spools(root, [p.name for p in pending])
         stats.extra.update(assemble_seconds=round(time.monotonic() - started, 3),
                            shards_written=[s.name for s in new],
                            manifest_version=manifest.version, totals=manifest.totals())
-        save_resolved(cfg, root.shards, TOKENIZE_STAGE)
     return _finish(stats)
 
 

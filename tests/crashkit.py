@@ -1,0 +1,300 @@
+"""Crash-and-resume harness: run a `cllm` stage as a subprocess, SIGKILL it at seeded points
+of its work, run the same command again until it completes, and record what each kill left.
+
+Kill points are placed by the stage's own progress, so that they fall in the work and not in
+the imports: each stage names a measure of its committed work under a data root (sources
+indexed, docs parts written, checkpoint step, ...). An uninterrupted run gives the measure's
+final value `total` and the time from the stage taking its lock to its exit, `work_s`. A round
+draws `kills` sorted targets in [0, total); run i waits until the measure reaches target i,
+then a seeded extra delay of up to one unit of work (`work_s / total`, so that kills land
+between commits as well as on them), and is killed. The run after the last kill completes.
+A run that finishes before its kill ends the round early; `crash_rounds` then starts a fresh
+round (on a fresh copy of the input) until enough kills landed.
+
+A kill is SIGKILL to the stage's process, and in "tree" mode to all its descendants at the
+same moment (worker pools, the crawl's child process): the power-cut case. In "main" mode only
+the stage's process dies, as `kill -9 PID` does, and what it started must end by itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from pipeline.atomic import is_temp_name
+
+CLLM = [sys.executable, "-m", "pipeline.cli"]
+POLL_S = 0.005
+LOCK_WAIT_S = 120.0  # start-up of a stage on loaded shared cores (torch, Scrapy imports)
+RUN_TIMEOUT_S = 300.0
+LINGER_S = 15.0  # how long what a killed stage started may take to notice and end
+KILL_MODES = ("tree", "main")
+
+
+def cllm(root: Path, *args: str) -> list[str]:
+    return [*CLLM, "--root", str(root), "-q", *args]
+
+
+def lock_owner(lock_file: Path) -> str:
+    """The pid a stage lock file names ('' when absent or being rewritten)."""
+    try:
+        return lock_file.read_text(encoding="ascii").strip()
+    except (FileNotFoundError, UnicodeDecodeError):
+        return ""
+
+
+@dataclass(slots=True)
+class Stage:
+    """How to run one stage on a data root, see it hold its lock, and measure its work."""
+
+    name: str
+    argv: Callable[[Path], list[str]]  # the command for a data root
+    lock_file: Callable[[Path], Path]  # its stage lock under a data root
+    progress: Callable[[Path], int]  # committed work under a data root (grows as it runs)
+    after_kill: Callable[[Path, Kill], None] | None = None  # per-kill checks and notes
+    modes: tuple[str, ...] = KILL_MODES  # how it may be killed
+
+
+@dataclass(slots=True)
+class Run:
+    """One run of a stage to its end."""
+
+    argv: list[str]
+    returncode: int
+    seconds: float  # launch to exit
+    work_s: float  # lock taken to exit
+    output: str  # stdout and stderr
+    total: int = 0  # the stage's progress measure at the end
+
+
+@dataclass(slots=True)
+class Kill:
+    round: int
+    number: int  # within its round
+    mode: str  # "tree" | "main"
+    target: int  # progress waited for
+    delay_s: float  # extra wait after the target was reached
+    progress: int = -1  # committed work when it died
+    temps: list[str] = field(default_factory=list)  # temp files it left (the resume removes)
+    note: str = ""  # what the stage's hook saw after the kill
+
+
+@dataclass(slots=True)
+class Round:
+    number: int
+    kills: list[Kill] = field(default_factory=list)
+    runs: int = 0  # processes started, the completing one included
+
+
+def _start(argv: Sequence[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as fh:
+        # own session: whatever the harness leaves running can be found and stopped
+        return subprocess.Popen(list(argv), env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def _wait_for(proc: subprocess.Popen[bytes], ready: Callable[[], bool], what: str) -> bool:
+    """Poll until `ready()`; False if the process exited first."""
+    deadline = time.monotonic() + LOCK_WAIT_S + RUN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            if ready():
+                return True
+        except Exception:  # noqa: BLE001 - a file being replaced, a database being written
+            pass
+        if proc.poll() is not None:
+            return False
+        time.sleep(POLL_S)
+    kill_tree(proc)
+    raise AssertionError(f"{proc.args}: no {what} in {LOCK_WAIT_S + RUN_TIMEOUT_S} s")
+
+
+def _holds_lock(lock_file: Path, before: str) -> Callable[[], bool]:
+    return lambda: lock_owner(lock_file) not in ("", before)
+
+
+def run_to_end(stage: Stage, root: Path, env: dict[str, str], log: Path,
+               timeout_s: float = RUN_TIMEOUT_S) -> Run:
+    """Run the stage uninterrupted; measures its work time and final progress."""
+    argv = stage.argv(root)
+    lock_file = stage.lock_file(root)
+    before = lock_owner(lock_file)
+    started = time.monotonic()
+    proc = _start(argv, env, log)
+    locked = time.monotonic() if _wait_for(proc, _holds_lock(lock_file, before), "lock") \
+        else started
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        kill_tree(proc)
+        raise AssertionError(f"{argv} ran over {timeout_s} s; log: {log}") from None
+    ended = time.monotonic()
+    return Run(argv=argv, returncode=proc.returncode, seconds=ended - started,
+               work_s=ended - locked, output=log.read_text(encoding="utf-8", errors="replace"),
+               total=stage.progress(root))
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def kill_tree(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process and everything it started (clean-up, not a test kill)."""
+    rest = _descendants(proc.pid)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, signal.SIGKILL)
+    for p in rest:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    proc.wait()
+
+
+def _kill(proc: subprocess.Popen[bytes], mode: str) -> bool:
+    """SIGKILL the stage (and in "tree" mode its descendants); True if it was still running.
+
+    What is left running afterwards must end by itself within LINGER_S (a worker that outlives
+    its parent could still write into the data root while the resumed run works there).
+    """
+    rest = _descendants(proc.pid)
+    with contextlib.suppress(ProcessLookupError):  # it ended (and was reaped) already
+        os.kill(proc.pid, signal.SIGKILL)  # first: the stage must not see its workers die
+    if mode == "tree":
+        for p in rest:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
+    proc.wait()
+    _, alive = psutil.wait_procs(rest, timeout=LINGER_S)
+    running = []
+    for p in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if p.status() != psutil.STATUS_ZOMBIE:
+                running.append(f"{p.pid} {' '.join(p.cmdline())[:120]}")
+                p.kill()
+    assert not running, f"still running {LINGER_S} s after the stage was killed: {running}"
+    return proc.returncode == -signal.SIGKILL
+
+
+def temp_files(root: Path) -> list[str]:
+    """Temp files of pipeline.atomic anywhere under the data root (relative paths)."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                  if is_temp_name(p.name) and p.is_file())
+
+
+def kill_and_resume(stage: Stage, root: Path, env: dict[str, str], reference: Run,
+                    rng: random.Random, *, kills: int, number: int, log: Path) -> Round:
+    """One round on `root`: kill the stage at seeded points, then let the next run finish."""
+    result = Round(number=number)
+    lock_file = stage.lock_file(root)
+    unit_s = reference.work_s / max(reference.total, 1)
+    for n, target in enumerate(sorted(rng.randrange(reference.total) for _ in range(kills))):
+        mode = rng.choice(stage.modes)
+        delay = rng.uniform(0.0, unit_s)
+        before = lock_owner(lock_file)
+        proc = _start(stage.argv(root), env, log)
+        result.runs += 1
+        try:
+            if _wait_for(proc, _holds_lock(lock_file, before), "lock") and _wait_for(
+                    proc, lambda t=target: stage.progress(root) >= t, f"progress {target}"):
+                time.sleep(delay)
+            landed = _kill(proc, mode)
+        except BaseException:
+            kill_tree(proc)
+            raise
+        if not landed:  # it finished first: this round's remaining kills cannot land
+            assert proc.returncode == 0, f"{stage.name} failed; log: {log}"
+            return result
+        kill = Kill(round=number, number=n, mode=mode, target=target, delay_s=delay,
+                    progress=stage.progress(root), temps=temp_files(root))
+        if stage.after_kill is not None:
+            stage.after_kill(root, kill)
+        result.kills.append(kill)
+    final = run_to_end(stage, root, env, log)
+    result.runs += 1
+    assert final.returncode == 0, f"{stage.name} resume failed; log: {log}"
+    return result
+
+
+def crash_rounds(stage: Stage, fresh_root: Callable[[int], Path], env: dict[str, str],
+                 reference: Run, seed: int, *, kills: int, max_rounds: int, log_dir: Path,
+                 check: Callable[[Path], None]) -> list[Round]:
+    """Rounds of kill_and_resume, each on a fresh copy of the input, until `kills` landed.
+
+    `check(root)` compares a round's completed outputs with the uninterrupted run's.
+    """
+    rng = random.Random(seed)
+    rounds: list[Round] = []
+    while sum(len(r.kills) for r in rounds) < kills and len(rounds) < max_rounds:
+        number = len(rounds)
+        root = fresh_root(number)
+        done = kill_and_resume(stage, root, env, reference, rng, kills=kills, number=number,
+                               log=log_dir / f"{stage.name}-round{number}.log")
+        rounds.append(done)
+        check(root)
+    landed = sum(len(r.kills) for r in rounds)
+    assert landed >= kills, f"{stage.name}: only {landed} of {kills} kills landed"
+    return rounds
+
+
+def mid_work(rounds: Sequence[Round], total: int) -> list[Kill]:
+    """Kills that fell after some work was committed and before all of it was."""
+    return [k for r in rounds for k in r.kills if 0 < k.progress < total]
+
+
+def describe(stage: str, reference: Run, rounds: Sequence[Round]) -> str:
+    """Where the kills fell: one line per round."""
+    total = reference.total
+    lines = [f"{stage}: uninterrupted {reference.seconds:.2f} s (work {reference.work_s:.2f} s,"
+             f" progress {total}); {sum(len(r.kills) for r in rounds)} kills, "
+             f"{len(mid_work(rounds, total))} mid-work, {sum(r.runs for r in rounds)} runs"]
+    for r in rounds:
+        kills = []
+        for k in r.kills:
+            text = f"{k.mode}@{k.progress}/{total}"
+            if k.temps:
+                text += f" +{len(k.temps)} temp"
+            if k.note:
+                text += f" ({k.note})"
+            kills.append(text)
+        lines.append(f"  round {r.number}: {'; '.join(kills)}")
+    return "\n".join(lines)
+
+
+KILL_AFTER = """
+import importlib, os, signal, sys
+module, name = sys.argv[1].split(":")
+target = importlib.import_module(module)
+real = getattr(target, name)
+
+def killed_after(*args, **kwargs):
+    real(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+setattr(target, name, killed_after)
+from pipeline.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def killed_after(function: str, argv: Sequence[str], env: dict[str, str]
+                 ) -> subprocess.CompletedProcess[str]:
+    """Run `cllm argv` and SIGKILL it the moment `function` ("module:name", looked up as a
+    module global at its call) returns: a kill at an exact point, for windows too narrow for
+    random kills to find often."""
+    cllm_args = list(argv)[len(CLLM):] if list(argv)[:len(CLLM)] == CLLM else list(argv)
+    done = subprocess.run([sys.executable, "-c", KILL_AFTER, function, *cllm_args], env=env,
+                          capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    assert done.returncode == -signal.SIGKILL, f"{function} was not reached: {done.stderr}"
+    return done
