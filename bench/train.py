@@ -165,9 +165,15 @@ def throughput(args: argparse.Namespace) -> None:
         random_shards(root, preset["vocab"], tokens=max(200_000, 4 * preset["batch_size"] *
                                                         preset["block_size"] * 8))
         for repeat in range(args.repeats):
-            results["bare loop (fp32, AdamW)"].append(
-                bare_loop(preset, device, args.steps, args.warmup))
-            for i, (name, extra) in enumerate(variants):
+            # odd repeats run in reverse order: slow drift of a shared machine's load then
+            # favours no set-up
+            order = [("bare", {})] + list(enumerate(variants))
+            for i, item in order[::-1] if repeat % 2 else order:
+                if i == "bare":
+                    results["bare loop (fp32, AdamW)"].append(
+                        bare_loop(preset, device, args.steps, args.warmup))
+                    continue
+                name, extra = item
                 results[name].append(trainer_run(preset, root, args.device, args.steps,
                                                  args.warmup, f"r{repeat}v{i}", **extra))
             print(f"  repeat {repeat + 1}/{args.repeats}: " + ", ".join(
