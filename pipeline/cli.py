@@ -291,13 +291,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (pytest and embedding tools swap it), so a
+    `main()` called in-process never leaves a handler on a stream that has since closed."""
+
+    @property
+    def stream(self) -> Any:  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def _setup_logging(verbose: int, quiet: int) -> None:
     level = logging.INFO + 10 * (quiet - verbose)
     level = min(max(level, logging.DEBUG), logging.ERROR)
     fmt = "%(asctime)s %(levelname).1s %(name)s: %(message)s" if verbose else \
         "%(asctime)s %(levelname).1s %(message)s"
-    logging.basicConfig(level=level, format=fmt, datefmt="%H:%M:%S", stream=sys.stderr,
-                        force=True)
+    logging.basicConfig(level=level, format=fmt, datefmt="%H:%M:%S",
+                        handlers=[_CurrentStderr()], force=True)
     # one line per HTTP request (Prefect's API client) drowns the stage lines
     logging.getLogger("httpx").setLevel(max(level, logging.WARNING))
 
