@@ -19,27 +19,19 @@ per second between the spider opening and closing (process start-up excluded), m
 
 from __future__ import annotations
 
-import os
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
 import sys
+import tempfile
+from typing import Any
 
-# Run as a script, bench/ comes first on sys.path, where bench/tokenize.py shadows the standard
-# library's tokenize: take bench/ out, the repo in.
-_BENCH = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [os.path.dirname(_BENCH)] + [
-    p for p in sys.path if os.path.abspath(p or ".") != _BENCH]
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import shutil  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-from typing import Any  # noqa: E402
-
-from crawler.localsite import LocalSite, generated_site  # noqa: E402
-from crawler.run import crawl  # noqa: E402
-from pipeline.config import build_config  # noqa: E402
-from pipeline.layout import DataRoot  # noqa: E402
+from crawler.localsite import LocalSite, generated_site
+from crawler.run import crawl
+from pipeline.config import build_config
+from pipeline.layout import DataRoot
 
 
 def run_cllm(url: str, pages: int, concurrency: int) -> dict[str, Any]:

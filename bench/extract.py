@@ -24,10 +24,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-# Run as a script, this folder comes first on sys.path, where bench/tokenize.py would shadow
-# the standard library's tokenize; the repository root is what we import from.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ["OMP_THREAD_LIMIT"] = "1"
 
 WORDS = ("the of and to in is that for it as was with be by on not this are or from at which "

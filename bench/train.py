@@ -19,35 +19,24 @@ library's documentation as pydoc renders it), for the plain model and each cryst
 
 from __future__ import annotations
 
-import os
-import sys
+import argparse
+import logging
+import statistics
+import tempfile
+import time
+from typing import Any
 
-# Run as a script, bench/ comes first on sys.path, where bench/tokenize.py shadows the standard
-# library's tokenize (which linecache, hence torch, imports): take bench/ out, the repo in.
-_BENCH = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [os.path.dirname(_BENCH)] + [
-    p for p in sys.path if os.path.abspath(p or ".") != _BENCH]
-if os.path.dirname(getattr(sys.modules.get("tokenize"), "__file__", "") or "") == _BENCH:
-    del sys.modules["tokenize"]
+import numpy as np
+import torch
 
-import argparse  # noqa: E402
-import logging  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from typing import Any  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from model.cllm import CLLM, ModelConfig  # noqa: E402
-from model.flops import flops_per_token, matmul_peak  # noqa: E402
-from model.runtime import cpu_has_bf16  # noqa: E402
-from model.tiny import make_shards  # noqa: E402
-from model.train import read_metrics, train  # noqa: E402
-from pipeline import shards  # noqa: E402
-from pipeline.config import build_config  # noqa: E402
-from pipeline.layout import DataRoot  # noqa: E402
+from model.cllm import CLLM, ModelConfig
+from model.flops import flops_per_token, matmul_peak
+from model.runtime import cpu_has_bf16
+from model.tiny import make_shards
+from model.train import read_metrics, train
+from pipeline import shards
+from pipeline.config import build_config
+from pipeline.layout import DataRoot
 
 PRESETS = {
     # the CPU model

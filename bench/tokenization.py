@@ -1,8 +1,8 @@
 """Benchmark: our tokenize-and-shard stage against the bare encoder, and its peak memory.
 
-    python bench/tokenize.py                      # ~50 MB of generated prose
-    python bench/tokenize.py --corpus DIR         # every text file under DIR is a document
-    python bench/tokenize.py --mb 10 --repeat 5 --threads 2
+    python bench/tokenization.py                      # ~50 MB of generated prose
+    python bench/tokenization.py --corpus DIR         # every text file under DIR is a document
+    python bench/tokenization.py --mb 10 --repeat 5 --threads 2
 
 One run measures, over the same cleaned texts and with the same tokenizer and threads:
   - the stage (`tokenize_dataset` with the tokenizer already trained and the documents already
@@ -17,32 +17,24 @@ shards) on generated corpora of --rss-mb and 10x that.
 
 from __future__ import annotations
 
+import argparse
+import itertools
+import json
+import logging
+import random
+import shutil
+import statistics
+import subprocess
 import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-# This file shares its name with the standard library's `tokenize` (which inspect, linecache
-# and others import): take its folder off the import path before anything imports it.
-BENCH = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH]
-REPO = BENCH.parent
-sys.path.insert(0, str(REPO))
-
-import argparse  # noqa: E402
-import itertools  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import random  # noqa: E402
-import shutil  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable, Iterator  # noqa: E402
-
-from pipeline.config import Config, build_config  # noqa: E402
-from pipeline.layout import DataRoot  # noqa: E402
-from pipeline.records import Document  # noqa: E402
+from pipeline.config import Config, build_config
+from pipeline.layout import DataRoot
+from pipeline.records import Document
 
 COMMON = (
     "the of and to in is was for that with as on by at from his her an which this be are or "
