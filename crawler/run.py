@@ -243,20 +243,28 @@ def child_main(argv: Sequence[str] | None = None) -> int:
 
     try:
         stats = run_in_this_process(task, report)
-        conn.send(("done", stats.to_dict()))
+        _tell_parent(conn, ("done", stats.to_dict()))
         return 0
     except tuple(_RAISED_IN_PARENT.values()) as e:
-        conn.send(("error", type(e).__name__, str(e)))
+        _tell_parent(conn, ("error", type(e).__name__, str(e)))
         return 1
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which raises
         full = disk_full_error(e, task.root)
         if full is not None:
-            conn.send(("error", "DiskFull", str(full)))
+            _tell_parent(conn, ("error", "DiskFull", str(full)))
         else:
-            conn.send(("error", type(e).__name__, "".join(traceback.format_exception(e))))
+            _tell_parent(conn, ("error", type(e).__name__,
+                                "".join(traceback.format_exception(e))))
         return 1
     finally:
         conn.close()
+
+
+def _tell_parent(conn: Connection, message: tuple[Any, ...]) -> None:
+    """Send the result; a parent that was killed is told nothing (no traceback on its
+    terminal): the job's state on disk says where the crawl stopped."""
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        conn.send(message)
 
 
 # --- the parent ---------------------------------------------------------------------------

@@ -63,6 +63,9 @@ class Stage:
     progress: Callable[[Path], int]  # committed work under a data root (grows as it runs)
     after_kill: Callable[[Path, Kill], None] | None = None  # per-kill checks and notes
     modes: tuple[str, ...] = KILL_MODES  # how it may be killed
+    # Whether the stage had recorded its work as complete (the kill hit its way out), for a
+    # stage whose next run is then not a resume but new work (a crawl's next generation)
+    finished: Callable[[Path], bool] | None = None
 
 
 @dataclass(slots=True)
@@ -221,6 +224,9 @@ def kill_and_resume(stage: Stage, root: Path, env: dict[str, str], reference: Ru
         if stage.after_kill is not None:
             stage.after_kill(root, kill)
         result.kills.append(kill)
+        if stage.finished is not None and stage.finished(root):
+            kill.note = "after its work was complete"
+            return result
     final = run_to_end(stage, root, env, log)
     result.runs += 1
     assert final.returncode == 0, f"{stage.name} resume failed; log: {log}"
