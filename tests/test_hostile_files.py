@@ -173,7 +173,7 @@ def test_the_worker_memory_cap_turns_a_memory_hog_into_too_large(tmp_path: Path)
     pool = WorkerPool(opts, workers=1, timeout_s=60, tasks_per_worker=10)
     outcomes = {Path(o.task.path).name: o for o in pool.run(
         [Task(path=str(p), source=str(p)) for p in (hog, fine)])}
-    assert outcomes["giant.pdf"].error == "too_large"
+    assert outcomes["giant.pdf"].error == "too_large", outcomes["giant.pdf"].message
     assert "extract.max_memory_mb" in outcomes["giant.pdf"].message
     assert outcomes["fine.pdf"].doc is not None
     assert pool.started == 1  # the same worker went on
