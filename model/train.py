@@ -499,7 +499,8 @@ def _train_session(cfg: Config, root: DataRoot, run_dir: Path, dist: Dist, devic
                          last_checkpoint=ckpts.latest(), metrics=metrics.path, stats=stats)
     saved_step = trainer.step if start.resume else -1
     evaluated_step = saved_step
-    val_loss: float | None = None
+    # the last evaluation's loss travels in each checkpoint: a resumed run carries it on
+    val_loss: float | None = start.state.get("val_loss") if start.resume and start.state else None
     began = time.monotonic()
     try:
         with _StopFlag() as stop, Progress(stats, total=tc.max_steps, unit="step",

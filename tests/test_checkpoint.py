@@ -18,7 +18,9 @@ from model.tiny import corpus, make_shards, tiny_config
 from model.train import read_metrics, train
 from pipeline.layout import DataRoot
 
-RESUME_RUN = {"max_steps": 30, "dropout": 0.1, "save_interval": 5, "eval_interval": 10}
+# evals at 12 and 24: the step-20 checkpoint, the first after the resume, is saved before the
+# resumed session's first evaluation and must still carry step 12's val loss
+RESUME_RUN = {"max_steps": 30, "dropout": 0.1, "save_interval": 5, "eval_interval": 12}
 KILL_AT = 17  # after the step-15 checkpoint, with steps 16-17 already in metrics.jsonl
 
 KILLED_TRAINER = """
@@ -83,6 +85,9 @@ def test_a_run_killed_with_sigkill_resumes_exactly(data: DataRoot, cli_env: dict
     assert [[r.get(k) for k in keys] for r in got] == [[r.get(k) for k in keys] for r in expected]
     a, b = load_checkpoint(full.last_checkpoint), load_checkpoint(resumed.last_checkpoint)
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    for path in sorted((full.run_dir / "checkpoints").glob("step-*.pt")):
+        ours = load_checkpoint(resumed.run_dir / "checkpoints" / path.name)
+        assert ours["val_loss"] == load_checkpoint(path)["val_loss"] is not None, path.name
 
 
 def test_resuming_a_finished_run_changes_nothing(data: DataRoot) -> None:

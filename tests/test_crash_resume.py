@@ -494,10 +494,9 @@ def assert_same_state(a: Any, b: Any, where: str) -> None:
         assert a == b, f"{where}: {a!r} != {b!r}"
 
 
-# What a checkpoint holds that a resumed run must reproduce exactly. Not "val_loss" (the last
-# evaluation's loss, stored as a note): a resumed session starts without it, so checkpoints
-# saved before its first evaluation say None (reported to model/; see same_train).
-RESUMED_STATE = ("model", "optimizer", "step", "tokens_seen", "rng", "data", "early_stop")
+# What a checkpoint holds that a resumed run must reproduce exactly.
+RESUMED_STATE = ("model", "optimizer", "step", "tokens_seen", "rng", "data", "early_stop",
+                 "val_loss")
 
 
 def same_train(reference: Path, resumed: Path) -> None:
@@ -507,10 +506,9 @@ def same_train(reference: Path, resumed: Path) -> None:
     assert steps == sorted(set(steps)), "steps logged twice or out of order"
     assert ours == theirs
     run = reference / "runs" / "crash"
-    final = {run / "best.pt", max(run.glob("checkpoints/step-*.pt"))}
     for path in sorted(run.rglob("*.pt")):
         a, b = checkpoint(resumed / path.relative_to(reference)), checkpoint(path)
-        for key in RESUMED_STATE + (("val_loss",) if path in final else ()):
+        for key in RESUMED_STATE:
             assert_same_state(a[key], b[key], f"{path.name}:{key}")
     export = Path("runs") / "crash" / "model.safetensors"
     assert safetensors(resumed / export) == safetensors(reference / export)
