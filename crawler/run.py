@@ -386,7 +386,7 @@ def crawl(urls: list[str], cfg: Config, root: DataRoot, progress: bool = True, *
                      sitemaps=seeds.sitemaps, restart=restart,
                      log_level=logging.getLogger().getEffectiveLevel(), parent_pid=os.getpid())
     started = time.monotonic()
-    live = StageStats(stage=STAGE, unit_name="page")
+    live = StageStats(stage=STAGE, unit_name="pages")
     read_fd, write_fd = os.pipe()
     with _forwarding_signals() as (interrupts, set_child):
         try:

@@ -64,7 +64,7 @@ class CrawlSession:
         self.seeds = frozenset(state.start_urls) | frozenset(state.sitemaps)
         self.max_pages = cfg.max_pages
         self.domain_cap = cfg.max_pages_per_domain or cfg.max_pages
-        self.stats = StageStats(stage=STAGE, unit_name="page")
+        self.stats = StageStats(stage=STAGE, unit_name="pages")
         self.failures: list[Failure] = []
         self.succeeded: list[str] = []
         self.close_reason = ""

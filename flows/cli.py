@@ -41,6 +41,13 @@ def _run_flow(name: str, call: Any) -> tuple[int, Any]:
 
 
 def run(args: Any, ctx: Any) -> int:
+    from pipeline.cli import EXIT_USAGE
+
+    sources = ctx.cfg.sources
+    if not (sources.urls or sources.paths or ctx.root.manifest.is_file()):
+        print("cllm run: nothing to run on: set urls and/or paths in the [sources] section of "
+              "cllm.toml (or try `cllm demo`)", file=sys.stderr)
+        return EXIT_USAGE
     prepare_prefect(ctx, args.verbose)
     from flows.pipeline import pipeline_flow
 

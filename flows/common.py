@@ -100,7 +100,10 @@ def artifact_key(text: str) -> str:
 
 
 def publish_stats(stats: StageStats, key: str | None = None) -> None:
+    """The stage's summary line in the log, and its table artifact in Prefect."""
     from prefect.artifacts import create_table_artifact
+
+    log.info("%s", stats.summary())
 
     create_table_artifact(table=stats_table(stats), key=artifact_key(key or stats.stage),
                           description=stats.summary())

@@ -291,9 +291,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _CurrentStderr(logging.StreamHandler):
+class CurrentStderrHandler(logging.StreamHandler):
     """Writes to whatever sys.stderr is at the time (pytest and embedding tools swap it), so a
-    `main()` called in-process never leaves a handler on a stream that has since closed."""
+    `main()` called in-process never leaves a handler on a stream that has since closed.
+
+    Its name must not start with "_": Prefect keeps the root handlers it takes for the user's
+    own, and replaces those of private classes with its console handler.
+    """
 
     @property
     def stream(self) -> Any:  # type: ignore[override]
@@ -310,7 +314,7 @@ def _setup_logging(verbose: int, quiet: int) -> None:
     fmt = "%(asctime)s %(levelname).1s %(name)s: %(message)s" if verbose else \
         "%(asctime)s %(levelname).1s %(message)s"
     logging.basicConfig(level=level, format=fmt, datefmt="%H:%M:%S",
-                        handlers=[_CurrentStderr()], force=True)
+                        handlers=[CurrentStderrHandler()], force=True)
     # one line per HTTP request (Prefect's API client) drowns the stage lines
     logging.getLogger("httpx").setLevel(max(level, logging.WARNING))
 
@@ -324,10 +328,12 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def make_context(args: argparse.Namespace) -> Context:
-    from pipeline.config import load_config
+    from pipeline.config import DEFAULT_CONFIG_NAME, load_config
     from pipeline.layout import DEFAULT_ROOT, DataRoot
 
     config_path = Path(args.config) if args.config else None
+    if config_path is None and Path(DEFAULT_CONFIG_NAME).is_file():
+        config_path = Path(DEFAULT_CONFIG_NAME)  # said explicitly, so flows get it too
     cfg = load_config(config_path, args.overrides, extra=_flag_overrides(args))
     root = DataRoot.at(args.root or os.environ.get("CLLM_ROOT") or DEFAULT_ROOT)
     return Context(cfg=cfg, root=root, strict=args.strict, progress=args.quiet == 0,

@@ -290,9 +290,7 @@ def clean_documents(cfg: Config, root: DataRoot, progress: bool = True) -> Stage
         stats.extra["parts_cleaned"] = len(succeeded)
         stats.extra["workers"] = workers
         stats.extra["dataset"] = index.counts()
-    stats.finish()
-    log.info("%s", stats.summary())
-    return stats
+    return stats.finish()  # the caller reports it (the CLI, a flow, or tokenize_dataset)
 
 
 def cleaned_parts(root: DataRoot, cfg: Config) -> list[PartRecord]:
@@ -661,6 +659,7 @@ def _read_manifest_or_none(root: DataRoot) -> Manifest | None:
 
 def _carry_clean(clean: StageStats, stats: StageStats) -> None:
     """Clean failures count in tokenize's result too (so --strict sees them)."""
+    log.info("%s", clean.summary())
     stats.failed.update(clean.failed)
     stats.failures.extend(clean.failures)
     stats.extra["clean"] = {"kept": clean.kept, "dropped": dict(clean.dropped),
@@ -762,9 +761,7 @@ def encode_parts(cfg: Config, root: DataRoot, names: list[str]) -> StageStats:
 
 
 def _finish(stats: StageStats) -> StageStats:
-    stats.finish()
-    log.info("%s", stats.summary())
-    return stats
+    return stats.finish()  # the caller reports it (the CLI or a flow)
 
 
 def _encode_pending(root: DataRoot, pending: list[PartRecord], encoder: TextEncoder,
