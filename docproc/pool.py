@@ -98,6 +98,17 @@ def _address_space() -> int | None:
         return None
 
 
+def _load_extractors() -> None:
+    """Import the extraction libraries before the memory cap: loading MuPDF's shared library
+    maps tens of MB, which under the cap would fail the first document that needs it."""
+    import charset_normalizer  # noqa: F401
+    import pytesseract  # noqa: F401
+    import trafilatura  # noqa: F401
+    from PIL import Image  # noqa: F401
+
+    import docproc.pdf  # noqa: F401 - pymupdf, without its layout model
+
+
 def _limit_memory(extra_mb: int) -> None:
     """Cap this worker's address space at what it maps now plus `extra_mb` (RLIMIT_AS).
 
@@ -139,6 +150,7 @@ def _worker_main(conn: Connection, opts: Options, timeout_s: float, max_tasks: i
     from docproc.ocr import limit_threads
 
     limit_threads()
+    _load_extractors()
     _limit_memory(opts.max_memory_mb)
     for _ in range(max_tasks):
         try:

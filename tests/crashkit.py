@@ -206,11 +206,15 @@ def kill_and_resume(stage: Stage, root: Path, env: dict[str, str], reference: Ru
         mode = rng.choice(stage.modes)
         delay = rng.uniform(0.0, unit_s)
         before = lock_owner(lock_file)
+        # a resumed run starts where the last one stopped: kill it after it has done at least
+        # one unit of work of its own, or a fast stage would be killed before doing anything
+        # and then finish all its work inside the random delay of the next kill
+        goal = max(target, min(stage.progress(root) + 1, reference.total - 1))
         proc = _start(stage.argv(root), env, log)
         result.runs += 1
         try:
             if _wait_for(proc, _holds_lock(lock_file, before), "lock") and _wait_for(
-                    proc, lambda t=target: stage.progress(root) >= t, f"progress {target}"):
+                    proc, lambda t=goal: stage.progress(root) >= t, f"progress {goal}"):
                 time.sleep(delay)
             landed = _kill(proc, mode)
         except BaseException:
