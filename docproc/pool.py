@@ -100,13 +100,11 @@ def _address_space() -> int | None:
 
 def _load_extractors() -> None:
     """Import the extraction libraries before the memory cap: loading MuPDF's shared library
-    maps tens of MB, which under the cap would fail the first document that needs it."""
-    import charset_normalizer  # noqa: F401
-    import pytesseract  # noqa: F401
-    import trafilatura  # noqa: F401
-    from PIL import Image  # noqa: F401
-
-    import docproc.pdf  # noqa: F401 - pymupdf, without its layout model
+    maps tens of MB, which under the cap fails the first document that needs it. Usually a
+    no-op (inherited from the parent or the forkserver); not when the forkserver was started
+    earlier by other code, without our preload list."""
+    for name in PRELOAD:
+        importlib.import_module(name)
 
 
 def _limit_memory(extra_mb: int) -> None:
