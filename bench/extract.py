@@ -195,7 +195,9 @@ def side_by_side(label: str, pages: int, a: Callable[[], object], b: Callable[[]
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("folder", nargs="?", type=Path, help="PDFs to extract (default: generated)")
-    p.add_argument("--text-pages", type=int, default=300, help="pages to generate")
+    # 3000: with a few hundred, a stage run lasts ~0.2 s and the fixed costs (starting the
+    # workers, the part write) hide how the work scales with workers
+    p.add_argument("--text-pages", type=int, default=3000, help="pages to generate")
     p.add_argument("--ocr-pages", type=int, default=4, help="scanned pages to OCR")
     p.add_argument("--dpi", type=int, default=300)
     p.add_argument("--runs", type=int, default=3)
