@@ -462,7 +462,7 @@ def cli(args: argparse.Namespace, ctx: Any) -> int:
 
 def legacy_main(argv: Sequence[str] | None = None) -> int:
     """`cllm_crawler --start-url URL [--data-dir DIR] [--max-pages N]` (the original tool)."""
-    from pipeline.cli import EXIT_ENVIRONMENT, EXIT_USAGE
+    from pipeline.cli import Failed, guarded
 
     p = argparse.ArgumentParser(prog="cllm_crawler",
                                 description="Crawl web sites into the CLLM raw store.")
@@ -486,15 +486,13 @@ def legacy_main(argv: Sequence[str] | None = None) -> int:
         flags["max_depth"] = args.max_depth
     if args.allow_private:
         flags["allow_private"] = True
-    try:
+    def run() -> StageStats:
         cfg = load_config(Path(args.config) if args.config else None,
                           extra={"crawl": flags} if flags else None)
-        stats = crawl(args.start_url, cfg, DataRoot.at(args.data_dir),
-                      progress=not args.quiet)
-    except ConfigError as e:
-        print(f"cllm_crawler: config error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except (EnvironmentProblem, LockedError) as e:
-        print(f"cllm_crawler: {e}", file=sys.stderr)
-        return EXIT_ENVIRONMENT
+        return crawl(args.start_url, cfg, DataRoot.at(args.data_dir), progress=not args.quiet)
+
+    try:
+        stats = guarded("cllm_crawler", run, lambda: args.data_dir)
+    except Failed as e:
+        return e.code
     return _report(stats, strict=False)

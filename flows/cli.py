@@ -23,8 +23,11 @@ def prepare_prefect(ctx: Any, verbose: int = 0) -> None:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 
-def _config_arg(ctx: Any) -> str | None:
-    return str(ctx.config_path.absolute()) if ctx.config_path else None
+def _flow_params(args: Any, ctx: Any) -> dict[str, Any]:
+    """The JSON parameters every flow takes: where the data is and how it is configured."""
+    return {"root": str(ctx.root.path),
+            "config": str(ctx.config_path.absolute()) if ctx.config_path else None,
+            "overrides": list(args.overrides)}
 
 
 def _run_flow(name: str, call: Any) -> tuple[int, Any]:
@@ -51,8 +54,7 @@ def run(args: Any, ctx: Any) -> int:
     prepare_prefect(ctx, args.verbose)
     from flows.pipeline import pipeline_flow
 
-    code, result = _run_flow("run", lambda: pipeline_flow(
-        root=str(ctx.root.path), config=_config_arg(ctx), overrides=list(args.overrides)))
+    code, result = _run_flow("run", lambda: pipeline_flow(**_flow_params(args, ctx)))
     if result:
         d = result["decision"]
         print(f"run: {'promoted' if d['promoted'] else 'not promoted'} ({d['reason']}); "
@@ -75,8 +77,7 @@ def validate(args: Any, ctx: Any) -> int:
     prepare_prefect(ctx, args.verbose)
     from flows.validate import validate_flow
 
-    code, result = _run_flow("validate", lambda: validate_flow(
-        root=str(ctx.root.path), config=_config_arg(ctx), overrides=list(args.overrides)))
+    code, result = _run_flow("validate", lambda: validate_flow(**_flow_params(args, ctx)))
     if result is not None:
         print(f"validate: {result}")
     return code
@@ -86,8 +87,7 @@ def retrain(args: Any, ctx: Any) -> int:
     prepare_prefect(ctx, args.verbose)
     from flows.retrain import retrain_flow
 
-    code, result = _run_flow("retrain", lambda: retrain_flow(
-        root=str(ctx.root.path), config=_config_arg(ctx), overrides=list(args.overrides)))
+    code, result = _run_flow("retrain", lambda: retrain_flow(**_flow_params(args, ctx)))
     if result is not None:
         print(f"retrain: {'retrained' if result.get('retrained') else result.get('reason')}")
     return code

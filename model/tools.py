@@ -109,8 +109,9 @@ def _steps_for_epochs(epochs: float, cfg: Any, root: Any) -> int:
 
 
 def train_model_main(argv: Sequence[str] | None = None) -> int:
-    from model.train import train
-    from pipeline.config import load_config, replace
+    from model.train import TrainResult, train
+    from pipeline.cli import Failed, guarded
+    from pipeline.config import Config, load_config, replace
     from pipeline.errors import ConfigError
 
     args = _train_parser().parse_args(argv)
@@ -120,27 +121,32 @@ def train_model_main(argv: Sequence[str] | None = None) -> int:
     if not data_dir.exists():
         print(f"train_model: {data_dir} does not exist", file=sys.stderr)
         return 2
-    try:
+    def run() -> tuple[Config, TrainResult]:
         extra: dict[str, dict[str, Any]] = {"train": _train_overrides(args)}
         if args.vocab_size:
             extra["tokenize"] = {"vocab_size": args.vocab_size}
         cfg = load_config(Path(args.config) if args.config else None, extra=extra)
-        root, needs_tokenizing = _data_root_for(data_dir, args.root)
-        if needs_tokenizing:
-            tokenize_folder(data_dir, cfg, root, progress=not args.quiet)
-        if args.epochs:
-            steps = _steps_for_epochs(args.epochs, cfg, root)
-            if args.max_steps:
-                steps = min(steps, args.max_steps)
-            cfg = replace(cfg, "train", max_steps=steps,
-                          warmup_steps=min(cfg.train.warmup_steps, steps - 1))
-        result = train(cfg, root, progress=not args.quiet)
-    except ConfigError as e:
-        print(f"train_model: config error: {e}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, ValueError) as e:
-        print(f"train_model: {e}", file=sys.stderr)
-        return 1
+        try:
+            root, needs_tokenizing = _data_root_for(data_dir, args.root)
+            if needs_tokenizing:
+                tokenize_folder(data_dir, cfg, root, progress=not args.quiet)
+            if args.epochs:
+                steps = _steps_for_epochs(args.epochs, cfg, root)
+                if args.max_steps:
+                    steps = min(steps, args.max_steps)
+                cfg = replace(cfg, "train", max_steps=steps,
+                              warmup_steps=min(cfg.train.warmup_steps, steps - 1))
+            return cfg, train(cfg, root, progress=not args.quiet)
+        except (FileNotFoundError, ValueError) as e:
+            if isinstance(e, ConfigError):
+                raise
+            print(f"train_model: {e}", file=sys.stderr)
+            raise Failed(1) from None
+
+    try:
+        cfg, result = guarded("train_model", run, lambda: str(args.root or data_dir))
+    except Failed as e:
+        return e.code
     if args.checkpoint_dir and result.export is not None:
         out = Path(args.checkpoint_dir)
         out.mkdir(parents=True, exist_ok=True)

@@ -366,44 +366,67 @@ def cli_config(args: argparse.Namespace, ctx: Context) -> int:
     return EXIT_OK
 
 
+class Failed(Exception):
+    """What `guarded` raises instead of a traceback: the exit code, the message printed."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def guarded(prog: str, call: Callable[[], Any], where: Callable[[], str] = lambda: "") -> Any:
+    """Run a command's body; the errors every tool shares become a message and `Failed`.
+
+    Config errors -> 2; environment problems, a locked data root, a full disk -> 3; Ctrl-C ->
+    130; a reader that went away (`| head`) -> 1 quietly. `where` names the data root for the
+    disk-full message.
+    """
+    from pipeline.errors import ConfigError, EnvironmentProblem, disk_full_error
+    from pipeline.lock import LockedError
+
+    try:
+        return call()
+    except ConfigError as e:
+        print(f"{prog}: config error: {e}", file=sys.stderr)
+        raise Failed(EXIT_USAGE) from None
+    except (EnvironmentProblem, LockedError) as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        raise Failed(EXIT_ENVIRONMENT) from None
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        raise Failed(EXIT_INTERRUPTED) from None
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise Failed(EXIT_FAILED) from None
+    except Exception as e:
+        # ENOSPC and its kin (SQLite's "database or disk is full"), wherever in a stage they
+        # surface: the machine's problem, reported like one, not as a traceback
+        full = disk_full_error(e, where=where())
+        if full is None:
+            raise
+        print(f"{prog}: {full}", file=sys.stderr)
+        raise Failed(EXIT_ENVIRONMENT) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = _merge_global_options(parser.parse_args(argv))
     _setup_logging(args.verbose, args.quiet)
+    contexts: list[Context] = []
 
-    from pipeline.errors import ConfigError, EnvironmentProblem, disk_full_error
-    from pipeline.lock import LockedError
+    def run() -> Any:
+        contexts.append(make_context(args))
+        return _resolve_handler(args.handler)(args, contexts[0])
 
-    ctx: Context | None = None
     try:
-        ctx = make_context(args)
-        result = _resolve_handler(args.handler)(args, ctx)
-    except ConfigError as e:
-        print(f"cllm: config error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except (EnvironmentProblem, LockedError) as e:
-        print(f"cllm: {e}", file=sys.stderr)
-        return EXIT_ENVIRONMENT
-    except KeyboardInterrupt:
-        print("cllm: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        # the reader went away (`cllm shards inspect | head`): stop quietly, as cat would
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_FAILED
-    except Exception as e:
-        # ENOSPC and its kin (SQLite's "database or disk is full"), wherever in a stage they
-        # surface: the machine's problem, reported like one, not as a traceback
-        full = disk_full_error(e, where=str(ctx.root.path) if ctx is not None else "")
-        if full is None:
-            raise
-        print(f"cllm: {full}", file=sys.stderr)
-        return EXIT_ENVIRONMENT
+        result = guarded("cllm", run, lambda: str(contexts[0].root.path) if contexts else "")
+    except Failed as e:
+        return e.code
     if result is None:
         return EXIT_OK
     if isinstance(result, int):
         return result
-    return report_stats(result, ctx.strict)
+    return report_stats(result, contexts[0].strict)
 
 
 if __name__ == "__main__":
