@@ -94,14 +94,15 @@ class LocalSite:
     """`with LocalSite(routes) as site: crawl([site.url("/")], ...)`."""
 
     def __init__(self, routes: dict[str, Page | Handler] | None = None,
-                 host: str = "127.0.0.1", fallback: Handler | None = None) -> None:
+                 host: str = "127.0.0.1", fallback: Handler | None = None,
+                 port: int = 0) -> None:
         self.routes: dict[str, Page | Handler] = dict(routes or {})
         self.fallback = fallback  # answers paths no route names (generated traps); else 404
         self.hits: Counter[str] = Counter()
         self.requests: list[tuple[str, dict[str, str]]] = []  # (path, headers) in order
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._server = _Server((host, 0), self._handler_class())
+        self._server = _Server((host, port), self._handler_class())  # 0: any free port
         self._thread: threading.Thread | None = None
 
     @property

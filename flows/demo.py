@@ -16,11 +16,13 @@ from typing import Any
 
 from pipeline.layout import DataRoot
 from pipeline.rawstore import sha256_file
+from pipeline.shards import read_manifest
 from pipeline.sniff import sniff_file
 
 log = logging.getLogger(__name__)
 
 SAMPLE_PROMPT = "The "
+DEMO_PORT = 8741  # preferred port of the sample site; any free one if it is taken
 
 
 @contextlib.contextmanager
@@ -35,7 +37,11 @@ def serve_folder(folder: Path) -> Iterator[str]:
         routes["/" + path.relative_to(folder).as_posix()] = Page(
             body=path.read_bytes(), content_type=ctype, etag=f'"{sha256_file(path)[:16]}"')
     routes["/"] = routes["/index.html"]
-    with LocalSite(routes) as site:
+    try:  # the same address every run, so a re-run re-crawls with conditional requests
+        site = LocalSite(routes, port=DEMO_PORT)
+    except OSError:
+        site = LocalSite(routes)
+    with site:
         yield site.url("")
 
 
@@ -48,31 +54,45 @@ class DemoSummary:
 
     def lines(self) -> list[str]:
         r = self.result
-        ing = r["ingest"]
-        decision = r["decision"]
-        trained = r["train"]
-        out = [
+        crawled = r["ingest"].get("crawl", {})
+        decision, trained = r["decision"], r["train"]
+        docs, ocr_pages = _documents(self.root)
+        totals = read_manifest(DataRoot.at(self.root).manifest).totals()
+        tokens = {split: t["tokens"] for split, t in totals.items()}
+        validation = r["validation"]
+        return [
             "",
             "CLLM demo: done",
-            f"  sample site        {self.site_url} ({ing.get('crawl', {}).get('kept', 0)} "
-            "pages stored)",
+            f"  sample site        {self.site_url} ({crawled.get('kept', 0)} pages stored, "
+            f"{sum(crawled.get('skipped', {}).values())} unchanged this run)",
             f"  raw store          {self.root / 'raw'}",
-            f"  documents          {self.root / 'docs'} ({ing['extract'].get('kept', 0)} new, "
-            f"{ing['extract'].get('extra', {}).get('ocr_pages', 0)} pages OCRed)",
-            f"  token shards       {self.root / 'shards'} ({ing['tokenize'].get('units', 0)} "
-            "new tokens)",
+            f"  documents          {self.root / 'docs'} ({docs} documents, {ocr_pages} pages "
+            "OCRed)",
+            f"  token shards       {self.root / 'shards'} ({tokens['train']} train and "
+            f"{tokens['val']} val tokens)",
             f"  training run       {trained['run_dir']} ({trained['steps']} steps, "
             f"stopped: {trained['stop_reason']})",
             f"  loss curves        {trained.get('report')}",
             f"  decision           {'promoted' if decision['promoted'] else 'not promoted'}: "
             f"{decision['reason']}",
             f"  promoted model     {self.root / 'models' / 'current'}",
-            f"  validation         val loss {r['validation'].get('val_loss', float('nan')):.4f}",
+            f"  validation         val loss {validation.get('val_loss', float('nan')):.4f}, "
+            f"canary loss {validation.get('canary_loss') or float('nan'):.4f}",
             f"  generated sample   {self.root / 'demo-sample.txt'}",
             "",
             self.sample,
         ]
-        return out
+
+
+def _documents(root: Path) -> tuple[int, int]:
+    """Documents in the data root, and pages of theirs that were OCRed."""
+    from pipeline.docstore import iter_documents
+
+    docs = ocr = 0
+    for doc in iter_documents(root / "docs"):
+        docs += 1
+        ocr += len(doc.ocr_pages)
+    return docs, ocr
 
 
 def write_sample(root: DataRoot, max_new_tokens: int = 120) -> str:

@@ -45,7 +45,7 @@ class SampleSite:
     scanned: list[str] = field(default_factory=list)  # the image-only PDFs
 
 
-_MODULE_LINK = re.compile(r'<a href="([\w.]+)\.html(#[^"]*)?">(.*?)</a>', re.DOTALL)
+_MODULE_LINK = re.compile(r'<a href="([\w.]+)\.html(#[^"]*)?"[^>]*>(.*?)</a>', re.DOTALL)
 
 
 def _module_html(name: str, on_site: frozenset[str]) -> str:
