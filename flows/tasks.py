@@ -86,8 +86,7 @@ def extract_task(cfg: Config, root: DataRoot, partition: tuple[int, int] | None 
                  ) -> dict[str, Any]:
     from docproc.extract import extract_all
 
-    stats = extract_all(cfg, root, progress=False, **({"partition": partition} if partition
-                                                     else {}))
+    stats = extract_all(cfg, root, progress=False, partition=partition)
     publish_stats(stats, f"extract-{partition[0]}-of-{partition[1]}" if partition else None)
     return stats_dict(stats)
 
