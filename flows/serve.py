@@ -61,7 +61,7 @@ def local_server(cfg: Config, root: DataRoot) -> Iterator[str]:
         proc = subprocess.Popen(
             [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port",
              str(port)], env=server_env(root), stdout=server_log, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            start_new_session=True, preexec_fn=_die_with_parent)
     try:
         _wait_until_healthy(api_url, proc, log_path)
         log.info("started a local Prefect server: UI at http://%s:%d (log %s)", host, port,
@@ -69,6 +69,18 @@ def local_server(cfg: Config, root: DataRoot) -> Iterator[str]:
         yield api_url
     finally:
         _stop_process_group(proc)
+
+
+def _die_with_parent() -> None:
+    """In the server's process, before it runs: SIGTERM it when `cllm serve` dies, even by
+    SIGKILL, so that no server outlives the command that started it (Linux only)."""
+    import ctypes
+    import ctypes.util
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
 
 
 def _stop_process_group(proc: subprocess.Popen) -> None:
@@ -102,6 +114,7 @@ def _wait_until_healthy(api_url: str, proc: subprocess.Popen, log_path: Path) ->
 def deployments(cfg: Config, root: DataRoot, config_path: Path | None,
                 overrides: list[str]) -> list:
     from prefect.schedules import Cron
+    from prefect.types.entrypoint import EntrypointType
 
     from flows.retrain import retrain_flow
     from flows.validate import validate_flow
@@ -113,17 +126,24 @@ def deployments(cfg: Config, root: DataRoot, config_path: Path | None,
     return [
         validate_flow.to_deployment(
             "validate", schedules=[Cron(cfg.schedule.validate_cron, timezone=tz)],
-            parameters=params, tags=["cllm"],
+            parameters=params, tags=["cllm"], entrypoint_type=EntrypointType.MODULE_PATH,
             description="Validate the promoted model on the val shards and the canary set"),
         retrain_flow.to_deployment(
             "retrain", schedules=[Cron(cfg.schedule.retrain_cron, timezone=tz)],
-            parameters=params, tags=["cllm"],
+            parameters=params, tags=["cllm"], entrypoint_type=EntrypointType.MODULE_PATH,
             description="Ingest new sources; retrain and promote if better"),
     ]
 
 
+def _sigterm_interrupts(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def serve(cfg: Config, root: DataRoot, config_path: Path | None, overrides: list[str]) -> int:
     """Serve until interrupted (SIGINT/SIGTERM)."""
+    # until Prefect's runner takes SIGTERM over, it stops us like Ctrl-C, so that the server
+    # we started is stopped too (the default action would end the process on the spot)
+    signal.signal(signal.SIGTERM, _sigterm_interrupts)
     if os.environ.get("PREFECT_API_URL"):
         return _serve_on(cfg, root, config_path, overrides)
     with local_server(cfg, root) as api_url:

@@ -16,8 +16,8 @@ def test_prefect_yaml_entrypoints_and_parameters() -> None:
     names = {d["name"] for d in spec["deployments"]}
     assert names == {"validate", "retrain"}
     for dep in spec["deployments"]:
-        path, func = dep["entrypoint"].split(":")
-        module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+        module_name, func = dep["entrypoint"].rsplit(".", 1)  # a module path: no file paths
+        module = importlib.import_module(module_name)
         flow = getattr(module, func)
         accepted = set(inspect.signature(flow.fn).parameters)
         assert set(dep["parameters"]) <= accepted
