@@ -10,7 +10,6 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,14 +52,14 @@ class DemoSummary:
     sample: str
 
     def lines(self) -> list[str]:
+        from flows.cli import training_lines, validation_line
+
         r = self.result
         crawled = r["ingest"].get("crawl", {})
-        decision, trained = r["decision"], r["train"]
         docs, ocr_pages = _documents(self.root)
         totals = read_manifest(DataRoot.at(self.root).manifest).totals()
         tokens = {split: t["tokens"] for split, t in totals.items()}
-        validation = r["validation"]
-        return [
+        lines = [
             "",
             "CLLM demo: done",
             f"  sample site        {self.site_url} ({crawled.get('kept', 0)} pages stored, "
@@ -70,18 +69,18 @@ class DemoSummary:
             "OCRed)",
             f"  token shards       {self.root / 'shards'} ({tokens['train']} train and "
             f"{tokens['val']} val tokens)",
-            f"  training run       {trained['run_dir']} ({trained['steps']} steps, "
-            f"stopped: {trained['stop_reason']})",
-            f"  loss curves        {trained.get('report')}",
-            f"  decision           {'promoted' if decision['promoted'] else 'not promoted'}: "
-            f"{decision['reason']}",
-            f"  promoted model     {self.root / 'models' / 'current'}",
-            f"  validation         val loss {validation.get('val_loss', float('nan')):.4f}, "
-            f"canary loss {validation.get('canary_loss') or float('nan'):.4f}",
-            f"  generated sample   {self.root / 'demo-sample.txt'}",
-            "",
-            self.sample,
         ]
+        if r["trained"]:
+            lines += [*training_lines(r),
+                      f"  loss curves        {r['train'].get('report')}",
+                      validation_line(r["validation"])]
+        else:
+            lines.append(f"  not trained        {r['reason']}")
+        return [*lines,
+                f"  promoted model     {self.root / 'models' / 'current'}",
+                f"  generated sample   {self.root / 'demo-sample.txt'}",
+                "",
+                self.sample]
 
 
 def _documents(root: Path) -> tuple[int, int]:
@@ -109,15 +108,15 @@ def write_sample(root: DataRoot, max_new_tokens: int = 120) -> str:
 
 
 def run_demo(root: DataRoot, config: Path | None, overrides: list[str]) -> DemoSummary:
-    from flows.pipeline import pipeline_flow
+    from flows.chain import pipeline_flow
     from pipeline.samples import build_sample_site
 
     site = build_sample_site(root.path / "sample-site")
-    run = f"demo-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
     with serve_folder(site.folder) as url:
         log.info("demo: serving the sample site at %s", url)
+        # runs are named demo-<time> (the preset's train.run plus the flow's stamp)
         result = pipeline_flow(root=str(root.path), config=str(config) if config else None,
-                               overrides=[f"train.run={run}", *overrides],
-                               urls=[url + "/index.html"], paths=[], preset="demo")
+                               overrides=list(overrides), urls=[url + "/index.html"], paths=[],
+                               preset="demo")
     sample = write_sample(root)
     return DemoSummary(root=root.path, site_url=url, result=result, sample=sample)

@@ -97,8 +97,10 @@ class Registry:
         record = self.current()
         return self.checkpoint(record) if record else None
 
-    def promote(self, checkpoint: Path, record: ModelRecord) -> ModelRecord:
-        """Copy the checkpoint in, export its weights, then point `current` at it."""
+    def promote(self, checkpoint: Path, record: ModelRecord, **facts: Any) -> ModelRecord:
+        """Copy the checkpoint in, export its weights, then point `current` at it.
+
+        `facts` go into the decision's row (what the candidate was trained on)."""
         from model.checkpoint import export_safetensors
 
         target = self.folder / record.id
@@ -109,7 +111,7 @@ class Registry:
         atomic_write_json(target / RECORD_FILE, asdict(record))
         self._point_current_at(record.id)
         self.log_decision(promoted=True, model=record.id, reason=record.reason,
-                          val_loss=record.val_loss)
+                          val_loss=record.val_loss, **facts)
         return record
 
     def _point_current_at(self, model_id: str) -> None:
@@ -129,6 +131,10 @@ class Registry:
 
     def decisions(self) -> list[dict[str, Any]]:
         return read_jsonl(self.decisions_log)
+
+    def last_training(self) -> dict[str, Any] | None:
+        """The decision on the last model trained (promoted or not): what it was trained on."""
+        return next((d for d in reversed(self.decisions()) if d.get("candidate")), None)
 
     def validations(self) -> list[dict[str, Any]]:
         return read_jsonl(self.validation_log)

@@ -5,8 +5,6 @@ promoted model (or from scratch) on the grown shards -> promote if better -> val
 from __future__ import annotations
 
 import logging
-import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow
@@ -14,7 +12,7 @@ from prefect import flow
 from flows.common import resolve
 from flows.ingest import run_ingest
 from flows.registry import Registry
-from flows.train import run_train
+from flows.train import run_for_current_shards, run_train
 from flows.validate import run_validate
 from pipeline.config import Config, replace
 from pipeline.layout import DataRoot
@@ -32,8 +30,14 @@ def documents_in_shards(root: DataRoot) -> int:
     return sum(split["docs"] for split in totals.values())
 
 
-def retrain_run_name(base: str) -> str:
-    return f"{base}-retrain-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:6]}"
+def new_documents(registry: Registry, root: DataRoot, before_ingest: int) -> int:
+    """Documents in the shards that no model was trained on yet: counted from the last
+    training's record when there is one (what was ingested by hand counts too), else from
+    what this run's ingest added."""
+    now = documents_in_shards(root)
+    last = registry.last_training()
+    seen = last["documents"] if last and "documents" in last else before_ingest
+    return now - seen
 
 
 def run_retrain(cfg: Config, root: DataRoot, urls: list[str], paths: list[str]
@@ -41,7 +45,7 @@ def run_retrain(cfg: Config, root: DataRoot, urls: list[str], paths: list[str]
     registry = Registry(root)
     before = documents_in_shards(root)
     ingested = run_ingest(cfg, root, urls, paths)
-    fresh = documents_in_shards(root) - before
+    fresh = new_documents(registry, root, before)
     need = cfg.schedule.min_new_docs
     promoted = registry.current_checkpoint()
     if fresh < need and promoted is not None:
@@ -50,8 +54,9 @@ def run_retrain(cfg: Config, root: DataRoot, urls: list[str], paths: list[str]
         log.info("retrain: %s", reason)
         return {"retrained": False, "reason": reason, "ingest": ingested}
     from_promoted = cfg.schedule.retrain_from == "promoted" and promoted is not None
-    run_cfg = replace(cfg, "train", run=retrain_run_name(cfg.train.run),
-                      init_from="promoted" if from_promoted else "scratch")
+    run_cfg = run_for_current_shards(
+        replace(cfg, "train", init_from="promoted" if from_promoted else "scratch"), root,
+        kind="retrain")
     trained = run_train(run_cfg, root, promoted if from_promoted else None)
     out = {"retrained": True, "new_documents": fresh, "ingest": ingested, **trained}
     out["validation"] = run_validate(cfg, root)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import uuid
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +16,16 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.common import resolve
 from flows.registry import ModelRecord, Registry, new_model_id
-from pipeline.config import Config
+from pipeline.atomic import atomic_write_json
+from pipeline.config import Config, replace
 from pipeline.layout import DataRoot
 from pipeline.shards import read_manifest
 
 log = logging.getLogger(__name__)
+
+
+PENDING_RUN = "train-pending.json"  # under state/flows/: the run training on the current shards
+RUN_ONLY_KEYS = ("run", "init_from", "device", "threads", "compile")  # not what the model learns
 
 
 @dataclass(kw_only=True, slots=True)
@@ -26,12 +34,66 @@ class Decision:
     reason: str
     candidate: str  # checkpoint path
     candidate_val_loss: float
+    step: int = 0  # the candidate checkpoint's step
     current: str | None = None  # id of the model promoted before
     current_val_loss: float | None = None
     model_id: str | None = None  # the new promoted id
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def train_key(cfg: Config) -> str:
+    """What a model learns from besides the data: the train section without the keys that name
+    or place a run. Two runs with the same key on the same shards train the same model."""
+    from flows.common import fingerprint
+
+    return fingerprint({k: v for k, v in cfg.to_dict()["train"].items()
+                        if k not in RUN_ONLY_KEYS})
+
+
+def training_facts(cfg: Config, root: DataRoot) -> dict[str, Any]:
+    """What a candidate is trained on; recorded with its decision, so a later run can tell
+    whether anything changed since."""
+    manifest = read_manifest(root.manifest)
+    return {"manifest_version": manifest.version,
+            "documents": sum(t["docs"] for t in manifest.totals().values()),
+            "train_key": train_key(cfg)}
+
+
+def trained_already(facts: dict[str, Any], last: dict[str, Any] | None) -> bool:
+    return last is not None and all(last.get(k) == v for k, v in facts.items())
+
+
+def new_run_name(base: str, kind: str = "") -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return "-".join(filter(None, [base, kind, stamp, uuid.uuid4().hex[:4]]))
+
+
+def _pending_path(root: DataRoot) -> Path:
+    return root.state / "flows" / PENDING_RUN
+
+
+def run_for_current_shards(cfg: Config, root: DataRoot, kind: str = "") -> Config:
+    """The config of the run that trains on the current shards: a run of its own name, or the
+    one a killed flow left unfinished on these same shards (resumed, not started again)."""
+    if cfg.train.init_from == "resume":  # the user named the run to continue
+        return cfg
+    facts = training_facts(cfg, root)
+    path = _pending_path(root)
+    pending = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    run = pending.get("run")
+    if run and trained_already(facts, pending) and any(root.run(run).glob("checkpoints/*.pt")):
+        log.info("train: resuming run %s, left unfinished on these shards", run)
+        return replace(cfg, "train", run=run, init_from="resume")
+    run = new_run_name(cfg.train.run, kind)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, {"run": run, **facts})
+    return replace(cfg, "train", run=run)
+
+
+def _clear_pending(root: DataRoot) -> None:
+    _pending_path(root).unlink(missing_ok=True)
 
 
 def eval_windows(cfg: Config) -> int:
@@ -76,15 +138,21 @@ def _current_loss(registry: Registry, cfg: Config, root: DataRoot) -> tuple[str 
         return current.id, None, f"promoted model {current.id} cannot be scored here ({e})"
 
 
-def decide_and_promote(cfg: Config, root: DataRoot, candidate: Path, run: str, step: int,
-                       ) -> Decision:
+def checkpoint_step(checkpoint: Path) -> int:
+    """The optimizer step a checkpoint holds (the best one is rarely the run's last step)."""
+    from model.checkpoint import load_checkpoint
+
+    return int(load_checkpoint(checkpoint)["step"])
+
+
+def decide_and_promote(cfg: Config, root: DataRoot, candidate: Path, run: str) -> Decision:
     """Promote `candidate` iff its val loss beats the promoted model's on the same shards."""
     registry = Registry(root)
     cand_loss = evaluate_task(str(candidate), cfg, root)
     current_id, current_loss, why_not_compared = _current_loss(registry, cfg, root)
     decision = Decision(promoted=False, reason="", candidate=str(candidate),
-                        candidate_val_loss=cand_loss, current=current_id,
-                        current_val_loss=current_loss)
+                        candidate_val_loss=cand_loss, step=checkpoint_step(candidate),
+                        current=current_id, current_val_loss=current_loss)
     if not math.isfinite(cand_loss):
         decision.reason = f"candidate val loss is {cand_loss}"
     elif current_loss is None:
@@ -94,27 +162,30 @@ def decide_and_promote(cfg: Config, root: DataRoot, candidate: Path, run: str, s
         decision.reason = f"val loss {cand_loss:.4f} < promoted {current_loss:.4f}"
     else:
         decision.reason = f"val loss {cand_loss:.4f} >= promoted {current_loss:.4f}"
+    facts = {"run": run, "step": decision.step, "candidate": str(candidate),
+             **training_facts(cfg, root)}
     if not decision.promoted:
-        registry.log_decision(promoted=False, reason=decision.reason, candidate=str(candidate),
-                              val_loss=cand_loss, current=current_id)
+        registry.log_decision(promoted=False, reason=decision.reason, val_loss=cand_loss,
+                              current=current_id, **facts)
         log.info("not promoted: %s", decision.reason)
-        return decision
-    _promote(registry, cfg, root, candidate, run, step, cand_loss, decision)
+    else:
+        _promote(registry, cfg, root, candidate, run, cand_loss, decision, facts)
+    _clear_pending(root)
     return decision
 
 
 def _promote(registry: Registry, cfg: Config, root: DataRoot, candidate: Path, run: str,
-             step: int, val_loss: float, decision: Decision) -> None:
+             val_loss: float, decision: Decision, facts: dict[str, Any]) -> None:
     if not registry.has_canary():
         frozen = registry.freeze_canary(cfg.validate.canary_docs)
         log.info("froze the canary set: %d val documents", frozen)
     manifest = read_manifest(root.manifest)
-    record = ModelRecord(id=new_model_id(run, step), run=run, step=step,
+    record = ModelRecord(id=new_model_id(run, decision.step), run=run, step=decision.step,
                          checkpoint=str(candidate), val_loss=val_loss,
                          manifest_version=manifest.version,
                          tokenizer_sha256=manifest.tokenizer.sha256, reason=decision.reason)
     record.canary_loss = canary_loss(registry, candidate)
-    registry.promote(candidate, record)
+    registry.promote(candidate, record, **facts)
     decision.model_id = record.id
     log.info("promoted %s: %s", record.id, decision.reason)
 
@@ -128,19 +199,24 @@ def canary_loss(registry: Registry, checkpoint: Path) -> float | None:
     return evaluate_tokens(checkpoint, arrays, eos_id=meta["eos_id"]).loss
 
 
+def _loss_span(rows: list[dict[str, Any]]) -> tuple[float, float]:
+    """The first and last training loss (evaluation rows carry no loss)."""
+    losses = [r["loss"] for r in rows if isinstance(r.get("loss"), int | float)]
+    return (losses[0], losses[-1]) if losses else (math.nan, math.nan)
+
+
 def summary_markdown(trained: dict[str, Any], decision: Decision) -> str:
     from model.train import read_metrics
 
     rows = read_metrics(Path(trained["metrics"])) if trained.get("metrics") else []
     evals = [r for r in rows if r.get("val_loss") is not None]
-    first, last = (rows[0], rows[-1]) if rows else ({}, {})
+    first_loss, last_loss = _loss_span(rows)
     lines = [
         f"# Training run `{Path(trained['run_dir']).name}`",
         "",
         f"- steps: {trained['steps']}, tokens seen: {trained['tokens_seen']}, "
         f"stopped: {trained['stop_reason']}",
-        f"- train loss: {first.get('loss', float('nan')):.4f} -> "
-        f"{last.get('loss', float('nan')):.4f}",
+        f"- train loss: {first_loss:.4f} -> {last_loss:.4f}",
         f"- best val loss during training: {trained['best_val_loss']}",
         f"- evaluations: {len(evals)}",
         "",
@@ -150,7 +226,8 @@ def summary_markdown(trained: dict[str, Any], decision: Decision) -> str:
         "",
         f"## Decision: {'promoted' if decision.promoted else 'not promoted'}",
         "",
-        f"{decision.reason}. Candidate val loss {decision.candidate_val_loss:.4f}"
+        f"{decision.reason}. Candidate (step {decision.step}) val loss "
+        f"{decision.candidate_val_loss:.4f}"
         + (f"; promoted model {decision.current} {decision.current_val_loss:.4f}"
            if decision.current_val_loss is not None else "") + ".",
     ]
@@ -167,7 +244,7 @@ def run_train(cfg: Config, root: DataRoot, init_checkpoint: Path | None = None
     if candidate is None:
         raise RuntimeError(f"training run {trained['run_dir']} produced no checkpoint "
                            f"(stopped: {trained['stop_reason']})")
-    decision = decide_and_promote(cfg, root, Path(candidate), cfg.train.run, trained["steps"])
+    decision = decide_and_promote(cfg, root, Path(candidate), cfg.train.run)
     create_markdown_artifact(summary_markdown(trained, decision), key="train-decision",
                              description=decision.reason)
     return {"train": trained, "decision": decision.to_dict()}
@@ -177,7 +254,9 @@ def run_train(cfg: Config, root: DataRoot, init_checkpoint: Path | None = None
 def train_flow(root: str = "cllm-data", config: str | None = None,
                overrides: list[str] | None = None) -> dict[str, Any]:
     cfg, data_root = resolve(root, config, overrides or ())
-    init = None
-    if cfg.train.init_from == "promoted":
-        init = Registry(data_root).current_checkpoint()
-    return run_train(cfg, data_root, init)
+    return run_train(cfg, data_root, promoted_init(cfg, data_root))
+
+
+def promoted_init(cfg: Config, root: DataRoot) -> Path | None:
+    """The promoted model's weights when the run starts from them (train.init_from)."""
+    return Registry(root).current_checkpoint() if cfg.train.init_from == "promoted" else None
