@@ -23,7 +23,7 @@ from pipeline.config import Config, save_resolved
 from pipeline.docstore import document_ids, write_part
 from pipeline.failures import FailureLog
 from pipeline.layout import DataRoot
-from pipeline.lock import stage_lock
+from pipeline.lock import check_input_free, stage_lock
 from pipeline.progress import Progress, StageStats
 from pipeline.rawstore import RawStore
 from pipeline.records import Document, Failure
@@ -146,6 +146,7 @@ def extract_all(cfg: Config, root: DataRoot, progress: bool = True,
     tally = _Tally()
     root.docs.mkdir(parents=True, exist_ok=True)
     lock_name = f"{STAGE}-{partition[0]}-of-{partition[1]}" if partition else STAGE
+    check_input_free(root.raw, STAGE)
     with stage_lock(root.docs, lock_name):
         remove_orphan_temps(root.docs)  # only dead writers' files: siblings keep theirs
         save_resolved(cfg, root.docs)

@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,8 @@ def _config_flag(p: argparse.ArgumentParser, *flags: str, key: str, **kwargs: An
     action = kwargs.pop("action", None)
     if action in ("store_true", "store_const"):
         kwargs.update(nargs=0, const=kwargs.get("const", True))
+    elif "choices" not in kwargs:
+        kwargs.setdefault("metavar", key.partition(".")[2].upper())  # not _FLAG_TRAIN.RUN
     p.add_argument(*flags, action=_ConfigFlag, key=key, dest=f"_flag_{key}",
                    default=argparse.SUPPRESS, **kwargs)
 
@@ -228,6 +231,10 @@ def _args_none(p: argparse.ArgumentParser) -> None:
     pass
 
 
+def _args_status(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the status as JSON (for scripts)")
+
+
 def _args_config(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=["show", "check"], nargs="?", default="show",
                    help="show: print the resolved config as TOML; check: validate only")
@@ -268,7 +275,7 @@ COMMANDS = [
             "flows.cli:retrain"),
     Command("serve", "serve the scheduled validate and retrain deployments", _args_none,
             "flows.cli:serve"),
-    Command("status", "what the data root holds, stage by stage", _args_none,
+    Command("status", "what the data root holds, stage by stage", _args_status,
             "pipeline.status:cli"),
     Command("config", "show or check the resolved config", _args_config, "pipeline.cli:cli_config"),
 ]
@@ -308,15 +315,72 @@ class CurrentStderrHandler(logging.StreamHandler):
         pass
 
 
+PREFECT_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs", "prefect.engine")
+LOG_FILE_BYTES = 5 * 1024 * 1024  # logs/cllm.log rotates at this size, 3 old files kept
+
+
+class OneLineFormatter(logging.Formatter):
+    """The console's lines: a message, never a traceback (those go to the log file)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.exc_info or record.exc_text or record.stack_info:
+            record = logging.makeLogRecord({**record.__dict__, "exc_info": None,
+                                            "exc_text": None, "stack_info": None})
+        return super().format(record)
+
+
+class ConsoleFilter(logging.Filter):
+    """Keeps Prefect's reports of a failed flow or task run off the console: the command says
+    in one line what failed, and the log file has Prefect's account with its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and record.name.startswith(PREFECT_RUN_LOGGERS))
+
+
 def _setup_logging(verbose: int, quiet: int) -> None:
     level = logging.INFO + 10 * (quiet - verbose)
     level = min(max(level, logging.DEBUG), logging.ERROR)
     fmt = "%(asctime)s %(levelname).1s %(name)s: %(message)s" if verbose else \
         "%(asctime)s %(levelname).1s %(message)s"
-    logging.basicConfig(level=level, format=fmt, datefmt="%H:%M:%S",
-                        handlers=[CurrentStderrHandler()], force=True)
+    console = CurrentStderrHandler()
+    console.setLevel(level)
+    console.setFormatter(logging.Formatter(fmt, datefmt="%H:%M:%S") if verbose > 1
+                         else OneLineFormatter(fmt, datefmt="%H:%M:%S"))
+    if verbose < 2:
+        console.addFilter(ConsoleFilter())
+    logging.basicConfig(level=min(level, logging.INFO), handlers=[console], force=True)
     # one line per HTTP request (Prefect's API client) drowns the stage lines
     logging.getLogger("httpx").setLevel(max(level, logging.WARNING))
+
+
+class LogFile(RotatingFileHandler):
+    """logs/cllm.log, made on the first line logged: a command that logs nothing (`cllm
+    config`, `cllm status`) leaves no folder behind."""
+
+    def _open(self) -> Any:
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        # an unwritable data root: drop the file quietly; the console still says everything
+        logging.getLogger().removeHandler(self)
+        self.close()
+
+
+def log_to_file(folder: Path) -> Path:
+    """Also log (at INFO, tracebacks included) to `folder/cllm.log`, where a failed command's
+    one-line message points."""
+    path = (folder / "cllm.log").absolute()
+    root_logger = logging.getLogger()
+    if not any(isinstance(h, LogFile) and Path(h.baseFilename) == path
+               for h in root_logger.handlers):
+        handler = LogFile(path, maxBytes=LOG_FILE_BYTES, backupCount=3, encoding="utf-8",
+                          delay=True)
+        handler.setLevel(logging.INFO)
+        handler.setFormatter(logging.Formatter(
+            "%(asctime)s %(process)d %(levelname).1s %(name)s: %(message)s"))
+        root_logger.addHandler(handler)
+    return path
 
 
 def _flag_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -345,6 +409,12 @@ def _resolve_handler(spec: str) -> Callable[[argparse.Namespace, Context], Any]:
     return getattr(importlib.import_module(module_name), func)
 
 
+def failed_completely(stats: Any) -> bool:
+    """Whether a stage got nothing because everything it was given failed (a missing path,
+    every URL refused): no partial success a cron job could miss."""
+    return bool(stats.n_failed) and not (stats.kept or stats.skipped or stats.dropped)
+
+
 def report_stats(stats: Any, strict: bool) -> int:
     """Print a stage's summary and failures; the exit code they imply."""
     print(stats.summary())
@@ -355,7 +425,9 @@ def report_stats(stats: Any, strict: bool) -> int:
         if stats.n_failed > len(shown):
             print(f"  ... and {stats.n_failed - len(shown)} more (see the failures log)",
                   file=sys.stderr)
-    return EXIT_FAILED if strict and stats.n_failed else EXIT_OK
+    if failed_completely(stats) or (strict and stats.n_failed):
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def cli_config(args: argparse.Namespace, ctx: Context) -> int:
@@ -416,6 +488,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def run() -> Any:
         contexts.append(make_context(args))
+        log_to_file(contexts[0].root.logs)
         return _resolve_handler(args.handler)(args, contexts[0])
 
     try:

@@ -22,6 +22,8 @@ DEFAULT_CONFIG_NAME = "cllm.toml"
 RESOLVED_CONFIG_NAME = "config.toml"
 ENV_PREFIX = "CLLM_"
 MB = 1024 * 1024
+# keys whose values are paths: relative ones in a config file are relative to its folder
+PATH_KEYS = {"sources": ("paths",), "crawl": ("blocklist_file",), "tokenize": ("tokenizer",)}
 
 OcrMode = Literal["never", "auto", "force"]
 Scheduler = Literal["constant", "cosine", "linear", "step"]
@@ -528,17 +530,32 @@ def _merge(into: dict[str, dict[str, Any]], layer: Mapping[str, Mapping[str, Any
         into.setdefault(section, {}).update(values)
 
 
+def _anchored(value: Any, folder: Path) -> Any:
+    """A relative path (or list of them) from a config file, made relative to its folder."""
+    if isinstance(value, list):
+        return [_anchored(v, folder) for v in value]
+    if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+        return str(folder / value)
+    return value
+
+
 def read_toml(path: Path) -> dict[str, dict[str, Any]]:
+    """A config file's sections. Relative paths in it mean relative to the file's folder, so
+    a run started from anywhere (a scheduled one, a worker's) reads the same files."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    folder = Path(path).absolute().parent
     for section, values in data.items():
         _section_class(section)
         if not isinstance(values, dict):
             raise ConfigError(f"config file {path}: [{section}] must be a table")
+        for key in PATH_KEYS.get(section, ()):
+            if key in values:
+                values[key] = _anchored(values[key], folder)
     return data
 
 

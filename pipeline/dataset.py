@@ -44,7 +44,7 @@ from pipeline.docstore import PART_RE, list_parts, part_path, read_part, write_p
 from pipeline.errors import ConfigError, CorruptInput, EnvironmentProblem, InputError
 from pipeline.failures import FailureLog
 from pipeline.layout import DataRoot
-from pipeline.lock import stage_lock
+from pipeline.lock import check_input_free, stage_lock
 from pipeline.progress import Progress, StageStats
 from pipeline.rawstore import sha256_file
 from pipeline.records import Document, Failure
@@ -255,6 +255,7 @@ def clean_documents(cfg: Config, root: DataRoot, progress: bool = True) -> Stage
     failure_log = FailureLog(out / "failures.jsonl")
     failures: list[Failure] = []
     succeeded: list[str] = []
+    check_input_free(root.docs, CLEAN_STAGE)
     with stage_lock(root.state, CLEAN_STAGE), DedupIndex(root.dedup_index, cfg.clean) as index:
         remove_orphan_temps(out)
         save_resolved(cfg, out)

@@ -80,6 +80,11 @@ class DataRoot:
         return self.state / "dedup.sqlite"
 
     @property
+    def logs(self) -> Path:
+        """What the commands logged (logs/cllm.log), tracebacks included."""
+        return self.path / "logs"
+
+    @property
     def crawl_jobs(self) -> Path:
         return self.state / "crawl"
 

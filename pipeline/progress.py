@@ -103,6 +103,33 @@ class StageStats:
             "failures": [f.to_dict() for f in self.failures],
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StageStats:
+        """The inverse of `to_dict` (what a child process or a Prefect task sent back)."""
+        stats = cls(stage=data["stage"], seen=data.get("seen", 0), kept=data.get("kept", 0),
+                    dropped=Counter(data.get("dropped", {})),
+                    failed=Counter(data.get("failed", {})),
+                    skipped=Counter(data.get("skipped", {})), bytes=data.get("bytes", 0),
+                    units=data.get("units", 0), unit_name=data.get("unit_name", ""),
+                    extra=dict(data.get("extra", {})),
+                    failures=[Failure.from_dict(f) for f in data.get("failures", [])])
+        stats.seconds = data.get("seconds", 0.0)
+        return stats
+
+    def __add__(self, other: StageStats) -> StageStats:
+        """Two parts of one stage's work as one (fanned-out tasks, a child's and the parent's
+        share): counts add up, the elapsed time is the longer one, extras of the right win."""
+        total = StageStats(stage=self.stage, unit_name=self.unit_name or other.unit_name)
+        total.seen, total.kept = self.seen + other.seen, self.kept + other.kept
+        for name in ("dropped", "failed", "skipped"):
+            setattr(total, name, getattr(self, name) + getattr(other, name))
+        total.bytes, total.units = self.bytes + other.bytes, self.units + other.units
+        total.extra = {**self.extra, **other.extra}
+        total.failures = (self.failures + other.failures)[:MAX_FAILURES_KEPT]
+        total.started = min(self.started, other.started)
+        total.seconds = max(self.elapsed(), other.elapsed())
+        return total
+
 
 class Progress:
     """Progress for one stage: tqdm on a terminal, a log line every LOG_EVERY_S otherwise.
