@@ -95,3 +95,72 @@ def test_cllm_toml_in_the_working_directory_is_read(tmp_path: Path, cli_env) -> 
     shown = _cllm(["config"], cli_env, tmp_path)
     assert shown.returncode == 0
     assert tomllib.loads(shown.stdout)["train"]["max_steps"] == 77
+
+
+def test_a_source_that_fails_completely_exits_1(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    good = tmp_path / "good.txt"
+    good.write_text("fine")
+    root = str(tmp_path / "data")
+    missing = _cllm(["--root", root, "ingest", str(tmp_path / "no" / "such")], cli_env, tmp_path)
+    assert missing.returncode == EXIT_FAILED, missing.stderr
+    assert "no/such" in missing.stderr and "unreadable" in missing.stderr
+    partly = _cllm(["--root", root, "ingest", str(good), str(tmp_path / "gone")], cli_env,
+                   tmp_path)
+    assert partly.returncode == EXIT_OK, partly.stderr  # partial failure: listed, exit 0
+    assert "gone" in partly.stderr
+    again = _cllm(["--root", root, "ingest", str(good)], cli_env, tmp_path)
+    assert again.returncode == EXIT_OK and "unchanged=1" in again.stdout  # nothing new: fine
+
+
+def test_help_names_flag_values_after_their_keys(tmp_path: Path, cli_env) -> None:
+    helped = _cllm(["train", "--help"], cli_env, tmp_path)
+    assert helped.returncode == 0
+    assert "--run RUN" in helped.stdout and "--max-steps MAX_STEPS" in helped.stdout
+    assert "_FLAG_" not in helped.stdout.upper()
+
+
+def _promoted_by_hand(root: DataRoot, model_id: str) -> None:
+    import json
+
+    folder = root.models / model_id
+    folder.mkdir(parents=True)
+    (folder / "record.json").write_text(json.dumps(
+        {"id": model_id, "step": 40, "val_loss": 5.25, "canary_loss": 5.5}))
+    (root.models / "current").symlink_to(model_id)
+    (root.models / "canary").mkdir()
+    (root.models / "canary" / "canary.json").write_text(json.dumps(
+        {"docs": 2, "tokens": 300, "frozen_at": "2026-12-01T00:00:00Z"}))
+
+
+def test_status_lists_models_apart_from_current_and_the_canary(tmp_path: Path, cli_env) -> None:
+    import json
+
+    root = DataRoot.at(tmp_path / "data")
+    (tmp_path / "a.txt").write_text("some text")
+    assert main(["--root", str(root.path), "-q", "ingest", str(tmp_path / "a.txt")]) == EXIT_OK
+    _promoted_by_hand(root, "20261201T000000Z-demo-step40")
+    shown = _cllm(["--root", str(root.path), "status"], cli_env, tmp_path)
+    assert shown.returncode == 0
+    lines = {line.split()[0]: line for line in shown.stdout.splitlines()}
+    assert "1 sources" in lines["raw"] and "none yet" in lines["shards"]
+    assert lines["models"].endswith("1 promoted")
+    assert "20261201T000000Z-demo-step40 (step 40, val loss 5.2500" in lines["current"]
+    assert "2 val documents" in lines["canary"]
+    as_json = json.loads(_cllm(["--root", str(root.path), "status", "--json"], cli_env,
+                               tmp_path).stdout)
+    assert as_json["models"]["promoted"] == ["20261201T000000Z-demo-step40"]
+    assert as_json["models"]["current"]["id"] == "20261201T000000Z-demo-step40"
+
+
+def test_a_stage_whose_input_is_being_written_says_so_and_exits_3(tmp_path: Path) -> None:
+    root = DataRoot.at(tmp_path / "data")
+    args = [sys.executable, "-m", "pipeline.cli", "--root", str(root.path)]
+    with stage_lock(root.docs, "extract"):
+        tokenize = subprocess.run([*args, "tokenize"], capture_output=True, text=True,
+                                  timeout=120)
+    assert tokenize.returncode == EXIT_ENVIRONMENT, tokenize.stderr
+    assert "extract is writing now" in tokenize.stderr and "Traceback" not in tokenize.stderr
+    with stage_lock(root.raw, "ingest"):
+        extract = subprocess.run([*args, "extract"], capture_output=True, text=True, timeout=120)
+    assert extract.returncode == EXIT_ENVIRONMENT, extract.stderr
+    assert "ingest is writing now" in extract.stderr

@@ -49,6 +49,6 @@ def test_run_uses_the_sources_of_cllm_toml(tmp_path: Path, cli_env: dict[str, st
         overrides = [arg for item in TINY for arg in ("--set", item)]
         done = _cllm(["--root", str(root), "run", *overrides], cli_env, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "run: promoted" in done.stdout
+    assert "decision   promoted as" in done.stdout
     assert "extract: 11 seen, 11 kept" in done.stderr
     assert (root / "models" / "current" / "record.json").is_file()

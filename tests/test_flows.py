@@ -215,3 +215,20 @@ def test_dask_runner_fans_extraction_out_over_two_workers(harness, tmp_path: Pat
     assert shards and shards == sorted(p.name for p in single.shards.glob("*.bin"))
     for shard in shards:
         assert (root.shards / shard).read_bytes() == (single.shards / shard).read_bytes()
+
+
+def test_the_training_summary_reads_the_last_training_loss(tmp_path: Path) -> None:
+    """The last metrics row is an evaluation (no loss): the summary must not say `nan`."""
+    from flows.train import Decision, summary_markdown
+
+    metrics = tmp_path / "metrics.jsonl"
+    rows = [{"step": 1, "loss": 9.0198}, {"step": 2, "loss": 7.5},
+            {"step": 2, "event": "final_eval", "val_loss": 7.7}]
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    trained = {"run_dir": str(tmp_path / "r"), "steps": 2, "tokens_seen": 10,
+               "stop_reason": "max_steps", "best_val_loss": 7.7, "metrics": str(metrics)}
+    decision = Decision(promoted=True, reason="no model promoted yet", candidate="c.pt",
+                        candidate_val_loss=7.7, step=2)
+    text = summary_markdown(trained, decision)
+    assert "train loss: 9.0198 -> 7.5000" in text and "nan" not in text
+    assert "Candidate (step 2)" in text
