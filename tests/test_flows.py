@@ -5,7 +5,6 @@ validation that fails on a regression, retrain that promotes only when better, D
 from __future__ import annotations
 
 import json
-import random
 import shutil
 from pathlib import Path
 
@@ -29,28 +28,10 @@ TINY = [
 ]
 
 
-def _prose(seed: int, words: int = 220) -> str:
-    rng = random.Random(seed)
-    sentences = []
-    while sum(len(s.split()) for s in sentences) < words:
-        n = rng.randint(6, 14)
-        sentences.append(" ".join(rng.choice(WORDS) for _ in range(n)).capitalize() + ".")
-    return " ".join(sentences)
-
-
 def _site_routes(n_pages: int, seed: int = 0) -> dict:
-    from crawler.localsite import Page, html
+    from acceptance.kit import site_routes
 
-    routes = {}
-    links = [f"/doc/{i}" for i in range(n_pages)]
-    for i in range(n_pages):
-        paras = "".join(f"<p>{_prose(seed * 1000 + i * 10 + k)}</p>" for k in range(3))
-        body = (f"<!doctype html><html><head><title>Doc {i}</title></head><body>"
-                f"<article><h1>Doc {i}</h1>{paras}</article></body></html>").encode()
-        routes[f"/doc/{i}"] = Page(body=body, etag=f'"{seed}-{i}"')
-    routes["/"] = Page(body=html("Home", links), etag=f'"home-{n_pages}"')
-    routes["/robots.txt"] = Page(body=b"User-agent: *\nAllow: /\n", content_type="text/plain")
-    return routes
+    return site_routes(n_pages, seed, words=220, vocabulary=WORDS)
 
 
 @pytest.fixture(scope="module")

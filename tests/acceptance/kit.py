@@ -66,12 +66,13 @@ canary_docs = 2
 """
 
 
-def prose(seed: int, words: int = 200) -> str:
+def prose(seed: int, words: int = 200, vocabulary: tuple[str, ...] | list[str] = WORDS) -> str:
+    """Sentences of random words: the same text for the same seed, every run."""
     rng = random.Random(seed)
     sentences = []
     while sum(len(s.split()) for s in sentences) < words:
         n = rng.randint(6, 14)
-        sentences.append(" ".join(rng.choice(WORDS) for _ in range(n)).capitalize() + ".")
+        sentences.append(" ".join(rng.choice(vocabulary) for _ in range(n)).capitalize() + ".")
     return " ".join(sentences)
 
 
@@ -95,13 +96,16 @@ def write_manuals(folder: Path, numbers: Iterable[int], pages: int = 2) -> list[
     return written
 
 
-def site_routes(n_pages: int, seed: int = 0) -> dict[str, Any]:
+def site_routes(n_pages: int, seed: int = 0, words: int = 80,
+                vocabulary: tuple[str, ...] | list[str] = WORDS) -> dict[str, Any]:
+    """A home page linking `n_pages` documents of three paragraphs each, with ETags."""
     from crawler.localsite import Page, html
 
     routes: dict[str, Any] = {}
     links = [f"/doc/{i}" for i in range(n_pages)]
     for i in range(n_pages):
-        paras = "".join(f"<p>{prose(seed * 1000 + i * 10 + k, 80)}</p>" for k in range(3))
+        paras = "".join(f"<p>{prose(seed * 1000 + i * 10 + k, words, vocabulary)}</p>"
+                        for k in range(3))
         body = (f"<!doctype html><html><head><title>Doc {i}</title></head><body>"
                 f"<article><h1>Doc {i}</h1>{paras}</article></body></html>").encode()
         routes[f"/doc/{i}"] = Page(body=body, etag=f'"{seed}-{i}"')
