@@ -5,6 +5,7 @@ resumed run follows it exactly (issue 11, defect 9)."""
 from __future__ import annotations
 
 import logging
+import random
 import shutil
 import subprocess
 import sys
@@ -269,3 +270,50 @@ def test_ranks_of_a_time_bounded_ddp_run_fit_one_horizon(tmp_path: Path, cli_env
     (fit,) = fits_of(rows)
     last = CheckpointSet(data.run("two"), keep_last=1000).latest()
     assert saved_horizon(last).end == fit["horizon"] >= steps_of(rows)[-1]["step"]
+
+
+def checkpoint_step(root: Path) -> int:
+    return max(CheckpointSet(root / "runs" / "tb", keep_last=1000).steps(), default=0)
+
+
+@pytest.mark.slow
+def test_a_time_bounded_run_sigkilled_after_its_fit_resumes_on_its_horizon(
+        tmp_path: Path, cli_env: dict) -> None:
+    # `cllm train --resume` SIGKILLed at seeded points (tests/crashkit.py) after the fit, run
+    # again until it completes: it ends on the first run's horizon, with its losses.
+    from crashkit import Stage, cllm, describe, kill_and_resume, run_to_end
+
+    data = DataRoot.at(tmp_path / "data")
+    make_shards(data, corpus())
+    settings = {**TINY_TRAIN, **TIME_BOUNDED, "max_seconds": 4.0}
+    sets = [f"--set=train.{k}={v!r}".replace("'", '"') for k, v in settings.items()]
+    stage = Stage("train", lambda root: cllm(root, "train", "--run", "tb", "--resume", *sets),
+                  lambda root: root / "runs" / "tb" / ".train.lock", progress=checkpoint_step)
+    whole = run_to_end(stage, data.path, cli_env, tmp_path / "whole.log")
+    assert whole.returncode == 0, whole.output
+    rows = read_metrics(data.run("tb") / "metrics.jsonl")
+    (fit,) = fits_of(rows)
+    # killed once already: right after the first checkpoint that holds the horizon
+    held = min(s for s in CheckpointSet(data.run("tb"), 1000).steps() if s > fit["fitted_at"])
+    root = DataRoot.at(tmp_path / "killed")
+    shutil.copytree(data.path, root.path)
+    for later in CheckpointSet(root.run("tb"), 1000).steps():
+        if later > held:
+            CheckpointSet(root.run("tb"), 1000).path_for(later).unlink()
+    done = kill_and_resume(stage, root.path, cli_env, whole, random.Random(11), kills=3,
+                           number=0, log=tmp_path / "kills.log")
+    print("\n" + describe("train", whole, [done]))
+    assert done.kills, "no kill landed"
+    resumed = read_metrics(root.run("tb") / "metrics.jsonl")
+    assert fits_of(resumed) == [fit]
+    last = steps_of(rows)[-1]["step"]  # the uninterrupted run's (its clock may have cut it)
+    assert same_rows([r for r in steps_of(resumed) if r["step"] <= last]) == \
+        same_rows(steps_of(rows))
+    tc = tiny_config(**settings).train
+    horizon = saved_horizon(CheckpointSet(root.run("tb"), 1000).latest())
+    assert horizon == Horizon(start=fit["fitted_at"], end=fit["horizon"],
+                              max_steps=tc.max_steps, max_seconds=tc.max_seconds)
+    assert [r["lr"] for r in steps_of(resumed)] == [lr_at(r["step"] - 1, tc, horizon)
+                                                     for r in steps_of(resumed)]
+    assert steps_of(resumed)[-1]["step"] == horizon.end
+    assert steps_of(resumed)[-1]["lr"] <= tc.min_lr * 1.03
