@@ -185,6 +185,7 @@ def test_a_resumed_time_bounded_run_follows_the_saved_horizon_exactly(
     assert fit["fitted_at"] < middle < whole.steps
     root = killed_after(data, middle, tmp_path / "killed")
     caplog.set_level(logging.INFO, logger="model.train")
+    caplog.clear()  # the first run's records (captured when an earlier test set INFO globally)
     resumed = train(tiny_config(**TIME_BOUNDED, init_from="resume"), root, progress=False)
     assert f"following the step horizon {whole.steps} fitted at step 10" in caplog.text
     assert "leaves" not in caplog.text  # no second fit
