@@ -3,8 +3,9 @@
 A checkpoint is a plain dict of tensors and Python scalars/strings/lists (nothing pickled
 beyond what `torch.load(weights_only=True)` accepts):
 
-  format, model (state dict), model_config, optimizer, scheduler {kind, step}, step,
-  tokens_seen, rng {torch, cuda}, data {sampler, seed, next_step, train_tokens},
+  format, model (state dict), model_config, optimizer, scheduler {kind, step, lr, horizon
+  (the step horizon fitted to train.max_seconds: start, end, max_steps, max_seconds; or None)},
+  step, tokens_seen, rng {torch, cuda}, data {sampler, seed, next_step, train_tokens},
   best_val_loss, val_loss, config (the resolved Config as a dict), tokenizer {sha256,
   vocab_size, eos_id, json}
 """

@@ -9,6 +9,14 @@ Everything a run needs to continue exactly is in its checkpoints: the windows of
 function of (seed, s) (model/data.py), the lr a function of s (model/schedule.py), and the
 checkpoint holds the model, AdamW moments, RNG states and early-stopping counters. A run killed
 at any point and resumed computes the same loss at every later step as an uninterrupted one.
+
+A time-bounded run (`train.max_seconds`) measures its loop until the end of warm-up, then fits
+once how many steps the budget holds (`_fit`): the schedule planned for max_steps is compressed
+to end there, so the decay completes, and the run stops at that step (stop reason max_seconds).
+The fitted horizon is saved in every checkpoint; a resumed run follows it (no new fit, so the
+lr stays a function of the step) and spends the steps that remain, not a fresh budget's worth.
+max_seconds still bounds each session's loop: a machine that gets slower after the fit stops
+the run by the clock before its horizon (a warning says so).
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from model.checkpoint import CheckpointSet, export_safetensors, load_checkpoint
 from model.cllm import ModelConfig
@@ -39,7 +47,7 @@ from model.runtime import (
     resolve_device,
     use_bf16,
 )
-from model.schedule import lr_at
+from model.schedule import FIT_MARGIN, Horizon, StepCosts, fit_horizon, lr_at
 from pipeline.atomic import atomic_write_text
 from pipeline.config import Config, TrainConfig, save_resolved
 from pipeline.errors import ConfigError
@@ -60,6 +68,9 @@ METRICS_NAME = "metrics.jsonl"
 REPORT_NAME = "report.png"
 EXPORT_NAME = "model.safetensors"
 MODEL_KEYS = [n for n in ModelConfig.__dataclass_fields__ if n != "vocab_size"]
+# Steps a session times before it fits a horizon to max_seconds, besides its first step (which
+# pays one-time costs: allocations, compilation): fewer make the estimate noisy.
+MEASURED_STEPS = 5
 
 
 @dataclass(kw_only=True, slots=True)
@@ -70,7 +81,9 @@ class TrainResult:
     best_val_loss: float | None
     best_checkpoint: Path | None
     last_checkpoint: Path | None  # the last good one (never a state with a NaN loss)
-    stop_reason: str  # max_steps | max_seconds | early_stop | nan_loss | interrupted
+    # max_steps | max_seconds (the clock, or the step horizon fitted to it) | early_stop |
+    # nan_loss | interrupted
+    stop_reason: str
     last_loss: float | None = None
     metrics: Path | None = None
     report: Path | None = None
@@ -310,6 +323,7 @@ class Trainer:
                 group["betas"] = (self.tc.beta1, self.tc.beta2)
         if start.resume and state is not None:
             _restore_rng(state["rng"], device, dist)
+        self.horizon = _saved_horizon(state, self.tc) if start.resume and state else None
         if start.resume and state is not None and state["tokenizer"].get("json"):
             self.tokenizer = state["tokenizer"]
         else:
@@ -363,7 +377,8 @@ class Trainer:
             "model_config": self.model_cfg.to_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": {"kind": self.tc.scheduler, "step": self.step,
-                          "lr": lr_at(max(self.step - 1, 0), self.tc)},
+                          "lr": lr_at(max(self.step - 1, 0), self.tc, self.horizon),
+                          "horizon": self.horizon.to_dict() if self.horizon else None},
             "step": self.step,
             "tokens_seen": self.tokens_seen,
             "rng": _rng_state(self.device, self.dist),
@@ -383,7 +398,7 @@ class Trainer:
         """
         import torch
 
-        lr = lr_at(self.step, self.tc)
+        lr = lr_at(self.step, self.tc, self.horizon)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.forward_model.train()
@@ -409,6 +424,19 @@ class Trainer:
             self.tokens_seen += self.tokens_per_step
         self.optimizer.zero_grad(set_to_none=True)
         return loss_value, grad_norm, lr
+
+    @property
+    def needs_fit(self) -> bool:
+        """A time-bounded run whose schedule has no horizon yet (a constant lr needs none)."""
+        return bool(self.tc.max_seconds) and self.tc.scheduler != "constant" \
+            and self.horizon is None
+
+    @property
+    def end_step(self) -> int:
+        """The step the run ends at: its fitted horizon, else max_steps."""
+        if self.horizon is None:
+            return self.tc.max_steps
+        return min(self.horizon.end, self.tc.max_steps)
 
     def validate(self) -> float | None:
         """Mean val loss over the fixed windows (None when the val split is empty)."""
@@ -502,11 +530,13 @@ def _train_session(cfg: Config, root: DataRoot, run_dir: Path, dist: Dist, devic
     # the last evaluation's loss travels in each checkpoint: a resumed run carries it on
     val_loss: float | None = start.state.get("val_loss") if start.resume and start.state else None
     began = time.monotonic()
+    times = _LoopTimes()
+    fit_step = max(tc.warmup_steps, trainer.step + 1 + MEASURED_STEPS)
     try:
         with _StopFlag() as stop, Progress(stats, total=tc.max_steps, unit="step",
                                            enabled=progress) as bar:
             bar.update(trainer.step)
-            while trainer.step < tc.max_steps:
+            while trainer.step < trainer.end_step:
                 t0 = time.perf_counter()
                 loss, grad_norm, lr = trainer.train_step()
                 dt = time.perf_counter() - t0
@@ -528,13 +558,19 @@ def _train_session(cfg: Config, root: DataRoot, run_dir: Path, dist: Dist, devic
                 result.last_loss = loss
                 stats.keep()
                 stats.units += trainer.tokens_per_step
-                if trainer.step % tc.eval_interval == 0:
-                    val_loss = _evaluate(trainer, row, ckpts, tc)
+                # a fit times an evaluation and a save: it makes one of each if none was made
+                fitting = trainer.needs_fit and trainer.step >= fit_step
+                if trainer.step % tc.eval_interval == 0 or (fitting and not times.evals):
+                    with times.timing("eval"):
+                        val_loss = _evaluate(trainer, row, ckpts, tc)
                     evaluated_step = trainer.step
                 metrics.write(row)
-                if trainer.step % tc.save_interval == 0:
-                    _save(trainer, ckpts, val_loss, result)
+                if trainer.step % tc.save_interval == 0 or (fitting and not times.saves):
+                    with times.timing("save"):
+                        _save(trainer, ckpts, val_loss, result)
                     saved_step = trainer.step
+                if fitting:  # after the save it timed: the fit step's checkpoint has no horizon
+                    _fit(trainer, times, began, metrics)
                 bar.update(1, loss=f"{loss:.3f}", tok_s=f"{tokens_per_s:.0f}")
                 if on_step is not None:
                     on_step(StepInfo(step=trainer.step, loss=loss, lr=lr,
@@ -543,6 +579,10 @@ def _train_session(cfg: Config, root: DataRoot, run_dir: Path, dist: Dist, devic
                 if _any_rank(reason is not None, dist, device):
                     result.stop_reason = reason or "peer_stopped"
                     break
+                times.start(trainer.step)
+            else:  # the loop ran to its end step: max_steps, or the horizon fitted to the budget
+                result.stop_reason = "max_steps" if trainer.end_step >= tc.max_steps \
+                    else "max_seconds"
             if result.stop_reason != "nan_loss":
                 if evaluated_step != trainer.step and trainer.step > 0:
                     row = {"step": trainer.step, "event": "final_eval"}
@@ -562,8 +602,97 @@ def _stop_reason(trainer: Trainer, tc: TrainConfig, began: float, signalled: boo
         log.info("train: early stop: no val improvement in %d evaluations", trainer.bad_evals)
         return "early_stop"
     if tc.max_seconds and time.monotonic() - began >= tc.max_seconds:
+        if trainer.horizon is not None and trainer.step < trainer.end_step:
+            log.warning("train: max_seconds ran out at step %d, before the horizon %d fitted "
+                        "at step %d: the loop got slower after the fit; the lr is %.3g, not "
+                        "yet min_lr %.3g", trainer.step, trainer.end_step, trainer.horizon.start,
+                        lr_at(trainer.step - 1, tc, trainer.horizon), tc.min_lr)
         return "max_seconds"
     return None
+
+
+# --- fitting the step horizon to max_seconds -------------------------------------------------
+
+
+@dataclass(slots=True)
+class _LoopTimes:
+    """This session's loop time from the end of its first step on, with the evaluations and
+    saves in it timed apart: what a horizon is fitted from."""
+
+    since: float | None = None  # when timing began (None: the first step is not done yet)
+    since_step: int = 0
+    evals: int = 0
+    eval_s: float = 0.0
+    saves: int = 0
+    save_s: float = 0.0
+
+    def start(self, step: int) -> None:
+        if self.since is None:
+            self.since, self.since_step = time.monotonic(), step
+
+    @contextlib.contextmanager
+    def timing(self, kind: Literal["eval", "save"]) -> Iterator[None]:
+        t0 = time.monotonic()
+        yield
+        if self.since is None:  # in the first step: one-time costs, not a fair sample
+            return
+        if kind == "eval":
+            self.evals, self.eval_s = self.evals + 1, self.eval_s + time.monotonic() - t0
+        else:
+            self.saves, self.save_s = self.saves + 1, self.save_s + time.monotonic() - t0
+
+    def costs(self, step: int) -> StepCosts:
+        assert self.since is not None, "costs asked for before the first step was timed"
+        loop_s = time.monotonic() - self.since - self.eval_s - self.save_s
+        return StepCosts(step_s=loop_s / max(step - self.since_step, 1),
+                         eval_s=self.eval_s / max(self.evals, 1),
+                         save_s=self.save_s / max(self.saves, 1))
+
+
+def _saved_horizon(state: dict[str, Any], tc: TrainConfig) -> Horizon | None:
+    """The checkpoint's horizon, if it was fitted to this run's max_steps and max_seconds."""
+    horizon = Horizon.from_dict((state.get("scheduler") or {}).get("horizon"))
+    if horizon is None:
+        return None
+    if (horizon.max_steps, horizon.max_seconds) != (tc.max_steps, tc.max_seconds):
+        log.warning("train: the checkpoint's step horizon %d was fitted to max_steps=%d, "
+                    "max_seconds=%g; this session has %d, %g: the schedule is planned anew",
+                    horizon.end, horizon.max_steps, horizon.max_seconds, tc.max_steps,
+                    tc.max_seconds)
+        return None
+    log.info("train: following the step horizon %d fitted at step %d to max_seconds=%g "
+             "(saved in the checkpoint)", horizon.end, horizon.start, horizon.max_seconds)
+    return horizon
+
+
+def _fit(trainer: Trainer, times: _LoopTimes, began: float, metrics: MetricsLog) -> None:
+    """Fit the step horizon to the time left; log it, and record it as a metrics row."""
+    tc, dist = trainer.tc, trainer.dist
+    own = times.costs(trainer.step)
+    left = tc.max_seconds - (time.monotonic() - began)
+    # every rank must fit the same horizon, or they would stop at different steps
+    total = all_reduce_sum([left, own.step_s, own.eval_s, own.save_s], dist, trainer.device)
+    left, step_s, eval_s, save_s = (v / dist.world for v in total)
+    costs = StepCosts(step_s=step_s, eval_s=eval_s, save_s=save_s)
+    trainer.horizon = horizon = fit_horizon(trainer.step, left, costs, tc, FIT_MARGIN)
+    per_step = costs.per_step(tc.eval_interval, tc.save_interval)
+    why = (f"max_seconds={tc.max_seconds:g} leaves {left:.1f} s at step {trainer.step}: "
+           f"{per_step:.4g} s/step (a step {step_s:.4g} s, an evaluation {eval_s:.3g} s "
+           f"every {tc.eval_interval}, a save {save_s:.3g} s every {tc.save_interval}) with a "
+           f"{FIT_MARGIN:.0%} margin")
+    if horizon.end >= tc.max_steps:
+        ends = f"all of max_steps={tc.max_steps} fit: the schedule is unchanged"
+    else:
+        ends = (f"fits {horizon.end - trainer.step} more steps: the schedule planned for "
+                f"max_steps={tc.max_steps} now ends at step {horizon.end}")
+    log.info("train: %s; %s", why, ends)
+    # logged as the first step the horizon applies to: a resume from the checkpoint of the
+    # fit's step (which has no horizon) drops the row with the rows after it
+    metrics.write({"step": trainer.step + 1, "event": "horizon", "horizon": horizon.end,
+                   "fitted_at": trainer.step, "max_steps": tc.max_steps,
+                   "max_seconds": tc.max_seconds, "seconds_left": round(left, 3),
+                   "step_s": round(step_s, 6), "eval_s": round(eval_s, 6),
+                   "save_s": round(save_s, 6), "margin": FIT_MARGIN, "reason": f"{why}; {ends}"})
 
 
 def _evaluate(trainer: Trainer, row: dict[str, Any], ckpts: CheckpointSet,

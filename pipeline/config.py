@@ -274,7 +274,9 @@ class TrainConfig:
     batch_size: int = 16  # sequences per micro-batch (per process)
     grad_accum: int = 1  # micro-batches per optimizer step
     max_steps: int = 2000
-    max_seconds: float = 0.0  # stop after this much wall time; 0 = no limit
+    # wall-time budget of each session's loop, in seconds; 0 = no limit. At the end of warm-up
+    # the run fits the steps it holds and compresses the lr schedule to end there
+    max_seconds: float = 0.0
     lr: float = 1e-3
     min_lr: float = 1e-4
     warmup_steps: int = 100
