@@ -65,9 +65,17 @@ class IngestConfig:
     exclude: list[str] = field(
         default_factory=lambda: [".git", ".hg", ".svn", "__pycache__", ".DS_Store"]
     )  # glob patterns matched against each file/folder name
+    # glob patterns matched against each file name: files that would be skipped as static web
+    # assets (scripts, style sheets, source maps, JSON/XML data, fonts, icons; see
+    # pipeline/sniff.py STATIC_ASSETS) are ingested as documents, e.g. ["*.json"]
+    include: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         _require(self.max_bytes > 0, "ingest.max_bytes", "> 0", self.max_bytes)
+        for name in ("exclude", "include"):
+            for i, pattern in enumerate(getattr(self, name)):
+                _require(bool(pattern.strip()), f"ingest.{name}[{i}]",
+                         "a non-empty glob pattern", pattern)
 
 
 @dataclass(kw_only=True, slots=True)
