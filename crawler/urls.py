@@ -16,6 +16,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from pipeline.config import CrawlConfig
 from pipeline.errors import ConfigError
+from pipeline.sniff import ASSET_SUFFIXES
 
 MAX_URL_CHARS = 2048  # longer URLs are almost always session ids or generated traps
 MAX_SEGMENT_REPEATS = 3  # /a/b/a/b/a/b/a: a path segment seen more often is a loop trap
@@ -60,7 +61,7 @@ UNWANTED_SUFFIXES = frozenset(
     "3gp asf asx avi mov mp4 mpg mpeg qt rm swf wmv m4v webm mkv flv "
     "css js mjs map json xml rss atom csv tsv woff woff2 ttf otf eot "
     "xls xlsx ppt pptx doc docx odt ods odg odp pps rtf sqlite db pkl pt npy npz parquet".split()
-)
+) | ASSET_SUFFIXES  # the static web assets local ingest skips (pipeline/sniff.py)
 
 
 def _query_param_matcher(patterns: Sequence[str]) -> re.Pattern[str] | None:

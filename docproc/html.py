@@ -1,4 +1,10 @@
-"""HTML: the main content (trafilatura) as text with its paragraph breaks, and the title."""
+"""HTML: the main content (trafilatura) as text with its paragraph breaks, and the title.
+
+Before trafilatura reads a page, its structure is used where trafilatura's heuristics go
+wrong on documentation sites: permalink anchors are removed, a page that marks its main
+content is read from that element alone, and lists of links inside the main content are
+kept as text (trafilatura drops link-dense lists as navigation).
+"""
 
 from __future__ import annotations
 
@@ -19,6 +25,19 @@ BLOCK_TAGS = frozenset("p div li ul ol h1 h2 h3 h4 h5 h6 tr table section articl
 _LANG_ATTR = re.compile(rb"<html[^>]*?\slang\s*=\s*[\"']?([A-Za-z]{2,3})", re.IGNORECASE)
 _TITLE_TAG = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 
+# Permalink anchors (Sphinx and MkDocs "headerlink", Docusaurus "hash-link", GitHub "anchor",
+# rustdoc): an <a href="#..."> whose only text is one of these marks, or none (an icon).
+PERMALINK_MARKS = frozenset("¶§#🔗⚓")
+_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\ufe0e\ufe0f"))
+# Where a list of links is navigation, not content, even inside the main content.
+NAV_TAGS = frozenset({"nav", "aside", "header", "footer", "menu"})
+NAV_ROLES = frozenset({"navigation", "complementary", "banner", "contentinfo", "doc-toc"})
+_NAV_TOKEN = re.compile(r"(?:^|[-_])(?:nav|navbar|navigation|menu|sidebar|breadcrumbs?|"
+                        r"pagination|pager|toc|related)(?:$|[-_])")
+_MAIN_XPATH = '//body//main | //body//*[@role="main"]'
+# trafilatura's blocks that start a line of their own inside a list item
+ITEM_BLOCKS = frozenset({"p", "head", "quote", "table", "list"})
+
 
 def trafilatura_version() -> str:
     import trafilatura
@@ -26,26 +45,59 @@ def trafilatura_version() -> str:
     return f"trafilatura {trafilatura.__version__}"
 
 
+def _child_text(child: Any) -> str:
+    """An inline or block child of a paragraph, list item or cell as text (without its tail)."""
+    if child.tag == "lb":
+        return "\n"
+    if child.tag == "list":
+        return "\n" + _list_text(child) + "\n"
+    if child.tag in ITEM_BLOCKS:  # a table in a list item is layout (pydoc): its lines stay
+        return "\n" + _inline_text(child) + "\n"
+    return _inline_text(child)
+
+
 def _inline_text(el: Any) -> str:
-    """Text of an element with <lb/> as line breaks."""
-    parts: list[str] = []
-    if el.text:
-        parts.append(el.text)
+    """Text of an element with <lb/> as line breaks; paragraphs and lists inside it (the
+    paragraphs of a definition, the list in a table cell) start lines of their own."""
+    parts: list[str] = [el.text or ""]
     for child in el:
-        if child.tag == "lb":
-            parts.append("\n")
-        else:
-            parts.append(_inline_text(child))
-        if child.tail:
-            parts.append(child.tail)
+        parts.append(_child_text(child))
+        parts.append(child.tail or "")
     return "".join(parts)
 
 
+def _item_lines(item: Any, bullet: str) -> list[str]:
+    """One list item: its first line after the bullet, then its other lines and sub-lists
+    (indented), in the order they come."""
+    lines: list[str] = []
+    text: list[str] = [item.text or ""]
+
+    def flush() -> None:
+        for line in "".join(text).split("\n"):
+            if line.strip():
+                lines.append(line if lines else bullet + line.strip())
+        text.clear()
+
+    for child in item:
+        if child.tag == "list":
+            flush()
+            lines.extend("  " + line for line in _list_lines(child))
+        else:
+            text.append(_child_text(child))
+        text.append(child.tail or "")
+    flush()
+    return lines
+
+
+def _list_lines(el: Any) -> list[str]:
+    """A list as "- item" lines, each sub-list indented under its item; a definition list
+    (rend="dl") as its terms and definitions, one after the other, without bullets."""
+    bullet = "" if el.get("rend") == "dl" else "- "
+    return [line for item in el.iterchildren("item") for line in _item_lines(item, bullet)]
+
+
 def _list_text(el: Any) -> str:
-    items = []
-    for item in el.iterchildren("item"):
-        items.append("- " + _inline_text(item).strip())
-    return "\n".join(items)
+    return "\n".join(_list_lines(el))
 
 
 def _table_text(el: Any) -> str:
@@ -138,12 +190,87 @@ def flat_text(data: bytes, source: str) -> tuple[str, int]:
     return "".join(parser.parts), parser.max_depth
 
 
+def _is_permalink(a: Any) -> bool:
+    if not (a.get("href") or "").strip().startswith("#"):
+        return False
+    text = "".join(a.itertext()).translate(_INVISIBLE)
+    return all(c in PERMALINK_MARKS or c.isspace() for c in text)
+
+
+def _is_navigation(el: Any) -> bool:
+    if el.tag in NAV_TAGS or (el.get("role") or "").strip().lower() in NAV_ROLES:
+        return True
+    names = f"{el.get('class') or ''} {el.get('id') or ''}".lower().split()
+    return any(_NAV_TOKEN.search(name) for name in names)
+
+
+def _only_main(tree: Any) -> None:
+    """Keep only the page's main content when it marks exactly one (<main>, role="main"):
+    sidebars, breadcrumbs and next/previous links are outside it, and trafilatura's fallbacks
+    would read them in when the main text is short (a chapter page that is a list)."""
+    mains = tree.xpath(_MAIN_XPATH)
+    outer = [m for m in mains if not any(a in mains for a in m.iterancestors())]
+    if len(outer) != 1 or not "".join(outer[0].itertext()).strip():
+        return
+    node = outer[0]
+    node.tail = None
+    while node.tag != "body" and (parent := node.getparent()) is not None:
+        for sibling in list(parent):
+            if sibling is not node:
+                parent.remove(sibling)  # with its tail: text outside the main content
+        parent.text = None
+        node = parent
+
+
+def _keep_content_link_lists(tree: Any) -> None:
+    """Unlink the links of lists inside the main content (a chapter's list of its sections,
+    "the modules described in this chapter"), so that trafilatura's link-density test, which
+    takes them for navigation, keeps them. Lists in navigation containers, and lists that only
+    link to places on the same page (a local table of contents), stay links."""
+    mains = set(tree.xpath(_MAIN_XPATH + " | //body//article"))
+    if not mains:
+        return
+    for lst in list(tree.iter("ul", "ol")):
+        inside = [lst]  # the list and its containers up to the main content, if it is in it
+        for el in lst.iterancestors():
+            if el in mains:
+                break
+            inside.append(el)
+        else:
+            continue  # not in the main content
+        if any(_is_navigation(el) for el in inside):  # not <body class="...-nav"> (RTD)
+            continue
+        links = list(lst.iter("a"))
+        if not links or all((a.get("href") or "").startswith("#") for a in links):
+            continue
+        for a in links:
+            a.drop_tag()  # its text and children stay where they were
+
+
+def prepare_tree(data: bytes) -> Any:
+    """The page as trafilatura's lxml tree, with permalinks removed, the main content alone
+    when the page marks it, and content link lists unlinked; None when lxml parses nothing."""
+    from trafilatura.utils import load_html
+
+    tree = load_html(data)
+    if tree is None:
+        return None
+    for a in list(tree.iter("a")):
+        if _is_permalink(a):
+            a.drop_tree()  # the mark goes, the text after it (its tail) stays
+    _only_main(tree)
+    _keep_content_link_lists(tree)
+    return tree
+
+
 def extract_html(path: Path, source: str) -> Extracted:
     import trafilatura
 
     data = path.read_bytes()
     url = source if source.startswith(("http://", "https://")) else None
-    doc = trafilatura.bare_extraction(data, url=url, with_metadata=True, include_comments=False,
+    tree = prepare_tree(data)
+    doc = trafilatura.bare_extraction(data if tree is None else tree, url=url,
+                                      with_metadata=True, include_comments=False,
                                       include_tables=True, deduplicate=False)
     text = body_text(doc.body) if doc is not None and doc.body is not None else ""
     if not text.strip():

@@ -24,6 +24,14 @@ _TRAILING_SPACE = re.compile(r"[ \t\u00a0\u3000]+$", re.MULTILINE)
 _BLANK_RUNS = re.compile(r"\n{3,}")
 _NOT_DIGIT = re.compile(r"\D+")
 
+# A repeated line counts against a document only when it reads as prose: at least
+# `clean.repeated_line_min_words` words, and words at least this share of its tokens.
+# Boilerplate that repeats ("Click here to subscribe to our newsletter today!") is prose;
+# code repeats by nature (a tutorial shows a module as it grows, "return NULL;" ends every
+# function) and short menu lines ("Next topic") are the short_lines filter's to judge.
+PROSE_WORD_SHARE = 2 / 3
+_WORD_EDGES = "\"'“”‘’«»()[]{}.,;:!?"  # stripped from a token before asking if it is a word
+
 
 @dataclass(frozen=True, slots=True)
 class Keep:
@@ -62,8 +70,8 @@ class TextStats:
     digits: int
     lines: int  # non-empty lines
     line_chars: int  # characters in non-empty lines (stripped)
-    # characters in lines equal to an earlier line: weighing by length keeps "}" or "|"
-    # lines of code and tables from counting like repeated boilerplate sentences
+    # characters in prose lines (see PROSE_WORD_SHARE) equal to an earlier line: weighing by
+    # length keeps a repeated short line from counting like a repeated sentence
     repeated_line_chars: int
     short_lines: int  # non-empty lines shorter than the configured length
 
@@ -86,18 +94,33 @@ class TextStats:
         return self.short_lines / self.lines if self.lines else 0.0
 
 
-def _repeated_chars(lines: list[str]) -> int:
-    seen: set[str] = set()
+def reads_as_prose(line: str, min_words: int) -> bool:
+    """Whether a (stripped) line has `min_words` words making up most of it; code such as
+    `Custom_init(CustomObject *self, PyObject *args)` does not, and at 4 "Methods defined
+    here:" is too short. min_words 0: every line counts."""
+    if min_words <= 0:
+        return True
+    tokens = line.split()
+    words = sum(1 for token in tokens if token.strip(_WORD_EDGES).isalpha())
+    return words >= min_words and words >= PROSE_WORD_SHARE * len(tokens)
+
+
+def _repeated_chars(lines: list[str], min_words: int) -> int:
+    seen: dict[str, bool | None] = {}  # line -> reads as prose (decided once it repeats)
     repeated = 0
     for line in lines:
-        if line in seen:
+        if line not in seen:
+            seen[line] = None
+            continue
+        prose = seen[line]
+        if prose is None:
+            prose = seen[line] = reads_as_prose(line, min_words)
+        if prose:
             repeated += len(line)
-        else:
-            seen.add(line)
     return repeated
 
 
-def text_stats(text: str, short_line_chars: int) -> TextStats:
+def text_stats(text: str, short_line_chars: int, repeated_min_words: int) -> TextStats:
     words = text.split()
     lines = [stripped for line in text.split("\n") if (stripped := line.strip())]
     return TextStats(
@@ -108,7 +131,7 @@ def text_stats(text: str, short_line_chars: int) -> TextStats:
         digits=len(_NOT_DIGIT.sub("", text)),
         lines=len(lines),
         line_chars=sum(map(len, lines)),
-        repeated_line_chars=_repeated_chars(lines),
+        repeated_line_chars=_repeated_chars(lines, repeated_min_words),
         short_lines=sum(1 for line in lines if len(line) < short_line_chars),
     )
 
@@ -117,7 +140,7 @@ def quality_verdict(text: str, cfg: CleanConfig) -> Verdict:
     """Keep, or Drop with the reason of the first filter the (normalised) text fails."""
     if len(text) < cfg.min_chars:
         return Drop("too_short", f"{len(text)} chars < {cfg.min_chars}")
-    st = text_stats(text, cfg.short_line_chars)
+    st = text_stats(text, cfg.short_line_chars, cfg.repeated_line_min_words)
     if st.words < cfg.min_words:
         return Drop("too_few_words", f"{st.words} words < {cfg.min_words}")
     if st.alpha_ratio < cfg.min_alpha_ratio:

@@ -67,9 +67,17 @@ class IngestConfig:
     exclude: list[str] = field(
         default_factory=lambda: [".git", ".hg", ".svn", "__pycache__", ".DS_Store"]
     )  # glob patterns matched against each file/folder name
+    # glob patterns matched against each file name: files that would be skipped as static web
+    # assets (scripts, style sheets, source maps, JSON/XML data, fonts, icons; see
+    # pipeline/sniff.py STATIC_ASSETS) are ingested as documents, e.g. ["*.json"]
+    include: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         _require(self.max_bytes > 0, "ingest.max_bytes", "> 0", self.max_bytes)
+        for name in ("exclude", "include"):
+            for i, pattern in enumerate(getattr(self, name)):
+                _require(bool(pattern.strip()), f"ingest.{name}[{i}]",
+                         "a non-empty glob pattern", pattern)
 
 
 @dataclass(kw_only=True, slots=True)
@@ -193,7 +201,11 @@ class CleanConfig:
     min_words: int = 30
     min_alpha_ratio: float = 0.5  # share of letters among non-space characters
     max_symbol_ratio: float = 0.3  # share of symbol/punctuation characters
-    max_repeated_line_ratio: float = 0.3  # share of line characters in repeated lines
+    # share of line characters in repeated lines that read as prose (pipeline/clean.py):
+    # repeated code and short menu lines do not count
+    max_repeated_line_ratio: float = 0.3
+    # words (and most of its tokens words) a repeated line needs to count; 0 = every line
+    repeated_line_min_words: int = 4
     max_short_line_ratio: float = 0.67  # share of lines shorter than short_line_chars
     short_line_chars: int = 20
     dedup_exact: bool = True  # drop documents whose normalised text was seen before
@@ -207,6 +219,8 @@ class CleanConfig:
         _require(self.workers >= 0, "clean.workers", ">= 0", self.workers)
         _require(self.min_chars >= 0, "clean.min_chars", ">= 0", self.min_chars)
         _require(self.min_words >= 0, "clean.min_words", ">= 0", self.min_words)
+        _require(self.repeated_line_min_words >= 0, "clean.repeated_line_min_words", ">= 0",
+                 self.repeated_line_min_words)
         for name in ("min_alpha_ratio", "max_symbol_ratio", "max_repeated_line_ratio",
                      "max_short_line_ratio"):
             value = getattr(self, name)

@@ -1,7 +1,9 @@
 """Local ingest: walk files and folders into the raw store, one SourceRow per path.
 
 Idempotent: a file whose size and mtime match its row is skipped unread; a file whose content
-is already stored is recorded without storing it again.
+is already stored is recorded without storing it again. Static web assets (a documentation
+folder's scripts, style sheets, fonts, data files) are skipped and counted, not stored: they
+are no bad input, but no document either, unless `ingest.include` names them.
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ from pipeline.lock import stage_lock
 from pipeline.progress import Progress, StageStats
 from pipeline.rawstore import RawStore, sha256_file
 from pipeline.records import Failure, SourceRow
-from pipeline.sniff import sniff_file
+from pipeline.sniff import sniff_head, static_asset
 
 log = logging.getLogger(__name__)
 
 STAGE = "ingest"
 DONE_STATUSES = frozenset({"stored", "unchanged", "duplicate"})
+STATIC_ASSET = "static_asset"  # the skip reason counted for assets
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,12 +130,20 @@ def _ingest_file(path: str, store: RawStore, cfg: IngestConfig, stats: StageStat
             and previous.size == st.st_size and previous.mtime_ns == st.st_mtime_ns):
         stats.skip("unchanged")
         return
-    if st.st_size == 0:
-        raise EmptyInput(path, "empty file (0 bytes)")
-    if st.st_size > cfg.max_bytes:
-        raise TooLargeInput(path, f"{st.st_size} bytes is over ingest.max_bytes={cfg.max_bytes}")
     try:
-        kind = sniff_file(Path(path))
+        kind, head = sniff_head(Path(path))  # the head only: a huge or empty asset is an asset
+        name = os.path.basename(path)
+        asset = None if _is_excluded(name, cfg.include) else static_asset(name, kind, head)
+        if asset is not None:
+            stats.skip(STATIC_ASSET)
+            log.debug("ingest: %s skipped: a static web asset (%s); ingest.include lets it in",
+                      path, asset)
+            return
+        if st.st_size == 0:
+            raise EmptyInput(path, "empty file (0 bytes)")
+        if st.st_size > cfg.max_bytes:
+            raise TooLargeInput(path, f"{st.st_size} bytes is over "
+                                      f"ingest.max_bytes={cfg.max_bytes}")
         if not kind.supported:
             raise UnsupportedInput(path, "unsupported file type (not PDF, image, HTML, text "
                                          "or EPUB by its content)")

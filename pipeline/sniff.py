@@ -5,6 +5,7 @@ Shared by ingest, the crawler and extraction so every stage agrees on what a fil
 
 from __future__ import annotations
 
+import fnmatch
 import io
 import re
 import zipfile
@@ -33,6 +34,29 @@ EXTENSIONS = {
     "text/markdown": "md",
 }
 SUPPORTED = frozenset(EXTENSIONS)
+DOCUMENT_MIMES = SUPPORTED - {"text/plain", "text/markdown"}  # formats the bytes prove
+
+# Static web assets: what a site ships to render its pages, not documents. Scripts, style
+# sheets, source maps and data files are text by content, so their name is what tells them
+# from a document; a name glob (matched on the lower-cased file name) -> what the file is.
+STATIC_ASSETS: dict[str, str] = {
+    **dict.fromkeys(("*.js", "*.mjs", "*.cjs"), "script"),  # searchindex.js included
+    **dict.fromkeys(("*.css", "*.scss", "*.sass", "*.less"), "style sheet"),
+    "*.map": "source map",
+    **dict.fromkeys(("*.json", "*.jsonld", "*.webmanifest"), "data file"),
+    **dict.fromkeys(("*.xml", "*.xsl", "*.xslt", "*.rss", "*.atom"), "data file"),
+    "*.svg": "vector image",
+    "*.ico": "icon",
+    **dict.fromkeys(("*.woff", "*.woff2", "*.ttf", "*.otf", "*.eot"), "font"),
+    "objects.inv": "Sphinx inventory",
+    ".buildinfo": "Sphinx build info",
+}
+# the suffixes above, for what only has a URL to go by (the crawler refuses links to them)
+ASSET_SUFFIXES = frozenset(pat[2:] for pat in STATIC_ASSETS if pat.startswith("*."))
+ICON_MAX_PX = 32  # an image this small on both sides is an icon: no line of text fits in it
+FONT_MIMES = frozenset({"font/woff", "font/woff2", "font/otf", "font/ttf", "font/collection",
+                        "application/vnd.ms-fontobject"})
+_EOT_VERSIONS = (b"\x00\x00\x01\x00", b"\x01\x00\x02\x00", b"\x02\x00\x02\x00")
 MARKDOWN_SUFFIXES = frozenset({".md", ".markdown", ".mdown", ".mkd", ".rst"})
 # A name ending ".txt" is still sniffed: these say nothing on their own.
 
@@ -74,6 +98,24 @@ def _magic_mime(head: bytes) -> str | None:
         return "application/epub+zip"
     if head[60:68] == b"BOOKMOBI":  # PalmDB type and creator
         return "application/x-mobipocket-ebook"
+    return _font_mime(head)
+
+
+def _font_mime(head: bytes) -> str | None:
+    """Font files by their magic numbers: binary, so no other type is sniffed for them."""
+    if head.startswith(b"wOFF"):
+        return "font/woff"
+    if head.startswith(b"wOF2"):
+        return "font/woff2"
+    if head.startswith(b"OTTO"):
+        return "font/otf"
+    if head.startswith(b"ttcf"):
+        return "font/collection"
+    # TrueType: a 4-byte version, then the number of tables (a handful to a few dozen)
+    if head.startswith((b"\x00\x01\x00\x00", b"true")) and 0 < int.from_bytes(head[4:6]) < 100:
+        return "font/ttf"
+    if head[34:36] == b"LP" and head[8:12] in _EOT_VERSIONS:  # EOT: magic 0x504C, version
+        return "application/vnd.ms-fontobject"
     return None
 
 
@@ -105,16 +147,52 @@ def sniff_bytes(head: bytes, name: str = "") -> Sniffed:
             mime = "text/plain"
     if mime is None:
         return Sniffed("application/octet-stream", "bin")
-    return Sniffed(mime, EXTENSIONS[mime])
+    return Sniffed(mime, EXTENSIONS.get(mime, "bin"))
 
 
-def sniff_file(path: Path) -> Sniffed:
+def _image_size(mime: str, head: bytes) -> tuple[int, int] | None:
+    """(width, height) from the header of a PNG, GIF or BMP; None for other kinds."""
+    if mime == "image/png" and head[12:16] == b"IHDR":
+        return int.from_bytes(head[16:20]), int.from_bytes(head[20:24])
+    if mime == "image/gif" and len(head) >= 10:
+        return int.from_bytes(head[6:8], "little"), int.from_bytes(head[8:10], "little")
+    if mime == "image/bmp" and len(head) >= 26:
+        return (abs(int.from_bytes(head[18:22], "little", signed=True)),
+                abs(int.from_bytes(head[22:26], "little", signed=True)))  # < 0: top-down
+    return None
+
+
+def static_asset(name: str, sniffed: Sniffed, head: bytes = b"") -> str | None:
+    """What static web asset a file is (see STATIC_ASSETS), or None for a document.
+
+    The name decides for text: `jquery.js` is text by content, an asset by name. The content
+    overrules the name when it proves a document format (an .xml file that is XHTML or
+    FictionBook, a PDF named .json), and proves a font or an icon whatever the name.
+    """
+    if sniffed.mime in FONT_MIMES:
+        return "font"
+    size = _image_size(sniffed.mime, head)
+    if size is not None and 0 < min(size) and max(size) <= ICON_MAX_PX:  # 0: broken header
+        return "icon"
+    if sniffed.mime in DOCUMENT_MIMES:
+        return None
+    lowered = name.lower()
+    return next((what for pattern, what in STATIC_ASSETS.items()
+                 if fnmatch.fnmatchcase(lowered, pattern)), None)
+
+
+def sniff_head(path: Path) -> tuple[Sniffed, bytes]:
+    """The type of the file at `path` and the head it was decided from."""
     with open(path, "rb") as fh:
         head = fh.read(SNIFF_BYTES)
     found = sniff_bytes(head, path.name)
     if found.mime == "application/octet-stream" and head.startswith(b"PK\x03\x04"):
         found = _sniff_zip(path) or found
-    return found
+    return found, head
+
+
+def sniff_file(path: Path) -> Sniffed:
+    return sniff_head(path)[0]
 
 
 def sniff_data(data: bytes, name: str = "") -> Sniffed:

@@ -1,7 +1,8 @@
 """Hostile inputs the reliability tests make: files that lie, loop, explode or never end.
 
 Each `Case` makes one file (or symlink, or FIFO) and says how the pipeline must end with it:
-a correct document ("ok", with text it must and must not hold) or a failure of one kind,
+a correct document ("ok", with text it must and must not hold), a static web asset that
+ingest skips ("skipped": neither a document nor a failure), or a failure of one kind,
 recorded by the stage that meets it first (ingest or extract). Bombs are built without
 expanding them: repeated DEFLATE blocks and hand-written ZIP and TIFF structures, so making
 the corpus takes well under a second and no memory.
@@ -266,8 +267,8 @@ def sparse(size: int) -> Maker:
 class Case:
     name: str  # the file's name in the corpus folder (its suffix may lie)
     make: Maker
-    outcome: str  # "ok" (a correct document) or the failure kind expected
-    says: str  # ok: text the document holds; failure: words its reason holds
+    outcome: str  # "ok" (a correct document), "skipped" (an asset) or the failure kind expected
+    says: str  # ok: text the document holds; skipped: its skip reason; failure: words of its reason
     _: KW_ONLY
     stage: str = "extract"  # where the failure is recorded: ingest or extract
     absent: tuple[str, ...] = ()  # ok: what the document text must not hold
@@ -388,7 +389,8 @@ def corpus() -> list[Case]:
              absent=(LAUGHED,), what="XHTML billion laughs"),
         Case("laughs.svg", data(b'<?xml version="1.0"?><!DOCTYPE svg [' + LAUGHS + b']><svg '
                                 b'xmlns="http://www.w3.org/2000/svg"><text>&lol9;</text></svg>'),
-             "ok", "&lol9;", absent=(LAUGHED,), what="SVG billion laughs (kept as text)"),
+             "skipped", "static_asset", stage="ingest",
+             what="SVG billion laughs (a static asset by its name: skipped unparsed)"),
         Case("scripts-only.html", data(html_page("<script>" + "var x = 1;" * 5000
                                                  + "</script><style>p{}</style>")), "empty",
              "no main text", what="HTML with only script and style"),

@@ -70,6 +70,9 @@ def test_int_widens_to_float_but_not_the_reverse() -> None:
         ({"train": {"n_embd": 100, "n_head": 3}}, r"train\.n_embd must be a multiple"),
         ({"schedule": {"validate_cron": "hourly"}}, r"schedule\.validate_cron must be a 5-field"),
         ({"schedule": {"server_host": "0.0.0.0"}}, r"schedule\.server_host must be a loopback"),
+        ({"ingest": {"include": ["*.json", " "]}}, r"ingest\.include\[1\] must be a non-empty"),
+        ({"clean": {"repeated_line_min_words": -1}},
+         r"clean\.repeated_line_min_words must be >= 0"),
     ],
 )
 def test_bad_config_names_the_key(layer: dict, message: str) -> None:

@@ -7,12 +7,14 @@ import os
 from pathlib import Path
 
 import pytest
+from docsite import heading, sphinx_page
 from test_docproc_samples import (
     bomb_png,
     epub_bytes,
     multipage_tiff,
     page_image,
     page_texts,
+    sentences,
     write,
 )
 
@@ -160,6 +162,114 @@ def test_html_in_a_legacy_charset(tmp_path: Path) -> None:
     html = HTML.replace('charset="utf-8"', 'charset="windows-1252"').encode("cp1252")
     doc = extract_file(write(tmp_path / "old.html", html), Options())
     assert "Die Überschrift" in doc.text and "erzählt" in doc.text
+
+
+def _page(body: str, around: str = "", body_class: str = "") -> bytes:
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Guide</title>'
+            f'</head><body class="{body_class}">{around}<main>{body}</main></body></html>'
+            ).encode()
+
+
+# permalink anchors as documentation generators write them, and the heading each must leave
+PERMALINKS = {
+    "Sphinx": ('<h2 id="a">Installation<a class="headerlink" href="#a" '
+               'title="Link to this heading">\N{PILCROW SIGN}</a></h2>', "Installation"),
+    "MkDocs": ('<h2 id="b">Configuration<a class="headerlink" href="#b" '
+               'title="Permanent link">&para;</a></h2>', "Configuration"),
+    "Docusaurus": ('<h2 class="anchor anchorWithStickyNavbar" id="c">Usage<a href="#c" '
+                   'class="hash-link" aria-label="Direct link to Usage" '
+                   'title="Direct link to Usage">&#8203;</a></h2>', "Usage"),
+    "GitHub": ('<h2><a id="user-content-d" class="anchor" aria-hidden="true" href="#d">'
+               '<svg class="octicon octicon-link" viewBox="0 0 16 16" width="16" height="16">'
+               '<path d="M7.775 3.275a.75.75 0 0 0 1.06 1.06"></path></svg></a>Setup</h2>',
+               "Setup"),
+    "rustdoc": ('<h3 id="e"><a href="#e" class="anchor">&sect;</a>Method new</h3>',
+                "Method new"),
+    "hash mark": ('<h3 id="f">Questions <a class="anchor-link" href="#f">#</a></h3>',
+                  "Questions"),
+    "Sphinx API entry": ('<dl class="py function"><dt class="sig sig-object py" id="g">'
+                         '<span class="sig-name descname">run</span>(<em>path</em>)'
+                         '<a class="headerlink" href="#g" title="Link to this definition">'
+                         "\N{PILCROW SIGN}</a></dt><dd><p>Run the tool on the given path and "
+                         "return what it found.</p></dd></dl>", "run(path)"),
+}
+
+
+def test_permalink_anchors_leave_headings_and_api_entries_bare(tmp_path: Path) -> None:
+    body = ('<h1 id="top">User guide<a class="headerlink" href="#top">\N{PILCROW SIGN}</a></h1>'
+            f"<p>{sentences(1, 40)} The pilcrow (\N{PILCROW SIGN}) and the section sign "
+            '(\N{SECTION SIGN} 4) in this sentence are text, and so is <a href="#a">the '
+            "link to the installation notes</a>.</p>")
+    for i, (markup, _) in enumerate(PERMALINKS.values()):
+        body += markup + f"<p>{sentences(10 + i, 30)}</p>"
+    doc = extract_file(write(tmp_path / "guide.html", _page(body)), Options())
+    lines = doc.text.split("\n")
+    assert lines[0] == "User guide"
+    for generator, (_, title) in PERMALINKS.items():
+        assert title in lines, f"{generator}: {title!r} not a line of its own"
+    # marks in the text are text: only the anchors went, by their structure
+    assert doc.text.count("\N{PILCROW SIGN}") == 1 and doc.text.count("\N{SECTION SIGN}") == 1
+    assert "(\N{PILCROW SIGN}) and the section sign (\N{SECTION SIGN} 4)" in doc.text
+    assert "the link to the installation notes." in doc.text and "#" not in doc.text
+
+
+def test_a_list_of_links_that_is_the_content_is_kept_and_navigation_is_not(
+        tmp_path: Path) -> None:
+    modules = [("pickle.html", "pickle — Python object serialization"),
+               ("shelve.html", "shelve — Python object persistence"),
+               ("dbm.html", "dbm — Interfaces to Unix databases")]
+    items = "".join(f'<li><a class="reference internal" href="{href}">{text}</a></li>'
+                    for href, text in modules)
+    body = ('<nav class="breadcrumbs"><ul><li><a href="/">Crumb home</a></li>'
+            '<li><a href="/lib/">Crumb library</a></li></ul></nav>'
+            f"<h1>Data Persistence</h1><p>{sentences(3, 50)}</p>"
+            '<ul><li><a href="#intro">Local contents one</a></li>'
+            '<li><a href="#more">Local contents two</a></li></ul>'
+            "<p>The list of modules described in this chapter is:</p>"
+            f'<div class="toctree-wrapper compound"><ul>{items}</ul></div>'
+            '<ul class="pager"><li><a href="files.html">Previous: File and Directory Access</a>'
+            '</li><li><a href="pickle.html">Next: the pickle module</a></li></ul>')
+    sidebar = ('<div class="sphinxsidebar" role="navigation"><h3>Table of contents</h3><ul>'
+               + "".join(f'<li><a href="s{i}.html">Sidebar entry {i}</a></li>'
+                         for i in range(8)) + "</ul></div>")
+    page = _page(body, around=sidebar, body_class="wy-body-for-nav")  # as Read the Docs has it
+    doc = extract_file(write(tmp_path / "persistence.html", page), Options())
+    listed = "\n".join(f"- {text}" for _, text in modules)
+    assert doc.text.endswith("The list of modules described in this chapter is:\n\n" + listed)
+    for nav in ("Crumb", "Local contents", "Previous:", "Next:", "Sidebar entry"):
+        assert nav not in doc.text, nav
+
+
+def test_a_page_that_is_only_a_list_is_read_from_its_main_content(tmp_path: Path) -> None:
+    # too little text for trafilatura's main pass: its fallbacks read the whole page, sidebar
+    # and next/previous bars included, unless the page is cut to what it marks as main
+    faqs = ["General Python FAQ", "Programming FAQ", "Design and History FAQ",
+            "Library and Extension FAQ", "Extending/Embedding FAQ", "Python on Windows FAQ"]
+    items = "".join(f'<li class="toctree-l1"><a class="reference internal" href="f{i}.html">'
+                    f"{faq}</a></li>" for i, faq in enumerate(faqs))
+    body = (heading(1, "faq", "Python Frequently Asked Questions")
+            + f'<div class="toctree-wrapper compound"><ul>{items}</ul></div>')
+    page = sphinx_page("Python Frequently Asked Questions", body, up="../",
+                       prev="isolating.html", next_="general.html")
+    doc = extract_file(write(tmp_path / "index.html", page.encode()), Options())
+    assert doc.text == "Python Frequently Asked Questions\n\n" + "\n".join(
+        f"- {faq}" for faq in faqs)
+
+
+def test_nested_lists_and_definitions_keep_their_lines(tmp_path: Path) -> None:
+    body = (f"<h1>Reference</h1><p>{sentences(4, 40)}</p>"
+            '<ul><li><a href="os.html">os — Operating system interfaces</a><ul>'
+            '<li><a href="os.html#files">Files and directories</a><ul>'
+            '<li><a href="os.html#os.stat">os.stat()</a></li></ul></li></ul></li>'
+            '<li><a href="io.html">io — Core tools for streams</a></li></ul>'
+            '<dl><dt id="x">dump(obj, file)</dt><dd><p>Write the object to the open file.</p>'
+            "<p>The file must be opened for writing in binary mode.</p></dd></dl>")
+    doc = extract_file(write(tmp_path / "ref.html", _page(body)), Options())
+    assert ("- os — Operating system interfaces\n  - Files and directories\n    - os.stat()\n"
+            "- io — Core tools for streams") in doc.text
+    # back-to-back paragraphs of a definition: each on its own line, not run together
+    assert ("dump(obj, file)\nWrite the object to the open file.\n"
+            "The file must be opened for writing in binary mode.") in doc.text
 
 
 def test_non_utf8_text_is_detected_and_decoded(tmp_path: Path) -> None:

@@ -8,13 +8,14 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from docsite import DocSite, build_docsite
 
 from pipeline.config import Config, replace
 from pipeline.failures import FailureLog
 from pipeline.ingest import ingest_paths
 from pipeline.layout import DataRoot
 from pipeline.rawstore import RawStore, sha256_bytes
-from pipeline.sniff import sniff_bytes
+from pipeline.sniff import ASSET_SUFFIXES, sniff_bytes, static_asset
 
 
 def _pdf_bytes(text: str) -> bytes:
@@ -29,7 +30,7 @@ def _image_bytes(fmt: str) -> bytes:
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.new("RGB", (8, 8), "white").save(buf, format=fmt)
+    Image.new("RGB", (64, 48), "white").save(buf, format=fmt)  # larger than an icon
     return buf.getvalue()
 
 
@@ -155,3 +156,82 @@ def test_unreadable_file_is_a_failure(tree: Path, root: DataRoot, cfg: Config) -
     secret.chmod(0)
     stats = ingest_paths([secret], cfg, root, progress=False)
     assert stats.failed == {"unreadable": 1}
+
+
+# --- static web assets ---------------------------------------------------------------------
+
+
+def _asset(name: str, data: bytes) -> str | None:
+    return static_asset(name, sniff_bytes(data, name), data)
+
+
+def test_static_assets_by_name_and_by_content() -> None:
+    js = b"/*! jQuery v3.6.1 */\n(function(global){ 'use strict'; })(window);\n"
+    assert _asset("jquery.js", js) == "script"  # text by content: the name makes it an asset
+    assert _asset("searchindex.js", b'Search.setIndex({"docnames": []})') == "script"
+    assert _asset("Theme.MIN.CSS", b"body{margin:0}") == "style sheet"
+    assert _asset("app.js.map", b'{"version":3,"sources":[]}') == "source map"
+    assert _asset("glossary.json", b'{"term": "a definition in words"}') == "data file"
+    assert _asset("objects.inv", b"# Sphinx inventory version 2\n\x78\x9c\x00\x01") \
+        == "Sphinx inventory"
+    assert _asset(".buildinfo", b"# Sphinx build info version 1\n") == "Sphinx build info"
+    assert _asset("empty.css", b"") == "style sheet"
+    # the content proves a font or an icon whatever the name
+    assert _asset("lato", b"wOF2\x00\x01\x00\x00" + bytes(64)) == "font"
+    assert _asset("glyphs.bin", b"\x00\x01\x00\x00\x00\x0c\x00\x80" + bytes(64)) == "font"
+    assert _asset("plus.png", _png(11, 11)) == "icon"
+    # ... and a document format whatever the name
+    assert _asset("page.xml", b'<?xml version="1.0"?>\n<html><body><p>x</p></body></html>') \
+        is None
+    assert _asset("fable.xml", b'<?xml version="1.0"?><FictionBook xmlns="x">') is None
+    assert _asset("report.json", b"%PDF-1.7\n") is None
+    assert _asset("figure.png", _png(640, 480)) is None
+    assert _asset("notes.txt", b"plain notes") is None
+    assert _asset("program.py", b"import os\nprint(os.getcwd())\n") is None
+
+
+def _png(width: int, height: int) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (width, height), 255).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def docsite(tmp_path: Path) -> DocSite:
+    return build_docsite(tmp_path / "html")
+
+
+def test_a_documentation_folder_stores_its_pages_and_skips_its_assets(
+        docsite: DocSite, root: DataRoot, cfg: Config) -> None:
+    stats = ingest_paths([docsite.top], cfg, root, progress=False)
+    assert stats.kept == len(docsite.pages)
+    assert stats.skipped == {"static_asset": len(docsite.assets)}  # counted, with the reason
+    assert stats.failed == {} and FailureLog(root.raw_failures).read() == []  # no bad input
+    with RawStore(root) as store:
+        rows = {str(Path(r.source).relative_to(docsite.top)): r.mime
+                for r in store.iter_sources()}
+        assert store.count_blobs() == len(docsite.pages)
+    assert rows == dict.fromkeys(docsite.pages, "text/html")
+    again = ingest_paths([docsite.top], cfg, root, progress=False)
+    assert again.skipped == {"unchanged": len(docsite.pages),
+                             "static_asset": len(docsite.assets)}
+
+
+def test_ingest_include_lets_named_assets_in(docsite: DocSite, root: DataRoot,
+                                             cfg: Config) -> None:
+    stats = ingest_paths([docsite.top], replace(cfg, "ingest", include=["*.json"]), root,
+                         progress=False)
+    assert stats.kept == len(docsite.pages) + 1
+    assert stats.skipped == {"static_asset": len(docsite.assets) - 1}
+    with RawStore(root) as store:
+        row = store.get_source(str(docsite.top / "_static/glossary.json"))
+        assert row is not None and (row.status, row.mime) == ("stored", "text/plain")
+
+
+def test_the_crawler_refuses_links_to_the_same_assets() -> None:
+    from crawler.urls import url_kind_by_suffix
+
+    for suffix in sorted(ASSET_SUFFIXES):
+        assert url_kind_by_suffix(f"/_static/x.{suffix}") == "", suffix  # refused unfetched
