@@ -195,10 +195,10 @@ class PeakRss:
 
 
 def run_child(mb: float, args: argparse.Namespace) -> None:
-    from pipeline import dataset
-    from pipeline.dataset import tokenize_dataset
+    from pipeline import clean
+    from pipeline.tokenization import tokenize_dataset
 
-    dataset.POOL_MIN_BYTES = 0  # clean workers at both sizes, so that the two compare
+    clean.POOL_MIN_BYTES = 0  # clean workers at both sizes, so that the two compare
     root = DataRoot.at(Path(tempfile.mkdtemp(prefix="rss-", dir=args.workdir)))
     write_docs(root, generated_documents(mb, seed=1))
     given = {"tokenizer": str(args.child_tokenizer)} if args.child_tokenizer else {}
@@ -242,8 +242,9 @@ def report_rss(args: argparse.Namespace) -> str:
 def measure(args: argparse.Namespace, root: DataRoot, texts: list[str], threads: int
             ) -> dict[str, list[tuple[float, float]]]:
     """Stage and bare encoders over the same texts, alternating, --repeat times."""
-    from pipeline.dataset import tokenize_dataset
-    from pipeline.tokenizer import HFEncoder, load_tokenizer, to_tiktoken
+    from pipeline.encoders import HFEncoder, to_tiktoken
+    from pipeline.tokenization import tokenize_dataset
+    from pipeline.tokenizer import load_tokenizer
 
     tok = load_tokenizer(root.tokenizer_json)
     hf = HFEncoder(tok)
@@ -310,8 +311,9 @@ def main() -> None:
     # first, while this process is small: a child's peak RSS counts from its parent's at fork
     rss = report_rss(args) if args.rss_mb else ""
 
-    from pipeline.dataset import clean_documents, iter_clean_documents, tokenize_dataset
+    from pipeline.clean import clean_documents, iter_clean_documents
     from pipeline.shards import read_manifest
+    from pipeline.tokenization import tokenize_dataset
     from pipeline.tokenizer import set_threads
 
     threads = set_threads(args.threads)

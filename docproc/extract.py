@@ -183,7 +183,3 @@ def extract_all(cfg: Config, root: DataRoot, progress: bool = True,
         reasons = ", ".join(f"{r}={n}" for r, n in tally.page_reasons.most_common())
         log.info("extract: %d pages OCRed; pages by OCR decision: %s", tally.ocr_pages, reasons)
     return stats.finish()
-
-
-def cli(args, ctx) -> StageStats:  # noqa: ANN001 - argparse namespace and cli.Context
-    return extract_all(ctx.cfg, ctx.root, progress=ctx.progress)

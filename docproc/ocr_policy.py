@@ -10,17 +10,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from pipeline.config import OcrMode
+
 MIN_TEXT_CHARS = 200  # a page with fewer characters than this may be a scan with a stray label
 IMAGE_PAGE_SHARE = 0.5  # ... when images cover at least this share of it
 GARBLED_SHARE = 0.1  # share of unmapped glyphs (U+FFFD, private use, controls) that means garbled
 GARBLED_MIN_CHARS = 5  # a couple of odd bullets on a short page are not garbled text
 OCR_LAYER_FONT = "GlyphLessFont"  # the invisible font Tesseract and OCRmyPDF write
-
-
-class OcrMode(StrEnum):
-    NEVER = "never"
-    AUTO = "auto"
-    FORCE = "force"
 
 
 class Reason(StrEnum):

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import Config, build_config, env_overrides, parse_overrides, read_toml
+from pipeline.config import Config, load_config
 from pipeline.layout import DataRoot
 from pipeline.progress import StageStats
 
@@ -40,16 +40,12 @@ def use_prefect_home_under(root: DataRoot) -> None:
 
 def resolve(root: str, config: str | None = None, overrides: Iterable[str] = (),
             base: Mapping[str, Mapping[str, Any]] | None = None) -> tuple[Config, DataRoot]:
-    """The Config and DataRoot a flow run works on (same layering as the CLI).
+    """The Config and DataRoot a flow run works on (the CLI's loader; a flow reads the config
+    file it is given, never one that happens to be in its working directory).
 
     `base` is a preset under the user's settings (the demo's small model, for instance).
     """
-    layers: list[Mapping[str, Mapping[str, Any]]] = [base or {}]
-    if config:
-        layers.append(read_toml(Path(config)))
-    layers.append(env_overrides(os.environ))
-    layers.append(parse_overrides(overrides))
-    return build_config(layers), DataRoot.at(root)
+    return (load_config(config, overrides, base=base, default_file=False), DataRoot.at(root))
 
 
 def fingerprint(*parts: Any) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,41 +46,15 @@ def serve_folder(folder: Path) -> Iterator[str]:
 
 @dataclass(slots=True)
 class DemoSummary:
+    """What the demo made: the pipeline flow's result and the facts the demo prints."""
+
     root: Path
     site_url: str
     result: dict[str, Any]
     sample: str
-
-    def lines(self) -> list[str]:
-        from flows.cli import training_lines, validation_line
-
-        r = self.result
-        crawled = r["ingest"].get("crawl", {})
-        docs, ocr_pages = _documents(self.root)
-        totals = read_manifest(DataRoot.at(self.root).manifest).totals()
-        tokens = {split: t["tokens"] for split, t in totals.items()}
-        lines = [
-            "",
-            "CLLM demo: done",
-            f"  sample site        {self.site_url} ({crawled.get('kept', 0)} pages stored, "
-            f"{sum(crawled.get('skipped', {}).values())} unchanged this run)",
-            f"  raw store          {self.root / 'raw'}",
-            f"  documents          {self.root / 'docs'} ({docs} documents, {ocr_pages} pages "
-            "OCRed)",
-            f"  token shards       {self.root / 'shards'} ({tokens['train']} train and "
-            f"{tokens['val']} val tokens)",
-        ]
-        if r["trained"]:
-            lines += [*training_lines(r),
-                      f"  loss curves        {r['train'].get('report')}",
-                      validation_line(r["validation"])]
-        else:
-            lines.append(f"  not trained        {r['reason']}")
-        return [*lines,
-                f"  promoted model     {self.root / 'models' / 'current'}",
-                f"  generated sample   {self.root / 'demo-sample.txt'}",
-                "",
-                self.sample]
+    documents: int = 0
+    ocr_pages: int = 0
+    tokens: dict[str, int] = field(default_factory=dict)  # per split
 
 
 def _documents(root: Path) -> tuple[int, int]:
@@ -96,11 +70,12 @@ def _documents(root: Path) -> tuple[int, int]:
 
 def write_sample(root: DataRoot, max_new_tokens: int = 120) -> str:
     from model.evaluate import default_checkpoint
-    from model.sample import SampleSettings, TextGenerator
+    from model.sample import TextGenerator
     from pipeline.atomic import atomic_write_text
+    from pipeline.config import SampleConfig
 
     generator = TextGenerator.load(default_checkpoint(root), device="cpu")
-    settings = SampleSettings(max_new_tokens=max_new_tokens, temperature=0.8, top_k=50,
+    settings = SampleConfig(max_new_tokens=max_new_tokens, temperature=0.8, top_k=50,
                               top_p=0.95, seed=0)
     text = SAMPLE_PROMPT + generator.text(SAMPLE_PROMPT, settings)
     atomic_write_text(root.path / "demo-sample.txt", text + "\n")
@@ -119,4 +94,8 @@ def run_demo(root: DataRoot, config: Path | None, overrides: list[str]) -> DemoS
                                overrides=list(overrides), urls=[url + "/index.html"], paths=[],
                                preset="demo")
     sample = write_sample(root)
-    return DemoSummary(root=root.path, site_url=url, result=result, sample=sample)
+    docs, ocr_pages = _documents(root.path)
+    totals = read_manifest(root.manifest).totals()
+    return DemoSummary(root=root.path, site_url=url, result=result, sample=sample,
+                       documents=docs, ocr_pages=ocr_pages,
+                       tokens={split: t["tokens"] for split, t in totals.items()})

@@ -1,4 +1,5 @@
-"""The ingest flow: crawl (URLs) and/or ingest (folders) -> extract -> clean/dedup -> shards."""
+"""The ingest flow: every data stage in pipeline order (crawl and/or ingest the sources,
+extract, clean, tokenize), each a task of its own."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from typing import Any
 from prefect import flow
 
 from flows.common import resolve
-from flows.runners import extract_fanned_out, task_runner_for, tokenize_fanned_out
-from flows.tasks import crawl_task, ingest_task
-from pipeline.config import Config
+from flows.runners import run_stage, task_runner_for, tokenize_fanned_out
+from flows.stages import DATA_STAGES
+from pipeline.config import Config, replace
 from pipeline.layout import DataRoot
 
 log = logging.getLogger(__name__)
@@ -18,14 +19,17 @@ log = logging.getLogger(__name__)
 
 def run_ingest(cfg: Config, root: DataRoot, urls: list[str], paths: list[str]
                ) -> dict[str, Any]:
-    """The body of the ingest flow, callable from other flows (retrain) as plain Python."""
+    """The body of the ingest flow, callable from other flows (retrain) as plain Python:
+    the data stages that apply to these sources, in order; stage name -> its result."""
+    cfg = replace(cfg, "sources", urls=list(urls), paths=list(paths))
     results: dict[str, Any] = {}
-    if urls:
-        results["crawl"] = crawl_task(urls, cfg, root)
-    if paths:
-        results["ingest"] = ingest_task(paths, cfg, root)
-    results["extract"] = extract_fanned_out(cfg, root)
-    results["tokenize"] = tokenize_fanned_out(cfg, root)
+    for stage in DATA_STAGES:
+        if not stage.applies(cfg):
+            continue
+        if stage.name == "tokenize":
+            results[stage.name] = tokenize_fanned_out(cfg, root)
+        else:
+            results[stage.name] = run_stage(stage.name, cfg, root)
     return results
 
 

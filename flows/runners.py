@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from typing import Any
 
 from pipeline.config import Config
@@ -39,39 +38,37 @@ def partitions(cfg: Config) -> int:
     return cfg.flows.dask_workers if cfg.flows.task_runner == "dask" else 1
 
 
-def merge_stats(results: list[dict[str, Any]], stage: str) -> dict[str, Any]:
-    """One summary out of the per-partition results of a fanned-out stage."""
+def merge_stats(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result out of the per-share results of a fanned-out stage."""
     if len(results) == 1:
         return results[0]
-    out: dict[str, Any] = {"stage": stage, "partitions": len(results)}
-    for key in ("seen", "kept", "bytes", "units"):
-        out[key] = sum(r.get(key, 0) for r in results)
-    for key in ("skipped", "dropped", "failed"):
-        total: Counter[str] = Counter()
-        for r in results:
-            total.update(r.get(key, {}))
-        out[key] = dict(total)
-    out["seconds"] = max(r.get("seconds", 0.0) for r in results)
-    out["failures"] = [f for r in results for f in r.get("failures", [])]
-    out["summary"] = " | ".join(r.get("summary", "") for r in results)
-    return out
+    from flows.common import stats_dict
+    from pipeline.stats import StageStats
+
+    parts = [StageStats.from_dict(r) for r in results]
+    total = sum(parts[1:], parts[0])
+    return stats_dict(total) | {"partitions": len(parts)}
 
 
-def extract_fanned_out(cfg: Config, root: DataRoot) -> dict[str, Any]:
-    """Extract in `partitions(cfg)` tasks over disjoint sets of blobs, on the flow's runner."""
-    from flows.tasks import extract_task
+def run_stage(name: str, cfg: Config, root: DataRoot) -> dict[str, Any]:
+    """A stage's task; a stage that can split its work runs as `partitions(cfg)` tasks over
+    disjoint shares, on the flow's task runner."""
+    from flows.stages import BY_NAME
+    from flows.tasks import TASKS
 
     k = partitions(cfg)
-    if k == 1:
-        return extract_task(cfg, root)
-    futures = [extract_task.submit(cfg, root, (i, k)) for i in range(k)]
-    return merge_stats([f.result() for f in futures], "extract")
+    stage_task = TASKS[name]
+    if k == 1 or BY_NAME[name].run_share is None:
+        return stage_task(cfg, root)
+    futures = [stage_task.submit(cfg, root, (i, k)) for i in range(k)]
+    return merge_stats([f.result() for f in futures])
 
 
 def tokenize_fanned_out(cfg: Config, root: DataRoot) -> dict[str, Any]:
-    """Clean and prepare the tokenizer once, encode the new parts in `partitions(cfg)` tasks,
-    then cut the shards from their spools (deterministic: in part order)."""
-    from flows.tasks import encode_task, prepare_encoding_task, tokenize_task
+    """Encode the new cleaned parts in `partitions(cfg)` tasks, then run the tokenize stage,
+    which finds their spools and only cuts the shards (in part order: deterministic). Both
+    paths encode with the same function (`pipeline.encode.encode_parts`)."""
+    from flows.tasks import TASKS, encode_task, prepare_encoding_task
 
     k = partitions(cfg)
     if k > 1:
@@ -79,4 +76,4 @@ def tokenize_fanned_out(cfg: Config, root: DataRoot) -> dict[str, Any]:
         futures = [encode_task.submit(cfg, root, names[i::k]) for i in range(k) if names[i::k]]
         for future in futures:
             future.result()
-    return tokenize_task(cfg, root)
+    return TASKS["tokenize"](cfg, root)

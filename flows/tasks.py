@@ -1,115 +1,102 @@
-"""Prefect tasks: thin typed wrappers over the stage functions, each publishing a table artifact.
+"""Prefect tasks, one per stage of `flows.stages.STAGES`, each publishing a table artifact.
 
-Only the crawl retries (a network failure can be transient). Extract and tokenize are cached
-by a key over their input content, their config and their output folder's generation, so an
-unchanged source is not processed again; the stages also skip finished work themselves.
+Made from the stages' own declarations: a stage whose failures can be transient (the crawl)
+is retried; a cached stage is skipped by a key over what it reads (its input hand-offs'
+content), the config sections it depends on and its outputs' generation, so an unchanged
+source is not processed again (the stages also skip finished work themselves).
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-from prefect import task
+from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import fingerprint, generation, publish_stats, stats_dict
+from flows.stages import STAGES
 from pipeline.config import Config
 from pipeline.layout import DataRoot
+from pipeline.stage import Stage, handoff_path
 
 log = logging.getLogger(__name__)
 
-CRAWL_RETRIES = 2
-CRAWL_RETRY_DELAY_S = 10
+RETRIES = 2  # of a stage whose failures can be transient (network)
+RETRY_DELAY_S = 10
 
 
-# --- cache keys: what a stage's result depends on --------------------------------------------
+def _listing(root: DataRoot, name: str) -> list[Any]:
+    """What a hand-off holds, cheaply: the raw store's blobs, else the folder's files."""
+    if name == "raw":
+        from pipeline.rawstore import RawStore
 
-
-def _blob_listing(root: DataRoot) -> list[str]:
-    from pipeline.rawstore import RawStore
-
-    if not root.raw_index.is_file():
+        if not root.raw_index.is_file():
+            return []
+        with RawStore(root) as store:
+            return [b.sha256 for b in store.iter_blobs()]
+    folder = handoff_path(root, name)
+    if not folder.is_dir():
         return []
-    with RawStore(root) as store:
-        return [b.sha256 for b in store.iter_blobs()]
+    return sorted((p.name, p.stat().st_size) for p in folder.iterdir()
+                  if p.is_file() and not p.name.startswith("."))
 
 
-def _parts_listing(folder: Path) -> list[tuple[str, int]]:
-    from pipeline.docstore import list_parts
+def content_key(stage: Stage) -> Callable[[Any, dict[str, Any]], str]:
+    """The cache key of a stage's task: what its result depends on."""
 
-    return [(p.name, p.stat().st_size) for p in list_parts(folder)]
+    def key(context: Any, parameters: dict[str, Any]) -> str:
+        cfg: Config = parameters["cfg"]
+        root: DataRoot = parameters["root"]
+        settings = {section: cfg.to_dict()[section] for section in stage.sections}
+        reads = [_listing(root, name) for name in stage.reads]
+        made = [generation(handoff_path(root, name)) for name in stage.writes]
+        return f"{stage.name}-" + fingerprint(reads, settings, made, parameters.get("share"))
 
-
-def extract_cache_key(context: Any, parameters: dict[str, Any]) -> str:
-    cfg: Config = parameters["cfg"]
-    root: DataRoot = parameters["root"]
-    return "extract-" + fingerprint(_blob_listing(root), cfg.to_dict()["extract"],
-                                    generation(root.docs), parameters.get("partition"))
-
-
-def tokenize_cache_key(context: Any, parameters: dict[str, Any]) -> str:
-    cfg: Config = parameters["cfg"]
-    root: DataRoot = parameters["root"]
-    sections = {k: v for k, v in cfg.to_dict().items() if k in ("clean", "tokenize", "shards")}
-    return "tokenize-" + fingerprint(_parts_listing(root.docs), sections,
-                                     generation(root.shards))
+    return key
 
 
-# --- tasks -------------------------------------------------------------------------------------
+def _options(stage: Stage) -> dict[str, Any]:
+    options: dict[str, Any] = {"name": stage.name}
+    if stage.network:
+        options.update(retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S)
+    if stage.cached:
+        options.update(cache_key_fn=content_key(stage), persist_result=True,
+                       result_serializer="json")
+    else:
+        options.update(cache_policy=NO_CACHE)
+    return options
 
 
-@task(name="crawl", retries=CRAWL_RETRIES, retry_delay_seconds=CRAWL_RETRY_DELAY_S,
-      cache_policy=NO_CACHE)
-def crawl_task(urls: list[str], cfg: Config, root: DataRoot) -> dict[str, Any]:
-    from crawler.run import crawl
+def stage_task(stage: Stage) -> Task:
+    """The task that runs `stage` and returns its StageStats as JSON (cacheable)."""
 
-    stats = crawl(urls, cfg, root, progress=False)
-    publish_stats(stats)
-    return stats_dict(stats)
+    def run(cfg: Config, root: DataRoot, share: tuple[int, int] | None = None) -> dict[str, Any]:
+        if share is None:
+            stats = stage.run(cfg, root, progress=False)
+        else:
+            assert stage.run_share is not None
+            stats = stage.run_share(cfg, root, *share)
+        key = f"{stage.name}-{share[0]}-of-{share[1]}" if share else None
+        publish_stats(stats, key)
+        return stats_dict(stats)
 
-
-@task(name="ingest", cache_policy=NO_CACHE)
-def ingest_task(paths: list[str], cfg: Config, root: DataRoot) -> dict[str, Any]:
-    from pipeline.ingest import ingest_paths
-
-    # ingest compares each file's size and mtime with its row, so a re-run reads nothing new
-    stats = ingest_paths([Path(p) for p in paths], cfg, root, progress=False)
-    publish_stats(stats)
-    return stats_dict(stats)
+    return task(**_options(stage))(run)
 
 
-@task(name="extract", cache_key_fn=extract_cache_key, persist_result=True,
-      result_serializer="json")
-def extract_task(cfg: Config, root: DataRoot, partition: tuple[int, int] | None = None
-                 ) -> dict[str, Any]:
-    from docproc.extract import extract_all
-
-    stats = extract_all(cfg, root, progress=False, partition=partition)
-    publish_stats(stats, f"extract-{partition[0]}-of-{partition[1]}" if partition else None)
-    return stats_dict(stats)
-
-
-@task(name="tokenize", cache_key_fn=tokenize_cache_key, persist_result=True,
-      result_serializer="json")
-def tokenize_task(cfg: Config, root: DataRoot) -> dict[str, Any]:
-    from pipeline.dataset import tokenize_dataset
-
-    stats = tokenize_dataset(cfg, root, progress=False)
-    publish_stats(stats)
-    return stats_dict(stats)
+TASKS: dict[str, Task] = {stage.name: stage_task(stage) for stage in STAGES}
 
 
 @task(name="prepare-encoding", cache_policy=NO_CACHE)
 def prepare_encoding_task(cfg: Config, root: DataRoot) -> list[str]:
-    from pipeline.dataset import prepare_encoding
+    from pipeline.tokenization import prepare_encoding
 
-    return prepare_encoding(cfg, root, progress=False)
+    return prepare_encoding(cfg, root)
 
 
 @task(name="encode", cache_policy=NO_CACHE)
 def encode_task(cfg: Config, root: DataRoot, names: list[str]) -> dict[str, Any]:
-    from pipeline.dataset import encode_parts
+    from pipeline.tokenization import encode_task_parts
 
-    return stats_dict(encode_parts(cfg, root, names))
+    return stats_dict(encode_task_parts(cfg, root, names))

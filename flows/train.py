@@ -11,8 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow
 
 from flows.common import resolve
 from flows.registry import ModelRecord, Registry, new_model_id
@@ -96,34 +95,28 @@ def _clear_pending(root: DataRoot) -> None:
     _pending_path(root).unlink(missing_ok=True)
 
 
-def eval_windows(cfg: Config) -> int:
-    return cfg.validate.eval_iters * cfg.validate.batch_size
+TRAINED_KEYS = ("run_dir", "steps", "tokens_seen", "best_val_loss", "best_checkpoint",
+                "last_checkpoint", "stop_reason", "last_loss", "metrics", "report")
 
 
-@task(name="train", cache_policy=NO_CACHE)
 def train_task(cfg: Config, root: DataRoot, init_checkpoint: str | None = None
                ) -> dict[str, Any]:
-    from model.train import train
+    """The train stage's task; what the run did (its folder, steps, checkpoints, losses)."""
+    from flows.tasks import TASKS
 
-    result = train(cfg, root, progress=False,
-                   init_checkpoint=Path(init_checkpoint) if init_checkpoint else None)
-    out = {k: (str(v) if isinstance(v, Path) else v) for k, v in {
-        "run_dir": result.run_dir, "steps": result.steps, "tokens_seen": result.tokens_seen,
-        "best_val_loss": result.best_val_loss, "best_checkpoint": result.best_checkpoint,
-        "last_checkpoint": result.last_checkpoint, "stop_reason": result.stop_reason,
-        "last_loss": result.last_loss, "metrics": result.metrics, "report": result.report,
-    }.items()}
-    return out
+    if init_checkpoint:
+        cfg = replace(cfg, "train", init_checkpoint=init_checkpoint)
+    extra = TASKS["train"](cfg, root)["extra"]
+    return {k: extra.get(k) for k in TRAINED_KEYS}
 
 
-@task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate_task(checkpoint: str, cfg: Config, root: DataRoot) -> float:
-    """Mean val loss of a checkpoint on fixed windows of the current val shards."""
-    from model.evaluate import evaluate_checkpoint
+    """Mean val loss of a checkpoint on fixed windows of the current val shards (the
+    evaluate stage's task)."""
+    from flows.tasks import TASKS
 
-    result = evaluate_checkpoint(Path(checkpoint), root, windows=eval_windows(cfg),
-                                 batch_size=cfg.validate.batch_size, device=cfg.train.device)
-    return result.loss
+    scored = TASKS["evaluate"](replace(cfg, "evaluate", checkpoint=checkpoint, docs=[]), root)
+    return scored["extra"]["loss"]
 
 
 def _current_loss(registry: Registry, cfg: Config, root: DataRoot) -> tuple[str | None,

@@ -8,60 +8,42 @@ specified in shared/CRYSTALLINE.md; each is off by default.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-Norm = Literal["layernorm", "rmsnorm"]
-Position = Literal["learned", "rope", "sinusoidal", "prime", "clock", "spiral"]
-EmbeddingInit = Literal["normal", "lattice"]
-Symmetry = Literal["none", "twelvefold"]
+from pipeline.config import FIXED_POSITIONS, ModelShape
 
 INIT_STD = 0.02  # nanoGPT/GPT-2 init of every weight matrix and the embeddings
 PHI = (3, 7, 31, 12, 19, 5, 11, 13, 17, 23, 29, 37)  # frequency table, indexed by d mod 12
 GOLDEN = (1 + math.sqrt(5)) / 2
-FIXED_POSITIONS = ("sinusoidal", "prime", "clock", "spiral")  # tables added to the embeddings
 # (first id, ring size R, offset of q in θ) of each ring of the lattice "clock"
 LATTICE_RINGS = ((0, 12, 3), (12, 60, 15), (72, 60, 15), (132, 100, 25), (232, 1000, 0))
 
 
 @dataclass(kw_only=True, slots=True)
-class ModelConfig:
+class ModelConfig(ModelShape):
+    """What a model is built from: the [train] section's shape and the shards' vocabulary
+    (saved in every checkpoint)."""
+
     vocab_size: int  # from the shard manifest
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    block_size: int = 128  # context length in tokens
-    dropout: float = 0.0
-    bias: bool = False  # biases in linear layers and layer norms
-    norm: Norm = "layernorm"
-    position: Position = "learned"
-    embedding_init: EmbeddingInit = "normal"
-    lattice_scale: float = 1.0  # multiplies the lattice init
-    symmetry: Symmetry = "none"
 
     def __post_init__(self) -> None:
-        if self.vocab_size <= 0 or self.n_layer <= 0 or self.n_head <= 0 or self.block_size <= 0:
-            raise ValueError(f"model sizes must be > 0: {self}")
-        if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd={self.n_embd} must be a multiple of n_head={self.n_head}")
-        if self.position == "rope" and (self.n_embd // self.n_head) % 2:
-            raise ValueError("position=rope needs an even head size (n_embd / n_head)")
-        if (self.position in FIXED_POSITIONS or self.symmetry == "twelvefold") and self.n_embd % 2:
-            raise ValueError(f"position={self.position}/symmetry={self.symmetry} need an even "
-                             f"n_embd, got {self.n_embd}")
+        ModelShape.__post_init__(self)  # (zero-argument super() fails in slotted dataclasses)
+        if self.vocab_size <= 0:
+            raise ValueError(f"vocab_size must be > 0, got {self.vocab_size}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_train(cls, train: Any, vocab_size: int) -> ModelConfig:
-        """The model part of a `pipeline.config.TrainConfig`."""
-        names = [n for n in cls.__dataclass_fields__ if n != "vocab_size"]
-        return cls(vocab_size=vocab_size, **{n: getattr(train, n) for n in names})
+    def from_train(cls, train: ModelShape, vocab_size: int) -> ModelConfig:
+        """The model that the shape keys of a `TrainConfig` describe, for this vocabulary."""
+        return cls(vocab_size=vocab_size, **{f.name: getattr(train, f.name)
+                                             for f in fields(ModelShape)})
 
 
 # --- crystalline tables ---------------------------------------------------------------------

@@ -8,7 +8,6 @@ list of val documents (`DocRef`s) and scores every new model on exactly those.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Sequence
@@ -22,6 +21,10 @@ from model.data import DocRef, SplitTokens, check_tokenizer, eval_starts
 from model.runtime import Dist, all_reduce_sum, autocast, resolve_device
 from pipeline.layout import DataRoot
 from pipeline.shards import Manifest, read_manifest
+
+if TYPE_CHECKING:
+    from pipeline.config import Config
+    from pipeline.stats import StageStats
 
 if TYPE_CHECKING:
     import torch
@@ -189,28 +192,24 @@ def default_checkpoint(root: DataRoot) -> Path:
                             f"with a checkpoint in {root.runs}; train one with `cllm train`")
 
 
-def cli(args, ctx) -> int:  # noqa: ANN001 - argparse namespace and cli.Context
-    from pipeline.cli import EXIT_FAILED, EXIT_OK
+def evaluate_stage(cfg: Config, root: DataRoot, *, progress: bool = True) -> StageStats:
+    """The evaluate stage: `evaluate.checkpoint` (default: the promoted model) on fixed windows
+    of the val shards (validate.eval_iters x validate.batch_size), or on `evaluate.docs`."""
+    from pipeline.stats import StageStats
 
-    checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint(ctx.root)
-    v = ctx.cfg.validate
-    try:
-        if getattr(args, "docs", None):
-            docs = [parse_doc_ref(text) for text in args.docs]
-            result = evaluate_documents(checkpoint, ctx.root, docs, device=ctx.cfg.train.device)
-        else:
-            result = evaluate_checkpoint(checkpoint, ctx.root, windows=v.eval_iters * v.batch_size,
-                                         batch_size=v.batch_size, device=ctx.cfg.train.device)
-    except (ValueError, FileNotFoundError) as e:
-        log.error("evaluate: %s", e)
-        return EXIT_FAILED
-    if getattr(args, "json", False):
-        print(json.dumps(result.to_dict(), indent=2))
+    e, v = cfg.evaluate, cfg.validate
+    stats = StageStats(stage="evaluate", unit_name="tokens")
+    checkpoint = Path(e.checkpoint) if e.checkpoint else default_checkpoint(root)
+    if e.docs:
+        docs = [parse_doc_ref(text) for text in e.docs]
+        result = evaluate_documents(checkpoint, root, docs, device=cfg.train.device)
     else:
-        print(f"{result.checkpoint} (step {result.step}): {result.what} loss {result.loss:.4f}, "
-              f"perplexity {result.perplexity:.2f} over {result.tokens} tokens "
-              f"({result.windows} {'windows' if result.what == 'val' else 'documents'})")
-    return EXIT_OK
+        result = evaluate_checkpoint(checkpoint, root, windows=v.eval_iters * v.batch_size,
+                                     batch_size=v.batch_size, device=cfg.train.device)
+    stats.keep(result.windows)
+    stats.units = result.tokens
+    stats.extra.update(result=result.to_dict(), loss=result.loss, step=result.step)
+    return stats.finish()
 
 
 def parse_doc_ref(text: str) -> DocRef:

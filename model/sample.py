@@ -8,7 +8,6 @@ be checked against a hand-made distribution. `stream_text` yields text pieces as
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,26 +17,11 @@ if TYPE_CHECKING:
     import torch
 
     from model.cllm import CLLM
+    from pipeline.config import SampleConfig
 
 log = logging.getLogger(__name__)
 
 REPLACEMENT = "\ufffd"  # what a decoder shows for an incomplete UTF-8 sequence
-
-
-@dataclass(kw_only=True, slots=True)
-class SampleSettings:
-    max_new_tokens: int = 200
-    temperature: float = 0.8  # 0 = greedy (always the most likely token)
-    top_k: int = 0  # keep the k most likely tokens; 0 = off
-    top_p: float = 1.0  # keep the smallest set whose probability reaches p; 1.0 = off
-    seed: int = 0
-    stop_at_eos: bool = True
-
-    @classmethod
-    def from_config(cls, sample: Any) -> SampleSettings:
-        """From a `pipeline.config.SampleConfig`."""
-        return cls(max_new_tokens=sample.max_new_tokens, temperature=sample.temperature,
-                   top_k=sample.top_k, top_p=sample.top_p, seed=sample.seed)
 
 
 def next_token_distribution(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0,
@@ -70,7 +54,7 @@ def next_token_distribution(logits: torch.Tensor, temperature: float = 1.0, top_
     return probs
 
 
-def generate_ids(model: CLLM, prompt: Sequence[int], settings: SampleSettings,
+def generate_ids(model: CLLM, prompt: Sequence[int], settings: SampleConfig,
                  eos_id: int | None = None) -> Iterator[int]:
     """Yield new token ids one at a time (the context is cropped to the model's block size)."""
     import torch
@@ -93,7 +77,7 @@ def generate_ids(model: CLLM, prompt: Sequence[int], settings: SampleSettings,
             ids = torch.cat([ids, torch.tensor([[token]], device=device)], dim=1)
 
 
-def stream_text(model: CLLM, tokenizer: Any, prompt: str, settings: SampleSettings,
+def stream_text(model: CLLM, tokenizer: Any, prompt: str, settings: SampleConfig,
                 eos_id: int | None = None, new: list[int] | None = None) -> Iterator[str]:
     """Yield the continuation of `prompt` as text pieces while it is generated.
 
@@ -134,28 +118,9 @@ class TextGenerator:
         return cls(model=model, tokenizer=tokenizer_from_state(meta),
                    eos_id=int(meta["tokenizer"]["eos_id"]), meta=meta)
 
-    def stream(self, prompt: str, settings: SampleSettings,
+    def stream(self, prompt: str, settings: SampleConfig,
                new: list[int] | None = None) -> Iterator[str]:
         return stream_text(self.model, self.tokenizer, prompt, settings, self.eos_id, new)
 
-    def text(self, prompt: str, settings: SampleSettings) -> str:
+    def text(self, prompt: str, settings: SampleConfig) -> str:
         return "".join(self.stream(prompt, settings))
-
-
-def cli(args, ctx) -> int:  # noqa: ANN001 - argparse namespace and cli.Context
-    from model.evaluate import default_checkpoint
-    from pipeline.cli import EXIT_FAILED, EXIT_OK
-
-    try:
-        checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint(ctx.root)
-        gen = TextGenerator.load(checkpoint, ctx.cfg.train.device)
-    except (FileNotFoundError, ValueError) as e:
-        log.error("sample: %s", e)
-        return EXIT_FAILED
-    settings = SampleSettings.from_config(ctx.cfg.sample)
-    sys.stdout.write(args.prompt)
-    for piece in gen.stream(args.prompt, settings):
-        sys.stdout.write(piece)
-        sys.stdout.flush()
-    sys.stdout.write("\n")
-    return EXIT_OK

@@ -95,7 +95,7 @@ def tokenize_folder(data_dir: Path, cfg: Any, root: Any, progress: bool) -> None
     from docproc.extract import extract_all
 
     log.info("%s", extract_all(cfg, root, progress=progress).summary())
-    from pipeline.dataset import tokenize_dataset
+    from pipeline.tokenization import tokenize_dataset
 
     log.info("%s", tokenize_dataset(cfg, root, progress=progress).summary())
 
@@ -109,8 +109,9 @@ def _steps_for_epochs(epochs: float, cfg: Any, root: Any) -> int:
 
 
 def train_model_main(argv: Sequence[str] | None = None) -> int:
-    from model.train import TrainResult, train
     from pipeline.cli import Failed, guarded
+
+    from model.train import TrainResult, train
     from pipeline.config import Config, load_config, replace
     from pipeline.errors import ConfigError
 
@@ -176,7 +177,8 @@ def _inference_parser() -> argparse.ArgumentParser:
 
 
 def inference_main(argv: Sequence[str] | None = None) -> int:
-    from model.sample import SampleSettings, TextGenerator
+    from model.sample import TextGenerator
+    from pipeline.config import SampleConfig
 
     args = _inference_parser().parse_args(argv)
     problems = [msg for bad, msg in ((args.tokens <= 0, "-n must be > 0"),
@@ -198,7 +200,7 @@ def inference_main(argv: Sequence[str] | None = None) -> int:
               f"{gen.model.num_params() / 1e6:.2f}M parameters, {mc.n_layer} layers x "
               f"{mc.n_embd} wide, {mc.n_head} heads, context {mc.block_size}, vocab "
               f"{mc.vocab_size}", file=sys.stderr)
-    settings = SampleSettings(max_new_tokens=args.tokens, temperature=args.temperature,
+    settings = SampleConfig(max_new_tokens=args.tokens, temperature=args.temperature,
                               top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     began = time.perf_counter()
     tokens: list[int] = []

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from model.checkpoint import CheckpointSet, export_safetensors, load_checkpoint
 from model.cllm import ModelConfig
-from model.data import SAMPLER, SplitTokens, TokenizerMismatch, TrainWindows, check_tokenizer
+from model.data import SAMPLER, SplitTokens, TrainWindows, check_tokenizer
 from model.flops import flops_per_token, matmul_peak
 from model.runtime import (
     Dist,
@@ -757,35 +757,34 @@ def _write_report(result: TrainResult) -> Path | None:
         return None
 
 
-# --- command line ---------------------------------------------------------------------------
+# --- the stage ----------------------------------------------------------------------------
+
+RESULT_KEYS = ("run_dir", "steps", "tokens_seen", "best_val_loss", "best_checkpoint",
+               "last_checkpoint", "stop_reason", "last_loss", "metrics", "report", "export")
 
 
-def cli(args, ctx) -> StageStats | int:  # noqa: ANN001 - argparse namespace and cli.Context
-    from pipeline.cli import EXIT_FAILED
-
-    init = getattr(args, "init_checkpoint", None)
-    try:
-        result = train(ctx.cfg, ctx.root, progress=ctx.progress,
-                       init_checkpoint=Path(init) if init else None,
-                       init_optimizer=getattr(args, "init_optimizer", False))
-    except ConfigError:
-        raise  # the CLI reports it as a usage error
-    except (TokenizerMismatch, FileNotFoundError, ValueError) as e:
-        log.error("train: %s", e)
-        return EXIT_FAILED
-    if result.stop_reason == "nan_loss":
-        return EXIT_FAILED
+def train_stage(cfg: Config, root: DataRoot, *, progress: bool = True) -> StageStats:
+    """The train stage: `train` with its start taken from the config (train.init_checkpoint,
+    train.init_optimizer); what the run did is in the stats' extras (paths as strings)."""
+    tc = cfg.train
+    result = train(cfg, root, progress=progress,
+                   init_checkpoint=Path(tc.init_checkpoint) if tc.init_checkpoint else None,
+                   init_optimizer=tc.init_optimizer)
+    for key in RESULT_KEYS:
+        value = getattr(result, key)
+        result.stats.extra[key] = str(value) if isinstance(value, Path) else value
     return result.stats
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m model.train [cllm train options]` (what torchrun starts on every rank)."""
-    from pipeline.cli import main as cllm_main
+    """`python -m model.train [cllm train options]` (what torchrun starts on every rank): the
+    `cllm train` command of this environment, run in this process's place."""
+    import os
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not dist_from_env().main:
-        argv = [*argv, "-q"]  # one progress display and summary: rank 0's
-    return cllm_main(["train", *argv])
+    cllm = Path(sys.executable).with_name("cllm")
+    os.execv(cllm, [str(cllm), "train", *argv])
+    return 1  # not reached: execv replaces the process
 
 
 if __name__ == "__main__":

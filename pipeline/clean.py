@@ -1,157 +1,207 @@
-"""Text normalisation and quality filters: every document is kept or dropped with a reason.
+"""The clean stage: quality filters and dedup over the docs parts not cleaned yet, in part order.
 
-Filters run cheapest first and the first that fails names the reason, so each dropped
-document is counted once: too_short, too_few_words, low_alpha, symbol_heavy,
-repeated_lines, short_lines. Thresholds come from `CleanConfig`.
+    state/clean/part-NNNNN.jsonl.zst   the kept documents of docs/part-NNNNN, text normalised
+                                       (what tokenize reads)
+    state/clean/failures.jsonl         unreadable parts and records
+    state/dedup.sqlite                 each document's decision, the exact and near-dup
+                                       index, and the docs parts that are cleaned (the commit)
+
+Documents are deduplicated one after another in part order, so what is kept depends only on
+the parts and the config, never on timing or worker count. A killed run redoes at most the
+part it was in. Filtering and fingerprinting run in worker processes, part by part.
 """
 
 from __future__ import annotations
 
-import re
-import unicodedata
-from dataclasses import dataclass
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from pipeline.config import CleanConfig
+from pipeline.atomic import remove_orphan_temps
+from pipeline.config import CleanConfig, Config, save_resolved
+from pipeline.dedup import DedupIndex, Fingerprint, PartRecord, fingerprint
+from pipeline.docstore import PART_RE, list_parts, part_path, read_part, write_part
+from pipeline.errors import CorruptInput, EnvironmentProblem, InputError
+from pipeline.failures import FailureLog
+from pipeline.filters import Drop, Verdict, normalize_text, quality_verdict
+from pipeline.layout import DataRoot
+from pipeline.lock import check_input_free, stage_lock
+from pipeline.parallel import ordered_map
+from pipeline.progress import Progress
+from pipeline.records import Document, Failure
+from pipeline.stats import StageStats
 
-# Every reason a quality filter gives, in the order the filters run.
-REASONS = ("too_short", "too_few_words", "low_alpha", "symbol_heavy", "repeated_lines",
-           "short_lines")
+log = logging.getLogger(__name__)
 
-# C0/C1 controls except tab and newline, zero-width and BOM characters, lone surrogates:
-# invisible, or not encodable as UTF-8, and never part of useful training text.
-_INVISIBLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\u2060\ufeff\ud800-\udfff]")
-_TRAILING_SPACE = re.compile(r"[ \t\u00a0\u3000]+$", re.MULTILINE)
-_BLANK_RUNS = re.compile(r"\n{3,}")
-_NOT_DIGIT = re.compile(r"\D+")
-
-# A repeated line counts against a document only when it reads as prose: at least
-# `clean.repeated_line_min_words` words, and words at least this share of its tokens.
-# Boilerplate that repeats ("Click here to subscribe to our newsletter today!") is prose;
-# code repeats by nature (a tutorial shows a module as it grows, "return NULL;" ends every
-# function) and short menu lines ("Next topic") are the short_lines filter's to judge.
-PROSE_WORD_SHARE = 2 / 3
-_WORD_EDGES = "\"'“”‘’«»()[]{}.,;:!?"  # stripped from a token before asking if it is a word
-
-
-@dataclass(frozen=True, slots=True)
-class Keep:
-    """The document passed every filter."""
+CLEAN_STAGE = "clean"
+# Below this much (compressed) input, starting worker processes costs more than they save.
+POOL_MIN_BYTES = 2_000_000
 
 
-@dataclass(frozen=True, slots=True)
-class Drop:
-    reason: str  # one of REASONS (or a dedup reason)
-    detail: str = ""  # the figure that failed, e.g. "alpha ratio 0.31 < 0.5"
+def clean_dir(root: DataRoot) -> Path:
+    return root.state / "clean"
 
 
-Verdict = Keep | Drop
-KEEP = Keep()
+def part_number(path: Path | str) -> int:
+    m = PART_RE.match(Path(path).name)
+    if m is None:
+        raise ValueError(f"{path} is not a docs part name")
+    return int(m.group(1))
 
 
-def normalize_text(text: str) -> str:
-    """The text we train on: NFC, LF line ends, no invisible characters, no trailing spaces,
-    at most one blank line in a row, no leading or trailing blank lines."""
-    text = unicodedata.normalize("NFC", text)
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text = _INVISIBLE.sub("", text)
-    text = _TRAILING_SPACE.sub("", text)
-    text = _BLANK_RUNS.sub("\n\n", text)
-    return text.strip("\n ")
+@dataclass(slots=True)
+class _Cleaned:
+    """One document after the filters: its normalised form, the verdict, its fingerprint."""
+
+    doc: Document
+    verdict: Verdict
+    fp: Fingerprint | None  # only for documents the filters keep
 
 
-@dataclass(frozen=True, slots=True)
-class TextStats:
-    """The figures the filters look at, computed once per document."""
-
-    chars: int
-    words: int
-    nonspace: int  # characters that are not whitespace
-    letters: int
-    digits: int
-    lines: int  # non-empty lines
-    line_chars: int  # characters in non-empty lines (stripped)
-    # characters in prose lines (see PROSE_WORD_SHARE) equal to an earlier line: weighing by
-    # length keeps a repeated short line from counting like a repeated sentence
-    repeated_line_chars: int
-    short_lines: int  # non-empty lines shorter than the configured length
-
-    @property
-    def alpha_ratio(self) -> float:
-        return self.letters / self.nonspace if self.nonspace else 0.0
-
-    @property
-    def symbol_ratio(self) -> float:
-        """Punctuation and symbols among non-space characters (neither letter nor digit)."""
-        return (self.nonspace - self.letters - self.digits) / self.nonspace if self.nonspace \
-            else 0.0
-
-    @property
-    def repeated_line_ratio(self) -> float:
-        return self.repeated_line_chars / self.line_chars if self.line_chars else 0.0
-
-    @property
-    def short_line_ratio(self) -> float:
-        return self.short_lines / self.lines if self.lines else 0.0
+@dataclass(slots=True)
+class _PartResult:
+    size: int
+    items: list[_Cleaned] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)  # unreadable records
+    error: Failure | None = None  # the whole part is unreadable
 
 
-def reads_as_prose(line: str, min_words: int) -> bool:
-    """Whether a (stripped) line has `min_words` words making up most of it; code such as
-    `Custom_init(CustomObject *self, PyObject *args)` does not, and at 4 "Methods defined
-    here:" is too short. min_words 0: every line counts."""
-    if min_words <= 0:
-        return True
-    tokens = line.split()
-    words = sum(1 for token in tokens if token.strip(_WORD_EDGES).isalpha())
-    return words >= min_words and words >= PROSE_WORD_SHARE * len(tokens)
+def clean_part(path: Path, cfg: CleanConfig) -> _PartResult:
+    """Normalise, filter and fingerprint the documents of one docs part (no shared state)."""
+    result = _PartResult(size=path.stat().st_size)
+    bad: list[CorruptInput] = []
+    try:
+        docs = list(read_part(path, bad))
+    except InputError as e:
+        result.error = Failure(source=e.source, stage=CLEAN_STAGE, error=e.kind,
+                               message=e.reason)
+        return result
+    result.failures = [Failure(source=e.source, stage=CLEAN_STAGE, error=e.kind,
+                               message=e.reason) for e in bad]
+    for doc in docs:
+        doc.text = normalize_text(doc.text)
+        verdict = quality_verdict(doc.text, cfg)
+        fp = None
+        if isinstance(verdict, Drop):
+            doc.text = ""  # not needed any more: spare sending it back from the worker
+        else:
+            fp = fingerprint(doc.text, cfg)
+        result.items.append(_Cleaned(doc=doc, verdict=verdict, fp=fp))
+    return result
 
 
-def _repeated_chars(lines: list[str], min_words: int) -> int:
-    seen: dict[str, bool | None] = {}  # line -> reads as prose (decided once it repeats)
-    repeated = 0
-    for line in lines:
-        if line not in seen:
-            seen[line] = None
-            continue
-        prose = seen[line]
-        if prose is None:
-            prose = seen[line] = reads_as_prose(line, min_words)
-        if prose:
-            repeated += len(line)
-    return repeated
+def _clean_workers(cfg: CleanConfig, todo: list[Path]) -> int:
+    workers = cfg.workers or os.cpu_count() or 1
+    if workers > 1 and sum(p.stat().st_size for p in todo) < POOL_MIN_BYTES:
+        return 1
+    return min(workers, len(todo))
 
 
-def text_stats(text: str, short_line_chars: int, repeated_min_words: int) -> TextStats:
-    words = text.split()
-    lines = [stripped for line in text.split("\n") if (stripped := line.strip())]
-    return TextStats(
-        chars=len(text),
-        words=len(words),
-        nonspace=sum(map(len, words)),
-        letters=sum(map(str.isalpha, text)),
-        digits=len(_NOT_DIGIT.sub("", text)),
-        lines=len(lines),
-        line_chars=sum(map(len, lines)),
-        repeated_line_chars=_repeated_chars(lines, repeated_min_words),
-        short_lines=sum(1 for line in lines if len(line) < short_line_chars),
-    )
+class _CleanPart:
+    """`clean_part` with its config bound, picklable for the worker processes."""
+
+    def __init__(self, cfg: CleanConfig) -> None:
+        self.cfg = cfg
+
+    def __call__(self, path: Path) -> _PartResult:
+        return clean_part(path, self.cfg)
 
 
-def quality_verdict(text: str, cfg: CleanConfig) -> Verdict:
-    """Keep, or Drop with the reason of the first filter the (normalised) text fails."""
-    if len(text) < cfg.min_chars:
-        return Drop("too_short", f"{len(text)} chars < {cfg.min_chars}")
-    st = text_stats(text, cfg.short_line_chars, cfg.repeated_line_min_words)
-    if st.words < cfg.min_words:
-        return Drop("too_few_words", f"{st.words} words < {cfg.min_words}")
-    if st.alpha_ratio < cfg.min_alpha_ratio:
-        return Drop("low_alpha", f"alpha ratio {st.alpha_ratio:.2f} < {cfg.min_alpha_ratio}")
-    if st.symbol_ratio > cfg.max_symbol_ratio:
-        return Drop("symbol_heavy",
-                    f"symbol ratio {st.symbol_ratio:.2f} > {cfg.max_symbol_ratio}")
-    if st.repeated_line_ratio > cfg.max_repeated_line_ratio:
-        return Drop("repeated_lines", f"repeated line ratio {st.repeated_line_ratio:.2f} > "
-                                      f"{cfg.max_repeated_line_ratio}")
-    if st.short_line_ratio > cfg.max_short_line_ratio:
-        return Drop("short_lines", f"short line ratio {st.short_line_ratio:.2f} > "
-                                   f"{cfg.max_short_line_ratio}")
-    return KEEP
+def _decide(index: DedupIndex, part: str, item: _Cleaned, stats: StageStats) -> bool:
+    """Record the document's decision in the index; True when it is kept."""
+    doc = item.doc
+    if index.decision(doc.id) is not None:
+        stats.drop("duplicate_id")  # the same source extracted twice: already decided
+        return False
+    drop = item.verdict if isinstance(item.verdict, Drop) else index.find_duplicate(item.fp)
+    if drop is not None:
+        index.add_dropped(doc.id, part, drop)
+        stats.drop(drop.reason)
+        return False
+    index.add_kept(doc.id, part, item.fp)
+    stats.keep()
+    stats.bytes += len(doc.text.encode("utf-8"))
+    return True
+
+
+def _commit_part(index: DedupIndex, out: Path, path: Path, result: _PartResult,
+                 stats: StageStats) -> None:
+    """Decide every document of a part, write its kept documents, then commit the index."""
+    index.begin_part()
+    try:
+        kept = [item.doc for item in result.items if _decide(index, path.name, item, stats)]
+        write_part(out, kept, number=part_number(path))
+        index.commit_part(PartRecord(name=path.name, size=result.size,
+                                     docs=len(result.items), kept=len(kept)))
+    except BaseException:
+        index.rollback_part()
+        raise
+
+
+def clean_documents(cfg: Config, root: DataRoot, progress: bool = True) -> StageStats:
+    """Filter and deduplicate the docs parts not cleaned yet, in part order."""
+    stats = StageStats(stage=CLEAN_STAGE)
+    out = clean_dir(root)
+    out.mkdir(parents=True, exist_ok=True)
+    failure_log = FailureLog(out / "failures.jsonl")
+    failures: list[Failure] = []
+    succeeded: list[str] = []
+    check_input_free(root.docs, CLEAN_STAGE)
+    with stage_lock(root.state, CLEAN_STAGE), DedupIndex(root.dedup_index, cfg.clean) as index:
+        remove_orphan_temps(out)
+        save_resolved(cfg, out)
+        done = index.done_parts()
+        todo = []
+        for path in list_parts(root.docs):
+            record = done.get(path.name)
+            if record is None:
+                todo.append(path)
+                continue
+            stats.skip("already_cleaned", record.docs)
+            if path.stat().st_size != record.size:
+                log.warning("clean: %s changed after it was cleaned; it is not cleaned again "
+                            "(docs parts are append-only)", path)
+        workers = _clean_workers(cfg.clean, todo)
+        try:
+            with Progress(stats, total=len(todo), unit="part", enabled=progress) as bar:
+                for path, result in ordered_map(_CleanPart(cfg.clean), todo, workers):
+                    for failure in result.failures:
+                        stats.fail(failure)
+                    failures.extend(result.failures)
+                    if result.error is not None:
+                        stats.fail(result.error)
+                        failures.append(result.error)
+                        log.warning("clean: %s: %s", result.error.source, result.error.message)
+                        continue
+                    _commit_part(index, out, path, result, stats)
+                    succeeded.append(str(path))
+                    bar.update(kept=stats.kept)
+        finally:
+            failure_log.clear(CLEAN_STAGE, succeeded)
+            failure_log.record(failures)
+        stats.extra["parts_cleaned"] = len(succeeded)
+        stats.extra["workers"] = workers
+        stats.extra["dataset"] = index.counts()
+    return stats.finish()  # the caller reports it (the CLI, a flow, or tokenize_dataset)
+
+
+def cleaned_parts(root: DataRoot, cfg: Config) -> list[PartRecord]:
+    """The docs parts the clean stage has finished, in part order."""
+    if not root.dedup_index.is_file():
+        return []
+    with DedupIndex(root.dedup_index, cfg.clean) as index:
+        records = list(index.done_parts().values())
+    return sorted(records, key=lambda r: part_number(r.name))
+
+
+def iter_clean_documents(root: DataRoot, names: Iterable[str]) -> Iterator[Document]:
+    """The kept, normalised documents of the given (cleaned) docs parts, in order."""
+    for name in names:
+        path = part_path(clean_dir(root), part_number(name))
+        if not path.is_file():
+            raise EnvironmentProblem(
+                f"{path} is missing although {root.dedup_index} lists {name} as cleaned; "
+                "delete state/dedup.sqlite and state/clean/ to clean everything again")
+        yield from read_part(path)

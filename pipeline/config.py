@@ -13,6 +13,7 @@ import types
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,9 +24,20 @@ RESOLVED_CONFIG_NAME = "config.toml"
 ENV_PREFIX = "CLLM_"
 MB = 1024 * 1024
 # keys whose values are paths: relative ones in a config file are relative to its folder
-PATH_KEYS = {"sources": ("paths",), "crawl": ("blocklist_file",), "tokenize": ("tokenizer",)}
+PATH_KEYS = {"sources": ("paths",), "crawl": ("blocklist_file",), "tokenize": ("tokenizer",),
+             "train": ("init_checkpoint",), "evaluate": ("checkpoint",)}
 
-OcrMode = Literal["never", "auto", "force"]
+
+
+class OcrMode(StrEnum):
+    """When extraction OCRs a page: never, when the page needs it (auto), or every page."""
+
+    NEVER = "never"
+    AUTO = "auto"
+    FORCE = "force"
+
+
+EncoderKind = Literal["auto", "hf", "tiktoken"]
 Scheduler = Literal["constant", "cosine", "linear", "step"]
 Norm = Literal["layernorm", "rmsnorm"]
 Position = Literal["learned", "rope", "sinusoidal", "prime", "clock", "spiral"]
@@ -34,6 +46,7 @@ Symmetry = Literal["none", "twelvefold"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 Precision = Literal["auto", "fp32", "bf16"]
 InitFrom = Literal["scratch", "resume", "promoted"]
+FIXED_POSITIONS = ("sinusoidal", "prime", "clock", "spiral")  # tables added to the embeddings
 
 
 def _is_loopback(host: str) -> bool:
@@ -114,6 +127,7 @@ class CrawlConfig:
     # addresses or CIDR networks allowed even when allow_private is false, e.g. ["127.0.0.1"]
     private_allowlist: list[str] = field(default_factory=list)
     retry_backoff_s: float = 1.0  # wait before retry n is retry_backoff_s * 2**(n-1), max 60 s
+    restart: bool = False  # drop the saved frontier of a stopped crawl of these URLs; start over
 
     def __post_init__(self) -> None:
         _require(self.max_pages > 0, "crawl.max_pages", "> 0", self.max_pages)
@@ -164,7 +178,7 @@ class CrawlConfig:
 @dataclass(kw_only=True, slots=True)
 class ExtractConfig:
     workers: int = 0  # processes; 0 = number of cores
-    ocr: OcrMode = "auto"  # never | auto (pages that need it) | force (every page)
+    ocr: OcrMode = OcrMode.AUTO  # never | auto (pages that need it) | force (every page)
     ocr_redo: bool = False  # in auto mode, redo pages that carry an invisible OCR layer
     dpi: int = 300  # render resolution for OCR
     lang: str = "eng"  # Tesseract language(s), e.g. "eng+deu"
@@ -201,7 +215,7 @@ class CleanConfig:
     min_words: int = 30
     min_alpha_ratio: float = 0.5  # share of letters among non-space characters
     max_symbol_ratio: float = 0.3  # share of symbol/punctuation characters
-    # share of line characters in repeated lines that read as prose (pipeline/clean.py):
+    # share of line characters in repeated lines that read as prose (pipeline/filters.py):
     # repeated code and short menu lines do not count
     max_repeated_line_ratio: float = 0.3
     # words (and most of its tokens words) a repeated line needs to count; 0 = every line
@@ -242,7 +256,7 @@ class TokenizeConfig:
     threads: int = 0  # encoder threads; 0 = number of cores
     # tiktoken runs the same byte-level BPE (same merges and pre-tokenizer regex) about 2-4x
     # faster; auto = tiktoken when the tokenizer converts and passes the identity check, else hf
-    encoder: Literal["auto", "hf", "tiktoken"] = "auto"
+    encoder: EncoderKind = "auto"
     train_max_mb: int = 256  # train the tokenizer on at most this many MB of cleaned text; 0 = all
 
     def __post_init__(self) -> None:
@@ -269,10 +283,10 @@ class ShardsConfig:
 
 
 @dataclass(kw_only=True, slots=True)
-class TrainConfig:
-    run: str = "default"  # run name: outputs go to runs/<run>/
-    init_from: InitFrom = "scratch"  # scratch | resume (this run's last checkpoint) | promoted
-    # model shape (nanoGPT names); vocab size comes from the shard manifest
+class ModelShape:
+    """The model's shape (nanoGPT names), keys of [train]; the vocabulary comes from the shards.
+    The model is built from this (model.cllm.ModelConfig adds the vocabulary size)."""
+
     n_layer: int = 4
     n_head: int = 4
     n_embd: int = 128
@@ -284,6 +298,30 @@ class TrainConfig:
     embedding_init: EmbeddingInit = "normal"
     lattice_scale: float = 1.0  # multiplies the lattice init (see CRYSTALLINE.md)
     symmetry: Symmetry = "none"
+
+    def __post_init__(self) -> None:
+        for name in ("n_layer", "n_head", "n_embd", "block_size"):
+            _require(getattr(self, name) > 0, f"train.{name}", "> 0", getattr(self, name))
+        _require(self.n_embd % self.n_head == 0, "train.n_embd",
+                 f"a multiple of train.n_head ({self.n_head})", self.n_embd)
+        _require(0.0 <= self.dropout < 1.0, "train.dropout", "in [0, 1)", self.dropout)
+        _require(self.lattice_scale > 0, "train.lattice_scale", "> 0", self.lattice_scale)
+        head_size = self.n_embd // self.n_head
+        _require(self.position != "rope" or head_size % 2 == 0,
+                 "the head size (train.n_embd / train.n_head)",
+                 "even with position = rope (rotations pair dimensions)", head_size)
+        even = self.position in FIXED_POSITIONS or self.symmetry == "twelvefold"
+        _require(not even or self.n_embd % 2 == 0, "train.n_embd",
+                 f"even with position = {self.position}, symmetry = {self.symmetry}",
+                 self.n_embd)
+
+
+@dataclass(kw_only=True, slots=True)
+class TrainConfig(ModelShape):
+    run: str = "default"  # run name: outputs go to runs/<run>/
+    init_from: InitFrom = "scratch"  # scratch | resume (this run's last checkpoint) | promoted
+    init_checkpoint: str = ""  # a checkpoint to start from when the run has none yet
+    init_optimizer: bool = False  # with init_checkpoint: continue its AdamW state too
     # optimisation
     batch_size: int = 16  # sequences per micro-batch (per process)
     grad_accum: int = 1  # micro-batches per optimizer step
@@ -316,12 +354,10 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads; 0 = leave torch's default
 
     def __post_init__(self) -> None:
-        for name in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "grad_accum",
-                     "max_steps", "eval_interval", "eval_iters", "save_interval", "keep_last"):
+        ModelShape.__post_init__(self)  # (zero-argument super() fails in slotted dataclasses)
+        for name in ("batch_size", "grad_accum", "max_steps", "eval_interval", "eval_iters",
+                     "save_interval", "keep_last"):
             _require(getattr(self, name) > 0, f"train.{name}", "> 0", getattr(self, name))
-        _require(self.n_embd % self.n_head == 0, "train.n_embd",
-                 f"a multiple of train.n_head ({self.n_head})", self.n_embd)
-        _require(0.0 <= self.dropout < 1.0, "train.dropout", "in [0, 1)", self.dropout)
         _require(self.lr > 0, "train.lr", "> 0", self.lr)
         _require(0 <= self.min_lr <= self.lr, "train.min_lr", f"in [0, train.lr={self.lr}]",
                  self.min_lr)
@@ -335,7 +371,6 @@ class TrainConfig:
         _require(self.grad_clip >= 0, "train.grad_clip", ">= 0", self.grad_clip)
         _require(self.patience >= 0, "train.patience", ">= 0", self.patience)
         _require(self.max_seconds >= 0, "train.max_seconds", ">= 0", self.max_seconds)
-        _require(self.lattice_scale > 0, "train.lattice_scale", "> 0", self.lattice_scale)
         _require(self.threads >= 0, "train.threads", ">= 0", self.threads)
         _require(bool(self.run) and "/" not in self.run and not self.run.startswith("."),
                  "train.run", "a plain folder name", self.run)
@@ -348,12 +383,21 @@ class SampleConfig:
     top_k: int = 0  # keep the k most likely tokens; 0 = off
     top_p: float = 1.0  # nucleus sampling; 1.0 = off
     seed: int = 0
+    stop_at_eos: bool = True  # end the text at the end-of-text token
 
     def __post_init__(self) -> None:
         _require(self.max_new_tokens > 0, "sample.max_new_tokens", "> 0", self.max_new_tokens)
         _require(self.temperature >= 0, "sample.temperature", ">= 0", self.temperature)
         _require(self.top_k >= 0, "sample.top_k", ">= 0", self.top_k)
         _require(0 < self.top_p <= 1, "sample.top_p", "in (0, 1]", self.top_p)
+
+
+@dataclass(kw_only=True, slots=True)
+class EvaluateConfig:
+    """What `cllm evaluate` scores (its windows: validate.eval_iters x validate.batch_size)."""
+
+    checkpoint: str = ""  # a checkpoint, run or model folder; empty = the promoted model
+    docs: list[str] = field(default_factory=list)  # score these documents ("val:3") instead
 
 
 @dataclass(kw_only=True, slots=True)
@@ -419,17 +463,24 @@ class Config:
     shards: ShardsConfig = field(default_factory=ShardsConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     validate: ValidateConfig = field(default_factory=ValidateConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     flows: FlowsConfig = field(default_factory=FlowsConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        return {f.name: dataclasses.asdict(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        """Plain values only (enums as their strings): it goes into JSON, TOML, checkpoints."""
+        return {f.name: dataclasses.asdict(getattr(self, f.name), dict_factory=_plain_dict)
+                for f in dataclasses.fields(self)}
 
     def to_toml(self) -> str:
         import tomli_w
 
         return tomli_w.dumps(self.to_dict())
+
+
+def _plain_dict(items: list[tuple[str, Any]]) -> dict[str, Any]:
+    return {k: v.value if isinstance(v, Enum) else v for k, v in items}
 
 
 def section_names() -> list[str]:
@@ -448,6 +499,12 @@ def _section_class(section: str) -> type:
 def _coerce(key: str, expected: Any, value: Any) -> Any:
     """Check `value` against the field type `expected`; return it (ints widen to float)."""
     origin = typing.get_origin(expected)
+    if isinstance(expected, type) and issubclass(expected, Enum):
+        try:
+            return expected(value)
+        except ValueError:
+            options = " | ".join(m.value for m in expected)
+            raise ConfigError(f"{key} must be one of {options}, got {value!r}") from None
     if origin is Literal:
         choices = typing.get_args(expected)
         if value not in choices:
@@ -586,17 +643,22 @@ def build_config(layers: Iterable[Mapping[str, Mapping[str, Any]]]) -> Config:
 
 
 def load_config(
-    path: Path | None = None,
+    path: Path | str | None = None,
     overrides: Iterable[str] = (),
     environ: Mapping[str, str] | None = None,
     extra: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    base: Mapping[str, Mapping[str, Any]] | None = None,
+    default_file: bool = True,
 ) -> Config:
-    """Resolve the config: defaults, then `path` (or ./cllm.toml if present), env, overrides.
+    """Resolve the config, lowest layer first: defaults, `base` (a preset), the file `path`
+    (or ./cllm.toml when present and `default_file`), the environment, `--set` overrides.
 
     `extra` holds values from CLI flags that mirror config keys; they win over everything.
+    The CLI and the flows both resolve their config here.
     """
-    layers: list[Mapping[str, Mapping[str, Any]]] = []
-    if path is None and Path(DEFAULT_CONFIG_NAME).is_file():
+    layers: list[Mapping[str, Mapping[str, Any]]] = [base or {}]
+    if path is None and default_file and Path(DEFAULT_CONFIG_NAME).is_file():
         path = Path(DEFAULT_CONFIG_NAME)
     if path is not None:
         layers.append(read_toml(Path(path)))

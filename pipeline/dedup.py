@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.clean import Drop
 from pipeline.config import CleanConfig
 from pipeline.errors import ConfigError
+from pipeline.filters import Drop
 from pipeline.records import utc_now
 
 log = logging.getLogger(__name__)

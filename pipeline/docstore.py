@@ -1,4 +1,6 @@
-"""Extracted documents: `docs/part-NNNNN.jsonl.zst`, each part written whole and atomically."""
+"""Document parts: `part-NNNNN.jsonl.zst`, each written whole and atomically, with the ids of
+its documents beside it (`part-NNNNN.ids`, one a line): the completion record a stage reads
+to know what is done without opening every part. One reader, strict or tolerant."""
 
 from __future__ import annotations
 
@@ -10,7 +12,15 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
-from pipeline.atomic import FILE_MODE, TEMP_PREFIX, TEMP_SUFFIX, atomic_write, fsync_dir
+from pipeline.atomic import (
+    FILE_MODE,
+    TEMP_PREFIX,
+    TEMP_SUFFIX,
+    atomic_write,
+    atomic_write_text,
+    fsync_dir,
+)
+from pipeline.errors import CorruptInput
 from pipeline.records import Document
 
 PART_RE = re.compile(r"^part-(\d{5,})\.jsonl\.zst$")
@@ -19,6 +29,10 @@ ZSTD_LEVEL = 3
 
 def part_path(docs_dir: Path, number: int) -> Path:
     return Path(docs_dir) / f"part-{number:05d}.jsonl.zst"
+
+
+def ids_path(part: Path) -> Path:
+    return Path(part).with_name(Path(part).name.removesuffix(".jsonl.zst") + ".ids")
 
 
 def list_parts(docs_dir: Path) -> list[Path]:
@@ -50,10 +64,12 @@ def write_part(docs_dir: Path, docs: Iterable[Document], number: int | None = No
     (a parallel extraction task) took it first, and then the next number is tried.
     """
     docs_dir = Path(docs_dir)
+    docs = list(docs)
     if number is not None:
         path = part_path(docs_dir, number)
         with atomic_write(path, "wb") as fh:
             _write_zst(fh, docs)
+        _write_ids(path, [d.id for d in docs])
         return path
     docs_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}part.{os.getpid()}.",
@@ -75,16 +91,46 @@ def write_part(docs_dir: Path, docs: Iterable[Document], number: int | None = No
     finally:
         tmp.unlink(missing_ok=True)
     fsync_dir(docs_dir)
-    return part_path(docs_dir, n)
+    path = part_path(docs_dir, n)
+    _write_ids(path, [d.id for d in docs])  # a kill before this: part_ids writes it later
+    return path
 
 
-def read_part(path: Path) -> Iterator[Document]:
+def _write_ids(part: Path, ids: list[str]) -> None:
+    atomic_write_text(ids_path(part), "".join(i + "\n" for i in ids))
+
+
+def _record(line: str, path: Path, number: int) -> Document:
+    try:
+        doc = Document.from_json(line)
+        if not (isinstance(doc.id, str) and doc.id and isinstance(doc.text, str)):
+            raise TypeError("id and text must be strings")
+        return doc
+    except (ValueError, TypeError, KeyError) as e:
+        raise CorruptInput(f"{path}:{number}", f"not a Document record: {e}") from None
+
+
+def read_part(path: Path, bad: list[CorruptInput] | None = None) -> Iterator[Document]:
+    """The Document records of a part. A record that is not one raises CorruptInput naming
+    the part and line; with `bad`, it is appended there and skipped instead (the clean stage
+    goes on past it). A part that cannot be read at all raises CorruptInput either way."""
     import zstandard
 
-    with open(path, "rb") as fh, zstandard.ZstdDecompressor().stream_reader(fh) as zr:
-        for line in io.TextIOWrapper(zr, encoding="utf-8"):
-            if line.strip():
-                yield Document.from_json(line)
+    try:
+        with open(path, "rb") as fh, zstandard.ZstdDecompressor().stream_reader(fh) as zr:
+            for n, line in enumerate(io.TextIOWrapper(zr, encoding="utf-8"), 1):
+                if not line.strip():
+                    continue
+                try:
+                    yield _record(line, Path(path), n)
+                except CorruptInput as e:
+                    if bad is None:
+                        raise
+                    bad.append(e)
+    except (zstandard.ZstdError, UnicodeDecodeError, EOFError) as e:
+        raise CorruptInput(str(path), f"cannot read docs part: {e}") from None
+    except OSError as e:
+        raise CorruptInput(str(path), f"cannot read docs part: {e.strerror or e}") from None
 
 
 def iter_documents(docs_dir: Path, parts: Iterable[Path] | None = None) -> Iterator[Document]:
@@ -92,5 +138,17 @@ def iter_documents(docs_dir: Path, parts: Iterable[Path] | None = None) -> Itera
         yield from read_part(path)
 
 
+def part_ids(part: Path) -> list[str]:
+    """The ids of a part's documents, from its record (made from the part when missing)."""
+    record = ids_path(part)
+    try:
+        return record.read_text(encoding="utf-8").split()
+    except FileNotFoundError:
+        ids = [doc.id for doc in read_part(part)]
+        _write_ids(part, ids)
+        return ids
+
+
 def document_ids(docs_dir: Path) -> set[str]:
-    return {doc.id for doc in iter_documents(docs_dir)}
+    """The ids of every document in the parts of `docs_dir` (read from their id records)."""
+    return {i for part in list_parts(docs_dir) for i in part_ids(part)}

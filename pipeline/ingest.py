@@ -203,7 +203,3 @@ def ingest_paths(paths: Sequence[Path | str], cfg: Config, root: DataRoot,
     if stats.kept == 0 and stats.n_failed == 0:
         log.info("ingest: nothing new to store (%d files already in the raw store)", stats.seen)
     return stats
-
-
-def cli(args, ctx) -> StageStats:  # noqa: ANN001 - argparse namespace and cli.Context
-    return ingest_paths([Path(p) for p in args.paths], ctx.cfg, ctx.root, progress=ctx.progress)

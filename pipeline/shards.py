@@ -147,9 +147,14 @@ class ShardWriter:
     """
 
     def __init__(self, folder: Path, split: Split, *, dtype: str, eos_id: int,
-                 shard_tokens: int, first_number: int = 0) -> None:
+                 shard_tokens: int, first_number: int = 0, stem: str = "",
+                 durable: bool = True) -> None:
+        """`stem`: write one file pair under this name, never cut (an encoding spool), with
+        `durable=False` skipping the fsyncs (the spool's marker checks it on resume)."""
         self.folder = Path(folder)
         self.split = split
+        self.stem = stem
+        self.durable = durable
         self.dtype = np.dtype(dtype).newbyteorder("<")
         self.eos = np.array([eos_id], dtype=self.dtype)
         self.shard_tokens = shard_tokens
@@ -171,12 +176,18 @@ class ShardWriter:
         if self._file is None:
             from pipeline.atomic import atomic_write
 
-            self._open = atomic_write(self.folder / f"{shard_name(self.split, self.number)}.bin")
+            self._open = atomic_write(self.folder / f"{self._name()}.bin", durable=self.durable)
             self._file = self._open.__enter__()
             self._sha = hashlib.sha256()
         data = memoryview(np.ascontiguousarray(arr)).cast("B")
         self._file.write(data)
         self._sha.update(data)
+
+    def _name(self) -> str:
+        return self.stem or shard_name(self.split, self.number)
+
+    def _full(self) -> bool:
+        return not self.stem and self._tokens >= self.shard_tokens
 
     def add(self, ids: np.ndarray | list[int]) -> ShardInfo | None:
         """Add one document (EOS is appended); returns the shard it completed, if any."""
@@ -186,7 +197,20 @@ class ShardWriter:
         self._write(np.concatenate([arr.astype(self.dtype, copy=False), self.eos]))
         self._tokens += arr.size + 1
         self._ends.append(np.array([self._tokens], dtype=IDX_DTYPE))
-        return self.flush() if self._tokens >= self.shard_tokens else None
+        return self.flush() if self._full() else None
+
+    def add_batch(self, docs: list[np.ndarray]) -> list[ShardInfo]:
+        """Add several documents (EOS appended to each) in one write; the shards they
+        completed. The result is the same as `add` one by one."""
+        if not docs:
+            return []
+        pieces: list[np.ndarray] = []
+        for arr in docs:
+            if arr.size and int(arr.max()) > np.iinfo(self.dtype).max:
+                raise ValueError(f"token id {int(arr.max())} does not fit {self.dtype.name}")
+            pieces += (arr.astype(self.dtype, copy=False), self.eos)
+        ends = np.cumsum([arr.size + 1 for arr in docs], dtype=IDX_DTYPE)
+        return self.add_encoded(np.concatenate(pieces), ends)
 
     def add_encoded(self, tokens: np.ndarray, ends: np.ndarray) -> list[ShardInfo]:
         """Add many documents at once; returns the shards they completed.
@@ -200,7 +224,7 @@ class ShardWriter:
         done: list[ShardInfo] = []
         first, base = 0, 0  # first document not yet added, and where it starts in `tokens`
         while first < len(ends):
-            need = self.shard_tokens - self._tokens
+            need = (int(ends[-1]) - base) if self.stem else self.shard_tokens - self._tokens
             last = int(np.searchsorted(ends, base + need, side="left"))
             last = min(last, len(ends) - 1)
             stop = int(ends[last])
@@ -208,7 +232,7 @@ class ShardWriter:
             self._ends.append(ends[first:last + 1] - base + self._tokens)
             self._tokens += stop - base
             first, base = last + 1, stop
-            if self._tokens >= self.shard_tokens:
+            if self._full():
                 done.append(self.flush())
         return done
 
@@ -218,9 +242,9 @@ class ShardWriter:
             return None
         from pipeline.atomic import atomic_write_bytes
 
-        name = shard_name(self.split, self.number)
+        name = self._name()
         idx = np.concatenate(self._ends).astype(IDX_DTYPE, copy=False).tobytes()
-        atomic_write_bytes(self.folder / f"{name}.idx", idx)
+        atomic_write_bytes(self.folder / f"{name}.idx", idx, durable=self.durable)
         self._open.__exit__(None, None, None)  # fsync, then rename to <name>.bin
         info = ShardInfo(name=name, split=self.split, tokens=self._tokens,
                          docs=len(idx) // IDX_DTYPE.itemsize,
@@ -238,7 +262,7 @@ class ShardWriter:
         self._ends, self._tokens, self._open, self._file = [], 0, None, None
 
 
-# --- reading, checking, the `cllm shards` command -------------------------------------------
+# --- reading and checking -------------------------------------------
 
 
 def find_document(manifest: Manifest, split: Split, number: int) -> tuple[ShardInfo, int]:
@@ -367,38 +391,3 @@ def describe(manifest: Manifest) -> str:
         lines.append(f"  {s.name}  {s.tokens:>12} tokens  {s.docs:>8} docs  {s.bytes:>12} bytes"
                      f"  sha256 {s.sha256[:16]}")
     return "\n".join(lines)
-
-
-def cli(args, ctx) -> int:  # noqa: ANN001 - argparse namespace and cli.Context
-    import sys
-
-    from pipeline.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-
-    root = ctx.root
-    try:
-        manifest = read_manifest(root.manifest)
-    except (FileNotFoundError, RecordFormatError) as e:
-        print(f"cllm shards: {e}", file=sys.stderr)
-        return EXIT_FAILED
-    if args.shards_command == "inspect":
-        print(describe(manifest))
-        return EXIT_OK
-    if args.shards_command == "verify":
-        report = verify_shards(root.shards, manifest, root.path / manifest.tokenizer.path)
-        for note in report.notes:
-            print(f"note: {note}", file=sys.stderr)
-        for problem in report.problems:
-            print(f"FAILED: {problem}")
-        if report.ok:
-            print(f"OK: {report.shards} shards, {report.tokens} tokens verified")
-        return EXIT_OK if report.ok else EXIT_FAILED
-    from pipeline.tokenizer import decode, load_tokenizer
-
-    try:
-        ids = read_document(root.shards, manifest, args.split, args.doc)
-    except IndexError as e:
-        print(f"cllm shards decode: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    text = decode(load_tokenizer(root.path / manifest.tokenizer.path), ids.tolist())
-    sys.stdout.write(text + ("\n" if sys.stdout.isatty() and not text.endswith("\n") else ""))
-    return EXIT_OK

@@ -1,12 +1,18 @@
-"""`cllm status`: what the data root holds, stage by stage (lines for people, or --json)."""
+"""`cllm status`: what the data root holds, stage by stage (lines for people, or --json).
+
+The stages come from the caller (the one list sits above the core); each names the hand-offs
+it writes, and each hand-off has its describer here.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from pipeline.layout import DataRoot
+from pipeline.stage import Stage
 
 REGISTRY_ENTRIES = ("current", "canary")  # in models/ beside the promoted models' folders
 
@@ -30,6 +36,27 @@ def _docs_status(root: DataRoot) -> dict[str, Any]:
     if not parts:
         return {}
     return {"parts": len(parts), "failures": len(FailureLog(root.doc_failures).read())}
+
+
+def _clean_status(root: DataRoot) -> dict[str, Any]:
+    if not root.dedup_index.is_file():
+        return {}
+    import sqlite3
+
+    try:
+        db = sqlite3.connect(f"file:{root.dedup_index}?mode=ro", uri=True)
+        try:
+            parts = db.execute("SELECT COUNT(*) FROM parts").fetchone()[0]
+            counts = dict(db.execute("SELECT status, COUNT(*) FROM docs GROUP BY status"))
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return {}
+    return {"parts": parts, "documents": counts}
+
+
+def _tokenizer_status(root: DataRoot) -> dict[str, Any]:
+    return {"trained": True} if root.tokenizer_json.is_file() else {}
 
 
 def _shards_status(root: DataRoot) -> dict[str, Any]:
@@ -65,15 +92,24 @@ def _models_status(root: DataRoot) -> dict[str, Any]:
             if canary else None}
 
 
-def data_root_status(root: DataRoot) -> dict[str, Any]:
+def _runs_status(root: DataRoot) -> dict[str, Any]:
+    runs = _folders(root.runs)
+    return {"runs": runs} if runs else {}
+
+
+DESCRIBE: dict[str, Callable[[DataRoot], dict[str, Any]]] = {
+    "raw": _raw_status, "docs": _docs_status, "clean": _clean_status,
+    "tokenizer": _tokenizer_status, "shards": _shards_status, "runs": _runs_status,
+    "models": _models_status,
+}
+
+
+def data_root_status(root: DataRoot, stages: Sequence[Stage]) -> dict[str, Any]:
+    """Each stage with what it reads and writes, and what each hand-off holds now."""
     return {
         "root": str(root.path),
-        "raw": _raw_status(root),
-        "docs": _docs_status(root),
-        "tokenizer": root.tokenizer_json.is_file(),
-        "shards": _shards_status(root),
-        "runs": _folders(root.runs),
-        "models": _models_status(root),
+        "stages": {s.name: {"reads": list(s.reads), "writes": list(s.writes)} for s in stages},
+        **{name: describe(root) for name, describe in DESCRIBE.items()},
     }
 
 
@@ -88,36 +124,42 @@ def _shard_line(shards: dict[str, Any]) -> str:
     return f"version {shards.get('manifest_version')} ({shards.get('dtype')}): {splits}"
 
 
+def _handoff_line(name: str, state: dict[str, Any]) -> str:
+    if not state:
+        return f"{name}: none yet"
+    if name == "raw":
+        return (f"raw: {state['sources']} sources, {state['blobs']} stored files, "
+                f"{state['failures']} failures")
+    if name == "docs":
+        return f"docs: {state['parts']} parts, {state['failures']} failures"
+    if name == "clean":
+        decided = ", ".join(f"{k} {v}" for k, v in sorted(state["documents"].items()))
+        return f"clean: {state['parts']} parts cleaned ({decided or 'no documents'})"
+    if name == "tokenizer":
+        return "tokenizer: trained"
+    if name == "shards":
+        return f"shards: {_shard_line(state)}"
+    if name == "runs":
+        return f"runs: {len(state['runs'])} ({', '.join(state['runs'])})"
+    return f"{name}: {len(state['promoted'])} promoted" if state["promoted"] else f"{name}: none"
+
+
 def status_lines(status: dict[str, Any]) -> list[str]:
-    """The status as a person reads it: one line per stage's output."""
-    raw, docs, shards, models = status["raw"], status["docs"], status["shards"], status["models"]
-    none = "none yet"
-    current = models["current"]
-    canary = models["canary"]
-    return [
-        f"data root  {status['root']}",
-        f"raw        {raw['sources']} sources, {raw['blobs']} stored files, "
-        f"{raw['failures']} failures" if raw else f"raw        {none}",
-        f"documents  {docs['parts']} parts, {docs['failures']} failures" if docs
-        else f"documents  {none}",
-        f"tokenizer  {'trained' if status['tokenizer'] else none}",
-        f"shards     {_shard_line(shards)}" if shards else f"shards     {none}",
-        f"runs       {len(status['runs'])}: {', '.join(status['runs'])}" if status["runs"]
-        else f"runs       {none}",
+    """The status as a person reads it: each stage and what its outputs hold, then the
+    registry (promoted models, the current one, the canary set)."""
+    lines = [f"data root  {status['root']}"]
+    for name, stage in status["stages"].items():
+        said = "; ".join(_handoff_line(w, status[w]) for w in stage["writes"])
+        lines.append(f"{name:<10} {said or 'writes nothing: scores ' + ', '.join(stage['reads'])}")
+    models = status["models"]
+    current, canary = models["current"], models["canary"]
+    lines += [
         f"models     {len(models['promoted'])} promoted" if models["promoted"]
-        else f"models     {none}",
+        else "models     none yet",
         f"current    {current['id']} (step {current['step']}, val loss "
         f"{_loss(current['val_loss'])}, canary loss {_loss(current['canary_loss'])})"
-        if current else f"current    {none}",
+        if current else "current    none yet",
         f"canary     {canary['docs']} val documents, {canary['tokens']} tokens, frozen "
-        f"{canary['frozen_at']}" if canary else f"canary     {none}",
+        f"{canary['frozen_at']}" if canary else "canary     none yet",
     ]
-
-
-def cli(args, ctx) -> int:  # noqa: ANN001 - argparse namespace and cli.Context
-    status = data_root_status(ctx.root)
-    if getattr(args, "json", False):
-        print(json.dumps(status, indent=2))
-    else:
-        print("\n".join(status_lines(status)))
-    return 0
+    return lines

@@ -1,11 +1,11 @@
-"""Byte-level BPE (Hugging Face `tokenizers`): train, save, load, encode. Decoding is lossless.
+"""The byte-level BPE (Hugging Face `tokenizers`): train, save, load, decode (lossless), and
+the data root's tokenizer, trained once and then always the same one:
 
-Encoding goes through a `TextEncoder`: the HF tokenizer itself, or the same BPE loaded into
-tiktoken (same merges, same pre-tokenization regex), which produces the same ids faster.
-`to_tiktoken` refuses tokenizers it cannot convert exactly and checks the result id for id.
+    tokenizer/tokenizer.json   the tokenizer the shards are made with
+    tokenizer/train.json       how it was made (trained with which settings, or given), to
+                               notice a config that no longer matches it
 
-Long texts are encoded in segments cut where the pre-tokenizer has a piece boundary anyway
-(see `segment_text`), so segmenting changes nothing in the ids and keeps the encoder fast.
+Encoding to ids is `pipeline.encoders`.
 """
 
 from __future__ import annotations
@@ -13,36 +13,26 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from functools import lru_cache
-from itertools import chain
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any
 
-from pipeline.atomic import atomic_write_text
+from pipeline.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from pipeline.config import Config
+from pipeline.errors import ConfigError, EnvironmentProblem
+from pipeline.layout import DataRoot
 from pipeline.rawstore import sha256_file
 
 if TYPE_CHECKING:
-    import tiktoken
     from tokenizers import Tokenizer
+
+    from pipeline.shards import Manifest, TokenizerInfo
 
 log = logging.getLogger(__name__)
 
 DEFAULT_EOS = "<|endoftext|>"
-EncoderKind = Literal["auto", "hf", "tiktoken"]
-
-# The GPT-2 pre-tokenization regex that `pre_tokenizers.ByteLevel(use_regex=True)` applies,
-# in tiktoken's spelling (the contractions written as one group; same matches).
-BYTE_LEVEL_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-
-# Probe text for the id-for-id check: the cases where encoders tend to disagree.
-IDENTITY_PROBE = (
-    "Hello,  world!\n\n\tIt's 3.14159 -- isn't it? They'll've DONE'S 1234567890\r\n"
-    "naïve café Ünïcödé, 中文字符, Ελληνικά, русский, עִבְרִית, 😀👍🏽 👨‍👩‍👧 \u00a0\u3000x\u2028y\n"
-    "def f(x):\n    return {'a': [1, 2]}  # comment\n\n\n    \n<|endoftext|> <<>> ~~ ... !!!"
-)
+TOKENIZER_META = "train.json"
 
 
 def train_bpe(texts: Iterable[str], *, vocab_size: int, min_frequency: int = 2,
@@ -104,219 +94,137 @@ def set_threads(threads: int) -> int:
     return n
 
 
-# --- segments ------------------------------------------------------------------------------
-
-# Cut points, best first: before the last newline of a blank-line run, before a newline, before
-# a space or tab; always followed by a non-space character. The byte-level pre-tokenizer
-# starts a new piece at each of these, so encoding the segments gives the ids of the whole.
-_CUTS = (re.compile(r"(?<=\n)\n(?=\S)"), re.compile(r"\n(?=\S)"), re.compile(r"[ \t](?=\S)"))
+# --- the data root's tokenizer ------------------------------------------------------------
 
 
-def _last_cut(text: str, lo: int, hi: int) -> int:
-    for pattern in _CUTS:
-        cut = -1
-        for m in pattern.finditer(text, lo, hi):
-            cut = m.start()
-        if cut > 0:
-            return cut
-    return hi  # one unbroken run of hi - lo characters: cut anywhere
+def _wanted_meta(cfg: Config) -> dict[str, Any]:
+    t = cfg.tokenize
+    return {"source": "trained", "vocab_size": t.vocab_size, "min_frequency": t.min_frequency,
+            "eos_token": t.eos_token}
 
 
-def segment_text(text: str, max_chars: int) -> list[str]:
-    """`text` in pieces of at most `max_chars` (at least half that, except the last)."""
-    if len(text) <= max_chars:
-        return [text]
-    out, start = [], 0
-    while len(text) - start > max_chars:
-        cut = _last_cut(text, start + max_chars // 2, start + max_chars)
-        out.append(text[start:cut])
-        start = cut
-    out.append(text[start:])
-    return out
-
-
-# --- encoders ------------------------------------------------------------------------------
-
-class TextEncoder(Protocol):
-    name: str
-
-    def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        """Ids of each text; special-token text is encoded as plain text."""
-        ...
-
-
-class HFEncoder:
-    name = "hf"
-
-    def __init__(self, tok: Tokenizer) -> None:
-        self.tok = tok
-        # a document that contains "<|endoftext|>" must not get an EOS id in the middle
-        self.tok.encode_special_tokens = True
-
-    def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return [e.ids for e in self.tok.encode_batch_fast(texts, add_special_tokens=False)]
-
-
-class TiktokenEncoder:
-    name = "tiktoken"
-
-    def __init__(self, enc: tiktoken.Encoding, threads: int) -> None:
-        self.enc = enc
-        self.threads = threads
-
-    def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return self.enc.encode_ordinary_batch(texts, num_threads=self.threads)
-
-
-class UnsupportedTokenizer(ValueError):
-    """A tokenizer tiktoken cannot reproduce exactly; the message says why."""
-
-
-@lru_cache(maxsize=1)
-def byte_decoder() -> dict[str, int]:
-    """The byte-level alphabet (GPT-2's bytes_to_unicode) back to bytes."""
-    from tokenizers import pre_tokenizers
-
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    # ByteLevel maps bytes 33..126, 161..172, 174..255 to themselves and the others, in order,
-    # to 256, 257, ...: rebuild that table and check it against the library's alphabet.
-    kept = [*range(33, 127), *range(161, 173), *range(174, 256)]
-    moved = [b for b in range(256) if b not in kept]
-    table = {chr(b): b for b in kept} | {chr(256 + i): b for i, b in enumerate(moved)}
-    if set(table) != set(alphabet):
-        raise UnsupportedTokenizer("this tokenizers version has a different byte alphabet")
-    return table
-
-
-def _merge_pairs(model: dict[str, Any]) -> list[tuple[str, str]]:
-    pairs = []
-    for merge in model.get("merges", []):
-        a, b = merge.split(" ", 1) if isinstance(merge, str) else merge
-        pairs.append((a, b))
-    return pairs
-
-
-def _check_convertible(spec: dict[str, Any]) -> None:
-    model = spec.get("model") or {}
-    pre = spec.get("pre_tokenizer") or {}
-    problems = []
-    if model.get("type") != "BPE":
-        problems.append(f"model is {model.get('type')}, not BPE")
-    if model.get("dropout") or model.get("unk_token") or model.get("byte_fallback"):
-        problems.append("BPE uses dropout, an unk token or byte fallback")
-    if model.get("continuing_subword_prefix") or model.get("end_of_word_suffix"):
-        problems.append("BPE uses subword prefixes or suffixes")
-    if spec.get("normalizer"):
-        problems.append("it has a normalizer")
-    if not (pre.get("type") == "ByteLevel" and pre.get("use_regex", True)
-            and not pre.get("add_prefix_space", True)):
-        problems.append("pre-tokenizer is not ByteLevel(add_prefix_space=False, use_regex=True)")
-    if any(not t.get("special") for t in spec.get("added_tokens", [])):
-        problems.append("it has added tokens that are not special")
-    if problems:
-        raise UnsupportedTokenizer("; ".join(problems))
-
-
-def _mergeable_ranks(spec: dict[str, Any]) -> dict[bytes, int]:
-    special = {t["content"] for t in spec.get("added_tokens", [])}
-    table = byte_decoder()
-    ranks: dict[bytes, int] = {}
-    for token, token_id in spec["model"]["vocab"].items():
-        if token in special:
-            continue
-        try:
-            ranks[bytes(table[c] for c in token)] = token_id
-        except KeyError:
-            raise UnsupportedTokenizer(f"token {token!r} is not in the byte-level alphabet") \
-                from None
-    if sum(1 for b in ranks if len(b) == 1) != 256:
-        raise UnsupportedTokenizer("the vocabulary lacks some of the 256 single bytes")
-    # tiktoken merges the pair whose concatenation has the lowest id; that is HF's merge
-    # order only when each merge creates a token with a higher id than the merges before it.
-    last = -1
-    vocab = spec["model"]["vocab"]
-    for a, b in _merge_pairs(spec["model"]):
-        merged = vocab.get(a + b)
-        if merged is None or merged <= last:
-            raise UnsupportedTokenizer(f"merge ({a!r}, {b!r}) is out of id order")
-        last = merged
-    return ranks
-
-
-def to_tiktoken(tok: Tokenizer, check: bool = True) -> tiktoken.Encoding:
-    """The same byte-level BPE as a tiktoken Encoding; UnsupportedTokenizer when not exact."""
-    import tiktoken
-
-    spec = json.loads(tok.to_str())
-    _check_convertible(spec)
-    enc = tiktoken.Encoding(
-        name="cllm-bpe",
-        pat_str=BYTE_LEVEL_PATTERN,
-        mergeable_ranks=_mergeable_ranks(spec),
-        special_tokens={t["content"]: t["id"] for t in spec.get("added_tokens", [])},
-    )
-    if check:
-        check_identity(tok, enc)
-    return enc
-
-
-def check_identity(tok: Tokenizer, enc: tiktoken.Encoding) -> None:
-    """Every token's own text and a probe text must encode to the same ids in both."""
-    table = byte_decoder()
-    texts = [IDENTITY_PROBE]
-    for token in tok.get_vocab(with_added_tokens=False):
-        try:
-            texts.append(bytes(table[c] for c in token).decode("utf-8"))
-        except (KeyError, UnicodeDecodeError):
-            continue  # part of a multi-byte character: not a text on its own
-    hf = HFEncoder(_copy(tok)).encode_batch(texts)
-    tt = [enc.encode_ordinary(text) for text in texts]  # tiny texts: threads cost more
-    for text, a, b in zip(texts, hf, tt, strict=True):
-        if a != b:
-            raise UnsupportedTokenizer(f"tiktoken gives other ids than tokenizers for {text!r}")
-
-
-def _copy(tok: Tokenizer) -> Tokenizer:
-    from tokenizers import Tokenizer
-
-    return Tokenizer.from_str(tok.to_str())
-
-
-@dataclass(frozen=True, slots=True)
-class EncoderChoice:
-    encoder: TextEncoder
-    reason: str  # why this encoder, for the log and the stage stats
-
-
-def make_encoder(tok: Tokenizer, kind: EncoderKind = "auto", threads: int = 0) -> EncoderChoice:
-    """The encoder to use: tiktoken when asked or (auto) when it reproduces `tok` exactly."""
-    n = set_threads(threads)
-    if kind == "hf":
-        return EncoderChoice(HFEncoder(_copy(tok)), "tokenize.encoder = hf")
+def _read_meta(root: DataRoot) -> dict[str, Any]:
+    path = root.tokenizer_dir / TOKENIZER_META
     try:
-        enc = to_tiktoken(tok)
-    except UnsupportedTokenizer as e:
-        if kind == "tiktoken":
-            raise
-        log.info("encoding with tokenizers: tiktoken cannot reproduce this tokenizer (%s)", e)
-        return EncoderChoice(HFEncoder(_copy(tok)), f"tiktoken unsupported: {e}")
-    return EncoderChoice(TiktokenEncoder(enc, n), "tiktoken reproduces the tokenizer id for id")
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return {}
 
 
-def encode_texts(encoder: TextEncoder, texts: Sequence[str], segment_chars: int
-                 ) -> list[list[int]]:
-    """Ids of each text, long texts encoded in segments (same ids as encoding them whole)."""
-    segments: list[str] = []
-    counts: list[int] = []
-    for text in texts:
-        pieces = segment_text(text, segment_chars)
-        segments.extend(pieces)
-        counts.append(len(pieces))
-    ids = encoder.encode_batch(segments)
-    if len(segments) == len(texts):
-        return ids
-    out, i = [], 0
-    for n in counts:
-        out.append(ids[i] if n == 1 else list(chain.from_iterable(ids[i:i + n])))
-        i += n
-    return out
+def _training_texts(root: DataRoot, names: list[str], max_chars: int, segment_chars: int,
+                    counter: dict[str, int]) -> Iterator[str]:
+    from pipeline.clean import iter_clean_documents
+    from pipeline.encoders import segment_text
+
+    for doc in iter_clean_documents(root, names):
+        if max_chars and counter["chars"] >= max_chars:
+            return
+        counter["docs"] += 1
+        counter["chars"] += len(doc.text)
+        yield from segment_text(doc.text, segment_chars)
+
+
+def _train_tokenizer(cfg: Config, root: DataRoot, names: list[str]) -> Tokenizer:
+    t = cfg.tokenize
+    counter = {"docs": 0, "chars": 0}
+    started = time.monotonic()
+    texts = _training_texts(root, names, t.train_max_mb * 1_000_000, t.segment_chars, counter)
+    tok = train_bpe(texts, vocab_size=t.vocab_size, min_frequency=t.min_frequency,
+                    eos_token=t.eos_token)
+    sha = save_tokenizer(tok, root.tokenizer_json)
+    meta = _wanted_meta(cfg) | {"sha256": sha, "docs": counter["docs"],
+                                "chars": counter["chars"], "parts": len(names),
+                                "actual_vocab_size": tok.get_vocab_size()}
+    atomic_write_json(root.tokenizer_dir / TOKENIZER_META, meta)  # written last: the commit
+    log.info("tokenize: trained a %d-token BPE on %d documents (%.1f MB) in %.1fs",
+             tok.get_vocab_size(), counter["docs"], counter["chars"] / 1e6,
+             time.monotonic() - started)
+    return tok
+
+
+def _load_tokenizer(path: Path) -> Tokenizer:
+    try:
+        return load_tokenizer(path)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # tokenizers raises a bare Exception for a malformed file
+        raise ConfigError(f"{path} is not a tokenizers tokenizer.json: {e}") from None
+
+
+def _use_given_tokenizer(cfg: Config, root: DataRoot, manifest: Manifest | None) -> None:
+    given = Path(cfg.tokenize.tokenizer).expanduser()
+    if not given.is_file():
+        raise ConfigError(f"tokenize.tokenizer: no file at {given}")
+    _load_tokenizer(given)  # refuse a file that is not a tokenizer before copying it
+    sha = sha256_file(given)
+    if manifest is not None and sha != manifest.tokenizer.sha256:
+        raise ConfigError(
+            f"tokenize.tokenizer {given} (sha256 {sha[:12]}) is not the tokenizer the shards in "
+            f"{root.shards} were made with ({manifest.tokenizer.sha256[:12]}); use it with a "
+            "new data root, or delete shards/ to tokenize everything again")
+    target = root.tokenizer_json
+    if not target.is_file() or sha256_file(target) != sha:
+        atomic_write_bytes(target, given.read_bytes())
+    atomic_write_json(root.tokenizer_dir / TOKENIZER_META,
+                      {"source": "given", "path": str(given.absolute()), "sha256": sha})
+
+
+def _check_existing_tokenizer(cfg: Config, root: DataRoot, manifest: Manifest) -> None:
+    path = root.tokenizer_json
+    if not path.is_file() or sha256_file(path) != manifest.tokenizer.sha256:
+        raise EnvironmentProblem(
+            f"{path} is missing or changed, but the shards in {root.shards} were made with "
+            f"tokenizer sha256 {manifest.tokenizer.sha256}; restore that file, or delete "
+            "shards/ to tokenize everything again")
+    meta = _read_meta(root)
+    wanted = _wanted_meta(cfg)
+    if meta.get("source") == "trained":
+        changed = [k for k in ("vocab_size", "min_frequency", "eos_token")
+                   if meta.get(k) != wanted[k]]
+        if changed:
+            key = changed[0]
+            raise ConfigError(
+                f"tokenize.{key} is {wanted[key]!r} but the shards were made with a tokenizer "
+                f"trained with {meta.get(key)!r}; keep the old value, or use a new data root "
+                "(or delete shards/ and tokenizer/) to tokenize everything again")
+
+
+def prepare_tokenizer(cfg: Config, root: DataRoot, manifest: Manifest | None,
+                      train_on: list[str]) -> tuple[Tokenizer, TokenizerInfo, str]:
+    """The tokenizer for this run, its manifest entry, and how it was obtained.
+
+    Once shards exist they fix the tokenizer; before that a given tokenizer.json is copied
+    into the data root, or a BPE is trained on the cleaned documents of `train_on`.
+    """
+
+    how = "loaded"
+    if cfg.tokenize.tokenizer:
+        _use_given_tokenizer(cfg, root, manifest)
+        how = "given"
+    elif manifest is not None:
+        _check_existing_tokenizer(cfg, root, manifest)
+    else:
+        meta = _read_meta(root)
+        current = root.tokenizer_json.is_file() and meta.get("sha256") == sha256_file(
+            root.tokenizer_json)
+        if not (current and all(meta.get(k) == v for k, v in _wanted_meta(cfg).items())):
+            _train_tokenizer(cfg, root, train_on)
+            how = "trained"
+    tok, info = loaded_tokenizer(cfg, root)
+    return tok, info, how
+
+
+def loaded_tokenizer(cfg: Config, root: DataRoot) -> tuple[Tokenizer, TokenizerInfo]:
+    """The data root's tokenizer.json and its manifest entry."""
+    from pipeline.shards import TokenizerInfo
+
+    tok = _load_tokenizer(root.tokenizer_json)
+    try:
+        eos = eos_id(tok, cfg.tokenize.eos_token)
+    except ValueError:
+        raise ConfigError(f"tokenizer {root.tokenizer_json} has no end-of-text token "
+                          f"{cfg.tokenize.eos_token!r} (tokenize.eos_token)") from None
+    info = TokenizerInfo(sha256=sha256_file(root.tokenizer_json),
+                         vocab_size=tok.get_vocab_size(), eos_id=eos,
+                         path=root.tokenizer_json.relative_to(root.path).as_posix())
+    return tok, info

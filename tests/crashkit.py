@@ -33,7 +33,7 @@ import psutil
 
 from pipeline.atomic import is_temp_name
 
-CLLM = [sys.executable, "-m", "pipeline.cli"]
+CLLM = [sys.executable, "-m", "flows.shell.cllm"]
 POLL_S = 0.005
 LOCK_WAIT_S = 120.0  # start-up of a stage on loaded shared cores (torch, Scrapy imports)
 RUN_TIMEOUT_S = 300.0
@@ -296,7 +296,7 @@ def killed_after(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)
 
 setattr(target, name, killed_after)
-from pipeline.cli import main
+from flows.shell.cllm import main
 sys.exit(main(sys.argv[2:]))
 """
 

@@ -8,7 +8,11 @@ import pytest
 from docsite import LISTINGS, TUTORIAL_PROSE
 from test_dataset_support import doc_id, make_text
 
-from pipeline.clean import (
+from pipeline.clean import clean_documents, iter_clean_documents
+from pipeline.config import CleanConfig, build_config
+from pipeline.dedup import DedupIndex
+from pipeline.docstore import write_part
+from pipeline.filters import (
     KEEP,
     REASONS,
     Drop,
@@ -17,10 +21,6 @@ from pipeline.clean import (
     reads_as_prose,
     text_stats,
 )
-from pipeline.config import CleanConfig, build_config
-from pipeline.dataset import clean_documents, iter_clean_documents
-from pipeline.dedup import DedupIndex
-from pipeline.docstore import write_part
 from pipeline.layout import DataRoot
 from pipeline.records import Document
 

@@ -7,7 +7,8 @@ import sys
 import tomllib
 from pathlib import Path
 
-from pipeline.cli import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
+from flows.shell.cllm import main
+from flows.shell.runner import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from pipeline.layout import DataRoot
 from pipeline.lock import stage_lock
 
@@ -15,12 +16,12 @@ HEAVY = ("torch", "pymupdf", "scrapy", "twisted", "prefect", "tokenizers", "nump
 
 
 def _cllm(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], env=env, cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "flows.shell.cllm", *args], env=env, cwd=cwd,
                           capture_output=True, text=True, timeout=120)
 
 
 def test_help_imports_no_heavy_library(cli_env: dict[str, str], tmp_path: Path) -> None:
-    code = ("import sys; from pipeline.cli import build_parser; p = build_parser(); "
+    code = ("import sys; from flows.shell.cllm import build_parser; p = build_parser(); "
             "p.format_help(); [s.choices[c].format_help() for s in p._subparsers._group_actions "
             f"for c in s.choices]; print(','.join(m for m in {HEAVY!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], env=cli_env, cwd=tmp_path,
@@ -84,7 +85,7 @@ def test_locked_data_root_is_an_environment_error(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("x")
     with stage_lock(root.raw, "ingest"):
         code = subprocess.run(
-            [sys.executable, "-m", "pipeline.cli", "--root", str(root.path), "ingest",
+            [sys.executable, "-m", "flows.shell.cllm", "--root", str(root.path), "ingest",
              str(tmp_path / "a.txt")], capture_output=True, text=True, timeout=60)
     assert code.returncode == EXIT_ENVIRONMENT
     assert "already running" in code.stderr
@@ -142,7 +143,7 @@ def test_status_lists_models_apart_from_current_and_the_canary(tmp_path: Path, c
     shown = _cllm(["--root", str(root.path), "status"], cli_env, tmp_path)
     assert shown.returncode == 0
     lines = {line.split()[0]: line for line in shown.stdout.splitlines()}
-    assert "1 sources" in lines["raw"] and "none yet" in lines["shards"]
+    assert "raw: 1 sources" in lines["ingest"] and "shards: none yet" in lines["tokenize"]
     assert lines["models"].endswith("1 promoted")
     assert "20261201T000000Z-demo-step40 (step 40, val loss 5.2500" in lines["current"]
     assert "2 val documents" in lines["canary"]
@@ -154,7 +155,7 @@ def test_status_lists_models_apart_from_current_and_the_canary(tmp_path: Path, c
 
 def test_a_stage_whose_input_is_being_written_says_so_and_exits_3(tmp_path: Path) -> None:
     root = DataRoot.at(tmp_path / "data")
-    args = [sys.executable, "-m", "pipeline.cli", "--root", str(root.path)]
+    args = [sys.executable, "-m", "flows.shell.cllm", "--root", str(root.path)]
     with stage_lock(root.docs, "extract"):
         tokenize = subprocess.run([*args, "tokenize"], capture_output=True, text=True,
                                   timeout=120)
@@ -164,3 +165,22 @@ def test_a_stage_whose_input_is_being_written_says_so_and_exits_3(tmp_path: Path
         extract = subprocess.run([*args, "extract"], capture_output=True, text=True, timeout=120)
     assert extract.returncode == EXIT_ENVIRONMENT, extract.stderr
     assert "ingest is writing now" in extract.stderr
+
+
+def test_a_stage_in_the_one_list_appears_in_help_status_and_the_flows(
+        tmp_path: Path, cli_env: dict[str, str]) -> None:
+    from flows.stages import STAGES
+
+    helped = _cllm(["--help"], cli_env, tmp_path).stdout
+    status = _cllm(["--root", str(tmp_path / "data"), "status"], cli_env, tmp_path).stdout
+    as_json = _cllm(["--root", str(tmp_path / "data"), "status", "--json"], cli_env, tmp_path)
+    tasks = subprocess.run([sys.executable, "-c", "from flows.tasks import TASKS; "
+                            "print(' '.join(TASKS))"], env=cli_env, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=120).stdout.split()
+    names = [stage.name for stage in STAGES]
+    assert names == ["ingest", "crawl", "extract", "clean", "tokenize", "train", "evaluate"]
+    for name in names:
+        assert f"    {name} " in helped, f"{name} is not a command"
+        assert any(line.startswith(f"{name} ") for line in status.splitlines()), name
+        assert name in __import__("json").loads(as_json.stdout)["stages"]
+    assert tasks == names  # a Prefect task per stage, in the same order

@@ -21,7 +21,7 @@ SMALL_DEMO = ["--set", "train.max_seconds=8", "--set", "train.n_layer=1",
 
 def _cllm(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in env.items() if not k.startswith("PREFECT_")}
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], env=env, cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "flows.shell.cllm", *args], env=env, cwd=cwd,
                           capture_output=True, text=True, timeout=600)
 
 

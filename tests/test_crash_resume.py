@@ -451,7 +451,7 @@ def test_tokenize_killed_right_after_its_commit_leaves_no_spools(tmp_path: Path)
     assert run_to_end(stages(tmp_path)["tokenize"], reference, env,
                       tmp_path / "reference.log").returncode == 0
 
-    killed_after("pipeline.dataset:_commit", cllm(root, *TOKENIZE_ARGS), env)
+    killed_after("pipeline.tokenization:_commit", cllm(root, *TOKENIZE_ARGS), env)
     assert list((root / "state" / "tokenize").iterdir()), "the kill came after the clean-up"
     assert run_to_end(stages(tmp_path)["tokenize"], root, env,
                       tmp_path / "resumed.log").returncode == 0

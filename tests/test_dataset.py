@@ -15,14 +15,15 @@ import pytest
 from conftest import REPO
 from test_dataset_support import make_docs
 
-from pipeline import dataset
+from pipeline import clean, encode, tokenization
+from pipeline.clean import clean_documents, iter_clean_documents
 from pipeline.config import Config, build_config
-from pipeline.dataset import clean_documents, iter_clean_documents, tokenize_dataset
 from pipeline.docstore import write_part
 from pipeline.errors import ConfigError
 from pipeline.failures import FailureLog
 from pipeline.layout import DataRoot
 from pipeline.shards import SPLITS, is_val, open_shard, read_manifest, verify_shards
+from pipeline.tokenization import tokenize_dataset
 from pipeline.tokenizer import load_tokenizer
 
 
@@ -126,7 +127,7 @@ def test_a_run_without_new_documents_changes_nothing(root: DataRoot) -> None:
 
 def test_rerun_on_a_fresh_root_is_byte_identical_whatever_the_worker_count(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dataset, "POOL_MIN_BYTES", 0)  # worker processes even for tiny input
+    monkeypatch.setattr(clean, "POOL_MIN_BYTES", 0)  # worker processes even for tiny input
     results = []
     for workers in (1, 2):
         r = DataRoot.at(tmp_path / f"w{workers}")
@@ -156,13 +157,13 @@ def _crash_on_call(monkeypatch: pytest.MonkeyPatch, module: object, name: str, n
 
 
 @pytest.mark.parametrize("where", [
-    ("_commit_part", 3),  # while cleaning the third part
-    ("_encode_part", 2),  # while encoding the second part
-    ("write_manifest", 1),  # every shard written, none listed yet
+    (clean, "_commit_part", 3),  # while cleaning the third part
+    (encode, "encode_part", 2),  # while encoding the second part
+    (tokenization, "write_manifest", 1),  # every shard written, none listed yet
 ])
 def test_interrupted_run_resumes_to_the_same_shards(tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch,
-                                                    where: tuple[str, int]) -> None:
+                                                    where: tuple[object, str, int]) -> None:
     cfg = small_config()
     reference = DataRoot.at(tmp_path / "reference")
     add_parts(reference, [13, 14, 15])
@@ -171,14 +172,14 @@ def test_interrupted_run_resumes_to_the_same_shards(tmp_path: Path,
     root = DataRoot.at(tmp_path / "resumed")
     add_parts(root, [13, 14, 15])
     with monkeypatch.context() as m:
-        _crash_on_call(m, dataset, *where)
+        _crash_on_call(m, *where)
         with pytest.raises(Crash):
             tokenize_dataset(cfg, root, progress=False)
     stats = tokenize_dataset(cfg, root, progress=False)
     assert shard_bytes(root) == shard_bytes(reference)
     assert read_manifest(root.manifest).shards == read_manifest(reference.manifest).shards
     assert stats.kept == 36
-    if where[0] == "write_manifest":
+    if where[1] == "write_manifest":
         assert stats.extra["parts_resumed"] == 3  # the encoded parts were not encoded again
     assert not list((root.state / "tokenize").glob("*.bin"))  # spools removed once listed
 
@@ -193,7 +194,7 @@ def test_a_damaged_spool_is_encoded_again(tmp_path: Path, monkeypatch: pytest.Mo
     root = DataRoot.at(tmp_path / "damaged")
     add_parts(root, [29, 30])
     with monkeypatch.context() as m:
-        _crash_on_call(m, dataset, "write_manifest", 1)
+        _crash_on_call(m, tokenization, "write_manifest", 1)
         with pytest.raises(Crash):
             tokenize_dataset(cfg, root, progress=False)
     # what an OS crash can leave of files written without fsync: a short file
@@ -207,7 +208,7 @@ def test_a_damaged_spool_is_encoded_again(tmp_path: Path, monkeypatch: pytest.Mo
 KILL_SCRIPT = textwrap.dedent("""
     import os, sys
     sys.path.insert(0, {tests!r})
-    from pipeline import dataset, shards
+    from pipeline import shards, tokenization
     from pipeline.layout import DataRoot
     from test_dataset import small_config
 
@@ -215,14 +216,14 @@ KILL_SCRIPT = textwrap.dedent("""
     count = {{"n": 0}}
 
     def dying_flush(self):
-        count["n"] += 1
+        count["n"] += not self.stem  # shards, not the encoding spools (also shard files)
         if count["n"] == 3:  # the third shard is still in its temporary file: die, no cleanup
             os._exit(137)
         return real_flush(self)
 
     shards.ShardWriter.flush = dying_flush
     if __name__ == "__main__":
-        dataset.tokenize_dataset(small_config(), DataRoot.at(sys.argv[1]), progress=False)
+        tokenization.tokenize_dataset(small_config(), DataRoot.at(sys.argv[1]), progress=False)
 """)
 
 

@@ -7,8 +7,8 @@ import random
 import pytest
 from test_dataset_support import doc_id, make_text
 
+from pipeline.clean import clean_documents
 from pipeline.config import Config, build_config
-from pipeline.dataset import clean_documents
 from pipeline.dedup import DedupIndex, dedup_text, estimated_jaccard, fingerprint, shingles
 from pipeline.docstore import write_part
 from pipeline.errors import ConfigError

@@ -10,8 +10,8 @@ import pytest
 from docsite import CHAPTER_LIST, LISTINGS, NAV_WORDS, DocSite, build_docsite
 
 from docproc.extract import extract_all
+from pipeline.clean import clean_documents, cleaned_parts, iter_clean_documents
 from pipeline.config import build_config
-from pipeline.dataset import clean_documents, cleaned_parts, iter_clean_documents
 from pipeline.ingest import ingest_paths
 from pipeline.layout import DataRoot
 from pipeline.progress import StageStats

@@ -261,7 +261,7 @@ def _ingested(tmp_path: Path, cli_env: dict[str, str],
     inputs.mkdir()
     for name, data in files.items():
         (inputs / name).write_bytes(data)
-    cllm = [sys.executable, "-m", "pipeline.cli", "--root", str(data_root)]
+    cllm = [sys.executable, "-m", "flows.shell.cllm", "--root", str(data_root)]
     subprocess.run([*cllm, "ingest", str(inputs)], env=cli_env, check=True, capture_output=True)
     return data_root, cllm
 

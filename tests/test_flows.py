@@ -166,9 +166,9 @@ def test_dask_runner_fans_extraction_out_over_two_workers(harness, tmp_path: Pat
     from flows.common import resolve
     from flows.ingest import ingest_flow
     from flows.runners import task_runner_for
-    from pipeline.dataset import tokenize_dataset
     from pipeline.docstore import document_ids, iter_documents, list_parts
     from pipeline.layout import DataRoot
+    from pipeline.tokenization import tokenize_dataset
 
     overrides = [*TINY, "flows.task_runner=dask", "flows.dask_workers=2"]
     cfg, root = resolve(str(tmp_path / "data"), None, overrides)

@@ -14,9 +14,10 @@ from torch import nn
 from model.cllm import ModelConfig
 from model.data import DocRef, SplitTokens
 from model.evaluate import evaluate_checkpoint, evaluate_documents, evaluate_tokens
-from model.sample import SampleSettings, TextGenerator, generate_ids, next_token_distribution
+from model.sample import TextGenerator, generate_ids, next_token_distribution
 from model.tiny import corpus, make_shards, tiny_config
 from model.train import train
+from pipeline.config import SampleConfig
 from pipeline.layout import DataRoot
 from pipeline.tokenizer import load_tokenizer
 
@@ -69,7 +70,7 @@ def test_top_p_keeps_the_nucleus_that_reaches_p(top_p: float, kept: int) -> None
 
 
 def test_drawn_tokens_follow_the_filtered_distribution() -> None:
-    draws = list(generate_ids(Scripted(), [1], SampleSettings(max_new_tokens=6000,
+    draws = list(generate_ids(Scripted(), [1], SampleConfig(max_new_tokens=6000,
                                                                temperature=1.0, top_k=3)))
     freq = Counter(draws)
     assert set(freq) == {0, 1, 2}
@@ -80,7 +81,7 @@ def test_drawn_tokens_follow_the_filtered_distribution() -> None:
 
 def test_a_seed_repeats_a_sample_and_another_seed_does_not() -> None:
     def draw(seed: int) -> list[int]:
-        return list(generate_ids(Scripted(), [1], SampleSettings(max_new_tokens=40, seed=seed,
+        return list(generate_ids(Scripted(), [1], SampleConfig(max_new_tokens=40, seed=seed,
                                                                   temperature=1.0)))
 
     assert draw(7) == draw(7)
@@ -89,9 +90,9 @@ def test_a_seed_repeats_a_sample_and_another_seed_does_not() -> None:
 
 def test_generation_stops_at_end_of_text() -> None:
     out = list(generate_ids(Scripted(script=[3, 2, 4, 0, 1]), [1],
-                            SampleSettings(max_new_tokens=50, temperature=1.0), eos_id=0))
+                            SampleConfig(max_new_tokens=50, temperature=1.0), eos_id=0))
     assert out == [3, 2, 4]
-    keep_going = SampleSettings(max_new_tokens=5, temperature=1.0, stop_at_eos=False)
+    keep_going = SampleConfig(max_new_tokens=5, temperature=1.0, stop_at_eos=False)
     assert list(generate_ids(Scripted(script=[3, 0, 1]), [1], keep_going, eos_id=0)) == \
         [3, 0, 1, 1, 1]
 
@@ -113,19 +114,19 @@ def test_streamed_text_never_splits_a_character(trained: tuple[DataRoot, Path]) 
     assert len(ids) > len(text.split())  # the unseen characters are split into byte tokens
     gen = TextGenerator.load(checkpoint, "cpu")
     gen.model = Scripted(script=[*ids, gen.eos_id], vocab=gen.model.cfg.vocab_size)
-    pieces = list(gen.stream("", SampleSettings(max_new_tokens=100, temperature=1.0)))
+    pieces = list(gen.stream("", SampleConfig(max_new_tokens=100, temperature=1.0)))
     assert "".join(pieces) == text
     assert len(pieces) > 3 and not any("\ufffd" in p for p in pieces)
 
 
 def test_sampling_a_trained_model_makes_corpus_words(trained: tuple[DataRoot, Path]) -> None:
     gen = TextGenerator.load(trained[1], "cpu")
-    text = gen.text("The small", SampleSettings(max_new_tokens=30, temperature=0.0))
+    text = gen.text("The small", SampleConfig(max_new_tokens=30, temperature=0.0))
     words = {w.strip(".").lower() for w in text.split()}
     vocabulary = {"the", "a", "every", "one", "this", "cat", "river", "engine", "garden",
                   "lattice", "clock", "prime", "spiral", "model", "crystal"}
     assert len(words & vocabulary) >= 2
-    assert text == gen.text("The small", SampleSettings(max_new_tokens=30, temperature=0.0))
+    assert text == gen.text("The small", SampleConfig(max_new_tokens=30, temperature=0.0))
 
 
 def test_cllm_inference_tool(trained: tuple[DataRoot, Path], capsys: pytest.CaptureFixture
@@ -176,19 +177,14 @@ def test_evaluate_command_scores_chosen_documents(trained: tuple[DataRoot, Path]
                                                   capsys: pytest.CaptureFixture) -> None:
     import json
 
-    from model.evaluate import cli
-    from pipeline.cli import build_parser, make_context
+    from flows.shell.cllm import main
 
     root, checkpoint = trained
-    args = build_parser().parse_args(["--root", str(root.path), "evaluate", str(checkpoint),
-                                      "--doc", "val:0", "--doc", "train:2", "--json",
-                                      "--device", "cpu"])
-    assert cli(args, make_context(args)) == 0
+    assert main(["--root", str(root.path), "evaluate", str(checkpoint), "--doc", "val:0",
+                 "--doc", "train:2", "--json", "--device", "cpu"]) == 0
     shown = json.loads(capsys.readouterr().out)
     direct = evaluate_documents(checkpoint, root, [DocRef("val", 0), DocRef("train", 2)],
                                 device="cpu")
     assert shown["what"] == "documents" and shown["windows"] == 2
     assert shown["loss"] == pytest.approx(direct.loss)
-    bad = build_parser().parse_args(["--root", str(root.path), "evaluate", str(checkpoint),
-                                     "--doc", "test:1"])
-    assert cli(bad, make_context(bad)) == 1
+    assert main(["--root", str(root.path), "evaluate", str(checkpoint), "--doc", "test:1"]) == 1

@@ -44,7 +44,7 @@ def _healthy(port: int) -> bool:
 def _start(root: Path, port: int, env: dict[str, str]) -> subprocess.Popen:
     env = {k: v for k, v in env.items() if not k.startswith("PREFECT_")}
     return subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "--root", str(root), "serve",
+        [sys.executable, "-m", "flows.shell.cllm", "--root", str(root), "serve",
          "--set", f"schedule.server_port={port}", "--set", "schedule.validate_cron=*/30 * * * *"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

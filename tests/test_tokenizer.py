@@ -13,21 +13,17 @@ from pathlib import Path
 import pytest
 from test_dataset_support import make_text
 
-from pipeline.tokenizer import (
+from flows.shell.legacy_text import tokenize_main, vocab_build_main
+from pipeline.encoders import (
     HFEncoder,
     TiktokenEncoder,
     UnsupportedTokenizer,
-    decode,
     encode_texts,
-    eos_id,
-    load_tokenizer,
     make_encoder,
-    save_tokenizer,
     segment_text,
     to_tiktoken,
-    train_bpe,
 )
-from pipeline.tools import tokenize_main, vocab_build_main
+from pipeline.tokenizer import decode, eos_id, load_tokenizer, save_tokenizer, train_bpe
 
 UNICODE = ("Ünïcödé naïve café, 中文字符测试, Ελληνικά, русский текст, עִבְרִית, العربية, "
            "emoji 😀👍🏽 👨‍👩‍👧 🇫🇷, math ∑∫√≤≥, combining e\u0301 a\u0308, nbsp\u00a0here, "
@@ -232,7 +228,7 @@ def test_cllm_vocab_build_trains_on_text_files(tmp_path: Path,
 
 
 def test_tool_parsers_accept_the_legacy_flags() -> None:
-    from pipeline.tools import _tokenize_parser, _vocab_parser
+    from flows.shell.legacy_text import _tokenize_parser, _vocab_parser
 
     args = _tokenize_parser().parse_args(["-f", "in", "-o", "out", "-d", "-s", "-v", "t", "-j"])
     assert vars(args) == {"text": [], "file": "in", "output": "out", "decode": True,

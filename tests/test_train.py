@@ -229,7 +229,7 @@ def test_cllm_train_evaluate_sample_commands(data: DataRoot, cli_env: dict[str, 
             {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32, "batch_size": 8,
              "eval_interval": 10, "eval_iters": 2, "precision": '"fp32"', "threads": 1,
              "lr": 3e-3, "warmup_steps": 2}.items()]
-    base = [sys.executable, "-m", "pipeline.cli", "--root", str(data.path), "-q"]
+    base = [sys.executable, "-m", "flows.shell.cllm", "--root", str(data.path), "-q"]
     done = subprocess.run([*base, "train", "--run", "cli", "--max-steps", "20", "--device", "cpu",
                            *sets], env=cli_env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr

@@ -1,4 +1,4 @@
-"""The legacy tokenizer tools, on the same functions as `cllm tokenize`.
+"""The legacy tokenizer tools' front ends, on the same functions as `cllm tokenize`.
 
     cllm_tokenize [-f FILE] [-o FILE] [-d/--decode] [-s/--stats] [-v/--vocab TOKENIZER]
                   [-j/--json] [TEXT]
@@ -18,17 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flows.shell.runner import EXIT_FAILED, EXIT_OK, UsageError, run_tool
 from pipeline.config import TokenizeConfig
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 BINARY_SNIFF_BYTES = 8192
 _ID_SEPARATORS = re.compile(r"[\s,\[\]]+")
-
-
-class ToolError(Exception):
-    """A problem with the tool's input; printed as one line, exit status 2."""
 
 
 # --- cllm_tokenize --------------------------------------------------------------------------
@@ -60,14 +56,14 @@ def _default_tokenizer() -> Path:
 
 def _read_input(args: argparse.Namespace) -> str:
     if args.text and args.file:
-        raise ToolError("give TEXT or -f FILE, not both")
+        raise UsageError("give TEXT or -f FILE, not both")
     if args.text:
         return " ".join(args.text)
     if args.file and args.file != "-":
         try:
             return Path(args.file).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
-            raise ToolError(f"cannot read {args.file}: {e}") from None
+            raise UsageError(f"cannot read {args.file}: {e}") from None
     return sys.stdin.read()
 
 
@@ -80,9 +76,9 @@ def parse_ids(text: str, vocab_size: int) -> list[int]:
         try:
             value = int(item)
         except ValueError:
-            raise ToolError(f"not a token id: {item!r}") from None
+            raise UsageError(f"not a token id: {item!r}") from None
         if not 0 <= value < vocab_size:
-            raise ToolError(f"token id {value} is outside the vocabulary (0..{vocab_size - 1})")
+            raise UsageError(f"token id {value} is outside the vocabulary (0..{vocab_size - 1})")
         ids.append(value)
     return ids
 
@@ -101,15 +97,16 @@ def _format_stats(stats: dict[str, Any]) -> str:
 
 
 def _tokenize(args: argparse.Namespace) -> str:
-    from pipeline.tokenizer import decode, encode_texts, load_tokenizer, make_encoder
+    from pipeline.encoders import encode_texts, make_encoder
+    from pipeline.tokenizer import decode, load_tokenizer
 
     path = Path(args.vocab) if args.vocab else _default_tokenizer()
     try:
         tok = load_tokenizer(path)
     except FileNotFoundError as e:
-        raise ToolError(str(e)) from None
+        raise UsageError(str(e)) from None
     except Exception as e:  # tokenizers raises a bare Exception for a malformed file
-        raise ToolError(f"{path} is not a tokenizer.json: {e}") from None
+        raise UsageError(f"{path} is not a tokenizer.json: {e}") from None
     data = _read_input(args)
     if args.decode:
         ids = parse_ids(data, tok.get_vocab_size())
@@ -131,19 +128,18 @@ def _tokenize(args: argparse.Namespace) -> str:
 
 def tokenize_main(argv: Sequence[str] | None = None) -> int:
     args = _tokenize_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname).1s %(message)s")
-    try:
-        output = _tokenize(args)
-    except ToolError as e:
-        print(f"cllm_tokenize: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    if args.output:
-        from pipeline.atomic import atomic_write_text
 
-        atomic_write_text(Path(args.output), output)
-    else:
-        sys.stdout.write(output)
-    return EXIT_OK
+    def body() -> int:
+        output = _tokenize(args)
+        if args.output:
+            from pipeline.atomic import atomic_write_text
+
+            atomic_write_text(Path(args.output), output)
+        else:
+            sys.stdout.write(output)
+        return EXIT_OK
+
+    return run_tool("cllm_tokenize", body, quiet=1)
 
 
 # --- cllm_vocab_build -----------------------------------------------------------------------
@@ -213,8 +209,8 @@ def _read_text(path: Path, corpus: _Corpus) -> str | None:
 def corpus_texts(files: Iterator[Path], corpus: _Corpus, segment_chars: int,
                  verbose: bool) -> Iterator[str]:
     """Each file's text in segments, one file at a time (never the whole corpus in memory)."""
-    from pipeline.clean import normalize_text
-    from pipeline.tokenizer import segment_text
+    from pipeline.encoders import segment_text
+    from pipeline.filters import normalize_text
 
     for path in files:
         text = _read_text(path, corpus)
@@ -231,13 +227,16 @@ def corpus_texts(files: Iterator[Path], corpus: _Corpus, segment_chars: int,
 def vocab_build_main(argv: Sequence[str] | None = None) -> int:
     parser = _vocab_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname).1s %(message)s")
-    default = TokenizeConfig()
     if not 256 < args.size <= 1 << 20:
         parser.error(f"--size must be in 257..1048576, got {args.size}")
+    return run_tool("cllm_vocab_build", lambda: _build_vocab(args),
+                    quiet=0 if args.verbose else 1)
+
+
+def _build_vocab(args: argparse.Namespace) -> int:
     from pipeline.tokenizer import save_tokenizer, set_threads, train_bpe
 
+    default = TokenizeConfig()
     set_threads(default.threads)
     corpus = _Corpus()
     files = find_text_files([Path(p) for p in args.paths], args.recursive,

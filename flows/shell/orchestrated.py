@@ -1,4 +1,4 @@
-"""CLI handlers of the orchestrated commands: run, demo, validate, retrain, serve.
+"""The orchestrated commands: run, demo, validate, retrain, serve (each runs Prefect flows).
 
 Prefect reads its settings when imported, so each handler points Prefect at the data root
 (and quiets its per-task logging) before anything imports `prefect`. Each command ends with a
@@ -13,6 +13,8 @@ import math
 import os
 import sys
 from typing import Any
+
+from flows.shell.runner import EXIT_FAILED, EXIT_OK, EXIT_USAGE, failed_completely
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,6 @@ def _flow_params(args: Any, ctx: Any) -> dict[str, Any]:
 
 
 def _run_flow(name: str, call: Any, ctx: Any) -> tuple[int, Any]:
-    from pipeline.cli import EXIT_FAILED, EXIT_OK
     from pipeline.errors import ConfigError, EnvironmentProblem
     from pipeline.lock import LockedError
 
@@ -97,16 +98,13 @@ def _ingest_lines(ingested: dict[str, Any]) -> list[str]:
 
 def sources_failed(ingested: dict[str, Any]) -> list[str]:
     """The source stages that yielded nothing because everything given to them failed."""
-    from pipeline.cli import failed_completely
-    from pipeline.progress import StageStats
+    from pipeline.stats import StageStats
 
     return [name for name in SOURCE_STAGES if name in ingested
             and failed_completely(StageStats.from_dict(ingested[name]))]
 
 
 def _ingest_code(ingested: dict[str, Any]) -> int:
-    from pipeline.cli import EXIT_FAILED, EXIT_OK
-
     failed = sources_failed(ingested)
     for name in failed:
         print(f"cllm: {name}: every source failed (see the failures above)", file=sys.stderr)
@@ -122,8 +120,6 @@ def run_summary(result: dict[str, Any]) -> list[str]:
 
 
 def run(args: Any, ctx: Any) -> int:
-    from pipeline.cli import EXIT_USAGE
-
     sources = ctx.cfg.sources
     if not (sources.urls or sources.paths or ctx.root.manifest.is_file()):
         print("cllm run: nothing to run on: set urls and/or paths in the [sources] section of "
@@ -146,8 +142,35 @@ def demo(args: Any, ctx: Any) -> int:
     code, summary = _run_flow("demo", lambda: run_demo(ctx.root, ctx.config_path,
                                                        list(args.overrides)), ctx)
     if summary is not None:
-        print("\n".join(summary.lines()))
+        print("\n".join(demo_lines(summary)))
     return code
+
+
+def demo_lines(summary: Any) -> list[str]:
+    """Where everything the demo made is, and a sample of the promoted model's text."""
+    r, root = summary.result, summary.root
+    crawled = r["ingest"].get("crawl", {})
+    lines = [
+        "",
+        "CLLM demo: done",
+        f"  sample site        {summary.site_url} ({crawled.get('kept', 0)} pages stored, "
+        f"{sum(crawled.get('skipped', {}).values())} unchanged this run)",
+        f"  raw store          {root / 'raw'}",
+        f"  documents          {root / 'docs'} ({summary.documents} documents, "
+        f"{summary.ocr_pages} pages OCRed)",
+        f"  token shards       {root / 'shards'} ({summary.tokens['train']} train and "
+        f"{summary.tokens['val']} val tokens)",
+    ]
+    if r["trained"]:
+        lines += [*training_lines(r), f"  loss curves        {r['train'].get('report')}",
+                  validation_line(r["validation"])]
+    else:
+        lines.append(f"  not trained        {r['reason']}")
+    return [*lines,
+            f"  promoted model     {root / 'models' / 'current'}",
+            f"  generated sample   {root / 'demo-sample.txt'}",
+            "",
+            summary.sample]
 
 
 def validate(args: Any, ctx: Any) -> int:

@@ -1,0 +1,272 @@
+"""Encoding, the tokenize stage's two named steps:
+
+    encode_parts     cleaned docs parts -> spools: each part's documents encoded, split into
+                     train and val by id, written as one .bin/.idx pair per split by the shard
+                     writer (state/tokenize/part-NNNNN.{train,val}.{bin,idx}) and committed by
+                     a marker (part-NNNNN.json) that holds both pairs' checksums
+    assemble_shards  spools -> shards: the spools of the given parts, in part order, cut into
+                     new shards after the existing ones
+
+Parts are independent, so `encode_parts` over disjoint lists of parts runs side by side (the
+flows' fan-out calls it once per task; one process calls it once for all). What the shards
+hold depends only on the parts, the config and the tokenizer: spools are cut in part order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline.atomic import atomic_write
+from pipeline.clean import iter_clean_documents
+from pipeline.config import Config
+from pipeline.layout import DataRoot
+from pipeline.progress import Progress
+from pipeline.rawstore import sha256_file
+from pipeline.records import Document
+from pipeline.shards import (
+    SPLITS,
+    Manifest,
+    ShardInfo,
+    ShardWriter,
+    TokenizerInfo,
+    dtype_for_vocab,
+    is_val,
+    open_shard,
+)
+from pipeline.stats import StageStats
+
+if TYPE_CHECKING:
+    from pipeline.encoders import TextEncoder
+
+log = logging.getLogger(__name__)
+
+BATCH_MAX_CHARS = 4_000_000  # an encode batch also ends at this many characters
+
+
+def spool_dir(root: DataRoot) -> Path:
+    return root.state / "tokenize"
+
+
+def _stem(name: str) -> str:
+    return Path(name).name.split(".")[0]
+
+
+def _marker(folder: Path, name: str) -> Path:
+    return folder / f"{_stem(name)}.json"
+
+
+@dataclass(slots=True)
+class Spool:
+    """One docs part, encoded: per split its shard-format file pair (None: no documents)."""
+
+    name: str
+    shards: dict[str, ShardInfo | None] = field(default_factory=lambda: dict.fromkeys(SPLITS))
+    chars: int = 0
+    text_bytes: int = 0  # UTF-8 bytes of the documents' text
+
+    def docs(self, split: str | None = None) -> int:
+        return sum(s.docs for k, s in self.shards.items() if s and split in (None, k))
+
+    def tokens(self, split: str | None = None) -> int:
+        return sum(s.tokens for k, s in self.shards.items() if s and split in (None, k))
+
+
+def spool_key(info: TokenizerInfo, cfg: Config) -> dict[str, Any]:
+    """What a spool's contents depend on; a spool made under other values is redone."""
+    return {"tokenizer_sha256": info.sha256, "val_fraction": cfg.shards.val_fraction,
+            "dtype": dtype_for_vocab(info.vocab_size).name}
+
+
+def _intact(folder: Path, info: ShardInfo | None) -> bool:
+    if info is None:
+        return True
+    try:
+        return (sha256_file(folder / f"{info.name}.bin") == info.sha256
+                and sha256_file(folder / f"{info.name}.idx") == info.idx_sha256)
+    except FileNotFoundError:
+        return False
+
+
+def load_spool(folder: Path, name: str, key: dict[str, Any]) -> Spool | None:
+    """A part's spool from an earlier (interrupted) run, if it is complete and still valid."""
+    try:
+        data = json.loads(_marker(folder, name).read_text(encoding="utf-8"))
+        shards = {split: ShardInfo(**s) if s else None for split, s in data["shards"].items()}
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return None
+    if data.get("key") != key or not all(_intact(folder, s) for s in shards.values()):
+        return None  # other settings, or files an OS crash left incomplete (not fsynced)
+    return Spool(name=name, shards=shards, chars=data["chars"], text_bytes=data["text_bytes"])
+
+
+def _batches(docs: Iterable[Document], max_docs: int) -> Iterator[list[Document]]:
+    batch: list[Document] = []
+    chars = 0
+    for doc in docs:
+        batch.append(doc)
+        chars += len(doc.text)
+        if len(batch) >= max_docs or chars >= BATCH_MAX_CHARS:
+            yield batch
+            batch, chars = [], 0
+    if batch:
+        yield batch
+
+
+class _SpoolWriters:
+    """A part's two spool writers (train, val); each document goes to its split's."""
+
+    def __init__(self, folder: Path, name: str, info: TokenizerInfo) -> None:
+        import numpy as np
+
+        self.dtype = np.dtype(dtype_for_vocab(info.vocab_size))
+        self.writers = {split: ShardWriter(folder, split, dtype=self.dtype.name,
+                                           eos_id=info.eos_id, shard_tokens=1,
+                                           stem=f"{_stem(name)}.{split}", durable=False)
+                        for split in SPLITS}
+
+    def write(self, spool: Spool, batch: list[Document], ids: list[list[int]],
+              val_fraction: float) -> int:
+        """Append one encoded batch; returns its tokens (EOS included)."""
+        import numpy as np
+
+        by_split: dict[str, list[np.ndarray]] = {split: [] for split in SPLITS}
+        for doc, doc_ids in zip(batch, ids, strict=True):
+            split = "val" if is_val(doc.id, val_fraction) else "train"
+            by_split[split].append(np.array(doc_ids, dtype=self.dtype))
+            spool.chars += len(doc.text)
+            spool.text_bytes += len(doc.text.encode("utf-8"))
+        for split, docs in by_split.items():
+            self.writers[split].add_batch(docs)
+        return sum(len(x) for x in ids) + len(batch)
+
+    def close(self, spool: Spool) -> None:
+        for split, writer in self.writers.items():
+            spool.shards[split] = writer.flush()
+
+    def abort(self) -> None:
+        for writer in self.writers.values():
+            writer.abort()
+
+
+def encode_part(root: DataRoot, name: str, encoder: TextEncoder, cfg: Config,
+                info: TokenizerInfo, bar: Progress) -> Spool:
+    """Encode one cleaned part into its spool; the marker, written last, commits it.
+
+    The encoder works on the next batch (in its own threads, without the GIL) while this
+    thread reads documents and writes the batch before. Spools are scratch: written without
+    fsync (a few ms per file); their marker holds checksums that a resumed run verifies.
+    """
+    from pipeline.encoders import encode_texts
+
+    folder = spool_dir(root)
+    spool = Spool(name=name)
+    writers = _SpoolWriters(folder, name, info)
+    val_fraction = cfg.shards.val_fraction
+    try:
+        with ThreadPoolExecutor(1, thread_name_prefix="encode") as pool:
+            previous: tuple[list[Document], Future[list[list[int]]]] | None = None
+            for batch in _batches(iter_clean_documents(root, [name]), cfg.tokenize.batch_docs):
+                future = pool.submit(encode_texts, encoder, [d.text for d in batch],
+                                     cfg.tokenize.segment_chars)
+                if previous is not None:
+                    bar.update(len(previous[0]), tokens=writers.write(
+                        spool, previous[0], previous[1].result(), val_fraction))
+                previous = (batch, future)
+            if previous is not None:
+                bar.update(len(previous[0]), tokens=writers.write(
+                    spool, previous[0], previous[1].result(), val_fraction))
+        writers.close(spool)
+    except BaseException:
+        writers.abort()
+        raise
+    marker = {"key": spool_key(info, cfg), "chars": spool.chars, "text_bytes": spool.text_bytes,
+              "shards": {k: asdict(s) if s else None for k, s in spool.shards.items()}}
+    with atomic_write(_marker(folder, name), "w", durable=False) as fh:
+        json.dump(marker, fh)
+    return spool
+
+
+def encode_parts(cfg: Config, root: DataRoot, names: list[str], encoder: TextEncoder,
+                 info: TokenizerInfo, stats: StageStats, progress: bool = False) -> None:
+    """Step 1: encode the cleaned parts `names` into spools (a part whose valid spool an
+    earlier run left is not encoded again). Counts go into `stats`."""
+    key = spool_key(info, cfg)
+    folder = spool_dir(root)
+    folder.mkdir(parents=True, exist_ok=True)
+    with Progress(stats, unit="doc", enabled=progress) as bar:
+        for name in names:
+            spool = load_spool(folder, name, key)
+            if spool is None:
+                spool = encode_part(root, name, encoder, cfg, info, bar)
+            else:
+                stats.extra["parts_resumed"] = stats.extra.get("parts_resumed", 0) + 1
+                bar.update(spool.docs())
+            stats.keep(spool.docs())
+            stats.units += spool.tokens()
+            stats.bytes += spool.text_bytes
+            stats.extra["chars"] = stats.extra.get("chars", 0) + spool.chars
+            for split in SPLITS:
+                stats.extra[f"{split}_docs"] = stats.extra.get(f"{split}_docs", 0) + \
+                    spool.docs(split)
+    stats.extra["parts"] = stats.extra.get("parts", 0) + len(names)
+    stats.extra.setdefault("parts_resumed", 0)
+
+
+def _remove_unlisted_shards(folder: Path, manifest: Manifest | None) -> None:
+    """Shard files a killed run wrote but never listed: the next shards reuse their names."""
+    listed = {s.name for s in manifest.shards} if manifest else set()
+    for path in list(folder.glob("*-[0-9]*.bin")) + list(folder.glob("*-[0-9]*.idx")):
+        if path.stem.split("-")[0] in SPLITS and path.stem not in listed:
+            path.unlink()
+
+
+def assemble_shards(cfg: Config, root: DataRoot, names: list[str], manifest: Manifest | None,
+                    info: TokenizerInfo) -> list[ShardInfo]:
+    """Step 2: cut the spools of `names` (all encoded), in order, into new shards after the
+    existing ones. The caller commits them to the manifest."""
+    dtype = dtype_for_vocab(info.vocab_size).name
+    key = spool_key(info, cfg)
+    _remove_unlisted_shards(root.shards, manifest)
+    spools = []
+    for name in names:
+        spool = load_spool(spool_dir(root), name, key)
+        if spool is None:
+            raise RuntimeError(f"{name} has no complete spool: encode it first")
+        spools.append(spool)
+    new: list[ShardInfo] = []
+    for split in SPLITS:
+        with ShardWriter(root.shards, split, dtype=dtype, eos_id=info.eos_id,
+                         shard_tokens=cfg.shards.shard_tokens,
+                         first_number=manifest.next_number(split) if manifest else 0) as writer:
+            for spool in spools:
+                part = spool.shards[split]
+                if part is not None:
+                    new.extend(writer.add_encoded(*open_shard(spool_dir(root), part, dtype)))
+            last = writer.flush()
+        if last is not None:
+            new.append(last)
+    return new
+
+
+def remove_spools(root: DataRoot, names: Iterable[str]) -> None:
+    folder = spool_dir(root)
+    for name in names:
+        for path in folder.glob(f"{_stem(name)}.*"):
+            path.unlink(missing_ok=True)
+
+
+def remove_committed_spools(root: DataRoot, in_shards: set[str]) -> None:
+    """Spools of parts the manifest already lists: a run killed between its commit and their
+    removal leaves them, and no later run would look at them again (they are as large as the
+    shards they became)."""
+    folder = spool_dir(root)
+    if not folder.is_dir():
+        return
+    left = {path.name.split(".")[0] for path in folder.iterdir()}
+    remove_spools(root, [name for name in in_shards if _stem(name) in left])

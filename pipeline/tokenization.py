@@ -1,0 +1,186 @@
+"""The tokenize stage: the cleaned documents (state/clean/, the clean stage's hand-off; what is
+not cleaned yet is cleaned first) become token shards, in two named steps (`pipeline.encode`):
+encode each new cleaned part into a spool, then cut the spools into shards after the existing
+ones and commit the manifest.
+
+    tokenizer/            trained on the first cleaned documents, or given (pipeline.tokenizer)
+    state/tokenize/       spools of parts not yet in shards (scratch, checked on resume)
+    shards/manifest.json  the commit point: shards it does not list are replaced next run
+
+A killed run redoes at most the part it was encoding and then writes the same shards an
+uninterrupted run would have. The flows fan the encode step out over tasks (`prepare`,
+`encode_parts` per task on disjoint parts, then this stage, which finds every spool done).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pipeline.atomic import remove_orphan_temps
+from pipeline.clean import clean_documents, cleaned_parts
+from pipeline.config import Config, save_resolved
+from pipeline.encode import (
+    assemble_shards,
+    encode_parts,
+    remove_committed_spools,
+    remove_spools,
+    spool_dir,
+)
+from pipeline.errors import ConfigError
+from pipeline.layout import DataRoot
+from pipeline.lock import stage_lock
+from pipeline.shards import (
+    Manifest,
+    ShardInfo,
+    TokenizerInfo,
+    dtype_for_vocab,
+    read_manifest,
+    write_manifest,
+)
+from pipeline.stats import StageStats
+
+if TYPE_CHECKING:
+    from pipeline.encoders import TextEncoder
+
+log = logging.getLogger(__name__)
+
+STAGE = "tokenize"
+
+
+@dataclass(slots=True)
+class Plan:
+    """What a tokenize run has to do: the parts still to encode, with what."""
+
+    manifest: Manifest | None
+    pending: list[str]  # cleaned parts not yet in shards, in part order
+    info: TokenizerInfo
+    encoder: Any = None  # a TextEncoder; made by `with_encoder`
+
+
+def _check_split_rule(cfg: Config, manifest: Manifest | None) -> None:
+    if manifest is not None and manifest.val_fraction != cfg.shards.val_fraction:
+        raise ConfigError(
+            f"shards.val_fraction is {cfg.shards.val_fraction} but the existing shards were "
+            f"split with {manifest.val_fraction}; a document's split must never change, so "
+            "keep the old value or start a new data root")
+
+
+def _read_manifest_or_none(root: DataRoot) -> Manifest | None:
+    return read_manifest(root.manifest) if root.manifest.is_file() else None
+
+
+def prepare(cfg: Config, root: DataRoot, stats: StageStats) -> Plan | None:
+    """Under the stage lock: the parts to encode, the tokenizer trained or checked. None when
+    there is nothing to tokenize yet."""
+    from pipeline.tokenizer import prepare_tokenizer, set_threads
+
+    set_threads(cfg.tokenize.threads)  # before the first use of tokenizers, training included
+    manifest = _read_manifest_or_none(root)
+    _check_split_rule(cfg, manifest)
+    for folder in (root.shards, spool_dir(root), root.tokenizer_dir):
+        remove_orphan_temps(folder)
+    parts = cleaned_parts(root, cfg)
+    in_shards = set(manifest.parts) if manifest else set()
+    remove_committed_spools(root, in_shards)
+    pending = [p for p in parts if p.name not in in_shards]
+    for p in parts:
+        if p.name in in_shards:
+            stats.skip("already_in_shards", p.kept)
+    if manifest is None and not any(p.kept for p in pending):
+        log.info("tokenize: no kept documents yet; nothing to tokenize")
+        return None
+    started = time.monotonic()
+    _, info, how = prepare_tokenizer(cfg, root, manifest, [p.name for p in parts])
+    stats.extra.update(tokenizer=how, tokenizer_sha256=info.sha256,
+                       tokenizer_seconds=round(time.monotonic() - started, 3))
+    return Plan(manifest=manifest, pending=[p.name for p in pending], info=info)
+
+
+def make_text_encoder(cfg: Config, root: DataRoot, stats: StageStats | None = None
+                      ) -> tuple[TextEncoder, TokenizerInfo]:
+    """The encoder for the data root's tokenizer (tiktoken when it reproduces it exactly)."""
+    from pipeline.encoders import UnsupportedTokenizer, make_encoder
+    from pipeline.tokenizer import loaded_tokenizer, set_threads
+
+    set_threads(cfg.tokenize.threads)
+    tok, info = loaded_tokenizer(cfg, root)
+    try:
+        choice = make_encoder(tok, cfg.tokenize.encoder, cfg.tokenize.threads)
+    except UnsupportedTokenizer as e:
+        raise ConfigError(f"tokenize.encoder = tiktoken, but {e}") from None
+    if stats is not None:
+        stats.extra.update(encoder=choice.encoder.name, encoder_reason=choice.reason)
+    return choice.encoder, info
+
+
+def prepare_encoding(cfg: Config, root: DataRoot) -> list[str]:
+    """The fan-out's first step: the cleaned parts still to encode (the tokenizer made);
+    tasks then run `encode_parts` on disjoint lists, and the stage itself assembles."""
+    with stage_lock(root.shards, STAGE):
+        clean_documents(cfg, root, progress=False)
+        plan = prepare(cfg, root, StageStats(stage=STAGE))
+    return plan.pending if plan else []
+
+
+def encode_task_parts(cfg: Config, root: DataRoot, names: list[str]) -> StageStats:
+    """The fan-out's second step, one task's share: `encode_parts` on `names`."""
+    stats = StageStats(stage="encode", unit_name="tokens")
+    encoder, info = make_text_encoder(cfg, root)
+    encode_parts(cfg, root, names, encoder, info, stats)
+    return stats.finish()
+
+
+def _commit(root: DataRoot, cfg: Config, manifest: Manifest | None, info: TokenizerInfo,
+            new: list[ShardInfo], names: list[str]) -> Manifest:
+    """List the new shards in the manifest: from here on readers see them."""
+    if manifest is None:
+        manifest = Manifest(tokenizer=info, dtype=dtype_for_vocab(info.vocab_size).name,
+                            val_fraction=cfg.shards.val_fraction, version=0)
+    manifest.tokenizer = info
+    manifest.shards = manifest.shards + new
+    manifest.parts = manifest.parts + names
+    manifest.config = cfg.to_dict()
+    if new or manifest.version == 0:
+        manifest.version += 1
+    write_manifest(root.manifest, manifest)
+    return manifest
+
+
+def _carry_clean(clean: StageStats, stats: StageStats) -> None:
+    """Clean failures count in tokenize's result too (so --strict sees them)."""
+    log.info("%s", clean.summary())
+    stats.failed.update(clean.failed)
+    stats.failures.extend(clean.failures)
+    stats.extra["clean"] = {"kept": clean.kept, "dropped": dict(clean.dropped),
+                            "failed": dict(clean.failed), "seconds": round(clean.seconds, 3),
+                            "workers": clean.extra.get("workers", 0)}
+
+
+def tokenize_dataset(cfg: Config, root: DataRoot, progress: bool = True) -> StageStats:
+    """Clean what is not cleaned yet (the clean stage; a no-op after it ran), then encode the
+    cleaned parts not yet in shards and append their shards (the tokenizer is trained on
+    the first run)."""
+    stats = StageStats(stage=STAGE, unit_name="tokens")
+    root.shards.mkdir(parents=True, exist_ok=True)
+    with stage_lock(root.shards, STAGE):
+        _carry_clean(clean_documents(cfg, root, progress), stats)
+        plan = prepare(cfg, root, stats)
+        if plan is None or not plan.pending:
+            return stats.finish()
+        encoder, info = make_text_encoder(cfg, root, stats)
+        started = time.monotonic()
+        encode_parts(cfg, root, plan.pending, encoder, info, stats, progress)
+        stats.extra["encode_seconds"] = round(time.monotonic() - started, 3)
+        started = time.monotonic()
+        new = assemble_shards(cfg, root, plan.pending, plan.manifest, info)
+        # before the commit: a run killed after it has nothing left to do, so would not write it
+        save_resolved(cfg, root.shards, STAGE)
+        manifest = _commit(root, cfg, plan.manifest, info, new, plan.pending)
+        remove_spools(root, plan.pending)
+        stats.extra.update(assemble_seconds=round(time.monotonic() - started, 3),
+                           shards_written=[s.name for s in new],
+                           manifest_version=manifest.version, totals=manifest.totals())
+    return stats.finish()
