@@ -312,9 +312,9 @@ def main() -> None:
     rss = report_rss(args) if args.rss_mb else ""
 
     from pipeline.clean import clean_documents, iter_clean_documents
+    from pipeline.encoders import set_threads
     from pipeline.shards import read_manifest
     from pipeline.tokenization import tokenize_dataset
-    from pipeline.tokenizer import set_threads
 
     threads = set_threads(args.threads)
     root = DataRoot.at(Path(tempfile.mkdtemp(prefix="bench-tokenize-", dir=args.workdir)))

@@ -285,7 +285,7 @@ class ShardsConfig:
 @dataclass(kw_only=True, slots=True)
 class ModelShape:
     """The model's shape (nanoGPT names), keys of [train]; the vocabulary comes from the shards.
-    The model is built from this (model.cllm.ModelConfig adds the vocabulary size)."""
+    The model is built from this (its config adds only the vocabulary size)."""
 
     n_layer: int = 4
     n_head: int = 4

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,7 +19,6 @@ from itertools import chain
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pipeline.config import EncoderKind
-from pipeline.tokenizer import set_threads
 
 if TYPE_CHECKING:
     import tiktoken
@@ -36,6 +36,17 @@ IDENTITY_PROBE = (
     "naïve café Ünïcödé, 中文字符, Ελληνικά, русский, עִבְרִית, 😀👍🏽 👨‍👩‍👧 \u00a0\u3000x\u2028y\n"
     "def f(x):\n    return {'a': [1, 2]}  # comment\n\n\n    \n<|endoftext|> <<>> ~~ ... !!!"
 )
+
+
+def set_threads(threads: int) -> int:
+    """Use `threads` encoder threads (0 = all cores); returns the number.
+
+    `tokenizers` sizes its thread pool once, on first use, from RAYON_NUM_THREADS; a value the
+    user set in the environment wins.
+    """
+    n = threads or os.cpu_count() or 1
+    os.environ.setdefault("RAYON_NUM_THREADS", str(n))
+    return n
 
 
 # --- segments ------------------------------------------------------------------------------

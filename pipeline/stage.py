@@ -1,6 +1,6 @@
 """The Stage: one step of the pipeline as one object. The `cllm` commands, the Prefect tasks,
-`cllm status` and the legacy tools are made from these (the list is `flows.stages.STAGES`,
-above every package it names).
+`cllm status` and the legacy tools are made from these; the one list of them sits above
+every package it names (the core names none).
 
 A stage reads only hand-offs on disk (DESIGN.md) and writes its own; what it reads and writes
 is declared here by name (see `HANDOFFS`), for `cllm status` and the flows' cache keys.

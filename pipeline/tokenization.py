@@ -75,7 +75,8 @@ def _read_manifest_or_none(root: DataRoot) -> Manifest | None:
 def prepare(cfg: Config, root: DataRoot, stats: StageStats) -> Plan | None:
     """Under the stage lock: the parts to encode, the tokenizer trained or checked. None when
     there is nothing to tokenize yet."""
-    from pipeline.tokenizer import prepare_tokenizer, set_threads
+    from pipeline.encoders import set_threads
+    from pipeline.tokenizer import prepare_tokenizer
 
     set_threads(cfg.tokenize.threads)  # before the first use of tokenizers, training included
     manifest = _read_manifest_or_none(root)
@@ -102,8 +103,8 @@ def prepare(cfg: Config, root: DataRoot, stats: StageStats) -> Plan | None:
 def make_text_encoder(cfg: Config, root: DataRoot, stats: StageStats | None = None
                       ) -> tuple[TextEncoder, TokenizerInfo]:
     """The encoder for the data root's tokenizer (tiktoken when it reproduces it exactly)."""
-    from pipeline.encoders import UnsupportedTokenizer, make_encoder
-    from pipeline.tokenizer import loaded_tokenizer, set_threads
+    from pipeline.encoders import UnsupportedTokenizer, make_encoder, set_threads
+    from pipeline.tokenizer import loaded_tokenizer
 
     set_threads(cfg.tokenize.threads)
     tok, info = loaded_tokenizer(cfg, root)

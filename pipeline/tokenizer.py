@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -81,17 +80,6 @@ def eos_id(tok: Tokenizer, eos_token: str = DEFAULT_EOS) -> int:
 def decode(tok: Tokenizer, ids: Sequence[int]) -> str:
     """The exact text of `ids` (special tokens included, as their text)."""
     return tok.decode(list(map(int, ids)), skip_special_tokens=False)
-
-
-def set_threads(threads: int) -> int:
-    """Use `threads` encoder threads (0 = all cores); returns the number.
-
-    `tokenizers` sizes its thread pool once, on first use, from RAYON_NUM_THREADS; a value the
-    user set in the environment wins.
-    """
-    n = threads or os.cpu_count() or 1
-    os.environ.setdefault("RAYON_NUM_THREADS", str(n))
-    return n
 
 
 # --- the data root's tokenizer ------------------------------------------------------------

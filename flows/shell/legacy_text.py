@@ -234,7 +234,8 @@ def vocab_build_main(argv: Sequence[str] | None = None) -> int:
 
 
 def _build_vocab(args: argparse.Namespace) -> int:
-    from pipeline.tokenizer import save_tokenizer, set_threads, train_bpe
+    from pipeline.encoders import set_threads
+    from pipeline.tokenizer import save_tokenizer, train_bpe
 
     default = TokenizeConfig()
     set_threads(default.threads)
