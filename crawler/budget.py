@@ -160,6 +160,7 @@ class PageBudget:
                 still.append((url, payload))
             else:
                 refused.append((payload, verdict))
+        still.extend(self.waiting)  # those not looked at
         self.waiting = still
         return go, refused
 

@@ -44,7 +44,8 @@ def slow_on_revisit(path: str) -> object:
 
 def big_site() -> dict[str, object]:
     routes: dict[str, object] = {
-        "/": Page(body=html("Home", [f"/p/{i}" for i in range(LINKED)]), etag='"home"'),
+        "/": Page(body=html("Home", ["/missing", *(f"/p/{i}" for i in range(LINKED))]),
+                  etag='"home"'),
         "/robots.txt": Page(body=b"User-agent: *\nAllow: /\n", content_type="text/plain"),
     }
     for i in range(LINKED):
@@ -66,13 +67,16 @@ def test_unchanged_site_recrawled_stores_nothing(tmp_path: Path, concurrency: in
         second = crawl([site.url("/")], cfg, root, progress=False)
         kept_second = stored_paths(root, site)
         hits = dict(site.hits)
-    # the first crawl keeps exactly the budget, however many requests were in flight
+    # the first crawl keeps exactly the budget, however many requests were in flight; the
+    # room the broken link had reserved went to the next link, the others were refused
     assert first.kept == BUDGET and len(kept_first) == BUDGET
+    assert first.failed == {"http_404": 1}
+    assert first.dropped == {"page_budget": LINKED - (BUDGET - 1)}
     assert "/p/0" in kept_first
     # the re-crawl re-checks those pages (the slow one too) and adds none
     assert second.kept == 0
     assert second.skipped == {"unchanged": BUDGET}
-    assert second.n_failed == 0
+    assert second.n_failed == 0  # the broken link is not asked for: no room for a new page
     assert kept_second == kept_first and blob_count(root) == blobs_first
     assert second.extra["new_pages"] == 0 and second.extra["changed_pages"] == 0
     assert second.extra["held_pages"] == BUDGET
