@@ -1,5 +1,6 @@
 """The crawler's decisions without a network: URL normalisation and policy, content kinds,
-links and robots directives, the address guard, job generations, retry waits."""
+links and robots directives, the address guard, job generations, the page budget, retry
+waits."""
 
 from __future__ import annotations
 
