@@ -253,6 +253,10 @@ class SiteSpider(scrapy.Spider):
                 continue
             if url in queued:
                 continue
+            if s.budget.is_held(url):
+                # start() asks for it at the depth it was kept at: a longer path met first
+                # must not refuse it (max_depth), which would give its place up
+                continue
             reason = s.policy.check(url)
             if reason is None and next_depth > s.cfg.max_depth:
                 reason = Reason.MAX_DEPTH
