@@ -38,7 +38,6 @@ class PageBudget:
         self.per_host = per_host
         self.shared = shared
         self.held = list(places.urls)  # placed before this run: to be re-checked
-        self._held = frozenset(self.held)
         self._unchecked = set(self.held) - set(fetched)  # held, not yet re-checked this run
         self.new: set[str] = set()  # places taken in this run
         self.released: set[str] = set()  # places given up in this run
@@ -48,10 +47,6 @@ class PageBudget:
         self.waiting: deque[tuple[str, Any]] = deque()  # (url, payload) until there is room
 
     # --- what may be requested, and kept ------------------------------------------------
-
-    def is_held(self, url: str) -> bool:
-        """Placed before this run (the spider asks for it by itself, at its own depth)."""
-        return url in self._held
 
     def _used(self, *, with_reserved: bool) -> int:
         # places given up in this run still count: the room they leave is the next run's

@@ -89,13 +89,14 @@ class CrawlSession:
                                  cfg.max_pages, per_host, fetched=self.fetched.urls,
                                  shared=bool(redis_key))
         self.changed = 0  # kept pages whose content changed: stored again in their place
+        self.reader = RawStore(root)
+        self.revisits = self._revisits()
         # set by the spider: sends the links waiting for room that may go now, refuses the
         # rest once none is left
         self.send_waiting: Callable[[], None] | None = None
         self.robots: dict[str, tuple[str, str]] = {}  # host:port -> (verdict, why): robots.py
         self._refused: set[str] = set()
         self._refused_fh: IO[str] = open(jobdir.refused_log, "a", encoding="utf-8")  # noqa: SIM115
-        self.reader = RawStore(root)
 
     # --- refusals and failures --------------------------------------------------------
 
@@ -161,6 +162,17 @@ class CrawlSession:
         self.succeeded.append(source)
 
     # --- the raw store, read side (the pipeline writes from its own thread) -------------
+
+    def _revisits(self) -> dict[str, tuple[int, str]]:
+        """The kept pages the spider asks for again by itself: url -> (depth, referrer) of
+        their rows, oldest first. A page placed but never stored (a kill between the two) has
+        no depth to go by: links lead to it, as in the run that placed it."""
+        out = {}
+        for url in self.budget.held:
+            row = self.reader.get_source(url)
+            if row is not None and row.kind == "web" and row.depth is not None:
+                out[url] = (row.depth, row.referrer)
+        return out
 
     def known(self, source: str) -> Known | None:
         row = self.reader.get_source(source)

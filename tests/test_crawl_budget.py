@@ -181,3 +181,31 @@ def test_every_seed_refused_is_a_failure(tmp_path: Path, recrawl: bool) -> None:
     assert stats.skipped == {}
     assert stats.extra["new_pages"] == stats.extra["changed_pages"] == 0
     assert asked == (3 if recrawl else 0)  # no request reached the site this time
+
+
+def test_killed_after_placing_a_page_before_storing_it(tmp_path: Path) -> None:
+    """A kill between a page's place (pages.txt, fetched.txt) and its row: the resumed
+    crawl fetches it again and follows its links as deep as an uninterrupted crawl would."""
+    import json
+
+    from crawler.job import JobDir
+    from crawler.run import make_seeds
+
+    root = DataRoot.at(tmp_path / "data")
+    routes = {"/": Page(body=html("Home", ["/a"])), "/a": Page(body=html("A", ["/a/b"])),
+              "/a/b": Page(body=html("B", ["/a/b/c"])), "/a/b/c": Page(body=html("C"))}
+    cfg = test_cfg(max_depth=3)
+    with LocalSite(routes) as site:
+        crawl([site.url("/")], cfg, root, progress=False)
+        job = JobDir(root, make_seeds([site.url("/")], cfg.crawl).job)
+        # what a kill leaves after /a was placed and listed, before its row was written
+        for log in (job.pages_log, job.fetched_log):
+            log.write_text(f"{site.url('/')}\n{site.url('/a')}\n")
+        state = json.loads(job.state_file.read_text())
+        job.state_file.write_text(json.dumps({**state, "status": "running"}))
+        with RawStore(root) as store:
+            store.db.execute("DELETE FROM sources WHERE source != ?", (site.url("/"),))
+        resumed = crawl([site.url("/")], cfg, root, progress=False)
+        assert stored_paths(root, site) == {"/", "/a", "/a/b", "/a/b/c"}
+    assert resumed.extra["resumed"] is True
+    assert resumed.skipped == {"already_fetched": 1}

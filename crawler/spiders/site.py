@@ -91,21 +91,18 @@ class SiteSpider(scrapy.Spider):
                           meta={"depth": 0, "cllm_seed": True})
         for url in s.state.sitemaps:
             yield self._sitemap_request(url, seed=True)
-        for url in s.budget.held:
-            request = self._held_request(url)
+        for url, (depth, referrer) in s.revisits.items():
+            request = self._revisit(url, depth, referrer)
             if request is not None:
                 yield request
 
-    def _held_request(self, url: str) -> Request | None:
-        """A page the crawl kept before, asked for again at its URL whether or not a link
-        still leads there (a re-crawl checks every page it keeps); None if now refused."""
+    def _revisit(self, url: str, depth: int, referrer: str) -> Request | None:
+        """A page the crawl kept before, asked for again at its URL and at the depth it was
+        kept at, whether or not a link still leads there (a re-crawl checks every page it
+        keeps); None if the config now refuses it."""
         s = self.session
         if url in self._queued:
             return None
-        row = s.reader.get_source(url)
-        # no row: listed but never stored (a kill); at the deepest depth, it adds no depth
-        depth = row.depth if row is not None and row.depth is not None else s.cfg.max_depth
-        referrer = row.referrer if row is not None else ""
         reason = s.policy.check(url) or (Reason.MAX_DEPTH if depth > s.cfg.max_depth else None)
         if reason is not None:
             s.refuse(url, reason, "kept by an earlier run", referrer=referrer, depth=depth)
@@ -253,7 +250,7 @@ class SiteSpider(scrapy.Spider):
                 continue
             if url in queued:
                 continue
-            if s.budget.is_held(url):
+            if url in s.revisits:
                 # start() asks for it at the depth it was kept at: a longer path met first
                 # must not refuse it (max_depth), which would give its place up
                 continue
