@@ -143,8 +143,9 @@ class LocalSite:
             return Page(status=404, body=b"<html><body>not found</body></html>")
         page = route(Request(path, headers, hits)) if callable(route) else route
         if page.status == 200 and _not_modified(page, headers):
+            # a slow page is as slow to say it has not changed
             return Page(status=304, body=b"", etag=page.etag, last_modified=page.last_modified,
-                        content_type="")
+                        content_type="", delay_s=page.delay_s)
         return page
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:

@@ -112,8 +112,8 @@ class GuardMiddleware:
             session.first_request_at = time.monotonic()
         if not is_control(request):
             reason = session.policy.check(request.url)
-            if reason is None and source_url(request) not in session.fetched:
-                reason = session.admission(request.url)
+            if reason is None:  # the budget counts the page as first asked for
+                reason = session.admission(source_url(request))
             if reason is not None:
                 if reason in SHARED_LIMITS and session.redis_key:
                     from crawler.frontier import give_back

@@ -3,7 +3,7 @@
 Writes run on WRITERS threads, each with its own RawStore connection: every blob is fsynced
 before its row (the raw store's contract), and fsyncs, not parsing, would otherwise bound the
 crawl (about 7 ms each here; four in parallel take about 1.5 ms a page). The page budget and
-per-domain cap are decided on the reactor thread, before a page is stored.
+per-domain cap (crawler/budget.py) are decided on the reactor thread, before a page is stored.
 """
 
 from __future__ import annotations
@@ -41,8 +41,9 @@ class _Writer:
         self.store: RawStore | None = None
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"rawstore-{n}")
 
-    def store_page(self, page: FetchedPage) -> str:
-        """Store the page's content (if new) and its row; returns the row status."""
+    def store_page(self, page: FetchedPage) -> tuple[str, bool]:
+        """Store the page's content (if new) and its row; returns the row status, and whether
+        it replaced other content of the same URL (a page that changed)."""
         if self.store is None:
             self.store = RawStore(self.root)
         store = self.store
@@ -69,7 +70,7 @@ class _Writer:
             last_modified=page.last_modified or (
                 previous.last_modified if previous and page.outcome == "unchanged" else ""),
         ))
-        return status
+        return status, previous is not None and bool(previous.sha256) and previous.sha256 != sha
 
     def _close(self) -> None:
         if self.store is not None:
@@ -102,7 +103,7 @@ class RawStorePipeline:
         for writer in self._writers:
             await writer.close()
 
-    def _store(self, item: FetchedPage) -> asyncio.Future[str]:
+    def _store(self, item: FetchedPage) -> asyncio.Future[tuple[str, bool]]:
         # each source reaches the pipeline once per run, so writers never race on a row; two
         # URLs with the same content may race on its blob, which the raw store settles
         writer = self._writers[self._next]
@@ -121,19 +122,19 @@ class RawStorePipeline:
 
     async def process_item(self, item: FetchedPage) -> FetchedPage:
         session = self.session
-        refusal = session.admission(item.source)
+        # placed and listed before it is stored, on this (the reactor's) thread, so pages in
+        # flight cannot overshoot the budget; a kill between the two leaves a listed page
+        # that is fetched again, never a stored page that a resumed crawl would fetch twice
+        refusal = session.take_place(item.source)
         if refusal is not None:
             session.refuse(item.source, refusal, "fetched after the limit was reached",
                            referrer=item.referrer, depth=item.depth)
             if session.redis_key and refusal == Reason.PAGE_BUDGET:
                 self._give_back(item)
             raise DropItem(refusal)
-        # listed before it is stored: a kill between the two leaves a listed page that is
-        # fetched again, never a stored page that a resumed crawl would fetch twice
-        session.fetched.add(item.source)
-        status = await self._store(item)
-        session.kept(item.source, status, len(item.body))
-        if session.budget_spent and not self._closing:
+        status, changed = await self._store(item)
+        session.kept(item.source, status, len(item.body), changed=changed)
+        if session.budget.spent and not self._closing:
             self._closing = True
             log.info("crawl: page budget of %d reached", session.max_pages)
             deferred_from_coro(self.crawler.engine.close_spider_async(reason="page_budget"))

@@ -3,7 +3,8 @@ pipeline and extensions (they reach it as `crawler.spider.session`).
 
 It owns the decisions that are counted: every refusal (one per distinct URL, with its
 reason, also written to the job's refused.jsonl), every failure (a Failure row in
-raw/failures.jsonl at the end), every kept page, and the page budget and per-domain cap.
+raw/failures.jsonl at the end), every kept page, and the page budget and per-domain cap
+(crawler/budget.py), which every outcome of a page is reported to.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
+from crawler.budget import PageBudget
 from crawler.errors import FetchError
-from crawler.job import FetchedLog, JobDir, JobState
-from crawler.urls import Normalizer, Reason, UrlPolicy, host_of
+from crawler.job import FetchedLog, JobDir, JobState, PlaceLog
+from crawler.urls import Normalizer, Reason, UrlPolicy
 from pipeline.config import CrawlConfig
 from pipeline.errors import DiskFull, disk_full_error
 from pipeline.failures import FailureLog
@@ -32,6 +34,14 @@ log = logging.getLogger(__name__)
 STAGE = "crawl"
 DONE_STATUSES = frozenset({"stored", "unchanged", "duplicate"})
 KEPT_STATUS_SKIPS = {"unchanged": "unchanged", "duplicate": "duplicate_content"}
+# outcomes that end a kept page's place: the site says it is gone, or the config (domains,
+# patterns, blocklist, file types, depth) or the page itself (noindex) now refuses it. Not
+# those that may pass (5xx, timeouts, robots.txt unreachable, DNS), nor the budget itself.
+RELEASING = frozenset({
+    "http_404", "http_410", Reason.SCHEME, Reason.BAD_URL, Reason.OFFSITE,
+    Reason.DENIED_DOMAIN, Reason.EXCLUDED, Reason.BLOCKLISTED, Reason.FILE_TYPE,
+    Reason.UNSUPPORTED, Reason.URL_TOO_LONG, Reason.TRAP, Reason.MAX_DEPTH, Reason.NOINDEX,
+})
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +73,6 @@ class CrawlSession:
         self.kinds = frozenset(cfg.file_types)
         self.seeds = frozenset(state.start_urls) | frozenset(state.sitemaps)
         self.max_pages = cfg.max_pages
-        self.domain_cap = cfg.max_pages_per_domain or cfg.max_pages
         self.stats = StageStats(stage=STAGE, unit_name="pages")
         self.failures: list[Failure] = []
         self.succeeded: list[str] = []
@@ -75,10 +84,19 @@ class CrawlSession:
         self.result: StageStats | None = None  # set by finish()
         self.disk_full: DiskFull | None = None  # set when a write failed for lack of space
         self.fetched = FetchedLog(jobdir.fetched_log)
+        per_host = cfg.max_pages_per_domain or cfg.max_pages
+        self.budget = PageBudget(PlaceLog(jobdir.pages_log, cfg.max_pages, per_host),
+                                 cfg.max_pages, per_host, fetched=self.fetched.urls,
+                                 shared=bool(redis_key))
+        self.changed = 0  # kept pages whose content changed: stored again in their place
+        self.reader = RawStore(root)
+        self.revisits = self._revisits()
+        # set by the spider: sends the links waiting for room that may go now, refuses the
+        # rest once none is left
+        self.send_waiting: Callable[[], None] | None = None
         self.robots: dict[str, tuple[str, str]] = {}  # host:port -> (verdict, why): robots.py
         self._refused: set[str] = set()
         self._refused_fh: IO[str] = open(jobdir.refused_log, "a", encoding="utf-8")  # noqa: SIM115
-        self.reader = RawStore(root)
 
     # --- refusals and failures --------------------------------------------------------
 
@@ -88,6 +106,7 @@ class CrawlSession:
         if seed:
             self.fail(FetchError(url, reason, detail or reason))
             return
+        self._settle(url, reason)
         if url in self._refused:
             return
         self._refused.add(url)
@@ -100,37 +119,60 @@ class CrawlSession:
         failure = Failure(source=err.source, stage=STAGE, error=err.kind, message=err.reason)
         self.stats.fail(failure)
         self.failures.append(failure)
+        self._settle(err.source, err.kind)
         log.info("crawl: %s failed [%s]: %s", err.source, err.kind, err.reason)
+
+    def _settle(self, url: str, outcome: str) -> None:
+        """A page that will not be kept in this run: its reservation (if any) is free for a
+        waiting link, and its place (if any) is given up when the outcome says so."""
+        if self.budget.settle(url, release=outcome in RELEASING) and self.send_waiting is not None:
+            self.send_waiting()
 
     # --- kept pages, budget -----------------------------------------------------------
 
     def admission(self, url: str) -> str | None:
-        """Why no more pages of `url` may be kept (page budget, per-domain cap), or None."""
-        if len(self.fetched) >= self.max_pages:
-            return Reason.PAGE_BUDGET
-        if self.fetched.per_host[host_of(url)] >= self.domain_cap:
-            return Reason.DOMAIN_CAP
-        return None
+        """Why `url` could not be kept if fetched now (page budget, per-domain cap), or None."""
+        return self.budget.refusal(url)
 
-    @property
-    def budget_spent(self) -> bool:
-        return len(self.fetched) >= self.max_pages
+    def take_place(self, url: str) -> str | None:
+        """Place `url` in the budget before it is stored (listed first: see FetchedLog);
+        returns why it may not be kept, or None."""
+        refused = self.budget.take(url)
+        if refused is None:
+            self.fetched.add(url)
+            if self.budget.full and self.budget.waiting and self.send_waiting is not None:
+                self.send_waiting()  # the links still waiting are refused now
+        return refused
 
-    def kept(self, source: str, status: str, size: int) -> None:
-        """A page taken from the network and kept: stored, unchanged or duplicate content."""
+    def kept(self, source: str, status: str, size: int, *, changed: bool = False) -> None:
+        """A page taken from the network and kept: stored, unchanged or duplicate content;
+        `changed`: new content of a URL the raw store held other content for."""
         if status == "stored":
             self.stats.keep()
             self.stats.bytes += size
+            self.changed += changed
         else:
             self.stats.skip(KEPT_STATUS_SKIPS.get(status, status))
         self.stats.units += 1
         self.succeeded.append(source)
 
     def served_from_store(self, source: str) -> None:
+        self.budget.checked(source)
         self.stats.skip("already_fetched")
         self.succeeded.append(source)
 
     # --- the raw store, read side (the pipeline writes from its own thread) -------------
+
+    def _revisits(self) -> dict[str, tuple[int, str]]:
+        """The kept pages the spider asks for again by itself: url -> (depth, referrer) of
+        their rows, oldest first. A page placed but never stored (a kill between the two) has
+        no depth to go by: links lead to it, as in the run that placed it."""
+        out = {}
+        for url in self.budget.held:
+            row = self.reader.get_source(url)
+            if row is not None and row.kind == "web" and row.depth is not None:
+                out[url] = (row.depth, row.referrer)
+        return out
 
     def known(self, source: str) -> Known | None:
         row = self.reader.get_source(source)
@@ -181,7 +223,7 @@ class CrawlSession:
         except Exception as e:
             self._note_disk_full(e)
         finally:
-            for handle in (self._refused_fh, self.fetched, self.reader):
+            for handle in (self._refused_fh, self.fetched, self.budget.places, self.reader):
                 try:
                     handle.close()
                 except Exception as e:  # noqa: BLE001 - a buffered write may fail at close
@@ -199,6 +241,8 @@ class CrawlSession:
             "retries": int(scrapy_stats.get("retry/count", 0)),
             "refused_log": str(self.jobdir.refused_log),
             "kept_this_generation": len(self.fetched),
+            **self.budget.figures(),
+            "changed_pages": self.changed,
             "robots": dict(Counter(verdict for verdict, _ in self.robots.values())),
             "robots_problems": {host: why for host, (verdict, why) in self.robots.items()
                                 if verdict != "parsed"},

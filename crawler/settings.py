@@ -27,6 +27,7 @@ HTTPERROR_ALLOW_ALL = True  # the spider sees 4xx/5xx and records each as a fail
 DEPTH_LIMIT = 0  # depth is enforced (and counted) by the spider
 DEPTH_PRIORITY = 1  # breadth first, with FIFO queues: a page budget keeps the nearest pages
 SCHEDULER_DISK_QUEUE = "crawler.queues.FifoDiskQueue"
+SCHEDULER_START_DISK_QUEUE = "crawler.queues.FifoDiskQueue"  # a re-crawl's kept pages go here
 SCHEDULER_MEMORY_QUEUE = "scrapy.squeues.FifoMemoryQueue"
 URLLENGTH_LIMIT = 0  # crawler.urls refuses long URLs with a counted reason
 DOWNLOAD_WARNSIZE = 0

@@ -95,9 +95,11 @@ class IngestConfig:
 
 @dataclass(kw_only=True, slots=True)
 class CrawlConfig:
-    max_pages: int = 500  # page budget for one crawl (stored responses)
+    # the most pages one crawl (the same start URLs and sitemaps) keeps in the dataset, over
+    # all its runs: a re-crawl re-checks those and adds new pages only into the room left
+    max_pages: int = 500
     max_depth: int = 5  # link hops from a start URL
-    max_pages_per_domain: int = 0  # cap against traps; 0 = max_pages
+    max_pages_per_domain: int = 0  # the same, per host (a cap against traps); 0 = max_pages
     allow_private: bool = False  # allow loopback/private/link-local/reserved addresses
     allowed_domains: list[str] = field(default_factory=list)  # empty = the start URLs' hosts
     denied_domains: list[str] = field(default_factory=list)

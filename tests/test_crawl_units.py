@@ -1,5 +1,6 @@
 """The crawler's decisions without a network: URL normalisation and policy, content kinds,
-links and robots directives, the address guard, job generations, retry waits."""
+links and robots directives, the address guard, job generations, the page budget, retry
+waits."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from crawler.budget import GO, WAIT, PageBudget
 from crawler.content import classify
-from crawler.job import FetchedLog, JobDir
+from crawler.job import FetchedLog, JobDir, PlaceLog
 from crawler.links import robots_directives, scan_html
 from crawler.netguard import AddressPolicy, is_loopback_host
 from crawler.urls import Blocklist, Normalizer, Reason, UrlPolicy
@@ -208,6 +210,101 @@ def test_fetched_log_ignores_a_torn_line(tmp_path: Path) -> None:
     log = FetchedLog(path)
     assert len(log) == 3 and log.per_host["b.org"] == 2 and "https://b.or" not in log
     log.close()
+
+
+def test_place_log_survives_generations_and_compacts(tmp_path: Path) -> None:
+    job = JobDir(DataRoot.at(tmp_path), "j1")
+    state, _ = job.begin(["https://ex.org/"], [])
+    places = PlaceLog(job.pages_log, max_pages=10, per_host=10)
+    for url in ("https://ex.org/", "https://ex.org/a", "https://ex.org/b"):
+        places.add(url)
+    places.release("https://ex.org/a")
+    places.close()
+    job.end(state, "finished")
+    job.begin(["https://ex.org/"], [])  # a new generation: fetched.txt goes, pages.txt stays
+    assert job.pages_log.read_text() == \
+        "https://ex.org/\nhttps://ex.org/a\nhttps://ex.org/b\n-https://ex.org/a\n"
+    with open(job.pages_log, "a") as fh:
+        fh.write("https://ex.org/c\nhttps://ex.org/d\nhttps://ex.o")  # torn by a kill
+    reopened = PlaceLog(job.pages_log, max_pages=10, per_host=10)
+    assert list(reopened.urls) == ["https://ex.org/", "https://ex.org/b", "https://ex.org/c",
+                                   "https://ex.org/d"]
+    reopened.close()
+    # a lowered budget keeps the oldest places, and the file says so
+    lowered = PlaceLog(job.pages_log, max_pages=2, per_host=10)
+    assert list(lowered.urls) == ["https://ex.org/", "https://ex.org/b"]
+    lowered.close()
+    assert job.pages_log.read_text() == "https://ex.org/\nhttps://ex.org/b\n"
+
+
+def test_job_from_before_pages_log_keeps_its_pages(tmp_path: Path) -> None:
+    """A job crawled before pages.txt existed: the pages its last generation kept."""
+    job = JobDir(DataRoot.at(tmp_path), "j1")
+    state, _ = job.begin(["https://ex.org/"], [])
+    log = FetchedLog(job.fetched_log)
+    log.add("https://ex.org/")
+    log.add("https://ex.org/a")
+    log.close()
+    job.end(state, "finished")
+    assert not job.pages_log.exists()
+    job.begin(["https://ex.org/"], [])
+    assert PlaceLog(job.pages_log, 10, 10).urls.keys() == {"https://ex.org/", "https://ex.org/a"}
+
+
+def budget(folder: Path, held: list[str], max_pages: int, per_host: int = 100,
+           shared: bool = False) -> PageBudget:
+    folder.mkdir(exist_ok=True)
+    places = PlaceLog(folder / "pages.txt", max_pages, per_host)
+    for url in held:
+        places.add(url)
+    return PageBudget(places, max_pages, per_host, shared=shared)
+
+
+def test_budget_reserves_room_for_pages_in_flight(tmp_path: Path) -> None:
+    b = budget(tmp_path, [], max_pages=2)
+    assert [b.offer(u) for u in ("https://a.org/1", "https://a.org/2", "https://a.org/3")] == \
+        [GO, GO, WAIT]  # two in flight fill the room: the third waits, it is not refused
+    b.wait("https://a.org/3", "payload-3")
+    assert b.take("https://a.org/1") is None
+    assert b.admit_waiting() == ([], [])  # the room is still reserved by /2
+    assert b.settle("https://a.org/2")  # /2 was a 404: its room goes to the waiting link
+    assert b.admit_waiting() == (["payload-3"], [])
+    assert b.take("https://a.org/3") is None
+    assert b.full and b.spent
+    assert b.offer("https://a.org/4") == Reason.PAGE_BUDGET
+    assert b.take("https://a.org/5") == Reason.PAGE_BUDGET  # fetched without a reservation
+    assert b.figures()["new_pages"] == 2
+
+
+def test_budget_keeps_held_pages_and_frees_room_for_the_next_run(tmp_path: Path) -> None:
+    held = ["https://a.org/", "https://a.org/x", "https://b.org/y"]
+    b = budget(tmp_path, held, max_pages=3)
+    assert b.offer("https://a.org/new") == Reason.PAGE_BUDGET  # no room: refused, not waiting
+    assert all(b.offer(u) == GO and b.refusal(u) is None for u in held)
+    assert not b.spent  # held pages are still to be re-checked
+    assert not b.settle("https://a.org/x", release=True)  # gone: its place is given up ...
+    assert b.offer("https://a.org/new") == Reason.PAGE_BUDGET  # ... for the next run
+    b.checked("https://a.org/")
+    assert b.take("https://b.org/y") is None and b.spent
+    b.places.close()
+    nxt = PageBudget(PlaceLog(tmp_path / "pages.txt", 3, 100), 3, 100)
+    assert nxt.held == ["https://a.org/", "https://b.org/y"]
+    assert nxt.offer("https://a.org/new") == GO
+
+
+def test_budget_per_host_cap_and_shared_frontier(tmp_path: Path) -> None:
+    b = budget(tmp_path, ["https://a.org/1"], max_pages=10, per_host=2)
+    assert b.offer("https://a.org/2") == GO
+    assert b.offer("https://a.org/3") == WAIT  # a.org's last place is reserved
+    assert b.offer("https://b.org/1") == GO
+    assert b.take("https://a.org/2") is None
+    assert b.offer("https://a.org/3") == Reason.DOMAIN_CAP
+    b.places.close()
+    shared = budget(tmp_path / "s", [], max_pages=1, shared=True)
+    # other workers take the requests: nothing is reserved, the pipeline gives back
+    assert [shared.offer("https://a.org/1"), shared.offer("https://a.org/2")] == [GO, GO]
+    assert shared.take("https://a.org/1") is None
+    assert shared.take("https://a.org/2") == Reason.PAGE_BUDGET
 
 
 def test_retry_waits() -> None:

@@ -13,12 +13,13 @@ from typing import Any
 
 import scrapy
 from scrapy import Request, signals
-from scrapy.exceptions import StopDownload
+from scrapy.exceptions import DontCloseSpider, StopDownload
 from scrapy.http import Response
 from scrapy.utils.gz import gunzip
 from scrapy.utils.sitemap import Sitemap, sitemap_urls_from_robots
 from twisted.python.failure import Failure as TwistedFailure
 
+from crawler.budget import GO, WAIT
 from crawler.content import announced_kind, classify, header_charset
 from crawler.errors import FetchError, failure_kind, refusal_of
 from crawler.items import FetchedPage
@@ -72,9 +73,12 @@ class SiteSpider(scrapy.Spider):
     def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> SiteSpider:
         spider = super().from_crawler(crawler, *args, **kwargs)
         crawler.signals.connect(spider._headers_received, signal=signals.headers_received)
+        crawler.signals.connect(spider._request_dropped, signal=signals.request_dropped)
+        crawler.signals.connect(spider._idle, signal=signals.spider_idle)
+        spider.session.send_waiting = spider._send_waiting
         return spider
 
-    # --- seeds ------------------------------------------------------------------------
+    # --- seeds, and the pages kept before -------------------------------------------
 
     async def start(self) -> AsyncIterator[Request]:
         s = self.session
@@ -82,10 +86,39 @@ class SiteSpider(scrapy.Spider):
         dont_filter = not s.redis_key
         for url in s.state.start_urls:
             self._queued.add(url)
+            s.budget.offer(url)  # reserved while there is room; requested in any case
             yield Request(url, callback=self.parse, errback=self.on_error, dont_filter=dont_filter,
                           meta={"depth": 0, "cllm_seed": True})
         for url in s.state.sitemaps:
             yield self._sitemap_request(url, seed=True)
+        for url, (depth, referrer) in s.revisits.items():
+            request = self._revisit(url, depth, referrer)
+            if request is not None:
+                yield request
+
+    def _revisit(self, url: str, depth: int, referrer: str) -> Request | None:
+        """A page the crawl kept before, asked for again at its URL and at the depth it was
+        kept at, whether or not a link still leads there (a re-crawl checks every page it
+        keeps); None if the config now refuses it."""
+        s = self.session
+        if url in self._queued:
+            return None
+        reason = s.policy.check(url) or (Reason.MAX_DEPTH if depth > s.cfg.max_depth else None)
+        if reason is not None:
+            s.refuse(url, reason, "kept by an earlier run", referrer=referrer, depth=depth)
+            return None
+        self._queued.add(url)
+        # kept already in this generation (a resumed run): answered from the raw store, and
+        # followed again, so links that were waiting for room when the run stopped come back
+        return self._request(url, {"depth": depth, "cllm_ref": referrer},
+                             dont_filter=url in s.fetched)
+
+    def _request(self, url: str, meta: dict[str, Any], dont_filter: bool = False) -> Request:
+        """A page request made outside a callback: breadth first by its depth, as
+        DepthMiddleware does for the requests callbacks yield."""
+        meta.pop("depth_reset", None)
+        return Request(url, callback=self.parse, errback=self.on_error, meta=meta,
+                       priority=-meta["depth"], dont_filter=dont_filter)
 
     def _sitemap_request(self, url: str, seed: bool = False) -> Request:
         return Request(url, callback=self.parse_sitemap, errback=self.on_error, dont_filter=True,
@@ -217,19 +250,47 @@ class SiteSpider(scrapy.Spider):
                 continue
             if url in queued:
                 continue
+            if url in s.revisits:
+                # start() asks for it at the depth it was kept at: a longer path met first
+                # must not refuse it (max_depth), which would give its place up
+                continue
             reason = s.policy.check(url)
             if reason is None and next_depth > s.cfg.max_depth:
                 reason = Reason.MAX_DEPTH
-            if reason is None and url not in s.fetched:
-                reason = s.admission(url)
-            if reason is not None:
-                s.refuse(url, reason, referrer=page_url, depth=next_depth)
+            verdict = s.budget.offer(url) if reason is None else reason
+            if verdict not in (GO, WAIT):
+                s.refuse(url, verdict, referrer=page_url, depth=next_depth)
                 continue
             queued.add(url)
             meta: dict[str, Any] = {"depth": next_depth, "cllm_ref": page_url}
             if next_depth == 0:
                 meta["depth_reset"] = True  # sitemap entries are seeds (DepthMiddleware)
+            if verdict == WAIT:
+                s.budget.wait(url, (url, meta))
+                continue
             yield Request(url, callback=self.parse, errback=self.on_error, meta=meta)
+
+    # --- links waiting for room in the budget -----------------------------------------
+
+    def _send_waiting(self, idle: bool = False) -> int:
+        """Request the waiting links that have room now, refuse those that never will;
+        returns how many were requested."""
+        s = self.session
+        go, refused = s.budget.admit_waiting(idle=idle)
+        for (url, meta), reason in refused:
+            s.refuse(url, reason, referrer=meta["cllm_ref"], depth=meta["depth"])
+        for url, meta in go:
+            self.crawler.engine.crawl(self._request(url, meta))
+        return len(go)
+
+    def _request_dropped(self, request: Request, spider: scrapy.Spider) -> None:
+        if self.session.budget.drop(source_url(request)):
+            self._send_waiting()
+
+    def _idle(self, spider: scrapy.Spider) -> None:
+        # nothing in flight: a reservation still open was never settled; let links go
+        if self.session.budget.waiting and self._send_waiting(idle=True):
+            raise DontCloseSpider
 
     # --- errors -----------------------------------------------------------------------
 

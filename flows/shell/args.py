@@ -109,7 +109,7 @@ def _args_crawl(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url-file", metavar="FILE", help="read start URLs from a file, one a line")
     p.add_argument("--export-urls", metavar="FILE", help="write the stored URLs to a file")
     _config_flag(p, "--max-pages", key="crawl.max_pages", type=int, metavar="N",
-                 help="page budget")
+                 help="the most pages this crawl keeps in the dataset, over all its runs")
     _config_flag(p, "--max-depth", key="crawl.max_depth", type=int, metavar="N",
                  help="link depth limit")
     _config_flag(p, "--allow-private", key="crawl.allow_private", action="store_true",
