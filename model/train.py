@@ -22,7 +22,6 @@ the run by the clock before its horizon (a warning says so).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import signal
@@ -38,6 +37,7 @@ from model.checkpoint import CheckpointSet, export_safetensors, load_checkpoint
 from model.cllm import ModelConfig
 from model.data import SAMPLER, SplitTokens, TrainWindows, check_tokenizer
 from model.flops import flops_per_token, matmul_peak
+from model.metrics import METRICS_NAME, MetricsLog
 from model.runtime import (
     Dist,
     all_reduce_sum,
@@ -48,7 +48,6 @@ from model.runtime import (
     use_bf16,
 )
 from model.schedule import FIT_MARGIN, Horizon, StepCosts, fit_horizon, lr_at
-from pipeline.atomic import atomic_write_text
 from pipeline.config import Config, TrainConfig, save_resolved
 from pipeline.errors import ConfigError
 from pipeline.layout import DataRoot
@@ -64,7 +63,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STAGE = "train"
-METRICS_NAME = "metrics.jsonl"
 REPORT_NAME = "report.png"
 EXPORT_NAME = "model.safetensors"
 MODEL_KEYS = [n for n in ModelConfig.__dataclass_fields__ if n != "vocab_size"]
@@ -215,55 +213,6 @@ def _restore_rng(state: dict[str, Any], device: torch.device, dist: Dist) -> Non
     torch.set_rng_state(own.cpu())
     if device.type == "cuda" and "cuda" in state:  # rank 0's: GPU dropout masks of other
         torch.cuda.set_rng_state(state["cuda"].cpu(), device)  # ranks differ after a resume
-
-
-# --- metrics --------------------------------------------------------------------------------
-
-
-class MetricsLog:
-    """runs/<name>/metrics.jsonl: one JSON line per step; a resume drops lines past its step."""
-
-    def __init__(self, path: Path, enabled: bool) -> None:
-        self.path = path
-        self.enabled = enabled
-        self._fh: Any = None
-
-    def rewind(self, step: int) -> None:
-        """Keep only complete lines up to `step` (a killed run may have logged further)."""
-        if not self.enabled:
-            return
-        kept = []
-        if self.path.is_file():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # the half line a kill left
-                if isinstance(row, dict) and row.get("step", math.inf) <= step:
-                    kept.append(line)
-        atomic_write_text(self.path, "".join(line + "\n" for line in kept))
-
-    def write(self, row: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        if self._fh is None:
-            self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - held for the run
-        self._fh.write(json.dumps(row, allow_nan=True) + "\n")
-        self._fh.flush()
-
-    def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The rows of a metrics.jsonl (a trailing half line is skipped)."""
-    rows = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        with contextlib.suppress(json.JSONDecodeError):
-            rows.append(json.loads(line))
-    return rows
 
 
 # --- the loop -------------------------------------------------------------------------------

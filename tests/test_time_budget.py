@@ -17,9 +17,10 @@ import torch
 
 import model.train as train_module
 from model.checkpoint import CheckpointSet, load_checkpoint
+from model.metrics import read_metrics
 from model.schedule import FIT_MARGIN, Horizon, StepCosts, fit_horizon, lr_at
 from model.tiny import TINY_TRAIN, corpus, make_shards, tiny_config
-from model.train import read_metrics, train
+from model.train import train
 from pipeline.config import TrainConfig
 from pipeline.layout import DataRoot
 

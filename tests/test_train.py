@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from model.checkpoint import load_checkpoint, load_safetensors_model, model_from_state
+from model.metrics import read_metrics
 from model.schedule import lr_at
 from model.tiny import corpus, make_shards, tiny_config
-from model.train import StepInfo, read_metrics, train
+from model.train import StepInfo, train
 from pipeline.config import TrainConfig
 from pipeline.errors import ConfigError
 from pipeline.layout import DataRoot
