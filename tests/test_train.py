@@ -77,7 +77,7 @@ def test_scratch_refuses_a_run_that_has_checkpoints_and_resume_continues_it(
 
 def test_early_stopping_after_patience_evaluations_without_improvement(
         data: DataRoot, monkeypatch: pytest.MonkeyPatch) -> None:
-    from model.train import Trainer
+    from model.trainer import Trainer
 
     scripted = iter([3.0, 2.5, 2.6, 2.5, 2.4, 2.3])  # best at the 2nd eval, then 2 without gain
     monkeypatch.setattr(Trainer, "validate", lambda self: next(scripted))
@@ -99,19 +99,19 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(data: Data
             with torch.no_grad():
                 poison.model.wte.weight.fill_(math.nan)
 
-    import model.train as train_module
+    from model.trainer import Trainer
 
-    original = train_module.Trainer._build_model
+    original = Trainer._build_model
 
     def build(self, state):  # noqa: ANN001, ANN202 - capture the model the trainer uses
         poison.model = original(self, state)
         return poison.model
 
-    train_module.Trainer._build_model = build
+    Trainer._build_model = build
     try:
         result = train(tiny_config(max_steps=30), data, progress=False, on_step=poison)
     finally:
-        train_module.Trainer._build_model = original
+        Trainer._build_model = original
     assert result.stop_reason == "nan_loss"
     assert result.steps == 12
     assert result.last_checkpoint.name == "step-00000010.pt"
