@@ -208,7 +208,7 @@ def test_grad_accumulation_trains_on_the_same_global_batch(data: DataRoot) -> No
 
 
 def test_train_model_tool_trains_on_a_data_root(data: DataRoot, tmp_path: Path) -> None:
-    from model.tools import train_model_main
+    from flows.shell.legacy_model import train_model_main
 
     out = tmp_path / "exported"
     code = train_model_main([str(data.path), "--model-name", "legacy", "--embed-dim", "32",
@@ -222,6 +222,16 @@ def test_train_model_tool_trains_on_a_data_root(data: DataRoot, tmp_path: Path) 
     assert len(rows) == math.ceil(0.5 * tokens / (8 * 32))
     assert {r["lr"] for r in rows[2:]} == {3e-3}  # "none" is the constant schedule
     assert (out / "legacy.pt").is_file() and (out / "legacy.safetensors").is_file()
+
+
+def test_train_model_tool_names_a_missing_data_dir_in_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from flows.shell.legacy_model import train_model_main
+    from flows.shell.runner import EXIT_USAGE
+
+    missing = tmp_path / "nowhere"
+    assert train_model_main([str(missing), "-q"]) == EXIT_USAGE
+    assert capsys.readouterr().err.splitlines() == [f"train_model: {missing} does not exist"]
 
 
 @pytest.mark.slow
@@ -249,7 +259,7 @@ def test_cllm_train_evaluate_sample_commands(data: DataRoot, cli_env: dict[str, 
 @pytest.mark.slow
 def test_train_model_tool_tokenizes_a_folder_of_documents_first(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from model.tools import train_model_main
+    from flows.shell.legacy_model import train_model_main
 
     docs = tmp_path / "documents"
     docs.mkdir()
