@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from model.budget import LoopTimes, fit_step, fit_to_budget, out_of_time
 from model.checkpoint import CheckpointSet, export_safetensors
@@ -343,16 +343,15 @@ def train_stage(cfg: Config, root: DataRoot, *, progress: bool = True) -> StageS
     return result.stats
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> NoReturn:
     """`python -m model.train [cllm train options]` (what torchrun starts on every rank): the
     `cllm train` command of this environment, run in this process's place."""
     import os
 
     argv = list(sys.argv[1:] if argv is None else argv)
     cllm = Path(sys.executable).with_name("cllm")
-    os.execv(cllm, [str(cllm), "train", *argv])
-    return 1  # not reached: execv replaces the process
+    os.execv(cllm, [str(cllm), "train", *argv])  # replaces the process: never returns
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
