@@ -31,9 +31,10 @@ import torch
 
 from model.cllm import CLLM, ModelConfig
 from model.flops import flops_per_token, matmul_peak
+from model.metrics import read_metrics
 from model.runtime import cpu_has_bf16
 from model.tiny import make_shards
-from model.train import read_metrics, train
+from model.train import train
 from pipeline import shards
 from pipeline.config import build_config
 from pipeline.layout import DataRoot

@@ -199,7 +199,7 @@ def _loss_span(rows: list[dict[str, Any]]) -> tuple[float, float]:
 
 
 def summary_markdown(trained: dict[str, Any], decision: Decision) -> str:
-    from model.train import read_metrics
+    from model.metrics import read_metrics
 
     rows = read_metrics(Path(trained["metrics"])) if trained.get("metrics") else []
     evals = [r for r in rows if r.get("val_loss") is not None]

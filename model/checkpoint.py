@@ -59,13 +59,22 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({e})") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({_gist(e)})") from None
     if not isinstance(state, dict) or "model" not in state or "model_config" not in state:
         raise CheckpointError(f"{path}: not a CLLM checkpoint (no model or model_config)")
     if state.get("format", 0) > CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: checkpoint format {state['format']} is newer than this "
                               f"code reads ({CHECKPOINT_FORMAT}); upgrade cllm-pipeline")
     return state
+
+
+def _gist(error: Exception) -> str:
+    """A torch.load error in one line: its weights-only refusal is a page of advice."""
+    text = str(error).strip()
+    refusal = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    if refusal:
+        return f"the weights-only unpickler refused it: {refusal.group(1).strip()}"
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def model_from_state(state: dict[str, Any]) -> CLLM:

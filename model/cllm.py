@@ -45,6 +45,11 @@ class ModelConfig(ModelShape):
         return cls(vocab_size=vocab_size, **{f.name: getattr(train, f.name)
                                              for f in fields(ModelShape)})
 
+    def shape_differences(self, train: ModelShape) -> dict[str, tuple[Any, Any]]:
+        """The shape keys on which `train` differs from this model: key -> (train's, ours)."""
+        return {f.name: (getattr(train, f.name), getattr(self, f.name))
+                for f in fields(ModelShape) if getattr(train, f.name) != getattr(self, f.name)}
+
 
 # --- crystalline tables ---------------------------------------------------------------------
 

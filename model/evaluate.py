@@ -23,13 +23,11 @@ from pipeline.layout import DataRoot
 from pipeline.shards import Manifest, read_manifest
 
 if TYPE_CHECKING:
-    from pipeline.config import Config
-    from pipeline.stats import StageStats
-
-if TYPE_CHECKING:
     import torch
 
     from model.cllm import CLLM
+    from pipeline.config import Config
+    from pipeline.stats import StageStats
 
 log = logging.getLogger(__name__)
 

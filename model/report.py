@@ -6,6 +6,7 @@ import io
 import logging
 from pathlib import Path
 
+from model.metrics import read_metrics, step_rows
 from pipeline.atomic import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -18,13 +19,11 @@ def plot_metrics(metrics: Path, out: Path, title: str = "") -> Path:
     matplotlib.use("Agg")  # no display; must precede pyplot
     import matplotlib.pyplot as plt
 
-    from model.train import read_metrics
-
     rows = [r for r in read_metrics(metrics) if "step" in r]
-    steps = [r["step"] for r in rows if "loss" in r and "event" not in r]
-    if not steps:
+    train_rows = step_rows(rows)
+    if not train_rows:
         raise ValueError(f"{metrics} has no training steps to plot")
-    train_rows = [r for r in rows if "loss" in r and "event" not in r]
+    steps = [r["step"] for r in train_rows]
     val_rows = [r for r in rows if r.get("val_loss") is not None]
     fig, (ax_loss, ax_lr, ax_speed) = plt.subplots(3, 1, figsize=(8, 9), sharex=True)
     ax_loss.plot(steps, [r["loss"] for r in train_rows], label="train", linewidth=0.8)

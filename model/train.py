@@ -1,28 +1,22 @@
-"""The trainer: AdamW, lr schedules, validation, early stopping, atomic checkpoints, exact resume.
+"""Training a run: the loop over the Trainer's steps (validation, early stopping, checkpoints,
+the time budget, a clean stop on SIGINT/SIGTERM), what it returns, and the train stage.
 
-`train(cfg, root)` is the stage; `cllm train` and `python -m model.train` (also under
-`torchrun --nproc_per_node N -m model.train ...`, DDP over gloo on CPU or nccl on CUDA) wrap it.
-Under torchrun, name the run with `--set train.run=NAME`: torchrun's own parser takes `--run`
-as an abbreviation of its `--run-path`.
+`train(cfg, root)` trains; `train_stage` is the stage (`cllm train`, the flows).
+`python -m model.train` (also under `torchrun --nproc_per_node N -m model.train ...`, DDP over
+gloo on CPU or nccl on CUDA) runs `cllm train`. Under torchrun, name the run with
+`--set train.run=NAME`: torchrun's own parser takes `--run` as an abbreviation of its
+`--run-path`.
 
-Everything a run needs to continue exactly is in its checkpoints: the windows of step s are a
-function of (seed, s) (model/data.py), the lr a function of s (model/schedule.py), and the
+Everything a run needs to continue exactly is in its checkpoints (`model/trainer.py`): the
+windows of step s are a function of (seed, s) (model/data.py), the lr a function of s
+(model/schedule.py, with the horizon fitted to train.max_seconds: model/budget.py), and the
 checkpoint holds the model, AdamW moments, RNG states and early-stopping counters. A run killed
 at any point and resumed computes the same loss at every later step as an uninterrupted one.
-
-A time-bounded run (`train.max_seconds`) measures its loop until the end of warm-up, then fits
-once how many steps the budget holds (`_fit`): the schedule planned for max_steps is compressed
-to end there, so the decay completes, and the run stops at that step (stop reason max_seconds).
-The fitted horizon is saved in every checkpoint; a resumed run follows it (no new fit, so the
-lr stays a function of the step) and spends the steps that remain, not a fresh budget's worth.
-max_seconds still bounds each session's loop: a machine that gets slower after the fit stops
-the run by the clock before its horizon (a warning says so).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import signal
@@ -32,46 +26,29 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from model.checkpoint import CheckpointSet, export_safetensors, load_checkpoint
-from model.cllm import ModelConfig
-from model.data import SAMPLER, SplitTokens, TrainWindows, check_tokenizer
+from model.budget import LoopTimes, fit_step, fit_to_budget, out_of_time
+from model.checkpoint import CheckpointSet, export_safetensors
+from model.data import check_tokenizer
 from model.flops import flops_per_token, matmul_peak
-from model.runtime import (
-    Dist,
-    all_reduce_sum,
-    autocast,
-    dist_from_env,
-    init_process_group,
-    resolve_device,
-    use_bf16,
-)
-from model.schedule import FIT_MARGIN, Horizon, StepCosts, fit_horizon, lr_at
-from pipeline.atomic import atomic_write_text
+from model.metrics import METRICS_NAME, MetricsLog
+from model.runtime import Dist, all_reduce_sum, dist_from_env, init_process_group, resolve_device
+from model.trainer import Trainer, choose_start
 from pipeline.config import Config, TrainConfig, save_resolved
-from pipeline.errors import ConfigError
 from pipeline.layout import DataRoot
 from pipeline.lock import stage_lock
 from pipeline.progress import Progress, StageStats
-from pipeline.shards import Manifest, read_manifest
+from pipeline.shards import read_manifest
 
 if TYPE_CHECKING:
     import torch
 
-    from model.cllm import CLLM
-
 log = logging.getLogger(__name__)
 
 STAGE = "train"
-METRICS_NAME = "metrics.jsonl"
 REPORT_NAME = "report.png"
 EXPORT_NAME = "model.safetensors"
-MODEL_KEYS = [n for n in ModelConfig.__dataclass_fields__ if n != "vocab_size"]
-# Steps a session times before it fits a horizon to max_seconds, besides its first step (which
-# pays one-time costs: allocations, compilation): fewer make the estimate noisy.
-MEASURED_STEPS = 5
-
 
 @dataclass(kw_only=True, slots=True)
 class TrainResult:
@@ -102,170 +79,6 @@ class StepInfo:
     val_loss: float | None = None
 
 
-@dataclass(kw_only=True, slots=True)
-class _Start:
-    """Where a session of a run starts from."""
-
-    state: dict[str, Any] | None = None  # a checkpoint, or None for fresh weights
-    resume: bool = False  # continue the run (step, optimizer, RNG) vs only take weights
-    load_optimizer: bool = False
-    source: str = "scratch"
-
-
-# --- setup ---------------------------------------------------------------------------------
-
-
-def _choose_start(tc: TrainConfig, ckpts: CheckpointSet, init_checkpoint: Path | None,
-                  init_optimizer: bool) -> _Start:
-    latest = ckpts.latest()
-    if latest is not None:
-        if tc.init_from == "scratch":
-            raise ConfigError(
-                f"train.init_from=scratch but run {tc.run!r} already has checkpoints in "
-                f"{ckpts.folder}: continue it with --resume (train.init_from=resume) or pick "
-                "another --run name")
-        log.info("train: resuming %s from %s", tc.run, latest.name)
-        return _Start(state=load_checkpoint(latest), resume=True, load_optimizer=True,
-                      source=str(latest))
-    if tc.init_from == "promoted" and init_checkpoint is None:
-        raise ConfigError("train.init_from=promoted needs the promoted model's checkpoint "
-                          "(the retrain flow passes it); none was given")
-    if init_checkpoint is not None:
-        log.info("train: starting from the weights of %s%s", init_checkpoint,
-                 " and its optimizer state" if init_optimizer else "")
-        return _Start(state=load_checkpoint(Path(init_checkpoint)), resume=False,
-                      load_optimizer=init_optimizer, source=str(init_checkpoint))
-    if tc.init_from == "resume":
-        log.info("train: run %s has no checkpoint yet: starting from scratch", tc.run)
-    return _Start()
-
-
-def _model_config(tc: TrainConfig, manifest: Manifest, start: _Start) -> ModelConfig:
-    if start.state is None:
-        return ModelConfig.from_train(tc, manifest.tokenizer.vocab_size)
-    mc = ModelConfig(**start.state["model_config"])
-    differing = [f"{k}: config {getattr(tc, k)!r}, checkpoint {getattr(mc, k)!r}"
-                 for k in MODEL_KEYS if getattr(tc, k) != getattr(mc, k)]
-    if differing:
-        log.warning("train: the model shape comes from the checkpoint, not train.*: %s",
-                    "; ".join(differing))
-    if mc.vocab_size != manifest.tokenizer.vocab_size:
-        raise ConfigError(f"checkpoint vocab_size {mc.vocab_size} differs from the shards' "
-                          f"{manifest.tokenizer.vocab_size}")
-    return mc
-
-
-def _tokenizer_entry(root: DataRoot, manifest: Manifest) -> dict[str, Any]:
-    """What checkpoints carry about the tokenizer, its JSON included so they stand alone."""
-    from pipeline.rawstore import sha256_file
-
-    info = manifest.tokenizer
-    path = root.path / info.path
-    text = ""
-    if path.is_file() and sha256_file(path) == info.sha256:
-        text = path.read_text(encoding="utf-8")
-    else:
-        log.warning("train: %s is missing or not the shards' tokenizer; checkpoints will carry "
-                    "no tokenizer (sampling from them needs one)", path)
-    return {"sha256": info.sha256, "vocab_size": info.vocab_size, "eos_id": info.eos_id,
-            "json": text}
-
-
-def _make_optimizer(model: CLLM, tc: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    import torch
-
-    fused = device.type in ("cuda", "cpu", "mps")
-    try:
-        return torch.optim.AdamW(model.param_groups(tc.weight_decay), lr=tc.lr,
-                                 betas=(tc.beta1, tc.beta2), fused=fused)
-    except (RuntimeError, ValueError) as e:  # fused needs a device/dtype this torch supports
-        log.info("train: fused AdamW unavailable (%s); using the foreach one", e)
-        return torch.optim.AdamW(model.param_groups(tc.weight_decay), lr=tc.lr,
-                                 betas=(tc.beta1, tc.beta2))
-
-
-def _set_seed(seed: int) -> None:
-    import torch
-
-    torch.manual_seed(seed)
-
-
-def _rng_state(device: torch.device, dist: Dist) -> dict[str, Any]:
-    """This process's RNG states; under DDP also every rank's CPU state (a collective call)."""
-    import torch
-
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    if dist.active:
-        import torch.distributed as tdist
-
-        mine = state["torch"].to(device)
-        every = [torch.empty_like(mine) for _ in range(dist.world)]
-        tdist.all_gather(every, mine)
-        state["torch_ranks"] = [t.cpu() for t in every]
-    return state
-
-
-def _restore_rng(state: dict[str, Any], device: torch.device, dist: Dist) -> None:
-    import torch
-
-    ranks = state.get("torch_ranks") or []
-    own = ranks[dist.rank] if len(ranks) == dist.world else state["torch"]
-    torch.set_rng_state(own.cpu())
-    if device.type == "cuda" and "cuda" in state:  # rank 0's: GPU dropout masks of other
-        torch.cuda.set_rng_state(state["cuda"].cpu(), device)  # ranks differ after a resume
-
-
-# --- metrics --------------------------------------------------------------------------------
-
-
-class MetricsLog:
-    """runs/<name>/metrics.jsonl: one JSON line per step; a resume drops lines past its step."""
-
-    def __init__(self, path: Path, enabled: bool) -> None:
-        self.path = path
-        self.enabled = enabled
-        self._fh: Any = None
-
-    def rewind(self, step: int) -> None:
-        """Keep only complete lines up to `step` (a killed run may have logged further)."""
-        if not self.enabled:
-            return
-        kept = []
-        if self.path.is_file():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # the half line a kill left
-                if isinstance(row, dict) and row.get("step", math.inf) <= step:
-                    kept.append(line)
-        atomic_write_text(self.path, "".join(line + "\n" for line in kept))
-
-    def write(self, row: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        if self._fh is None:
-            self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - held for the run
-        self._fh.write(json.dumps(row, allow_nan=True) + "\n")
-        self._fh.flush()
-
-    def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The rows of a metrics.jsonl (a trailing half line is skipped)."""
-    rows = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        with contextlib.suppress(json.JSONDecodeError):
-            rows.append(json.loads(line))
-    return rows
-
-
 # --- the loop -------------------------------------------------------------------------------
 
 
@@ -292,163 +105,6 @@ class _StopFlag:
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
-
-
-class Trainer:
-    """One session of a run: the model, optimizer and counters, and what a checkpoint holds."""
-
-    def __init__(self, cfg: Config, root: DataRoot, manifest: Manifest, start: _Start,
-                 dist: Dist, device: torch.device) -> None:
-        import torch
-
-        self.cfg, self.tc, self.root, self.dist, self.device = cfg, cfg.train, root, dist, device
-        self.manifest = manifest
-        self.model_cfg = _model_config(self.tc, manifest, start)
-        state = start.state
-        seed = int(state["data"]["seed"]) if start.resume and state else self.tc.seed
-        _set_seed(seed + dist.rank)
-        self.model = self._build_model(state).to(device)
-        self.optimizer = _make_optimizer(self.model, self.tc, device)
-        self.step = int(state["step"]) if start.resume and state else 0
-        self.tokens_seen = int(state["tokens_seen"]) if start.resume and state else 0
-        early = (state or {}).get("early_stop", {}) if start.resume else {}
-        self.best_val = early.get("best_val_loss")
-        self.bad_evals = int(early.get("bad_evals", 0))
-        self.seed = seed
-        if state is not None and start.load_optimizer and state.get("optimizer"):
-            self.optimizer.load_state_dict(state["optimizer"])
-            for group, decay in zip(self.optimizer.param_groups, (self.tc.weight_decay, 0.0),
-                                    strict=True):  # the config's, not the checkpoint's
-                group["weight_decay"] = decay
-                group["betas"] = (self.tc.beta1, self.tc.beta2)
-        if start.resume and state is not None:
-            _restore_rng(state["rng"], device, dist)
-        self.horizon = _saved_horizon(state, self.tc) if start.resume and state else None
-        if start.resume and state is not None and state["tokenizer"].get("json"):
-            self.tokenizer = state["tokenizer"]
-        else:
-            self.tokenizer = _tokenizer_entry(root, manifest)
-        self.bf16 = use_bf16(device, self.tc.precision)
-        self.forward_model = self._wrap(self.model)
-        self.train_windows = TrainWindows(
-            SplitTokens(root.shards, manifest, "train"), block_size=self.model_cfg.block_size,
-            batch_size=self.tc.batch_size, seed=seed, grad_accum=self.tc.grad_accum,
-            rank=dist.rank, world=dist.world)
-        self.val_tokens = SplitTokens(root.shards, manifest, "val")
-        if start.resume and state is not None and \
-                state["data"].get("train_tokens") != self.train_windows.tokens.total:
-            log.warning("train: the train split changed since %s (%s -> %d tokens): the run "
-                        "continues on the new data, not exactly as it would have", start.source,
-                        state["data"].get("train_tokens"), self.train_windows.tokens.total)
-        self.tokens_per_step = self.tc.batch_size * self.model_cfg.block_size * \
-            self.tc.grad_accum * dist.world
-        if device.type == "cuda":  # TF32 matmuls, as nanoGPT; CPU fp32 stays IEEE fp32
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
-
-    def _build_model(self, state: dict[str, Any] | None) -> CLLM:
-        from model.cllm import CLLM
-
-        model = CLLM(self.model_cfg)
-        if state is not None:
-            model.load_state_dict(state["model"])
-        return model
-
-    def _wrap(self, model: CLLM) -> Any:
-        """The module the training forward runs through: compiled and/or DDP-wrapped."""
-        import torch
-
-        wrapped: Any = model
-        if self.tc.compile:
-            wrapped = torch.compile(wrapped)
-        if self.dist.active:
-            from torch.nn.parallel import DistributedDataParallel
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            wrapped = DistributedDataParallel(wrapped, device_ids=ids)
-        return wrapped
-
-    def state_dict(self, val_loss: float | None) -> dict[str, Any]:
-        from model.checkpoint import CHECKPOINT_FORMAT
-
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "model": self.model.state_dict(),
-            "model_config": self.model_cfg.to_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": {"kind": self.tc.scheduler, "step": self.step,
-                          "lr": lr_at(max(self.step - 1, 0), self.tc, self.horizon),
-                          "horizon": self.horizon.to_dict() if self.horizon else None},
-            "step": self.step,
-            "tokens_seen": self.tokens_seen,
-            "rng": _rng_state(self.device, self.dist),
-            "data": {"sampler": SAMPLER, "seed": self.seed, "next_step": self.step,
-                     "train_tokens": self.train_windows.tokens.total,
-                     "manifest_version": self.manifest.version},
-            "early_stop": {"best_val_loss": self.best_val, "bad_evals": self.bad_evals},
-            "val_loss": val_loss,
-            "config": self.cfg.to_dict(),
-            "tokenizer": self.tokenizer,
-        }
-
-    def train_step(self) -> tuple[float, float, float]:
-        """One optimizer step over grad_accum micro-batches: (loss, grad norm, lr).
-
-        A non-finite loss or gradient leaves the weights untouched (no optimizer step).
-        """
-        import torch
-
-        lr = lr_at(self.step, self.tc, self.horizon)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.forward_model.train()
-        loss_sum = torch.zeros((), device=self.device)
-        for micro in range(self.tc.grad_accum):
-            x, y = self.train_windows.batch(self.step, micro, self.device)
-            last = micro == self.tc.grad_accum - 1
-            sync = contextlib.nullcontext() if last or not self.dist.active \
-                else self.forward_model.no_sync()
-            with sync:
-                with autocast(self.device, self.bf16):
-                    _, loss = self.forward_model(x, y)
-                (loss / self.tc.grad_accum).backward()
-            loss_sum += loss.detach()
-        max_norm = self.tc.grad_clip if self.tc.grad_clip > 0 else math.inf
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
-        (loss_value,) = all_reduce_sum([float(loss_sum) / self.tc.grad_accum], self.dist,
-                                       self.device)
-        loss_value /= self.dist.world
-        if math.isfinite(loss_value) and math.isfinite(grad_norm):
-            self.optimizer.step()
-            self.step += 1
-            self.tokens_seen += self.tokens_per_step
-        self.optimizer.zero_grad(set_to_none=True)
-        return loss_value, grad_norm, lr
-
-    @property
-    def needs_fit(self) -> bool:
-        """A time-bounded run whose schedule has no horizon yet (a constant lr needs none)."""
-        return bool(self.tc.max_seconds) and self.tc.scheduler != "constant" \
-            and self.horizon is None
-
-    @property
-    def end_step(self) -> int:
-        """The step the run ends at: its fitted horizon, else max_steps."""
-        if self.horizon is None:
-            return self.tc.max_steps
-        return min(self.horizon.end, self.tc.max_steps)
-
-    def validate(self) -> float | None:
-        """Mean val loss over the fixed windows (None when the val split is empty)."""
-        from model.evaluate import split_loss
-
-        if self.val_tokens.total < 2:
-            return None
-        loss_sum, count, _ = split_loss(
-            self.model, self.val_tokens,
-            windows=self.tc.eval_iters * self.tc.batch_size * self.dist.world,
-            batch_size=self.tc.batch_size, device=self.device, bf16=self.bf16, dist=self.dist)
-        return loss_sum / count
 
 
 def _any_rank(flag: bool, dist: Dist, device: torch.device) -> bool:
@@ -505,7 +161,7 @@ def _train_session(cfg: Config, root: DataRoot, run_dir: Path, dist: Dist, devic
     ckpts = CheckpointSet(run_dir, tc.keep_last)
     if dist.main:
         ckpts.remove_orphans()
-    start = _choose_start(tc, ckpts, init_checkpoint, init_optimizer)
+    start = choose_start(tc, ckpts, init_checkpoint, init_optimizer)
     if start.state is not None:  # before anything else: the ids must mean the same text
         check_tokenizer(start.state["tokenizer"]["sha256"], manifest.tokenizer.sha256,
                         f"the shards in {root.shards}")
@@ -530,8 +186,8 @@ def _train_session(cfg: Config, root: DataRoot, run_dir: Path, dist: Dist, devic
     # the last evaluation's loss travels in each checkpoint: a resumed run carries it on
     val_loss: float | None = start.state.get("val_loss") if start.resume and start.state else None
     began = time.monotonic()
-    times = _LoopTimes()
-    fit_step = max(tc.warmup_steps, trainer.step + 1 + MEASURED_STEPS)
+    times = LoopTimes()
+    fit_at = fit_step(trainer.step, tc)
     try:
         with _StopFlag() as stop, Progress(stats, total=tc.max_steps, unit="step",
                                            enabled=progress) as bar:
@@ -559,7 +215,7 @@ def _train_session(cfg: Config, root: DataRoot, run_dir: Path, dist: Dist, devic
                 stats.keep()
                 stats.units += trainer.tokens_per_step
                 # a fit times an evaluation and a save: it makes one of each if none was made
-                fitting = trainer.needs_fit and trainer.step >= fit_step
+                fitting = trainer.needs_fit and trainer.step >= fit_at
                 if trainer.step % tc.eval_interval == 0 or (fitting and not times.evals):
                     with times.timing("eval"):
                         val_loss = _evaluate(trainer, row, ckpts, tc)
@@ -570,7 +226,7 @@ def _train_session(cfg: Config, root: DataRoot, run_dir: Path, dist: Dist, devic
                         _save(trainer, ckpts, val_loss, result)
                     saved_step = trainer.step
                 if fitting:  # after the save it timed: the fit step's checkpoint has no horizon
-                    _fit(trainer, times, began, metrics)
+                    trainer.horizon = fit_to_budget(trainer, times, began, metrics)
                 bar.update(1, loss=f"{loss:.3f}", tok_s=f"{tokens_per_s:.0f}")
                 if on_step is not None:
                     on_step(StepInfo(step=trainer.step, loss=loss, lr=lr,
@@ -601,98 +257,9 @@ def _stop_reason(trainer: Trainer, tc: TrainConfig, began: float, signalled: boo
     if tc.patience and trainer.bad_evals >= tc.patience:
         log.info("train: early stop: no val improvement in %d evaluations", trainer.bad_evals)
         return "early_stop"
-    if tc.max_seconds and time.monotonic() - began >= tc.max_seconds:
-        if trainer.horizon is not None and trainer.step < trainer.end_step:
-            log.warning("train: max_seconds ran out at step %d, before the horizon %d fitted "
-                        "at step %d: the loop got slower after the fit; the lr is %.3g, not "
-                        "yet min_lr %.3g", trainer.step, trainer.end_step, trainer.horizon.start,
-                        lr_at(trainer.step - 1, tc, trainer.horizon), tc.min_lr)
+    if out_of_time(trainer, began):
         return "max_seconds"
     return None
-
-
-# --- fitting the step horizon to max_seconds -------------------------------------------------
-
-
-@dataclass(slots=True)
-class _LoopTimes:
-    """This session's loop time from the end of its first step on, with the evaluations and
-    saves in it timed apart: what a horizon is fitted from."""
-
-    since: float | None = None  # when timing began (None: the first step is not done yet)
-    since_step: int = 0
-    evals: int = 0
-    eval_s: float = 0.0
-    saves: int = 0
-    save_s: float = 0.0
-
-    def start(self, step: int) -> None:
-        if self.since is None:
-            self.since, self.since_step = time.monotonic(), step
-
-    @contextlib.contextmanager
-    def timing(self, kind: Literal["eval", "save"]) -> Iterator[None]:
-        t0 = time.monotonic()
-        yield
-        if self.since is None:  # in the first step: one-time costs, not a fair sample
-            return
-        if kind == "eval":
-            self.evals, self.eval_s = self.evals + 1, self.eval_s + time.monotonic() - t0
-        else:
-            self.saves, self.save_s = self.saves + 1, self.save_s + time.monotonic() - t0
-
-    def costs(self, step: int) -> StepCosts:
-        assert self.since is not None, "costs asked for before the first step was timed"
-        loop_s = time.monotonic() - self.since - self.eval_s - self.save_s
-        return StepCosts(step_s=loop_s / max(step - self.since_step, 1),
-                         eval_s=self.eval_s / max(self.evals, 1),
-                         save_s=self.save_s / max(self.saves, 1))
-
-
-def _saved_horizon(state: dict[str, Any], tc: TrainConfig) -> Horizon | None:
-    """The checkpoint's horizon, if it was fitted to this run's max_steps and max_seconds."""
-    horizon = Horizon.from_dict((state.get("scheduler") or {}).get("horizon"))
-    if horizon is None:
-        return None
-    if (horizon.max_steps, horizon.max_seconds) != (tc.max_steps, tc.max_seconds):
-        log.warning("train: the checkpoint's step horizon %d was fitted to max_steps=%d, "
-                    "max_seconds=%g; this session has %d, %g: the schedule is planned anew",
-                    horizon.end, horizon.max_steps, horizon.max_seconds, tc.max_steps,
-                    tc.max_seconds)
-        return None
-    log.info("train: following the step horizon %d fitted at step %d to max_seconds=%g "
-             "(saved in the checkpoint)", horizon.end, horizon.start, horizon.max_seconds)
-    return horizon
-
-
-def _fit(trainer: Trainer, times: _LoopTimes, began: float, metrics: MetricsLog) -> None:
-    """Fit the step horizon to the time left; log it, and record it as a metrics row."""
-    tc, dist = trainer.tc, trainer.dist
-    own = times.costs(trainer.step)
-    left = tc.max_seconds - (time.monotonic() - began)
-    # every rank must fit the same horizon, or they would stop at different steps
-    total = all_reduce_sum([left, own.step_s, own.eval_s, own.save_s], dist, trainer.device)
-    left, step_s, eval_s, save_s = (v / dist.world for v in total)
-    costs = StepCosts(step_s=step_s, eval_s=eval_s, save_s=save_s)
-    trainer.horizon = horizon = fit_horizon(trainer.step, left, costs, tc, FIT_MARGIN)
-    per_step = costs.per_step(tc.eval_interval, tc.save_interval)
-    why = (f"max_seconds={tc.max_seconds:g} leaves {left:.1f} s at step {trainer.step}: "
-           f"{per_step:.4g} s/step (a step {step_s:.4g} s, an evaluation {eval_s:.3g} s "
-           f"every {tc.eval_interval}, a save {save_s:.3g} s every {tc.save_interval}) with a "
-           f"{FIT_MARGIN:.0%} margin")
-    if horizon.end >= tc.max_steps:
-        ends = f"all of max_steps={tc.max_steps} fit: the schedule is unchanged"
-    else:
-        ends = (f"fits {horizon.end - trainer.step} more steps: the schedule planned for "
-                f"max_steps={tc.max_steps} now ends at step {horizon.end}")
-    log.info("train: %s; %s", why, ends)
-    # logged as the first step the horizon applies to: a resume from the checkpoint of the
-    # fit's step (which has no horizon) drops the row with the rows after it
-    metrics.write({"step": trainer.step + 1, "event": "horizon", "horizon": horizon.end,
-                   "fitted_at": trainer.step, "max_steps": tc.max_steps,
-                   "max_seconds": tc.max_seconds, "seconds_left": round(left, 3),
-                   "step_s": round(step_s, 6), "eval_s": round(eval_s, 6),
-                   "save_s": round(save_s, 6), "margin": FIT_MARGIN, "reason": f"{why}; {ends}"})
 
 
 def _evaluate(trainer: Trainer, row: dict[str, Any], ckpts: CheckpointSet,
@@ -776,16 +343,15 @@ def train_stage(cfg: Config, root: DataRoot, *, progress: bool = True) -> StageS
     return result.stats
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> NoReturn:
     """`python -m model.train [cllm train options]` (what torchrun starts on every rank): the
     `cllm train` command of this environment, run in this process's place."""
     import os
 
     argv = list(sys.argv[1:] if argv is None else argv)
     cllm = Path(sys.executable).with_name("cllm")
-    os.execv(cllm, [str(cllm), "train", *argv])
-    return 1  # not reached: execv replaces the process
+    os.execv(cllm, [str(cllm), "train", *argv])  # replaces the process: never returns
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -14,8 +14,9 @@ import torch
 from model.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 from model.data import TokenizerMismatch
 from model.evaluate import evaluate_checkpoint
+from model.metrics import read_metrics
 from model.tiny import corpus, make_shards, tiny_config
-from model.train import read_metrics, train
+from model.train import train
 from pipeline.layout import DataRoot
 
 # evals at 12 and 24: the step-20 checkpoint, the first after the resume, is saved before the

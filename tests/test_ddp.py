@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from model.checkpoint import load_checkpoint
+from model.metrics import read_metrics
 from model.tiny import TINY_TRAIN, corpus, make_shards, tiny_config
-from model.train import read_metrics, train
+from model.train import train
 from pipeline.layout import DataRoot
 
 RUN = {"max_steps": 12, "eval_interval": 6, "save_interval": 6, "grad_accum": 2}

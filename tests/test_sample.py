@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -131,7 +132,7 @@ def test_sampling_a_trained_model_makes_corpus_words(trained: tuple[DataRoot, Pa
 
 def test_cllm_inference_tool(trained: tuple[DataRoot, Path], capsys: pytest.CaptureFixture
                              ) -> None:
-    from model.tools import inference_main
+    from flows.shell.legacy_model import inference_main
 
     assert inference_main([str(trained[1]), "-p", "Every", "-n", "12", "-t", "0", "-v",
                            "--device", "cpu"]) == 0
@@ -139,6 +140,43 @@ def test_cllm_inference_tool(trained: tuple[DataRoot, Path], capsys: pytest.Capt
     assert out.startswith("Every") and len(out) > len("Every\n")
     assert "parameters" in err and "tokens/s" in err
     assert inference_main([str(trained[1]), "--top-p", "0"]) == 2
+
+
+def test_cllm_inference_interrupted_exits_130_with_one_line(
+        trained: tuple[DataRoot, Path], capsys: pytest.CaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.shell.legacy_model import inference_main
+    from flows.shell.runner import EXIT_INTERRUPTED
+
+    def interrupted(self: TextGenerator, prompt: str, settings: SampleConfig,
+                    new: list[int] | None = None) -> Iterator[str]:
+        yield " once"
+        raise KeyboardInterrupt  # Ctrl-C while generating
+
+    monkeypatch.setattr(TextGenerator, "stream", interrupted)
+    assert inference_main([str(trained[1]), "-p", "Every", "--device", "cpu"]) \
+        == EXIT_INTERRUPTED
+    out, err = capsys.readouterr()
+    assert out == "Every once\n"  # the text so far, its line ended
+    assert err.splitlines() == ["cllm_inference: interrupted"]  # no traceback
+
+
+def test_cllm_inference_bad_input_is_one_line_naming_it(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    from flows.shell.legacy_model import inference_main
+    from flows.shell.runner import EXIT_FAILED, EXIT_USAGE
+
+    missing = tmp_path / "missing.pt"
+    assert inference_main([str(missing)]) == EXIT_FAILED
+    assert capsys.readouterr().err.splitlines() == [
+        f"cllm_inference: no checkpoint or model folder at {missing}"]
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    assert inference_main([str(junk), "--device", "cpu"]) == EXIT_FAILED
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"cllm_inference: {junk}: not a readable checkpoint")
+    assert inference_main([str(junk), "-n", "0"]) == EXIT_USAGE
+    assert capsys.readouterr().err.splitlines() == ["cllm_inference: -n must be > 0, got 0"]
 
 
 def test_val_evaluation_is_deterministic_and_matches_the_trainer(

@@ -15,11 +15,12 @@ from typing import Any
 import pytest
 import torch
 
-import model.train as train_module
+import model.budget as budget_module
 from model.checkpoint import CheckpointSet, load_checkpoint
+from model.metrics import read_metrics
 from model.schedule import FIT_MARGIN, Horizon, StepCosts, fit_horizon, lr_at
 from model.tiny import TINY_TRAIN, corpus, make_shards, tiny_config
-from model.train import read_metrics, train
+from model.train import train
 from pipeline.config import TrainConfig
 from pipeline.layout import DataRoot
 
@@ -52,7 +53,7 @@ def data(shards_template: Path, tmp_path: Path) -> DataRoot:
 
 @pytest.fixture
 def wide_margin(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(train_module, "FIT_MARGIN", WIDE_MARGIN)
+    monkeypatch.setattr(budget_module, "FIT_MARGIN", WIDE_MARGIN)
 
 
 def steps_of(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -126,7 +127,7 @@ def test_the_fit_spends_the_time_left_but_its_margin_on_measured_costs() -> None
 def test_a_time_bounded_run_completes_its_decay_by_the_time_it_stops(
         data: DataRoot, wide_margin: None, scheduler: str,
         caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="model.train")
+    caplog.set_level(logging.INFO, logger="model")
     cfg = tiny_config(**TIME_BOUNDED, scheduler=scheduler)
     tc = cfg.train
     result = train(cfg, data, progress=False)
@@ -184,7 +185,7 @@ def test_a_resumed_time_bounded_run_follows_the_saved_horizon_exactly(
     middle = min((s for s in saved if s > fit["fitted_at"]), key=lambda s: abs(2 * s - whole.steps))
     assert fit["fitted_at"] < middle < whole.steps
     root = killed_after(data, middle, tmp_path / "killed")
-    caplog.set_level(logging.INFO, logger="model.train")
+    caplog.set_level(logging.INFO, logger="model")
     caplog.clear()  # the first run's records (captured when an earlier test set INFO globally)
     resumed = train(tiny_config(**TIME_BOUNDED, init_from="resume"), root, progress=False)
     assert f"following the step horizon {whole.steps} fitted at step 10" in caplog.text
@@ -211,7 +212,7 @@ def test_a_run_killed_before_a_checkpoint_held_its_horizon_fits_again(
     resumed = train(tiny_config(**TIME_BOUNDED, init_from="resume"), root, progress=False)
     rows = read_metrics(resumed.metrics)
     (fit,) = fits_of(rows)  # the first run's fit row went with the steps after the checkpoint
-    refit = 10 + 1 + train_module.MEASURED_STEPS
+    refit = 10 + 1 + budget_module.MEASURED_STEPS
     assert fit["fitted_at"] == refit and resumed.steps == fit["horizon"]
     tc = cfg.train
     horizon = saved_horizon(resumed.last_checkpoint)
@@ -226,13 +227,13 @@ def test_a_resume_with_another_budget_plans_its_schedule_anew(
         caplog: pytest.LogCaptureFixture) -> None:
     whole = train(tiny_config(**TIME_BOUNDED), data, progress=False)
     root = killed_after(data, 30, tmp_path / "killed")
-    caplog.set_level(logging.INFO, logger="model.train")
+    caplog.set_level(logging.INFO, logger="model")
     resumed = train(tiny_config(**{**TIME_BOUNDED, "max_seconds": 2.0}, init_from="resume"),
                     root, progress=False)
     assert "was fitted to max_steps=100000, max_seconds=3; this session has 100000, 2" \
         in caplog.text
     fits = fits_of(read_metrics(resumed.metrics))
-    assert [f["fitted_at"] for f in fits] == [10, 30 + 1 + train_module.MEASURED_STEPS]
+    assert [f["fitted_at"] for f in fits] == [10, 30 + 1 + budget_module.MEASURED_STEPS]
     assert saved_horizon(resumed.last_checkpoint).max_seconds == 2.0
     assert saved_horizon(whole.last_checkpoint).max_seconds == 3.0
 

@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from model.checkpoint import load_checkpoint, load_safetensors_model, model_from_state
+from model.metrics import read_metrics
 from model.schedule import lr_at
 from model.tiny import corpus, make_shards, tiny_config
-from model.train import StepInfo, read_metrics, train
+from model.train import StepInfo, train
 from pipeline.config import TrainConfig
 from pipeline.errors import ConfigError
 from pipeline.layout import DataRoot
@@ -76,7 +77,7 @@ def test_scratch_refuses_a_run_that_has_checkpoints_and_resume_continues_it(
 
 def test_early_stopping_after_patience_evaluations_without_improvement(
         data: DataRoot, monkeypatch: pytest.MonkeyPatch) -> None:
-    from model.train import Trainer
+    from model.trainer import Trainer
 
     scripted = iter([3.0, 2.5, 2.6, 2.5, 2.4, 2.3])  # best at the 2nd eval, then 2 without gain
     monkeypatch.setattr(Trainer, "validate", lambda self: next(scripted))
@@ -98,19 +99,19 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(data: Data
             with torch.no_grad():
                 poison.model.wte.weight.fill_(math.nan)
 
-    import model.train as train_module
+    from model.trainer import Trainer
 
-    original = train_module.Trainer._build_model
+    original = Trainer._build_model
 
     def build(self, state):  # noqa: ANN001, ANN202 - capture the model the trainer uses
         poison.model = original(self, state)
         return poison.model
 
-    train_module.Trainer._build_model = build
+    Trainer._build_model = build
     try:
         result = train(tiny_config(max_steps=30), data, progress=False, on_step=poison)
     finally:
-        train_module.Trainer._build_model = original
+        Trainer._build_model = original
     assert result.stop_reason == "nan_loss"
     assert result.steps == 12
     assert result.last_checkpoint.name == "step-00000010.pt"
@@ -207,7 +208,7 @@ def test_grad_accumulation_trains_on_the_same_global_batch(data: DataRoot) -> No
 
 
 def test_train_model_tool_trains_on_a_data_root(data: DataRoot, tmp_path: Path) -> None:
-    from model.tools import train_model_main
+    from flows.shell.legacy_model import train_model_main
 
     out = tmp_path / "exported"
     code = train_model_main([str(data.path), "--model-name", "legacy", "--embed-dim", "32",
@@ -221,6 +222,16 @@ def test_train_model_tool_trains_on_a_data_root(data: DataRoot, tmp_path: Path) 
     assert len(rows) == math.ceil(0.5 * tokens / (8 * 32))
     assert {r["lr"] for r in rows[2:]} == {3e-3}  # "none" is the constant schedule
     assert (out / "legacy.pt").is_file() and (out / "legacy.safetensors").is_file()
+
+
+def test_train_model_tool_names_a_missing_data_dir_in_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from flows.shell.legacy_model import train_model_main
+    from flows.shell.runner import EXIT_USAGE
+
+    missing = tmp_path / "nowhere"
+    assert train_model_main([str(missing), "-q"]) == EXIT_USAGE
+    assert capsys.readouterr().err.splitlines() == [f"train_model: {missing} does not exist"]
 
 
 @pytest.mark.slow
@@ -248,7 +259,7 @@ def test_cllm_train_evaluate_sample_commands(data: DataRoot, cli_env: dict[str, 
 @pytest.mark.slow
 def test_train_model_tool_tokenizes_a_folder_of_documents_first(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from model.tools import train_model_main
+    from flows.shell.legacy_model import train_model_main
 
     docs = tmp_path / "documents"
     docs.mkdir()

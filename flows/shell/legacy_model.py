@@ -1,11 +1,11 @@
-"""The original project's command-line tools, on the same functions as `cllm train|sample`.
+"""The legacy model tools' front ends, on the same functions as `cllm train|sample`.
 
-  train_model DATA_DIR [--model-name] [--vocab-size] [--embed-dim] [--num-layers] [--num-heads]
-              [--batch-size] [--seq-len] [--learning-rate/--lr] [--epochs] [--max-steps]
-              [--warmup-steps] [--scheduler cosine|linear|step|none] [--threads]
-              [--checkpoint-dir]
-  cllm_inference MODEL [-p PROMPT] [-n TOKENS] [-t TEMPERATURE] [-k TOP_K] [--top-p P]
-                 [-s SEED] [-v]
+    train_model DATA_DIR [--model-name] [--vocab-size] [--embed-dim] [--num-layers]
+                [--num-heads] [--batch-size] [--seq-len] [--learning-rate/--lr] [--epochs]
+                [--max-steps] [--warmup-steps] [--scheduler cosine|linear|step|none]
+                [--threads] [--checkpoint-dir]
+    cllm_inference MODEL [-p PROMPT] [-n TOKENS] [-t TEMPERATURE] [-k TOP_K] [--top-p P]
+                   [-s SEED] [-v]
 """
 
 from __future__ import annotations
@@ -19,12 +19,30 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, get_args
+
+from flows.shell.runner import EXIT_FAILED, EXIT_OK, UsageError, run_tool
+from pipeline.config import Device
+
+if TYPE_CHECKING:
+    from pipeline.config import Config, SampleConfig
+    from pipeline.layout import DataRoot
 
 log = logging.getLogger(__name__)
 
+DEVICES = list(get_args(Device))  # train.device's values
+
+# --- train_model ----------------------------------------------------------------------------
+
 SCHEDULERS = {"cosine": "cosine", "linear": "linear", "step": "step", "none": "constant",
               "constant": "constant"}
+# flag (its argparse dest) -> the train.* key it sets
+TRAIN_FLAGS = {"model_name": "run", "embed_dim": "n_embd", "num_layers": "n_layer",
+               "num_heads": "n_head", "batch_size": "batch_size", "seq_len": "block_size",
+               "lr": "lr", "max_steps": "max_steps", "warmup_steps": "warmup_steps",
+               "threads": "threads", "device": "device"}
+# what a folder of documents goes through before training, in this order
+FOLDER_STAGES = ("ingest", "extract", "tokenize")
 
 
 def _train_parser() -> argparse.ArgumentParser:
@@ -49,7 +67,7 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-steps", type=int)
     p.add_argument("--scheduler", choices=sorted(SCHEDULERS))
     p.add_argument("--threads", type=int, help="CPU threads")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--device", choices=DEVICES)
     p.add_argument("--resume", action="store_true", help="continue the run's last checkpoint")
     p.add_argument("--checkpoint-dir", help="also copy the best checkpoint and its safetensors "
                                             "export here")
@@ -58,11 +76,7 @@ def _train_parser() -> argparse.ArgumentParser:
 
 
 def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    flags = {"model_name": "run", "embed_dim": "n_embd", "num_layers": "n_layer",
-             "num_heads": "n_head", "batch_size": "batch_size", "seq_len": "block_size",
-             "lr": "lr", "max_steps": "max_steps", "warmup_steps": "warmup_steps",
-             "threads": "threads", "device": "device"}
-    out = {key: getattr(args, flag) for flag, key in flags.items()
+    out = {key: getattr(args, flag) for flag, key in TRAIN_FLAGS.items()
            if getattr(args, flag) is not None}
     if args.scheduler:
         out["scheduler"] = SCHEDULERS[args.scheduler]
@@ -73,7 +87,7 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _data_root_for(data_dir: Path, root_flag: str | None) -> tuple[Any, bool]:
+def _data_root_for(data_dir: Path, root_flag: str | None) -> tuple[DataRoot, bool]:
     """(data root, whether DATA_DIR still has to be tokenized)."""
     from pipeline.layout import DEFAULT_ROOT, DataRoot
 
@@ -85,22 +99,20 @@ def _data_root_for(data_dir: Path, root_flag: str | None) -> tuple[Any, bool]:
     return root, True
 
 
-def tokenize_folder(data_dir: Path, cfg: Any, root: Any, progress: bool) -> None:
-    """Ingest, extract and tokenize a folder of documents into `root`."""
+def _tokenize_folder(data_dir: Path, cfg: Config, root: DataRoot, progress: bool) -> None:
+    """Ingest, extract and tokenize a folder of documents into `root`: the stages with the
+    folder as their source."""
+    from flows.stages import BY_NAME
+    from pipeline.config import replace
+
     log.info("train_model: %s holds no shards: ingesting, extracting and tokenizing it into %s",
              data_dir, root.path)
-    from pipeline.ingest import ingest_paths
-
-    log.info("%s", ingest_paths([data_dir], cfg, root, progress=progress).summary())
-    from docproc.extract import extract_all
-
-    log.info("%s", extract_all(cfg, root, progress=progress).summary())
-    from pipeline.tokenization import tokenize_dataset
-
-    log.info("%s", tokenize_dataset(cfg, root, progress=progress).summary())
+    cfg = replace(cfg, "sources", paths=[str(data_dir)])
+    for name in FOLDER_STAGES:
+        log.info("%s", BY_NAME[name].run(cfg, root, progress=progress).summary())
 
 
-def _steps_for_epochs(epochs: float, cfg: Any, root: Any) -> int:
+def _steps_for_epochs(epochs: float, cfg: Config, root: DataRoot) -> int:
     from pipeline.shards import read_manifest
 
     tokens = read_manifest(root.manifest).totals()["train"]["tokens"]
@@ -108,46 +120,27 @@ def _steps_for_epochs(epochs: float, cfg: Any, root: Any) -> int:
     return max(1, math.ceil(epochs * tokens / (t.batch_size * t.block_size * t.grad_accum)))
 
 
-def train_model_main(argv: Sequence[str] | None = None) -> int:
-    from pipeline.cli import Failed, guarded
+def _train_model(args: argparse.Namespace) -> int:
+    from model.train import train
+    from pipeline.config import load_config, replace
 
-    from model.train import TrainResult, train
-    from pipeline.config import Config, load_config, replace
-    from pipeline.errors import ConfigError
-
-    args = _train_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s %(levelname).1s %(message)s", datefmt="%H:%M:%S")
     data_dir = Path(args.data_dir)
     if not data_dir.exists():
-        print(f"train_model: {data_dir} does not exist", file=sys.stderr)
-        return 2
-    def run() -> tuple[Config, TrainResult]:
-        extra: dict[str, dict[str, Any]] = {"train": _train_overrides(args)}
-        if args.vocab_size:
-            extra["tokenize"] = {"vocab_size": args.vocab_size}
-        cfg = load_config(Path(args.config) if args.config else None, extra=extra)
-        try:
-            root, needs_tokenizing = _data_root_for(data_dir, args.root)
-            if needs_tokenizing:
-                tokenize_folder(data_dir, cfg, root, progress=not args.quiet)
-            if args.epochs:
-                steps = _steps_for_epochs(args.epochs, cfg, root)
-                if args.max_steps:
-                    steps = min(steps, args.max_steps)
-                cfg = replace(cfg, "train", max_steps=steps,
-                              warmup_steps=min(cfg.train.warmup_steps, steps - 1))
-            return cfg, train(cfg, root, progress=not args.quiet)
-        except (FileNotFoundError, ValueError) as e:
-            if isinstance(e, ConfigError):
-                raise
-            print(f"train_model: {e}", file=sys.stderr)
-            raise Failed(1) from None
-
-    try:
-        cfg, result = guarded("train_model", run, lambda: str(args.root or data_dir))
-    except Failed as e:
-        return e.code
+        raise UsageError(f"{data_dir} does not exist")
+    extra: dict[str, dict[str, Any]] = {"train": _train_overrides(args)}
+    if args.vocab_size:
+        extra["tokenize"] = {"vocab_size": args.vocab_size}
+    cfg = load_config(Path(args.config) if args.config else None, extra=extra)
+    root, needs_tokenizing = _data_root_for(data_dir, args.root)
+    if needs_tokenizing:
+        _tokenize_folder(data_dir, cfg, root, progress=not args.quiet)
+    if args.epochs:
+        steps = _steps_for_epochs(args.epochs, cfg, root)
+        if args.max_steps:
+            steps = min(steps, args.max_steps)
+        cfg = replace(cfg, "train", max_steps=steps,
+                      warmup_steps=min(cfg.train.warmup_steps, steps - 1))
+    result = train(cfg, root, progress=not args.quiet)
     if args.checkpoint_dir and result.export is not None:
         out = Path(args.checkpoint_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -158,7 +151,20 @@ def train_model_main(argv: Sequence[str] | None = None) -> int:
     best = f"{result.best_val_loss:.4f}" if result.best_val_loss is not None else "n/a"
     print(f"trained {result.steps} steps ({result.stop_reason}), {result.tokens_seen} tokens, "
           f"best val loss {best}; checkpoints in {result.run_dir}")
-    return 1 if result.stop_reason == "nan_loss" else 0
+    return EXIT_FAILED if result.stop_reason == "nan_loss" else EXIT_OK
+
+
+def train_model_main(argv: Sequence[str] | None = None) -> int:
+    args = _train_parser().parse_args(argv)
+    return run_tool("train_model", lambda: _train_model(args), quiet=1 if args.quiet else 0,
+                    where=lambda: str(args.root or args.data_dir))
+
+
+# --- cllm_inference -------------------------------------------------------------------------
+
+# the sample.* key -> the flag that sets it here, so a bad value is told by its flag
+SAMPLE_FLAGS = {"max_new_tokens": "-n", "temperature": "-t", "top_k": "-k", "top_p": "--top-p",
+                "seed": "-s"}
 
 
 def _inference_parser() -> argparse.ArgumentParser:
@@ -171,46 +177,55 @@ def _inference_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", "--top-k", type=int, default=0, help="0 = off")
     p.add_argument("--top-p", type=float, default=1.0, help="1.0 = off")
     p.add_argument("-s", "--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("-v", "--verbose", action="store_true", help="model details and speed")
     return p
 
 
-def inference_main(argv: Sequence[str] | None = None) -> int:
-    from model.sample import TextGenerator
+def _sample_config(args: argparse.Namespace) -> SampleConfig:
+    """The [sample] settings the flags give; a bad one is a usage error naming its flag."""
     from pipeline.config import SampleConfig
+    from pipeline.errors import ConfigError
 
-    args = _inference_parser().parse_args(argv)
-    problems = [msg for bad, msg in ((args.tokens <= 0, "-n must be > 0"),
-                                     (args.temperature < 0, "-t must be >= 0"),
-                                     (args.top_k < 0, "-k must be >= 0"),
-                                     (not 0 < args.top_p <= 1, "--top-p must be in (0, 1]"))
-                if bad]
-    if problems:
-        print(f"cllm_inference: {'; '.join(problems)}", file=sys.stderr)
-        return 2
     try:
-        gen = TextGenerator.load(Path(args.model), args.device)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"cllm_inference: {e}", file=sys.stderr)
-        return 1
+        return SampleConfig(max_new_tokens=args.tokens, temperature=args.temperature,
+                            top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    except ConfigError as e:
+        message = str(e)
+        for key, flag in SAMPLE_FLAGS.items():
+            message = message.replace(f"sample.{key} ", f"{flag} ")
+        raise UsageError(message) from None
+
+
+def _inference(args: argparse.Namespace) -> int:
+    from model.sample import TextGenerator
+
+    settings = _sample_config(args)
+    gen = TextGenerator.load(Path(args.model), args.device)
     if args.verbose:
         mc = gen.model.cfg
         print(f"model {gen.meta['path']}: step {gen.meta.get('step')}, "
               f"{gen.model.num_params() / 1e6:.2f}M parameters, {mc.n_layer} layers x "
               f"{mc.n_embd} wide, {mc.n_head} heads, context {mc.block_size}, vocab "
               f"{mc.vocab_size}", file=sys.stderr)
-    settings = SampleConfig(max_new_tokens=args.tokens, temperature=args.temperature,
-                              top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     began = time.perf_counter()
     tokens: list[int] = []
     sys.stdout.write(args.prompt)
-    for piece in gen.stream(args.prompt, settings, tokens):
-        sys.stdout.write(piece)
-        sys.stdout.flush()
+    try:
+        for piece in gen.stream(args.prompt, settings, tokens):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        sys.stdout.write("\n")  # end the text's line before the one-line message
+        raise
     sys.stdout.write("\n")
     if args.verbose:
         secs = time.perf_counter() - began
         print(f"{len(tokens)} tokens in {secs:.2f}s ({len(tokens) / max(secs, 1e-9):.1f} "
               "tokens/s)", file=sys.stderr)
-    return 0
+    return EXIT_OK
+
+
+def inference_main(argv: Sequence[str] | None = None) -> int:
+    args = _inference_parser().parse_args(argv)
+    return run_tool("cllm_inference", lambda: _inference(args), quiet=1)
