@@ -27,6 +27,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
+def clock() -> float:
+    """The time the budget is measured in (seconds, monotonic). One function, so that a test
+    can run a session on a clock of its own making and get the same fit and stop every time."""
+    return time.monotonic()
+
+
 # Steps a session times before it fits a horizon to max_seconds, besides its first step (which
 # pays one-time costs: allocations, compilation): fewer make the estimate noisy.
 MEASURED_STEPS = 5
@@ -51,22 +58,22 @@ class LoopTimes:
 
     def start(self, step: int) -> None:
         if self.since is None:
-            self.since, self.since_step = time.monotonic(), step
+            self.since, self.since_step = clock(), step
 
     @contextlib.contextmanager
     def timing(self, kind: Literal["eval", "save"]) -> Iterator[None]:
-        t0 = time.monotonic()
+        t0 = clock()
         yield
         if self.since is None:  # in the first step: one-time costs, not a fair sample
             return
         if kind == "eval":
-            self.evals, self.eval_s = self.evals + 1, self.eval_s + time.monotonic() - t0
+            self.evals, self.eval_s = self.evals + 1, self.eval_s + clock() - t0
         else:
-            self.saves, self.save_s = self.saves + 1, self.save_s + time.monotonic() - t0
+            self.saves, self.save_s = self.saves + 1, self.save_s + clock() - t0
 
     def costs(self, step: int) -> StepCosts:
         assert self.since is not None, "costs asked for before the first step was timed"
-        loop_s = time.monotonic() - self.since - self.eval_s - self.save_s
+        loop_s = clock() - self.since - self.eval_s - self.save_s
         return StepCosts(step_s=loop_s / max(step - self.since_step, 1),
                          eval_s=self.eval_s / max(self.evals, 1),
                          save_s=self.save_s / max(self.saves, 1))
@@ -77,7 +84,7 @@ def fit_to_budget(trainer: Trainer, times: LoopTimes, began: float,
     """The step horizon that the time left holds; logged, and recorded as a metrics row."""
     tc, dist = trainer.tc, trainer.dist
     own = times.costs(trainer.step)
-    left = tc.max_seconds - (time.monotonic() - began)
+    left = tc.max_seconds - (clock() - began)
     # every rank must fit the same horizon, or they would stop at different steps
     total = all_reduce_sum([left, own.step_s, own.eval_s, own.save_s], dist, trainer.device)
     left, step_s, eval_s, save_s = (v / dist.world for v in total)
@@ -108,7 +115,7 @@ def out_of_time(trainer: Trainer, began: float) -> bool:
     """Whether this session's loop has spent max_seconds (a warning when that comes before
     the fitted horizon: the loop got slower after the fit)."""
     tc = trainer.tc
-    if not tc.max_seconds or time.monotonic() - began < tc.max_seconds:
+    if not tc.max_seconds or clock() - began < tc.max_seconds:
         return False
     if trainer.horizon is not None and trainer.step < trainer.end_step:
         log.warning("train: max_seconds ran out at step %d, before the horizon %d fitted "

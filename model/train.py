@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from model import budget
 from model.budget import LoopTimes, fit_step, fit_to_budget, out_of_time
 from model.checkpoint import CheckpointSet, export_safetensors
 from model.data import check_tokenizer
@@ -185,7 +186,7 @@ def _train_session(cfg: Config, root: DataRoot, run_dir: Path, dist: Dist, devic
     evaluated_step = saved_step
     # the last evaluation's loss travels in each checkpoint: a resumed run carries it on
     val_loss: float | None = start.state.get("val_loss") if start.resume and start.state else None
-    began = time.monotonic()
+    began = budget.clock()
     times = LoopTimes()
     fit_at = fit_step(trainer.step, tc)
     try:
@@ -210,7 +211,7 @@ def _train_session(cfg: Config, root: DataRoot, run_dir: Path, dist: Dist, devic
                     "tokens_per_s": round(tokens_per_s, 1), "tokens": trainer.tokens_seen,
                     "mfu": round(flops_per_token(n_params) * tokens_per_s / peak, 4)
                     if peak else None,
-                    "time_s": round(time.monotonic() - began, 3)}
+                    "time_s": round(budget.clock() - began, 3)}
                 result.last_loss = loss
                 stats.keep()
                 stats.units += trainer.tokens_per_step

@@ -27,10 +27,10 @@ from pipeline.layout import DataRoot
 # max_steps far above what the budget holds: the run must end by the clock's horizon
 TIME_BOUNDED = {"max_steps": 100_000, "max_seconds": 3.0, "warmup_steps": 10,
                 "eval_interval": 20, "save_interval": 10, "keep_last": 1000}
-# In the trainer tests the fit leaves half the time unused, so that a shared machine slowing
-# down twofold after the fit cannot stop the run by the clock before its horizon: what they test
-# is where the schedule ends and what a resume follows, not how close the estimate is.
-WIDE_MARGIN = 0.5
+# In the trainer tests the budget's clock is the tests' own: each step, evaluation and save
+# costs this many seconds on it, so the fit and the stop are the same on any machine, however
+# loaded (what they test is where the schedule ends and what a resume follows).
+STEP_S, EVAL_S, SAVE_S = 0.01, 0.05, 0.02
 # What a resumed run must reproduce exactly (the timings aside), as in test_crash_resume.py.
 METRIC_KEYS = ("step", "loss", "lr", "grad_norm", "tokens", "val_loss", "event", "horizon",
                "fitted_at")
@@ -52,8 +52,29 @@ def data(shards_template: Path, tmp_path: Path) -> DataRoot:
 
 
 @pytest.fixture
-def wide_margin(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(budget_module, "FIT_MARGIN", WIDE_MARGIN)
+def steady_clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The budget's clock, advanced by fixed costs (STEP_S, EVAL_S, SAVE_S) as the trainer
+    steps, evaluates and saves, instead of by the wall clock."""
+    from model.trainer import Trainer
+
+    now = [0.0]
+    monkeypatch.setattr(budget_module, "clock", lambda: now[0])
+
+    def costing(cls: type, name: str, cost: float) -> None:
+        real = getattr(cls, name)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            out = real(*args, **kwargs)
+            now[0] += cost
+            return out
+
+        monkeypatch.setattr(cls, name, timed)
+
+    costing(Trainer, "train_step", STEP_S)
+    costing(Trainer, "validate", EVAL_S)
+    costing(CheckpointSet, "save", SAVE_S)
+    costing(CheckpointSet, "save_best", SAVE_S)
+    return now
 
 
 def steps_of(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -120,12 +141,12 @@ def test_the_fit_spends_the_time_left_but_its_margin_on_measured_costs() -> None
     assert Horizon.from_dict(None) is None
 
 
-# --- the trainer: a real tiny model on real shards, the real clock ---------------------------
+# --- the trainer: a real tiny model on real shards, on the tests' steady clock ---------------
 
 
 @pytest.mark.parametrize("scheduler", ["cosine", "linear", "step"])
 def test_a_time_bounded_run_completes_its_decay_by_the_time_it_stops(
-        data: DataRoot, wide_margin: None, scheduler: str,
+        data: DataRoot, steady_clock: list[float], scheduler: str,
         caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="model")
     cfg = tiny_config(**TIME_BOUNDED, scheduler=scheduler)
@@ -151,7 +172,8 @@ def test_a_time_bounded_run_completes_its_decay_by_the_time_it_stops(
         assert fit[key] > 0, key  # what the fit was made from: measured, not assumed
 
 
-def test_a_constant_lr_run_needs_no_horizon_and_stops_by_the_clock(data: DataRoot) -> None:
+def test_a_constant_lr_run_needs_no_horizon_and_stops_by_the_clock(
+        data: DataRoot, steady_clock: list[float]) -> None:
     cfg = tiny_config(**{**TIME_BOUNDED, "max_seconds": 1.0}, scheduler="constant")
     result = train(cfg, data, progress=False)
     rows = read_metrics(result.metrics)
@@ -175,7 +197,7 @@ def killed_after(source: DataRoot, step: int, dest: Path) -> DataRoot:
 
 
 def test_a_resumed_time_bounded_run_follows_the_saved_horizon_exactly(
-        data: DataRoot, wide_margin: None, tmp_path: Path,
+        data: DataRoot, steady_clock: list[float], tmp_path: Path,
         caplog: pytest.LogCaptureFixture) -> None:
     cfg = tiny_config(**TIME_BOUNDED)
     whole = train(cfg, data, progress=False)
@@ -202,7 +224,7 @@ def test_a_resumed_time_bounded_run_follows_the_saved_horizon_exactly(
 
 
 def test_a_run_killed_before_a_checkpoint_held_its_horizon_fits_again(
-        data: DataRoot, wide_margin: None, tmp_path: Path) -> None:
+        data: DataRoot, steady_clock: list[float], tmp_path: Path) -> None:
     cfg = tiny_config(**TIME_BOUNDED)
     whole = train(cfg, data, progress=False)
     # the fit step's checkpoint is saved before the fit (its save is timed): no horizon in it
@@ -223,7 +245,7 @@ def test_a_run_killed_before_a_checkpoint_held_its_horizon_fits_again(
 
 
 def test_a_resume_with_another_budget_plans_its_schedule_anew(
-        data: DataRoot, wide_margin: None, tmp_path: Path,
+        data: DataRoot, steady_clock: list[float], tmp_path: Path,
         caplog: pytest.LogCaptureFixture) -> None:
     whole = train(tiny_config(**TIME_BOUNDED), data, progress=False)
     root = killed_after(data, 30, tmp_path / "killed")
