@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from docproc.detect import OCR_KINDS, kind_of_mime
-from docproc.document import Options
 from docproc.ocr_policy import OcrMode
+from docproc.options import ExtractOptions
 from docproc.pool import Outcome, Task, WorkerPool
 from pipeline.atomic import remove_orphan_temps
 from pipeline.config import Config, save_resolved
@@ -141,7 +141,7 @@ def extract_all(cfg: Config, root: DataRoot, progress: bool = True,
     cores // k worker processes unless extract.workers says otherwise.
     """
     ecfg = cfg.extract
-    opts = Options.from_config(ecfg)
+    opts = ExtractOptions.from_config(ecfg)
     stats = StageStats(stage=STAGE, unit_name="pages")
     tally = _Tally()
     root.docs.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,8 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-from docproc.document import Options, extract_file
+from docproc.document import extract_file
+from docproc.options import ExtractOptions
 from pipeline.errors import EnvironmentProblem, InputError, TooLargeInput, disk_full_error
 from pipeline.records import Document
 
@@ -58,7 +59,7 @@ class Outcome:
     seconds: float = 0.0
 
 
-def run_one(task: Task, opts: Options, timeout_s: float) -> tuple[str, Any, Any]:
+def run_one(task: Task, opts: ExtractOptions, timeout_s: float) -> tuple[str, Any, Any]:
     """Extract one task: ("ok", doc, None), ("fail", kind, reason) or ("env", message, None)."""
     deadline = time.monotonic() + timeout_s
     try:
@@ -139,7 +140,7 @@ def _die_with_parent() -> None:
         pass
 
 
-def _worker_main(conn: Connection, opts: Options, timeout_s: float, max_tasks: int) -> None:
+def _worker_main(conn: Connection, opts: ExtractOptions, timeout_s: float, max_tasks: int) -> None:
     _die_with_parent()
     # Own process group: a timeout kills the worker and its Tesseract child together.
     with contextlib.suppress(OSError):
@@ -220,7 +221,7 @@ def _death(proc: Any) -> str:
 class WorkerPool:
     """Run extraction tasks on `workers` processes; outcomes come back as they finish."""
 
-    def __init__(self, opts: Options, *, workers: int, timeout_s: float,
+    def __init__(self, opts: ExtractOptions, *, workers: int, timeout_s: float,
                  tasks_per_worker: int, kill_grace_s: float = KILL_GRACE_S) -> None:
         self.opts = opts
         self.workers = max(1, workers)

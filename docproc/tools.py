@@ -16,14 +16,17 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from docproc.document import Options
 from docproc.ocr_policy import OcrMode
+from docproc.options import ExtractOptions
 from pipeline.errors import EnvironmentProblem, InputError
 from pipeline.records import Document
 
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ENVIRONMENT = 0, 1, 2, 3
+# The original tools ran without a memory cap, and so do these: a file is given by the person
+# running the tool, not found by a crawl (the stage caps its workers at extract.max_memory_mb).
+TOOL_MAX_MEMORY_MB = 0
 TIMEOUT_S = 300.0  # per input, when run in worker processes
 TASKS_PER_WORKER = 50
 MIN_DPI, MAX_DPI = 50, 1200  # as extract.dpi
@@ -41,7 +44,7 @@ class Result:
 # --- running ------------------------------------------------------------------------------
 
 
-def _in_process(paths: Sequence[str], opts: Options) -> Iterator[Result]:
+def _in_process(paths: Sequence[str], opts: ExtractOptions) -> Iterator[Result]:
     """One input after the other, handled exactly as a worker process would."""
     from docproc.pool import Task, run_one
 
@@ -52,7 +55,7 @@ def _in_process(paths: Sequence[str], opts: Options) -> Iterator[Result]:
         yield Result(path, doc=a) if status == "ok" else Result(path, error=f"{a}: {b}")
 
 
-def _in_workers(paths: Sequence[str], opts: Options, workers: int) -> Iterator[Result]:
+def _in_workers(paths: Sequence[str], opts: ExtractOptions, workers: int) -> Iterator[Result]:
     """Results in input order, extracted on `workers` processes."""
     from docproc.pool import Task, WorkerPool
 
@@ -69,7 +72,7 @@ def _in_workers(paths: Sequence[str], opts: Options, workers: int) -> Iterator[R
             upcoming = next(order, None)
 
 
-def run_inputs(paths: Sequence[str], opts: Options, workers: int) -> Iterator[Result]:
+def run_inputs(paths: Sequence[str], opts: ExtractOptions, workers: int) -> Iterator[Result]:
     from docproc.extract import worker_count
 
     workers = min(worker_count(workers), len(paths))
@@ -128,7 +131,7 @@ class Output:
             atomic_write_text(self.target, "".join(self._chunks))
 
 
-def _metadata_text(path: str, opts: Options) -> str:
+def _metadata_text(path: str, opts: ExtractOptions) -> str:
     """The document's metadata as "key: value" lines ("" for formats without any)."""
     from docproc.detect import Kind, detect
     from docproc.pdf import metadata, open_document
@@ -165,7 +168,7 @@ def _confidence_line(path: str, doc: Document, out: Path | None) -> str:
     return f"{path}: confidence {shown}, {int(doc.stats.get('words', 0))} words{dest}"
 
 
-def emit(results: Iterator[Result], args: argparse.Namespace, opts: Options,
+def emit(results: Iterator[Result], args: argparse.Namespace, opts: ExtractOptions,
          prog: str) -> int:
     """Write each result; failures named on stderr; the exit status."""
     out = Output(args.output, len(args.inputs), args.jsonl)
@@ -250,7 +253,7 @@ def _pdf_extract_parser() -> argparse.ArgumentParser:
     return p
 
 
-def document_type(path: Path, opts: Options) -> str:
+def document_type(path: Path, opts: ExtractOptions) -> str:
     """"text", "image" (scanned: every page needs OCR) or "mixed", without running OCR."""
     from docproc.detect import Kind, detect
     from docproc.pdf import classify
@@ -263,7 +266,7 @@ def document_type(path: Path, opts: Options) -> str:
     return "text"
 
 
-def _pdf_type(args: argparse.Namespace, opts: Options) -> int:
+def _pdf_type(args: argparse.Namespace, opts: ExtractOptions) -> int:
     failed = 0
     for path in args.inputs:
         try:
@@ -276,7 +279,7 @@ def _pdf_type(args: argparse.Namespace, opts: Options) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def _check_ocr(opts: Options) -> None:
+def _check_ocr(opts: ExtractOptions) -> None:
     if opts.ocr is not OcrMode.NEVER:
         from docproc.ocr import check_tesseract
 
@@ -286,8 +289,8 @@ def _check_ocr(opts: Options) -> None:
 def _pdf_extract(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     _need_inputs(parser, args)
     pages = (args.page,) if args.page else ()
-    opts = Options(ocr=OcrMode.AUTO if args.ocr else OcrMode.NEVER, lang=args.lang,
-                   dpi=args.dpi, pages=pages)
+    opts = ExtractOptions(ocr=OcrMode.AUTO if args.ocr else OcrMode.NEVER, lang=args.lang,
+                          dpi=args.dpi, pages=pages, max_memory_mb=TOOL_MAX_MEMORY_MB)
     if args.type:
         return _pdf_type(args, opts)
     _check_ocr(opts)
@@ -332,8 +335,9 @@ def _ocr(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     _need_inputs(parser, args)
     if not 0 <= args.psm <= 13:
         parser.error(f"--psm must be in 0..13, got {args.psm}")
-    opts = Options(ocr=OcrMode.FORCE, lang=args.lang, psm=args.psm, dpi=args.dpi or 300,
-                   image_dpi=args.dpi, preprocess=not args.no_preprocess)
+    opts = ExtractOptions(ocr=OcrMode.FORCE, lang=args.lang, psm=args.psm,
+                          dpi=args.dpi or 300, image_dpi=args.dpi,
+                          preprocess=not args.no_preprocess, max_memory_mb=TOOL_MAX_MEMORY_MB)
     check_tesseract(opts.lang)
     args.print_confidence = True
     return emit(run_inputs(args.inputs, opts, args.workers), args, opts, "cllm_ocr")
@@ -363,8 +367,8 @@ def _pdf_ocr_parser() -> argparse.ArgumentParser:
 
 def _pdf_ocr(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     _need_inputs(parser, args)
-    opts = Options(ocr=OcrMode.FORCE if args.force_ocr else OcrMode.AUTO, lang=args.lang,
-                   dpi=args.dpi)
+    opts = ExtractOptions(ocr=OcrMode.FORCE if args.force_ocr else OcrMode.AUTO,
+                          lang=args.lang, dpi=args.dpi, max_memory_mb=TOOL_MAX_MEMORY_MB)
     _check_ocr(opts)
     args.print_confidence = True
     return emit(run_inputs(args.inputs, opts, args.workers), args, opts, "cllm_pdf_ocr")
