@@ -7,7 +7,7 @@ ocr.py         Tesseract through pytesseract: text and real word confidences
 image.py       image files: bomb guard, TIFF pages, preprocessing
 html.py        trafilatura main content with paragraph breaks
 text.py        plain text and markdown: charset detection
-cleanup.py     the clean-up every extractor shares
+cleanup.py     the clean-up every extractor shares (on pipeline/text.py)
 options.py     how to extract: the extract config section plus the legacy tools' extras
 document.py    one file -> one Document (extract_file)
 pool.py        worker processes: per-document timeout, crash isolation, recycling; the

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-import string
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +16,7 @@ from docproc.result import Extracted, PageResult
 from pipeline.errors import CorruptInput, EmptyInput, TooLargeInput
 from pipeline.rawstore import sha256_file
 from pipeline.records import Document, PageInfo
+from pipeline.text import alpha_ratio
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +24,6 @@ TITLE_MAX_CHARS = 200
 # a ZIP member may unpack to 1/UNPACK_SHARE of the worker's memory: MuPDF holds the
 # unpacked bytes and the tree it parses from them
 UNPACK_SHARE = 2
-_ASCII_LETTERS = string.ascii_letters.encode()
-_NOT_LETTER = re.compile(r"[\W\d_]+")
 _INDENT = re.compile(r"^[ \t]+", re.MULTILINE)
 
 
@@ -115,13 +113,6 @@ def extract_image(path: Path, mime: str, opts: ExtractOptions, source: str,
                      page_count=count, lang=iso_lang(opts.lang))
 
 
-def _letters(text: str) -> int:
-    if text.isascii():  # the common case, counted in C
-        data = text.encode("ascii")
-        return len(data) - len(data.translate(None, _ASCII_LETTERS))
-    return len(_NOT_LETTER.sub("", text))
-
-
 def word_count(text: str) -> int:
     """Whitespace-separated words of a cleaned text (counted without splitting when ASCII).
 
@@ -140,11 +131,9 @@ def word_count(text: str) -> int:
 
 
 def _text_stats(text: str) -> dict[str, float]:
-    words = word_count(text)
-    visible = len(text) - text.count(" ") - text.count("\n")
-    alpha = _letters(text)
-    return {"chars": len(text), "words": words, "lines": text.count("\n") + 1 if text else 0,
-            "alpha_ratio": round(alpha / visible, 4) if visible else 0.0}
+    return {"chars": len(text), "words": word_count(text),
+            "lines": text.count("\n") + 1 if text else 0,
+            "alpha_ratio": round(alpha_ratio(text), 4)}
 
 
 def _ocr_stats(pages: Sequence[PageResult]) -> dict[str, float]:
