@@ -261,6 +261,9 @@ class TokenizeConfig:
     # faster; auto = tiktoken when the tokenizer converts and passes the identity check, else hf
     encoder: EncoderKind = "auto"
     train_max_mb: int = 256  # train the tokenizer on at most this many MB of cleaned text; 0 = all
+    # write every cleaned part into new shards that replace the old ones: how a change of
+    # shards.val_fraction or shards.split_chunk_tokens reaches the documents already in shards
+    rebuild: bool = False
 
     def __post_init__(self) -> None:
         _require(self.train_max_mb >= 0, "tokenize.train_max_mb", ">= 0", self.train_max_mb)
@@ -276,13 +279,19 @@ class TokenizeConfig:
 
 @dataclass(kw_only=True, slots=True)
 class ShardsConfig:
-    val_fraction: float = 0.05  # share of documents (by id) in the val split
+    val_fraction: float = 0.05  # share of chunks (by document id and chunk) in the val split
     shard_tokens: int = 16 * MB  # tokens per shard before a new one starts
+    # tokens: a longer document is cut (at paragraphs, else lines) into chunks of at most this
+    # (and at least half), each split on its own; 0 = never cut. 2048: two GPT-2 contexts, so
+    # a val window fits in one chunk; most web pages stay whole; a 50k-token manual gives ~25
+    split_chunk_tokens: int = 2048
 
     def __post_init__(self) -> None:
         _require(0.0 <= self.val_fraction < 1.0, "shards.val_fraction", "in [0, 1)",
                  self.val_fraction)
         _require(self.shard_tokens >= 1024, "shards.shard_tokens", ">= 1024", self.shard_tokens)
+        _require(self.split_chunk_tokens == 0 or self.split_chunk_tokens >= 64,
+                 "shards.split_chunk_tokens", "0 (never cut) or >= 64", self.split_chunk_tokens)
 
 
 @dataclass(kw_only=True, slots=True)

@@ -1,11 +1,13 @@
 """Encoding, the tokenize stage's two named steps:
 
-    encode_parts     cleaned docs parts -> spools: each part's documents encoded, split into
-                     train and val by id, written as one .bin/.idx pair per split by the shard
-                     writer (state/tokenize/part-NNNNN.{train,val}.{bin,idx}) and committed by
-                     a marker (part-NNNNN.json) that holds both pairs' checksums
+    encode_parts     cleaned docs parts -> spools: each part's documents encoded, long ones cut
+                     into chunks (pipeline/chunks.py), split into train and val by chunk,
+                     written as one .bin/.idx pair per split by the shard writer
+                     (state/tokenize/part-NNNNN.{train,val}.{bin,idx}) and committed by a marker
+                     (part-NNNNN.json) that holds both pairs' checksums and each entry's
+                     provenance row
     assemble_shards  spools -> shards: the spools of the given parts, in part order, cut into
-                     new shards after the existing ones
+                     new shards after the existing ones, each with its provenance sidecar
 
 Parts are independent, so `encode_parts` over disjoint lists of parts runs side by side (the
 flows' fan-out calls it once per task; one process calls it once for all). What the shards
@@ -23,10 +25,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.atomic import atomic_write
+from pipeline.chunks import Chunker
 from pipeline.clean import iter_clean_documents
 from pipeline.config import Config
 from pipeline.layout import DataRoot
 from pipeline.progress import Progress
+from pipeline.provenance import write_provenance
 from pipeline.rawstore import sha256_file
 from pipeline.records import Document
 from pipeline.shards import (
@@ -36,7 +40,6 @@ from pipeline.shards import (
     ShardWriter,
     TokenizerInfo,
     dtype_for_vocab,
-    is_val,
     open_shard,
 )
 from pipeline.stats import StageStats
@@ -67,8 +70,11 @@ class Spool:
 
     name: str
     shards: dict[str, ShardInfo | None] = field(default_factory=lambda: dict.fromkeys(SPLITS))
+    documents: int = 0  # a document cut into chunks may be several entries, in both splits
     chars: int = 0
     text_bytes: int = 0  # UTF-8 bytes of the documents' text
+    # per split, each entry's provenance row, in order (pipeline/provenance.py)
+    prov: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {s: [] for s in SPLITS})
 
     def docs(self, split: str | None = None) -> int:
         return sum(s.docs for k, s in self.shards.items() if s and split in (None, k))
@@ -80,6 +86,7 @@ class Spool:
 def spool_key(info: TokenizerInfo, cfg: Config) -> dict[str, Any]:
     """What a spool's contents depend on; a spool made under other values is redone."""
     return {"tokenizer_sha256": info.sha256, "val_fraction": cfg.shards.val_fraction,
+            "split_chunk_tokens": cfg.shards.split_chunk_tokens,
             "dtype": dtype_for_vocab(info.vocab_size).name}
 
 
@@ -102,7 +109,8 @@ def load_spool(folder: Path, name: str, key: dict[str, Any]) -> Spool | None:
         return None
     if data.get("key") != key or not all(_intact(folder, s) for s in shards.values()):
         return None  # other settings, or files an OS crash left incomplete (not fsynced)
-    return Spool(name=name, shards=shards, chars=data["chars"], text_bytes=data["text_bytes"])
+    return Spool(name=name, shards=shards, documents=data["documents"], chars=data["chars"],
+                 text_bytes=data["text_bytes"], prov=data["prov"])
 
 
 def _batches(docs: Iterable[Document], max_docs: int) -> Iterator[list[Document]]:
@@ -119,31 +127,36 @@ def _batches(docs: Iterable[Document], max_docs: int) -> Iterator[list[Document]
 
 
 class _SpoolWriters:
-    """A part's two spool writers (train, val); each document goes to its split's."""
+    """A part's two spool writers (train, val); each entry (a document, or a run of its
+    chunks) goes to its split's."""
 
-    def __init__(self, folder: Path, name: str, info: TokenizerInfo) -> None:
+    def __init__(self, folder: Path, name: str, info: TokenizerInfo, chunker: Chunker) -> None:
         import numpy as np
 
+        self.chunker = chunker
         self.dtype = np.dtype(dtype_for_vocab(info.vocab_size))
         self.writers = {split: ShardWriter(folder, split, dtype=self.dtype.name,
                                            eos_id=info.eos_id, shard_tokens=1,
                                            stem=f"{_stem(name)}.{split}", durable=False)
                         for split in SPLITS}
 
-    def write(self, spool: Spool, batch: list[Document], ids: list[list[int]],
-              val_fraction: float) -> int:
-        """Append one encoded batch; returns its tokens (EOS included)."""
+    def write(self, spool: Spool, batch: list[Document], ids: list[list[int]]) -> int:
+        """Append one encoded batch; returns its tokens (an EOS after each entry included)."""
         import numpy as np
 
         by_split: dict[str, list[np.ndarray]] = {split: [] for split in SPLITS}
         for doc, doc_ids in zip(batch, ids, strict=True):
-            split = "val" if is_val(doc.id, val_fraction) else "train"
-            by_split[split].append(np.array(doc_ids, dtype=self.dtype))
+            arr = np.array(doc_ids, dtype=self.dtype)
+            text_bytes = len(doc.text.encode("utf-8"))
+            for entry, row in self.chunker.entries(doc, arr, text_bytes):
+                by_split[entry.split].append(arr[entry.start:entry.end])
+                spool.prov[entry.split].append(row)
+            spool.documents += 1
             spool.chars += len(doc.text)
-            spool.text_bytes += len(doc.text.encode("utf-8"))
-        for split, docs in by_split.items():
-            self.writers[split].add_batch(docs)
-        return sum(len(x) for x in ids) + len(batch)
+            spool.text_bytes += text_bytes
+        for split, entries in by_split.items():
+            self.writers[split].add_batch(entries)
+        return sum(len(x) for x in ids) + sum(map(len, by_split.values()))
 
     def close(self, spool: Spool) -> None:
         for split, writer in self.writers.items():
@@ -166,8 +179,9 @@ def encode_part(root: DataRoot, name: str, encoder: TextEncoder, cfg: Config,
 
     folder = spool_dir(root)
     spool = Spool(name=name)
-    writers = _SpoolWriters(folder, name, info)
-    val_fraction = cfg.shards.val_fraction
+    chunker = Chunker(root.path / info.path, cfg.shards.split_chunk_tokens,
+                      cfg.shards.val_fraction)
+    writers = _SpoolWriters(folder, name, info, chunker)
     try:
         with ThreadPoolExecutor(1, thread_name_prefix="encode") as pool:
             previous: tuple[list[Document], Future[list[list[int]]]] | None = None
@@ -176,17 +190,19 @@ def encode_part(root: DataRoot, name: str, encoder: TextEncoder, cfg: Config,
                                      cfg.tokenize.segment_chars)
                 if previous is not None:
                     bar.update(len(previous[0]), tokens=writers.write(
-                        spool, previous[0], previous[1].result(), val_fraction))
+                        spool, previous[0], previous[1].result()))
                 previous = (batch, future)
             if previous is not None:
                 bar.update(len(previous[0]), tokens=writers.write(
-                    spool, previous[0], previous[1].result(), val_fraction))
+                    spool, previous[0], previous[1].result()))
         writers.close(spool)
     except BaseException:
         writers.abort()
         raise
-    marker = {"key": spool_key(info, cfg), "chars": spool.chars, "text_bytes": spool.text_bytes,
-              "shards": {k: asdict(s) if s else None for k, s in spool.shards.items()}}
+    marker = {"key": spool_key(info, cfg), "documents": spool.documents, "chars": spool.chars,
+              "text_bytes": spool.text_bytes,
+              "shards": {k: asdict(s) if s else None for k, s in spool.shards.items()},
+              "prov": spool.prov}
     with atomic_write(_marker(folder, name), "w", durable=False) as fh:
         json.dump(marker, fh)
     return spool
@@ -206,23 +222,27 @@ def encode_parts(cfg: Config, root: DataRoot, names: list[str], encoder: TextEnc
                 spool = encode_part(root, name, encoder, cfg, info, bar)
             else:
                 stats.extra["parts_resumed"] = stats.extra.get("parts_resumed", 0) + 1
-                bar.update(spool.docs())
-            stats.keep(spool.docs())
+                bar.update(spool.documents)
+            stats.keep(spool.documents)
             stats.units += spool.tokens()
             stats.bytes += spool.text_bytes
             stats.extra["chars"] = stats.extra.get("chars", 0) + spool.chars
             for split in SPLITS:
-                stats.extra[f"{split}_docs"] = stats.extra.get(f"{split}_docs", 0) + \
-                    spool.docs(split)
+                for what, n in (("entries", spool.docs(split)),
+                                ("tokens", spool.tokens(split))):
+                    name_n = f"{split}_{what}"
+                    stats.extra[name_n] = stats.extra.get(name_n, 0) + n
     stats.extra["parts"] = stats.extra.get("parts", 0) + len(names)
     stats.extra.setdefault("parts_resumed", 0)
 
 
-def _remove_unlisted_shards(folder: Path, manifest: Manifest | None) -> None:
+def remove_unlisted_shards(folder: Path, manifest: Manifest | None) -> None:
     """Shard files a killed run wrote but never listed: the next shards reuse their names."""
     listed = {s.name for s in manifest.shards} if manifest else set()
-    for path in list(folder.glob("*-[0-9]*.bin")) + list(folder.glob("*-[0-9]*.idx")):
-        if path.stem.split("-")[0] in SPLITS and path.stem not in listed:
+    for path in [*folder.glob("*-[0-9]*.bin"), *folder.glob("*-[0-9]*.idx"),
+                 *folder.glob("*-[0-9]*.prov.jsonl")]:
+        name = path.name.split(".")[0]
+        if name.split("-")[0] in SPLITS and name not in listed:
             path.unlink()
 
 
@@ -232,7 +252,7 @@ def assemble_shards(cfg: Config, root: DataRoot, names: list[str], manifest: Man
     existing ones. The caller commits them to the manifest."""
     dtype = dtype_for_vocab(info.vocab_size).name
     key = spool_key(info, cfg)
-    _remove_unlisted_shards(root.shards, manifest)
+    remove_unlisted_shards(root.shards, manifest)
     spools = []
     for name in names:
         spool = load_spool(spool_dir(root), name, key)
@@ -241,17 +261,30 @@ def assemble_shards(cfg: Config, root: DataRoot, names: list[str], manifest: Man
         spools.append(spool)
     new: list[ShardInfo] = []
     for split in SPLITS:
+        made: list[ShardInfo] = []
         with ShardWriter(root.shards, split, dtype=dtype, eos_id=info.eos_id,
                          shard_tokens=cfg.shards.shard_tokens,
                          first_number=manifest.next_number(split) if manifest else 0) as writer:
             for spool in spools:
                 part = spool.shards[split]
                 if part is not None:
-                    new.extend(writer.add_encoded(*open_shard(spool_dir(root), part, dtype)))
+                    made.extend(writer.add_encoded(*open_shard(spool_dir(root), part, dtype)))
             last = writer.flush()
         if last is not None:
-            new.append(last)
+            made.append(last)
+        _write_sidecars(root.shards, made, [row for s in spools for row in s.prov[split]])
+        new.extend(made)
     return new
+
+
+def _write_sidecars(folder: Path, shards: list[ShardInfo], rows: list[dict[str, Any]]) -> None:
+    """Each new shard's provenance rows (its entries' share of `rows`, in order)."""
+    first = 0
+    for info in shards:
+        info.prov_sha256 = write_provenance(folder, info.name, rows[first:first + info.docs])
+        first += info.docs
+    if first != len(rows):
+        raise RuntimeError(f"{len(rows)} provenance rows for {first} shard entries")
 
 
 def remove_spools(root: DataRoot, names: Iterable[str]) -> None:

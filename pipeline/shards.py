@@ -3,6 +3,8 @@
 `shards/{split}-NNNNN.bin`  flat little-endian token ids (uint16 if the vocab fits, else uint32),
                             end-of-text after every document (nanoGPT's train.bin layout)
 `shards/{split}-NNNNN.idx`  uint64 end offset (in tokens) of each document in its .bin
+`shards/{split}-NNNNN.prov.jsonl`  one line per .idx entry: which document (id, source, title),
+                            which of its chunks and pages, which tokens and bytes of it (format 2)
 `shards/manifest.json`      the commit point: a shard exists for readers only once listed here
 """
 
@@ -17,23 +19,19 @@ from typing import Any, Literal
 import numpy as np
 
 from pipeline.atomic import atomic_write_json
+from pipeline.chunks import is_val as is_val  # the split rule, where the chunks are cut
 from pipeline.records import RecordFormatError, utc_now
 
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2  # 2: chunk-level split, a provenance sidecar per shard (1 still read)
 Split = Literal["train", "val"]
 SPLITS: tuple[Split, ...] = ("train", "val")
 IDX_DTYPE = np.dtype("<u8")
-SPLIT_SALT = b"cllm-split-v1:"
+SPLIT_RULE = ("chunk c of a document is val iff (c*f - p, (c+1)*f - p] holds an integer, "
+              "f = val_fraction, p = blake2b-8(cllm-split-v1: + doc id) / 2^64")
 
 
 def dtype_for_vocab(vocab_size: int) -> np.dtype:
     return np.dtype("<u2") if vocab_size <= 65535 else np.dtype("<u4")
-
-
-def is_val(doc_id: str, val_fraction: float) -> bool:
-    """Deterministic split by document id: a document never moves when the dataset grows."""
-    digest = hashlib.blake2b(SPLIT_SALT + doc_id.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2.0**64 < val_fraction
 
 
 def shard_name(split: Split, number: int) -> str:
@@ -49,6 +47,7 @@ class ShardInfo:
     bytes: int
     sha256: str  # of the .bin
     idx_sha256: str
+    prov_sha256: str | None = None  # of the .prov.jsonl sidecar; None: a format-1 shard
 
 
 @dataclass(kw_only=True, slots=True)
@@ -66,7 +65,9 @@ class Manifest:
     val_fraction: float
     shards: list[ShardInfo] = field(default_factory=list)
     version: int = 1  # bumped each time shards are appended
-    split_rule: str = "blake2b-8(cllm-split-v1: + doc id) / 2^64 < val_fraction"
+    split_rule: str = SPLIT_RULE
+    # documents longer than this are split by chunk; 0: by whole document (format 1 shards)
+    split_chunk_tokens: int = 0
     config: dict[str, Any] = field(default_factory=dict)
     updated_at: str = field(default_factory=utc_now)
     format_version: int = MANIFEST_FORMAT
@@ -333,6 +334,10 @@ def _verify_shard(folder: Path, info: ShardInfo, manifest: Manifest) -> list[str
     eos_count = int(np.count_nonzero(tokens == eos))
     if eos_count != info.docs:
         problems.append(f"{info.name}: {eos_count} EOS tokens for {info.docs} documents")
+    if info.prov_sha256 is not None:
+        from pipeline.provenance import check_provenance
+
+        problems.extend(check_provenance(folder, info.name, info.prov_sha256, info.docs))
     top = int(tokens.max()) if info.tokens else 0
     if top >= manifest.tokenizer.vocab_size:
         problems.append(f"{info.name}: token id {top} >= vocab size "
@@ -377,8 +382,10 @@ def describe(manifest: Manifest) -> str:
         f"manifest version {manifest.version} (format {manifest.format_version}), "
         f"updated {manifest.updated_at}",
         f"tokenizer {tok.path}: sha256 {tok.sha256}, vocab {tok.vocab_size}, eos id {tok.eos_id}",
-        f"dtype {manifest.dtype}; val split: {manifest.val_fraction:.2%} of documents by id "
-        f"({manifest.split_rule})",
+        f"dtype {manifest.dtype}; val split: {manifest.val_fraction:.2%} "
+        + (f"of chunks (documents over {manifest.split_chunk_tokens} tokens are cut into "
+           "chunks) " if manifest.split_chunk_tokens else "of documents ")
+        + f"({manifest.split_rule})",
     ]
     for split in SPLITS:
         t = totals[split]

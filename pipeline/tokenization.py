@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pipeline.atomic import remove_orphan_temps
+from pipeline.chunks import val_split_warning
 from pipeline.clean import clean_documents, cleaned_parts
 from pipeline.config import Config, save_resolved
 from pipeline.encode import (
@@ -27,12 +28,15 @@ from pipeline.encode import (
     encode_parts,
     remove_committed_spools,
     remove_spools,
+    remove_unlisted_shards,
     spool_dir,
 )
 from pipeline.errors import ConfigError
 from pipeline.layout import DataRoot
 from pipeline.lock import stage_lock
 from pipeline.shards import (
+    MANIFEST_FORMAT,
+    SPLIT_RULE,
     Manifest,
     ShardInfo,
     TokenizerInfo,
@@ -61,11 +65,21 @@ class Plan:
 
 
 def _check_split_rule(cfg: Config, manifest: Manifest | None) -> None:
-    if manifest is not None and manifest.val_fraction != cfg.shards.val_fraction:
-        raise ConfigError(
-            f"shards.val_fraction is {cfg.shards.val_fraction} but the existing shards were "
-            f"split with {manifest.val_fraction}; a document's split must never change, so "
-            "keep the old value or start a new data root")
+    if manifest is None:
+        return
+    chunks = manifest.split_chunk_tokens or cfg.shards.split_chunk_tokens  # 0: format 1
+    for key, theirs, ours in (("val_fraction", manifest.val_fraction, cfg.shards.val_fraction),
+                              ("split_chunk_tokens", chunks, cfg.shards.split_chunk_tokens)):
+        if theirs == ours:
+            continue
+        if not cfg.tokenize.rebuild:
+            raise ConfigError(
+                f"shards.{key} is {ours} but the existing shards were split with {theirs}; a "
+                "chunk's split must never change, so keep the old value, start a new data "
+                "root, or rebuild the shards (`cllm tokenize --rebuild`)")
+        log.warning("tokenize: shards.%s changes from %s to %s in this rebuild: models trained "
+                    "before have seen some of the new val text; train new ones from scratch",
+                    key, theirs, ours)
 
 
 def _read_manifest_or_none(root: DataRoot) -> Manifest | None:
@@ -84,7 +98,8 @@ def prepare(cfg: Config, root: DataRoot, stats: StageStats) -> Plan | None:
     for folder in (root.shards, spool_dir(root), root.tokenizer_dir):
         remove_orphan_temps(folder)
     parts = cleaned_parts(root, cfg)
-    in_shards = set(manifest.parts) if manifest else set()
+    # a rebuild writes every cleaned part anew (and may find its spools from a killed try)
+    in_shards = set(manifest.parts) if manifest and not cfg.tokenize.rebuild else set()
     remove_committed_spools(root, in_shards)
     pending = [p for p in parts if p.name not in in_shards]
     for p in parts:
@@ -140,10 +155,15 @@ def _commit(root: DataRoot, cfg: Config, manifest: Manifest | None, info: Tokeni
     if manifest is None:
         manifest = Manifest(tokenizer=info, dtype=dtype_for_vocab(info.vocab_size).name,
                             val_fraction=cfg.shards.val_fraction, version=0)
+    rebuilt = cfg.tokenize.rebuild
     manifest.tokenizer = info
-    manifest.shards = manifest.shards + new
-    manifest.parts = manifest.parts + names
+    manifest.shards = ([] if rebuilt else manifest.shards) + new
+    manifest.parts = ([] if rebuilt else manifest.parts) + names
     manifest.config = cfg.to_dict()
+    manifest.val_fraction = cfg.shards.val_fraction
+    manifest.split_chunk_tokens = cfg.shards.split_chunk_tokens
+    manifest.split_rule = SPLIT_RULE  # format 1's rule was by whole document
+    manifest.format_version = MANIFEST_FORMAT
     if new or manifest.version == 0:
         manifest.version += 1
     write_manifest(root.manifest, manifest)
@@ -170,6 +190,8 @@ def tokenize_dataset(cfg: Config, root: DataRoot, progress: bool = True) -> Stag
         _carry_clean(clean_documents(cfg, root, progress), stats)
         plan = prepare(cfg, root, stats)
         if plan is None or not plan.pending:
+            if plan is not None and plan.manifest is not None:
+                warn_about_val_split(cfg, plan.manifest, stats)
             return stats.finish()
         encoder, info = make_text_encoder(cfg, root, stats)
         started = time.monotonic()
@@ -181,7 +203,22 @@ def tokenize_dataset(cfg: Config, root: DataRoot, progress: bool = True) -> Stag
         save_resolved(cfg, root.shards, STAGE)
         manifest = _commit(root, cfg, plan.manifest, info, new, plan.pending)
         remove_spools(root, plan.pending)
+        remove_unlisted_shards(root.shards, manifest)  # what a rebuild replaced
         stats.extra.update(assemble_seconds=round(time.monotonic() - started, 3),
                            shards_written=[s.name for s in new],
                            manifest_version=manifest.version, totals=manifest.totals())
+        warn_about_val_split(cfg, manifest, stats)
     return stats.finish()
+
+
+def warn_about_val_split(cfg: Config, manifest: Manifest, stats: StageStats | None = None
+                         ) -> str:
+    """Log (and note in `stats`) an empty or tiny val split and the setting to change."""
+    warning = val_split_warning(manifest.totals(), manifest.val_fraction,
+                                manifest.split_chunk_tokens,
+                                cfg.train.batch_size * cfg.train.block_size)
+    if warning:
+        log.warning("tokenize: %s", warning)
+        if stats is not None:
+            stats.extra["val_warning"] = warning
+    return warning

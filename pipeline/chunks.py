@@ -1,0 +1,246 @@
+"""Chunks: the unit of the train/val split. A document longer than `shards.split_chunk_tokens`
+is cut into chunks at its own boundaries (before a paragraph, else a line, else a word), and
+each chunk goes to train or val by (document id, chunk index); consecutive chunks of one
+document in the same split make one shard entry.
+
+Cuts fall between tokens, so the chunks' ids are the document's ids (nothing re-encoded), and
+the tokens' bytes (byte-level BPE) give each chunk's exact UTF-8 byte range in the text.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from pipeline.records import Document
+
+SPLIT_SALT = b"cllm-split-v1:"
+NEWLINE, SPACE = 0x0A, 0x20
+_SPACES = b" \t\n\r\x0b\x0c"
+
+
+def split_phase(doc_id: str) -> float:
+    """A document's place in [0, 1), from its id: where its val chunks fall."""
+    digest = hashlib.blake2b(SPLIT_SALT + doc_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
+
+
+def is_val(doc_id: str, val_fraction: float, chunk: int = 0) -> bool:
+    """Whether chunk `chunk` of a document is in the val split: the interval
+    (chunk·f − φ, (chunk+1)·f − φ] holds an integer (φ = `split_phase`).
+
+    Every 1/f-th chunk of a document is val, from a phase its id picks: a document of n chunks
+    has floor(n·f) or ceil(n·f) of them in val, so even one long document gets its share, and
+    documents are independent of each other. A one-chunk document is val when φ < f, the rule
+    of whole-document splits before chunks existed: its split did not change. A pure function
+    of (id, chunk), so no chunk ever changes split as the data grows.
+    """
+    if val_fraction <= 0:
+        return False
+    phase = split_phase(doc_id)
+    return math.ceil((chunk + 1) * val_fraction - phase) > math.ceil(chunk * val_fraction - phase)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenTable:
+    """Per token id: its UTF-8 byte length, and what its bytes start and end with."""
+
+    nbytes: np.ndarray  # int64 (V,)
+    first: np.ndarray  # uint8 (V,): first byte (0 for an empty token)
+    last: np.ndarray  # uint8 (V,): last byte
+    before_last: np.ndarray  # int16 (V,): the byte before the last, -1 for a 1-byte token
+
+    @classmethod
+    def from_bytes(cls, tokens: list[bytes]) -> TokenTable:
+        return cls(nbytes=np.array([len(t) for t in tokens], dtype=np.int64),
+                   first=np.array([t[0] if t else 0 for t in tokens], dtype=np.uint8),
+                   last=np.array([t[-1] if t else 0 for t in tokens], dtype=np.uint8),
+                   before_last=np.array([t[-2] if len(t) > 1 else -1 for t in tokens],
+                                        dtype=np.int16))
+
+    def byte_ends(self, ids: np.ndarray) -> np.ndarray:
+        """The UTF-8 byte offset, in the document's text, where each token ends."""
+        return np.cumsum(self.nbytes[ids])
+
+
+@functools.cache
+def _cached_table(path: str, mtime_ns: int, size: int) -> TokenTable:
+    from pipeline.encoders import byte_decoder
+    from pipeline.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(Path(path))
+    table = byte_decoder()
+    by_id = {i: t for t, i in tok.get_vocab(with_added_tokens=True).items()}
+    specials = {t.content for t in tok.get_added_tokens_decoder().values()}
+    tokens = []
+    for i in range(max(by_id) + 1):
+        token = by_id.get(i, "")
+        tokens.append(token.encode() if token in specials else
+                      bytes(table[c] for c in token if c in table))
+    return TokenTable.from_bytes(tokens)
+
+
+def token_table(tokenizer_json: Path) -> TokenTable:
+    """The table of a tokenizer.json (made once per process and file)."""
+    stat = Path(tokenizer_json).stat()
+    return _cached_table(str(tokenizer_json), stat.st_mtime_ns, stat.st_size)
+
+
+def _cuts(ids: np.ndarray, table: TokenTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positions i (cut before token i) that start a paragraph, a line, or a word."""
+    prev_last = table.last[ids[:-1]]
+    starts_text = ~np.isin(table.first[ids[1:]], list(_SPACES))
+    line = (prev_last == NEWLINE) & starts_text
+    # "\n\n" before the cut: in the previous token, or split over the two before it
+    prev_before = table.before_last[ids[:-1]]
+    two_back = np.concatenate([[0], table.last[ids[:-2]]]) if len(ids) > 1 else prev_last
+    blank = (prev_before == NEWLINE) | ((prev_before == -1) & (two_back == NEWLINE))
+    word = (table.first[ids[1:]] == SPACE) | (prev_last == SPACE)
+    offset = 1  # index k of these arrays is the cut before token k + 1
+    return (np.flatnonzero(line & blank) + offset, np.flatnonzero(line) + offset,
+            np.flatnonzero(word) + offset)
+
+
+def _best_cut(candidates: tuple[np.ndarray, ...], lo: int, hi: int) -> int:
+    for cuts in candidates:  # best kind first: the last cut of that kind in (lo, hi]
+        k = int(np.searchsorted(cuts, hi, side="right")) - 1
+        if k >= 0 and cuts[k] > lo:
+            return int(cuts[k])
+    return hi  # one unbroken run of tokens: cut anywhere
+
+
+def chunk_ends(ids: np.ndarray, table: TokenTable, chunk_tokens: int) -> list[int]:
+    """End offsets (in tokens) of a document's chunks: at most `chunk_tokens` each and at
+    least half that, but the last; one chunk when the document is no longer."""
+    n = len(ids)
+    if n <= chunk_tokens:
+        return [n]
+    candidates = _cuts(ids, table)
+    ends, start = [], 0
+    while n - start > chunk_tokens:
+        start = _best_cut(candidates, start + chunk_tokens // 2, start + chunk_tokens)
+        ends.append(start)
+    return [*ends, n]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """Consecutive chunks of one document in one split: one .idx entry of a shard."""
+
+    split: str  # "train" | "val"
+    first: int  # first chunk
+    last: int  # last chunk (inclusive)
+    start: int  # first token (in the document)
+    end: int  # end token (exclusive)
+
+
+def split_entries(doc_id: str, ends: list[int], val_fraction: float) -> list[Entry]:
+    """A document's chunks (their end offsets) as shard entries, split by `is_val`."""
+    out: list[Entry] = []
+    start = 0
+    for c, end in enumerate(ends):
+        split = "val" if is_val(doc_id, val_fraction, c) else "train"
+        if out and out[-1].split == split:
+            prev = out[-1]
+            out[-1] = Entry(split=split, first=prev.first, last=c, start=prev.start, end=end)
+        else:
+            out.append(Entry(split=split, first=c, last=c, start=start, end=end))
+        start = end
+    return out
+
+
+def page_range(pages: list[tuple[int, int]], text_chars: int, lo: int, hi: int) -> list[int]:
+    """[first, last] page number of characters [lo, hi) of a document whose pages, (number,
+    characters), were joined by blank lines when extracted; scaled to the length of the text
+    now (cleaning changes it a little): an estimate, exact at the document's ends."""
+    if not pages or text_chars <= 0:
+        return []
+    bounds = np.cumsum([chars + 2 for _, chars in pages], dtype=np.float64)
+    bounds *= text_chars / bounds[-1]
+    first, last = (min(int(np.searchsorted(bounds, x, side="right")), len(pages) - 1)
+                   for x in (lo, max(hi - 1, lo)))
+    return [pages[first][0], pages[last][0]]
+
+
+def char_offsets(text: str, byte_offsets: list[int]) -> list[int]:
+    """The character offsets of UTF-8 byte offsets (at character boundaries) in `text`."""
+    if text.isascii():
+        return list(byte_offsets)
+    points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    widths = 1 + (points >= 0x80) + (points >= 0x800) + (points >= 0x10000)
+    ends = np.cumsum(widths)  # the byte offset where each character ends
+    return [int(np.searchsorted(ends, b, side="right")) for b in byte_offsets]
+
+
+class Chunker:
+    """Cuts each encoded document into its shard entries and says where each came from."""
+
+    def __init__(self, tokenizer_json: Path, chunk_tokens: int, val_fraction: float) -> None:
+        self.tokenizer_json = tokenizer_json
+        self.chunk_tokens = chunk_tokens  # 0: documents are never cut
+        self.val_fraction = val_fraction
+
+    def entries(self, doc: Document, ids: np.ndarray, text_bytes: int
+                ) -> list[tuple[Entry, dict[str, Any]]]:
+        """The document's entries and their provenance rows (see pipeline/provenance.py)."""
+        if not self.chunk_tokens or len(ids) <= self.chunk_tokens:
+            entry = Entry(split="val" if is_val(doc.id, self.val_fraction) else "train",
+                          first=0, last=0, start=0, end=len(ids))
+            return [(entry, self._row(doc, entry, 1, [0, text_bytes], [0, len(doc.text)]))]
+        table = token_table(self.tokenizer_json)
+        ends = chunk_ends(ids, table, self.chunk_tokens)
+        byte_ends = table.byte_ends(ids)
+        out = []
+        for entry in split_entries(doc.id, ends, self.val_fraction):
+            spans = [int(byte_ends[t - 1]) if t else 0 for t in (entry.start, entry.end)]
+            out.append((entry, self._row(doc, entry, len(ends), spans,
+                                         char_offsets(doc.text, spans))))
+        return out
+
+    @staticmethod
+    def _row(doc: Document, entry: Entry, chunks: int, byte_span: list[int],
+             char_span: list[int]) -> dict[str, Any]:
+        pages = [(p.number, p.chars) for p in doc.page_info]
+        return {"doc": doc.id, "chunks": [entry.first, entry.last], "of": chunks,
+                "tokens": [entry.start, entry.end], "bytes": byte_span, "source": doc.source,
+                "title": doc.title, "pages": page_range(pages, len(doc.text), *char_span)}
+
+
+TINY_VAL_SHARE = 0.01  # a val split under this share of the tokens is too small to trust
+
+
+def val_split_warning(totals: dict[str, dict[str, Any]], val_fraction: float,
+                      chunk_tokens: int, batch_tokens: int) -> str:
+    """Why the val split (manifest totals) is empty or tiny, and what to change; "" if fine.
+
+    Tiny: under TINY_VAL_SHARE of the tokens, or under one batch of training windows
+    (`batch_tokens` = train.batch_size x train.block_size): validation, early stopping and the
+    promotion gate would measure noise or nothing.
+    """
+    val = int(totals["val"]["tokens"])
+    total = val + int(totals["train"]["tokens"])
+    if total == 0:
+        return ""
+    if val_fraction <= 0:
+        return "the val split is empty because shards.val_fraction is 0: set it above 0"
+    if val >= TINY_VAL_SHARE * total and val >= batch_tokens:
+        return ""
+    how = (f"lower shards.split_chunk_tokens (now {chunk_tokens}) so long documents give more "
+           f"chunks, or raise shards.val_fraction (now {val_fraction}); both need a new data "
+           "root or `cllm tokenize --rebuild`")
+    if not chunk_tokens:
+        how = f"set shards.split_chunk_tokens (0: documents are never cut) or raise " \
+              f"shards.val_fraction (now {val_fraction})"
+    if val == 0:
+        return f"the val split is empty: {how}"
+    under = (f"under {TINY_VAL_SHARE:.0%} of the tokens" if val < TINY_VAL_SHARE * total else
+             f"under one batch of training windows ({batch_tokens} tokens, train.batch_size x "
+             "train.block_size)")
+    return f"the val split is tiny: {val} of {total} tokens ({val / total:.2%}), {under}: {how}"
