@@ -346,7 +346,13 @@ def test_cllm_tokenize_and_shards_commands(root: DataRoot, cli_env: dict[str, st
                             env=cli_env, capture_output=True, text=True, timeout=60)
     train_docs = [d.text for d in iter_clean_documents(root, manifest.parts)
                   if not is_val(d.id, 0.25)]
-    assert decode.returncode == 0 and decode.stdout == train_docs[1]
+    source, text = decode.stdout.split("\n", 1)
+    assert decode.returncode == 0 and text == train_docs[1]
+    assert source.startswith("# train 1 (train-00000 entry 1): /corpus/doc-27-")
+    text_only = subprocess.run([*base, "shards", "decode", "--split", "train", "--doc", "1",
+                                "--text-only"], env=cli_env, capture_output=True, text=True,
+                               timeout=60)
+    assert text_only.stdout == train_docs[1]
     missing = subprocess.run([*base, "shards", "decode", "--split", "val", "--doc", "999"],
                              env=cli_env, capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and "no document 999" in missing.stderr

@@ -165,15 +165,21 @@ def _args_tokenize(p: argparse.ArgumentParser) -> None:
                  help="encoder threads (0 = cores)")
     _config_flag(p, "--workers", key="clean.workers", type=int, metavar="N",
                  help="clean processes (0 = cores)")
+    _config_flag(p, "--rebuild", key="tokenize.rebuild", action="store_true",
+                 help="write every cleaned part into new shards that replace the old ones")
 
 
 def _args_shards(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="shards_command", metavar="ACTION", required=True)
     sub.add_parser("inspect", help="counts, dtype, tokenizer")
     sub.add_parser("verify", help="checksums, index consistency, token ids < vocab")
-    dec = sub.add_parser("decode", help="print the text of one document")
+    dec = sub.add_parser("decode", help="print the source line, then the text, of one entry")
     dec.add_argument("--split", choices=["train", "val"], default="val")
-    dec.add_argument("--doc", type=int, default=0, metavar="N", help="document number in split")
+    dec.add_argument("--doc", type=int, default=0, metavar="N",
+                     help="entry number in the split (a document, or a run of its chunks)")
+    dec.add_argument("--text-only", action="store_true", help="the text alone, no source line")
+    find = sub.add_parser("find", help="where a source's tokens lie (shard, entry, tokens)")
+    find.add_argument("source", metavar="SOURCE", help="a URL or path as ingested, or a glob")
 
 
 def _args_train(p: argparse.ArgumentParser) -> None:

@@ -13,7 +13,7 @@ from flows.shell.runner import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAG
 
 
 def shards(args: Any, ctx: Any) -> int:
-    """`cllm shards inspect | verify | decode --split S --doc N`."""
+    """`cllm shards inspect | verify | decode --split S --doc N | find SOURCE`."""
     from pipeline.records import RecordFormatError
     from pipeline.shards import describe, read_document, read_manifest, verify_shards
 
@@ -35,6 +35,10 @@ def shards(args: Any, ctx: Any) -> int:
         if report.ok:
             print(f"OK: {report.shards} shards, {report.tokens} tokens verified")
         return EXIT_OK if report.ok else EXIT_FAILED
+    if args.shards_command == "find":
+        return _find_source(root, manifest, args.source)
+    from pipeline.provenance import describe_row, read_provenance
+    from pipeline.shards import find_document
     from pipeline.tokenizer import decode, load_tokenizer
 
     try:
@@ -42,8 +46,31 @@ def shards(args: Any, ctx: Any) -> int:
     except IndexError as e:
         print(f"cllm shards decode: {e}", file=sys.stderr)
         return EXIT_USAGE
+    if not args.text_only:
+        info, k = find_document(manifest, args.split, args.doc)
+        rows = read_provenance(root.shards, info)
+        print(f"# {args.split} {args.doc} ({info.name} entry {k}): "
+              f"{describe_row(rows[k] if rows else {})}")
     text = decode(load_tokenizer(root.path / manifest.tokenizer.path), ids.tolist())
     sys.stdout.write(text + ("\n" if sys.stdout.isatty() and not text.endswith("\n") else ""))
+    return EXIT_OK
+
+
+def _find_source(root: Any, manifest: Any, pattern: str) -> int:
+    """`cllm shards find SOURCE`: a line per entry of the source's tokens; 1 if none."""
+    from pipeline.provenance import find_source
+
+    found = 0
+    for split, place in find_source(root.shards, manifest, pattern):
+        row = place.row
+        first, last = row["chunks"]
+        print(f"{split} {place.number}\t{place.shard} tokens {place.start}-{place.end}\t"
+              f"chunks {first}-{last} of {row['of']}\tdoc {row['doc'][:16]}\t{row['source']}")
+        found += 1
+    if not found:
+        print(f"cllm shards find: no entry of the shards comes from {pattern!r} (shards of "
+              "format 1 say nothing of their sources)", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 
