@@ -138,9 +138,22 @@ def checkpoint_step(checkpoint: Path) -> int:
     return int(load_checkpoint(checkpoint)["step"])
 
 
+def no_val_data(root: DataRoot) -> str:
+    """Why there is nothing to measure a model on ("no val data: ..."), or "" if there is."""
+    manifest = read_manifest(root.manifest)
+    if manifest.totals()["val"]["tokens"]:
+        return ""
+    return (f"no val data: the val split of manifest version {manifest.version} is empty "
+            f"(shards.val_fraction {manifest.val_fraction}, shards.split_chunk_tokens "
+            f"{manifest.split_chunk_tokens}; see `cllm tokenize`'s warning)")
+
+
 def decide_and_promote(cfg: Config, root: DataRoot, candidate: Path, run: str) -> Decision:
-    """Promote `candidate` iff its val loss beats the promoted model's on the same shards."""
+    """Promote `candidate` iff its val loss beats the promoted model's on the same shards;
+    never without val data."""
     registry = Registry(root)
+    if reason := no_val_data(root):
+        return _refuse_unmeasured(registry, cfg, root, candidate, run, reason)
     cand_loss = evaluate_task(str(candidate), cfg, root)
     current_id, current_loss, why_not_compared = _current_loss(registry, cfg, root)
     decision = Decision(promoted=False, reason="", candidate=str(candidate),
@@ -163,6 +176,18 @@ def decide_and_promote(cfg: Config, root: DataRoot, candidate: Path, run: str) -
         log.info("not promoted: %s", decision.reason)
     else:
         _promote(registry, cfg, root, candidate, run, cand_loss, decision, facts)
+    _clear_pending(root)
+    return decision
+
+
+def _refuse_unmeasured(registry: Registry, cfg: Config, root: DataRoot, candidate: Path,
+                      run: str, reason: str) -> Decision:
+    decision = Decision(promoted=False, reason=reason, candidate=str(candidate),
+                        candidate_val_loss=math.nan, current=getattr(registry.current(), "id",
+                                                                     None))
+    registry.log_decision(promoted=False, reason=reason, val_loss=None, current=decision.current,
+                          run=run, candidate=str(candidate), **training_facts(cfg, root))
+    log.warning("not promoted: %s", reason)
     _clear_pending(root)
     return decision
 

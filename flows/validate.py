@@ -12,7 +12,7 @@ from prefect import flow
 
 from flows.common import resolve
 from flows.registry import ModelRecord, Registry
-from flows.train import canary_loss, evaluate_task
+from flows.train import canary_loss, evaluate_task, no_val_data
 from pipeline.config import Config
 from pipeline.layout import DataRoot
 from pipeline.shards import read_manifest
@@ -44,6 +44,9 @@ def _baseline_val(registry: Registry, record: ModelRecord, manifest_version: int
 def run_validate(cfg: Config, root: DataRoot) -> dict[str, Any]:
     from prefect.artifacts import create_table_artifact
 
+    if reason := no_val_data(root):  # nothing to score on: say so, never pass silently
+        log.warning("validate: %s", reason)
+        return {"validated": False, "reason": reason}
     registry = Registry(root)
     record = registry.current()
     if record is None:

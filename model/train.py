@@ -40,7 +40,7 @@ from pipeline.config import Config, TrainConfig, save_resolved
 from pipeline.layout import DataRoot
 from pipeline.lock import stage_lock
 from pipeline.progress import Progress, StageStats
-from pipeline.shards import read_manifest
+from pipeline.shards import Manifest, read_manifest
 
 if TYPE_CHECKING:
     import torch
@@ -169,6 +169,7 @@ def _train_session(cfg: Config, root: DataRoot, run_dir: Path, dist: Dist, devic
     trainer = Trainer(cfg, root, manifest, start, dist, device)
     if dist.main:
         save_resolved(cfg, run_dir)
+        _warn_about_val_split(cfg, manifest)
     metrics = MetricsLog(run_dir / METRICS_NAME, enabled=dist.main)
     metrics.rewind(trainer.step)
     n_params = trainer.model.num_params()
@@ -311,6 +312,17 @@ def _finish(trainer: Trainer, ckpts: CheckpointSet, result: TrainResult,
              result.run_dir.name, result.stop_reason, result.steps, result.tokens_seen, best,
              result.last_checkpoint or "no checkpoint")
     return result
+
+
+def _warn_about_val_split(cfg: Config, manifest: Manifest) -> None:
+    """An empty or tiny val split: no validation or early stopping worth the name."""
+    from pipeline.chunks import val_split_warning
+
+    warning = val_split_warning(manifest.totals(), manifest.val_fraction,
+                                manifest.split_chunk_tokens,
+                                cfg.train.batch_size * cfg.train.block_size)
+    if warning:
+        log.warning("train: %s", warning)
 
 
 def _write_report(result: TrainResult) -> Path | None:
