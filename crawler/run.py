@@ -70,6 +70,16 @@ def export_urls(root: DataRoot, seeds: Seeds, path: Path) -> int:
     return len(urls)
 
 
+def _console_level() -> int:
+    """The level our console shows: the child writes its lines to our stderr (never to our
+    log files), so it logs what a line on our stderr would be shown at. The root logger alone
+    does not say it: a command with a log file sets it lower than its console's (`-q`)."""
+    root = logging.getLogger()
+    consoles = [h.level for h in root.handlers
+                if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+    return max(root.getEffectiveLevel(), min(consoles, default=logging.NOTSET))
+
+
 def _spawn_child(task: CrawlTask, write_fd: int) -> subprocess.Popen[bytes]:
     """Start `python -m crawler.child` in its own process group and hand it the task.
 
@@ -174,7 +184,7 @@ def crawl(urls: list[str], cfg: Config, root: DataRoot, progress: bool = True, *
     save_resolved(cfg, root.raw, STAGE)
     task = CrawlTask(cfg=cfg, root=str(root.path), start_urls=seeds.start_urls,
                      sitemaps=seeds.sitemaps, restart=restart,
-                     log_level=logging.getLogger().getEffectiveLevel(), parent_pid=os.getpid())
+                     log_level=_console_level(), parent_pid=os.getpid())
     started = time.monotonic()
     live = StageStats(stage=STAGE, unit_name="pages")
     read_fd, write_fd = os.pipe()
