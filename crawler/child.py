@@ -27,6 +27,12 @@ from pipeline.stats import StageStats
 LIBRARY_LOGGERS = ("scrapy", "twisted", "protego", "py.warnings", "asyncio", "filelock")
 
 
+def raw_lock_name(job: str) -> str:
+    """The lock a crawl holds in raw/ while it writes there, so that a reader of raw/
+    (`cllm extract`) sees it; one per job, as crawls of other seeds may run at once."""
+    return f"{STAGE}-{job}"
+
+
 def scrapy_settings(task: CrawlTask, session: Any) -> Any:
     from scrapy.settings import Settings
 
@@ -59,7 +65,8 @@ def run_in_this_process(task: CrawlTask,
     job = task.seeds.job
     if task.cfg.crawl.redis_url:
         _check_redis(task.cfg.crawl.redis_url)
-    with stage_lock(JobDir(root, job).path, STAGE):
+    # the job's lock first: a second crawl of the same seeds is told that one is running
+    with stage_lock(JobDir(root, job).path, STAGE), stage_lock(root.raw, raw_lock_name(job)):
         with RawStore(root) as store:
             store.remove_orphan_temps()
         session = open_session(task)

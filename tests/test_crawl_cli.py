@@ -20,6 +20,8 @@ from pipeline.rawstore import RawStore
 SLOW_PAGES = 40
 SLOW_PAGE_S = 0.5  # one page at a time: the crawl takes SLOW_PAGES * SLOW_PAGE_S at least
 WAIT_S = 60.0
+ONE_AT_A_TIME = ["--set", "crawl.concurrency=1", "--set", "crawl.per_domain_concurrency=1",
+                 "--set", "crawl.delay_s=0"]
 
 
 def run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -73,6 +75,35 @@ def wait_for_pages(job: JobDir, proc: subprocess.Popen[str], count: int) -> None
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.05)
     pytest.fail(f"the crawl did not keep {count} pages in {WAIT_S} s")
+
+
+@pytest.mark.slow
+def test_extract_while_a_crawl_writes_raw_names_it_and_exits_3(tmp_path: Path,
+                                                                cli_env: dict[str, str]) -> None:
+    root = DataRoot.at(tmp_path / "data")
+    with LocalSite(slow_site()) as slow, LocalSite(site_routes()) as other:
+        crawling = subprocess.Popen(
+            ["cllm", "--root", str(root.path), "crawl", slow.url("/"), "--allow-private",
+             *ONE_AT_A_TIME, "-q"], env=cli_env, cwd=tmp_path, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            job = crawl_job(root, slow.url("/"))
+            wait_for_pages(job, crawling, 2)
+            # a crawl of other seeds may write raw/ at the same time: each holds its own lock
+            beside = run(["cllm", "--root", str(root.path), "crawl", other.url("/"),
+                          "--allow-private", "--delay", "0", "-q"], cli_env, tmp_path)
+            assert beside.returncode == 0, beside.stderr
+            extract = run(["cllm", "--root", str(root.path), "extract", "-q"], cli_env, tmp_path)
+            assert crawling.poll() is None, "the crawl ended before extract ran: slow it down"
+        finally:
+            crawling.send_signal(signal.SIGINT)
+            crawling.communicate(timeout=WAIT_S)
+    assert extract.returncode == 3, extract.stderr
+    assert extract.stderr.count("\n") == 1
+    assert f"which crawl-{job.job} is writing now" in extract.stderr
+    assert not root.docs.is_dir() or not any(root.docs.glob("part-*"))  # nothing half read
+    after = run(["cllm", "--root", str(root.path), "extract", "-q"], cli_env, tmp_path)
+    assert after.returncode == 0, after.stderr  # the crawl has stopped: raw/ is free
 
 
 @pytest.mark.slow
