@@ -10,42 +10,19 @@ the tokens' bytes (byte-level BPE) give each chunk's exact UTF-8 byte range in t
 from __future__ import annotations
 
 import functools
-import hashlib
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pipeline.split import is_val as is_val  # the rule; chunks are its units
+
 if TYPE_CHECKING:
     from pipeline.records import Document
 
-SPLIT_SALT = b"cllm-split-v1:"
 NEWLINE, SPACE = 0x0A, 0x20
 _SPACES = b" \t\n\r\x0b\x0c"
-
-
-def split_phase(doc_id: str) -> float:
-    """A document's place in [0, 1), from its id: where its val chunks fall."""
-    digest = hashlib.blake2b(SPLIT_SALT + doc_id.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2.0**64
-
-
-def is_val(doc_id: str, val_fraction: float, chunk: int = 0) -> bool:
-    """Whether chunk `chunk` of a document is in the val split: the interval
-    (chunk·f − φ, (chunk+1)·f − φ] holds an integer (φ = `split_phase`).
-
-    Every 1/f-th chunk of a document is val, from a phase its id picks: a document of n chunks
-    has floor(n·f) or ceil(n·f) of them in val, so even one long document gets its share, and
-    documents are independent of each other. A one-chunk document is val when φ < f, the rule
-    of whole-document splits before chunks existed: its split did not change. A pure function
-    of (id, chunk), so no chunk ever changes split as the data grows.
-    """
-    if val_fraction <= 0:
-        return False
-    phase = split_phase(doc_id)
-    return math.ceil((chunk + 1) * val_fraction - phase) > math.ceil(chunk * val_fraction - phase)
 
 
 @dataclass(frozen=True, slots=True)

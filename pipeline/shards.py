@@ -19,15 +19,14 @@ from typing import Any, Literal
 import numpy as np
 
 from pipeline.atomic import atomic_write_json
-from pipeline.chunks import is_val as is_val  # the split rule, where the chunks are cut
 from pipeline.records import RecordFormatError, utc_now
+from pipeline.split import SPLIT_RULE as SPLIT_RULE
+from pipeline.split import is_val as is_val  # the split rule (pipeline/chunks.py cuts chunks)
 
 MANIFEST_FORMAT = 2  # 2: chunk-level split, a provenance sidecar per shard (1 still read)
 Split = Literal["train", "val"]
 SPLITS: tuple[Split, ...] = ("train", "val")
 IDX_DTYPE = np.dtype("<u8")
-SPLIT_RULE = ("chunk c of a document is val iff (c*f - p, (c+1)*f - p] holds an integer, "
-              "f = val_fraction, p = blake2b-8(cllm-split-v1: + doc id) / 2^64")
 
 
 def dtype_for_vocab(vocab_size: int) -> np.dtype:

@@ -18,7 +18,6 @@ from pipeline.chunks import (
     chunk_ends,
     is_val,
     split_entries,
-    split_phase,
     token_table,
     val_split_warning,
 )
@@ -28,6 +27,7 @@ from pipeline.errors import ConfigError
 from pipeline.layout import DataRoot
 from pipeline.records import Document
 from pipeline.shards import SPLITS, open_shard, read_manifest, verify_shards
+from pipeline.split import split_phase
 from pipeline.tokenization import tokenize_dataset
 from pipeline.tokenizer import load_tokenizer
 
