@@ -25,7 +25,9 @@ from pipeline.dedup import DedupIndex, Fingerprint, PartRecord, fingerprint
 from pipeline.docstore import PART_RE, list_parts, part_path, read_part, write_part
 from pipeline.errors import CorruptInput, EnvironmentProblem, InputError
 from pipeline.failures import FailureLog
-from pipeline.filters import Drop, Verdict, normalize_text, quality_verdict
+from pipeline.filters import KEEP, Drop, Verdict, normalize_text, quality_verdict
+from pipeline.langid import REASON as LANGUAGE
+from pipeline.langid import language_drop
 from pipeline.layout import DataRoot
 from pipeline.lock import check_input_free, stage_lock
 from pipeline.parallel import ordered_map
@@ -83,6 +85,8 @@ def clean_part(path: Path, cfg: CleanConfig) -> _PartResult:
     for doc in docs:
         doc.text = normalize_text(doc.text)
         verdict = quality_verdict(doc.text, cfg)
+        if cfg.languages and not isinstance(verdict, Drop):
+            verdict = _language_verdict(doc, cfg)
         fp = None
         if isinstance(verdict, Drop):
             doc.text = ""  # not needed any more: spare sending it back from the worker
@@ -90,6 +94,14 @@ def clean_part(path: Path, cfg: CleanConfig) -> _PartResult:
             fp = fingerprint(doc.text, cfg)
         result.items.append(_Cleaned(doc=doc, verdict=verdict, fp=fp))
     return result
+
+
+def _language_verdict(doc: Document, cfg: CleanConfig) -> Verdict:
+    """Identify the document's language into `lang` and `stats["lang_score"]` (replacing what
+    extraction put in `lang`, e.g. the OCR languages); Drop it if not one of clean.languages."""
+    doc.lang, score, why = language_drop(doc.text, cfg.languages, cfg.min_language_score)
+    doc.stats["lang_score"] = round(score, 4)
+    return Drop(LANGUAGE, why) if why else KEEP
 
 
 def _clean_workers(cfg: CleanConfig, todo: list[Path]) -> int:

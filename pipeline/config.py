@@ -231,9 +231,19 @@ class CleanConfig:
     minhash_perm: int = 128
     shingle_words: int = 5
     workers: int = 0  # processes that filter and fingerprint documents; 0 = number of cores
+    # ISO 639-1 codes of the languages to keep (py3langid's, pipeline/langid.py); a document in
+    # another is dropped with reason `language`; empty keeps all and identifies nothing
+    languages: list[str] = field(default_factory=list)
+    min_language_score: float = 0.5  # with languages: the identification score to reach (0..1)
 
     def __post_init__(self) -> None:
         _require(self.workers >= 0, "clean.workers", ">= 0", self.workers)
+        for i, code in enumerate(self.languages):
+            _require(isinstance(code, str) and len(code) in (2, 3) and code.isascii()
+                     and code.isalpha() and code.islower(), f"clean.languages[{i}]",
+                     "a lower-case ISO 639-1 code such as en", code)
+        _require(0.0 <= self.min_language_score <= 1.0, "clean.min_language_score", "in 0..1",
+                 self.min_language_score)
         _require(self.min_chars >= 0, "clean.min_chars", ">= 0", self.min_chars)
         _require(self.min_words >= 0, "clean.min_words", ">= 0", self.min_words)
         _require(self.repeated_line_min_words >= 0, "clean.repeated_line_min_words", ">= 0",

@@ -73,8 +73,9 @@ SEED = int(os.environ.get("CLLM_CRASH_SEED", "20240808"))
 VENV_BIN = Path(sys.executable).parent
 
 EXTRACT_ARGS = ["extract", "--workers", "2", "--set", "extract.part_docs=6"]
+# the language filter on (the documents are English: identified, kept, `lang` written)
 TOKENIZE_ARGS = ["tokenize", "--vocab-size", "400", "--shard-tokens", "1024",
-                 "--val-fraction", "0.2"]
+                 "--val-fraction", "0.2", "--set", 'clean.languages=["en"]']
 TRAIN_SETTINGS = {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32, "batch_size": 8,
                   "max_steps": 40, "warmup_steps": 4, "save_interval": 4, "eval_interval": 10,
                   "eval_iters": 2, "keep_last": 2}
@@ -435,6 +436,8 @@ def test_tokenize_killed_anywhere_resumes_to_the_same_shards(chain: Chain, tmp_p
     survive_kills(chain, "tokenize", tmp_path, same_tokenize)
     totals = manifest(chain.reference("tokenize"))["totals"]
     assert totals["train"]["shards"] >= 3 and totals["val"]["docs"] > 0
+    kept = [d for part in cleaned(chain.reference("tokenize")).values() for d in part]
+    assert kept and all(d["lang"] == "en" and d["stats"]["lang_score"] > 0.5 for d in kept)
 
 
 @pytest.mark.slow
