@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from pipeline.langid import language_drop
 from pipeline.layout import DataRoot
 from pipeline.lock import check_input_free, stage_lock
 from pipeline.parallel import ordered_map
+from pipeline.pii import scrub
 from pipeline.progress import Progress
 from pipeline.records import Document, Failure
 from pipeline.stats import StageStats
@@ -60,6 +62,7 @@ class _Cleaned:
     doc: Document
     verdict: Verdict
     fp: Fingerprint | None  # only for documents the filters keep
+    pii: Counter[str] | None = None  # placeholders put in, per kind (clean.pii = "replace")
 
 
 @dataclass(slots=True)
@@ -85,6 +88,9 @@ def clean_part(path: Path, cfg: CleanConfig) -> _PartResult:
     for doc in docs:
         doc.text = normalize_text(doc.text)
         verdict = quality_verdict(doc.text, cfg)
+        pii = None
+        if cfg.pii == "replace" and not isinstance(verdict, Drop):
+            doc.text, pii = scrub(doc.text)  # before dedup: copies differing in them match
         if cfg.languages and not isinstance(verdict, Drop):
             verdict = _language_verdict(doc, cfg)
         fp = None
@@ -92,7 +98,7 @@ def clean_part(path: Path, cfg: CleanConfig) -> _PartResult:
             doc.text = ""  # not needed any more: spare sending it back from the worker
         else:
             fp = fingerprint(doc.text, cfg)
-        result.items.append(_Cleaned(doc=doc, verdict=verdict, fp=fp))
+        result.items.append(_Cleaned(doc=doc, verdict=verdict, fp=fp, pii=pii))
     return result
 
 
@@ -138,12 +144,23 @@ def _decide(index: DedupIndex, part: str, item: _Cleaned, stats: StageStats) -> 
     return True
 
 
+def _count_pii(kept: list[_Cleaned], stats: StageStats) -> None:
+    """Placeholders put into the kept documents, per kind: stats.extra["pii_replaced"]."""
+    counts = Counter(stats.extra.get("pii_replaced", {}))
+    for item in kept:
+        counts.update(item.pii or {})
+    if counts:
+        stats.extra["pii_replaced"] = dict(sorted(counts.items()))
+
+
 def _commit_part(index: DedupIndex, out: Path, path: Path, result: _PartResult,
                  stats: StageStats) -> None:
     """Decide every document of a part, write its kept documents, then commit the index."""
     index.begin_part()
     try:
-        kept = [item.doc for item in result.items if _decide(index, path.name, item, stats)]
+        kept_items = [item for item in result.items if _decide(index, path.name, item, stats)]
+        kept = [item.doc for item in kept_items]
+        _count_pii(kept_items, stats)
         write_part(out, kept, number=part_number(path))
         index.commit_part(PartRecord(name=path.name, size=result.size,
                                      docs=len(result.items), kept=len(kept)))

@@ -235,6 +235,10 @@ class CleanConfig:
     # another is dropped with reason `language`; empty keeps all and identifies nothing
     languages: list[str] = field(default_factory=list)
     min_language_score: float = 0.5  # with languages: the identification score to reach (0..1)
+    # replace: e-mail addresses, phone numbers, IP addresses, card numbers, IBANs and secrets
+    # become typed placeholders (<EMAIL>, <PHONE>, ...) before dedup and tokenization
+    # (pipeline/pii.py); on by default: a model memorises them, and no later step can undo it
+    pii: Literal["replace", "off"] = "replace"
 
     def __post_init__(self) -> None:
         _require(self.workers >= 0, "clean.workers", ">= 0", self.workers)
