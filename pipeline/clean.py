@@ -22,6 +22,8 @@ from pathlib import Path
 
 from pipeline.atomic import remove_orphan_temps
 from pipeline.config import CleanConfig, Config, save_resolved
+from pipeline.decontam import REASON as CONTAMINATED
+from pipeline.decontam import contamination, eval_index
 from pipeline.dedup import DedupIndex, Fingerprint, PartRecord, fingerprint
 from pipeline.docstore import PART_RE, list_parts, part_path, read_part, write_part
 from pipeline.errors import CorruptInput, EnvironmentProblem, InputError
@@ -86,20 +88,28 @@ def clean_part(path: Path, cfg: CleanConfig) -> _PartResult:
     result.failures = [Failure(source=e.source, stage=CLEAN_STAGE, error=e.kind,
                                message=e.reason) for e in bad]
     for doc in docs:
-        doc.text = normalize_text(doc.text)
-        verdict = quality_verdict(doc.text, cfg)
-        pii = None
-        if cfg.pii == "replace" and not isinstance(verdict, Drop):
-            doc.text, pii = scrub(doc.text)  # before dedup: copies differing in them match
-        if cfg.languages and not isinstance(verdict, Drop):
-            verdict = _language_verdict(doc, cfg)
-        fp = None
-        if isinstance(verdict, Drop):
-            doc.text = ""  # not needed any more: spare sending it back from the worker
-        else:
-            fp = fingerprint(doc.text, cfg)
-        result.items.append(_Cleaned(doc=doc, verdict=verdict, fp=fp, pii=pii))
+        result.items.append(_clean_document(doc, cfg))
     return result
+
+
+def _clean_document(doc: Document, cfg: CleanConfig) -> _Cleaned:
+    """Normalise, filter, scrub and fingerprint one document, in this order: decontamination
+    before PII scrubbing (which would change words the evaluation text has), scrubbing before
+    language identification and the fingerprint (copies that differ in them are duplicates)."""
+    doc.text = normalize_text(doc.text)
+    verdict = quality_verdict(doc.text, cfg)
+    if cfg.decontaminate and not isinstance(verdict, Drop):
+        shared = contamination(doc.text, cfg.decontaminate, cfg.decontaminate_n)
+        verdict = Drop(CONTAMINATED, shared) if shared else verdict
+    pii = None
+    if cfg.pii == "replace" and not isinstance(verdict, Drop):
+        doc.text, pii = scrub(doc.text)
+    if cfg.languages and not isinstance(verdict, Drop):
+        verdict = _language_verdict(doc, cfg)
+    if isinstance(verdict, Drop):
+        doc.text = ""  # not needed any more: spare sending it back from the worker
+        return _Cleaned(doc=doc, verdict=verdict, fp=None)
+    return _Cleaned(doc=doc, verdict=verdict, fp=fingerprint(doc.text, cfg), pii=pii)
 
 
 def _language_verdict(doc: Document, cfg: CleanConfig) -> Verdict:
@@ -178,6 +188,9 @@ def clean_documents(cfg: Config, root: DataRoot, progress: bool = True) -> Stage
     failures: list[Failure] = []
     succeeded: list[str] = []
     check_input_free(root.docs, CLEAN_STAGE)
+    if cfg.clean.decontaminate:  # a missing or unreadable eval file fails here, not in a worker
+        stats.extra["decontaminate_ngrams"] = int(
+            eval_index(cfg.clean.decontaminate, cfg.clean.decontaminate_n).size)
     with stage_lock(root.state, CLEAN_STAGE), DedupIndex(root.dedup_index, cfg.clean) as index:
         remove_orphan_temps(out)
         save_resolved(cfg, out)

@@ -25,7 +25,8 @@ ENV_PREFIX = "CLLM_"
 MB = 1024 * 1024
 # keys whose values are paths: relative ones in a config file are relative to its folder
 PATH_KEYS = {"sources": ("paths",), "crawl": ("blocklist_file",), "tokenize": ("tokenizer",),
-             "train": ("init_checkpoint",), "evaluate": ("checkpoint",)}
+             "train": ("init_checkpoint",), "evaluate": ("checkpoint",),
+             "clean": ("decontaminate",)}
 
 
 
@@ -239,6 +240,10 @@ class CleanConfig:
     # become typed placeholders (<EMAIL>, <PHONE>, ...) before dedup and tokenization
     # (pipeline/pii.py); on by default: a model memorises them, and no later step can undo it
     pii: Literal["replace", "off"] = "replace"
+    # files or folders of evaluation text (.jsonl: each record's "text"; other files: their
+    # text); a document sharing a word n-gram with it is dropped (`contaminated`)
+    decontaminate: list[str] = field(default_factory=list)
+    decontaminate_n: int = 13  # words per n-gram (NFKC, case-folded); 13 as in GPT-3
 
     def __post_init__(self) -> None:
         _require(self.workers >= 0, "clean.workers", ">= 0", self.workers)
@@ -248,6 +253,11 @@ class CleanConfig:
                      "a lower-case ISO 639-1 code such as en", code)
         _require(0.0 <= self.min_language_score <= 1.0, "clean.min_language_score", "in 0..1",
                  self.min_language_score)
+        for i, path in enumerate(self.decontaminate):
+            _require(isinstance(path, str) and bool(path.strip()), f"clean.decontaminate[{i}]",
+                     "a file or folder", path)
+        _require(self.decontaminate_n >= 3, "clean.decontaminate_n", ">= 3",
+                 self.decontaminate_n)
         _require(self.min_chars >= 0, "clean.min_chars", ">= 0", self.min_chars)
         _require(self.min_words >= 0, "clean.min_words", ">= 0", self.min_words)
         _require(self.repeated_line_min_words >= 0, "clean.repeated_line_min_words", ">= 0",

@@ -73,7 +73,8 @@ SEED = int(os.environ.get("CLLM_CRASH_SEED", "20240808"))
 VENV_BIN = Path(sys.executable).parent
 
 EXTRACT_ARGS = ["extract", "--workers", "2", "--set", "extract.part_docs=6"]
-# the language filter on (the documents are English: identified, kept, `lang` written)
+# the language filter on (the documents are English: identified, kept, `lang` written), and
+# decontamination (`evals`: one document goes)
 TOKENIZE_ARGS = ["tokenize", "--vocab-size", "400", "--shard-tokens", "1024",
                  "--val-fraction", "0.2", "--set", 'clean.languages=["en"]']
 TRAIN_SETTINGS = {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32, "batch_size": 8,
@@ -106,6 +107,20 @@ def make_inputs(folder: Path) -> None:
     write(folder / "bad" / "empty.txt", b"")
     write(folder / "bad" / "blob.bin", bytes(rng.randrange(256) for _ in range(4096)))
     write(folder / "bad" / "corrupt.pdf", b"%PDF-1.4\n" + rng.randbytes(3000))
+
+
+def evals(inputs: Path) -> Path:
+    """Evaluation text beside the inputs, sharing 20 words with note07.txt's second paragraph
+    (so the clean stage drops note07 as contaminated)."""
+    path = inputs.with_name(inputs.name + "-evals") / "eval.jsonl"
+    if not path.is_file():
+        words = sentences(5000 + 10 * 7 + 1, 70).split()[10:30]
+        write(path, (json.dumps({"text": " ".join(words)}) + "\n").encode())
+    return path
+
+
+def tokenize_args(inputs: Path) -> list[str]:
+    return [*TOKENIZE_ARGS, "--set", f'clean.decontaminate=["{evals(inputs)}"]']
 
 
 def write(path: Path, data: bytes) -> None:
@@ -150,7 +165,7 @@ def stages(inputs: Path, site_url: str = "") -> dict[str, Stage]:
                         stage_lock("raw", ".ingest.lock"), progress=sources_stored),
         "extract": Stage("extract", lambda root: cllm(root, *EXTRACT_ARGS),
                          stage_lock("docs", ".extract.lock"), progress=parts_written),
-        "tokenize": Stage("tokenize", lambda root: cllm(root, *TOKENIZE_ARGS),
+        "tokenize": Stage("tokenize", lambda root: cllm(root, *tokenize_args(inputs)),
                           stage_lock("shards", ".tokenize.lock"), progress=tokenize_steps),
         "train": Stage("train", lambda root: cllm(root, *TRAIN_ARGS),
                        stage_lock("runs", "crash", ".train.lock"), progress=checkpoint_step),
@@ -438,6 +453,7 @@ def test_tokenize_killed_anywhere_resumes_to_the_same_shards(chain: Chain, tmp_p
     assert totals["train"]["shards"] >= 3 and totals["val"]["docs"] > 0
     kept = [d for part in cleaned(chain.reference("tokenize")).values() for d in part]
     assert kept and all(d["lang"] == "en" and d["stats"]["lang_score"] > 0.5 for d in kept)
+    assert not any(d["source"].endswith("note07.txt") for d in kept)  # contaminated
 
 
 @pytest.mark.slow
@@ -454,7 +470,7 @@ def test_tokenize_killed_right_after_its_commit_leaves_no_spools(tmp_path: Path)
     assert run_to_end(stages(tmp_path)["tokenize"], reference, env,
                       tmp_path / "reference.log").returncode == 0
 
-    killed_after("pipeline.tokenization:_commit", cllm(root, *TOKENIZE_ARGS), env)
+    killed_after("pipeline.tokenization:_commit", cllm(root, *tokenize_args(tmp_path)), env)
     assert list((root / "state" / "tokenize").iterdir()), "the kill came after the clean-up"
     assert run_to_end(stages(tmp_path)["tokenize"], root, env,
                       tmp_path / "resumed.log").returncode == 0
