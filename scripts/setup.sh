@@ -49,8 +49,8 @@ if ! .venv/bin/python -c 'import torch, sys; sys.exit(not torch.__version__.star
 fi
 
 if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
-  say "installing the project and its dev extras"
-  .venv/bin/pip install -q -e '.[dev]'
+  say "installing the project and its dev and parquet extras"
+  .venv/bin/pip install -q -e '.[dev,parquet]'
   touch "$STAMP"
 fi
 say "ready: $(.venv/bin/python --version), torch $(.venv/bin/python -c 'import torch; print(torch.__version__)'), $(tesseract --version 2>&1 | head -n1)"

@@ -221,6 +221,15 @@ def _args_status(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the status as JSON (for scripts)")
 
 
+def _args_export_docs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, metavar="PATH", help="the file to write")
+    p.add_argument("--format", choices=["parquet", "jsonl"], default="parquet")
+    p.add_argument("--stage", choices=["extracted", "cleaned"], default="cleaned",
+                   help="docs/ as extracted, or the clean stage's kept documents")
+    p.add_argument("--with-decisions", action="store_true",
+                   help="add the clean stage's decision (kept, or the drop reason) per row")
+
+
 def _args_config(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=["show", "check"], nargs="?", default="show",
                    help="show: print the resolved config as TOML; check: validate only")
@@ -240,5 +249,5 @@ ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "ingest": _args_ingest, "crawl": _args_crawl, "extract": _args_extract,
     "clean": _args_clean, "tokenize": _args_tokenize, "shards": _args_shards,
     "train": _args_train, "evaluate": _args_evaluate, "sample": _args_sample,
-    "status": _args_status, "config": _args_config,
+    "status": _args_status, "config": _args_config, "export-docs": _args_export_docs,
 }

@@ -73,6 +73,8 @@ OTHER_COMMANDS = (
             _orchestrated("serve")),
     Command("status", "what the data root holds, stage by stage", _command("status")),
     Command("config", "show or check the resolved config", _command("config")),
+    Command("export-docs", "write the extracted or cleaned documents as Parquet or JSONL",
+            _command("export_docs")),
 )
 
 

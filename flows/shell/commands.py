@@ -98,6 +98,15 @@ def status(args: Any, ctx: Any) -> int:
     return EXIT_OK
 
 
+def export_docs(args: Any, ctx: Any) -> int:
+    """`cllm export-docs --out PATH [--format parquet|jsonl] [--stage extracted|cleaned]`."""
+    from pipeline.export import export_docs as export
+
+    n = export(ctx.root, ctx.cfg, Path(args.out), args.format, args.stage, args.with_decisions)
+    print(f"export-docs: {n} {args.stage} documents -> {args.out} ({args.format})")
+    return EXIT_OK
+
+
 def config(args: Any, ctx: Any) -> int:
     if args.action == "show":
         sys.stdout.write(ctx.cfg.to_toml())
