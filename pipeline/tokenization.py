@@ -97,6 +97,8 @@ def prepare(cfg: Config, root: DataRoot, stats: StageStats) -> Plan | None:
     _check_split_rule(cfg, manifest)
     for folder in (root.shards, spool_dir(root), root.tokenizer_dir):
         remove_orphan_temps(folder)
+    if root.shards.is_dir():  # what a run killed after a rebuild's commit left
+        remove_unlisted_shards(root.shards, manifest)
     parts = cleaned_parts(root, cfg)
     # a rebuild writes every cleaned part anew (and may find its spools from a killed try)
     in_shards = set(manifest.parts) if manifest and not cfg.tokenize.rebuild else set()

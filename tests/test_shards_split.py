@@ -233,4 +233,12 @@ def test_changing_the_chunk_size_needs_a_rebuild_which_rewrites_every_shard(
     assert sum(s.tokens for s in rebuilt.shards) - sum(s.docs for s in rebuilt.shards) == \
         sum(s.tokens for s in first.shards) - sum(s.docs for s in first.shards)
     assert all(n > 2 * chunks_before[doc] for doc, n in chunks_of(rebuilt).items())
+    # a run killed between a rebuild's commit and the removal of the old shards leaves them:
+    # the next run, with nothing new, removes them
+    (root.shards / "train-00000.bin").write_bytes(b"\0" * 64)
+    again = small_config(shards={"val_fraction": 0.05, "shard_tokens": 64 * 1024,
+                                 "split_chunk_tokens": 512}, tokenize={"vocab_size": 2000})
+    assert tokenize_dataset(again, root, progress=False).kept == 0
+    assert not (root.shards / "train-00000.bin").exists()
+    assert read_manifest(root.manifest) == rebuilt
     assert verify_shards(root.shards, rebuilt, root.tokenizer_json).ok
