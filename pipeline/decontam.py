@@ -16,6 +16,7 @@ import json
 import re
 import unicodedata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -84,10 +85,15 @@ def _index(key: tuple[tuple[str, int, int], ...], n: int) -> np.ndarray:
     return np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.uint64)
 
 
+def eval_state(paths: list[str]) -> list[list[Any]]:
+    """[path, mtime_ns, size] of each evaluation file: what the decisions against it depend on
+    (lists, as they come back from JSON)."""
+    return [[str(p), p.stat().st_mtime_ns, p.stat().st_size] for p in eval_files(paths)]
+
+
 def eval_index(paths: list[str], n: int) -> np.ndarray:
     """The sorted n-gram hashes of the evaluation text (cached per process and file state)."""
-    key = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in eval_files(paths))
-    return _index(key, n)
+    return _index(tuple(tuple(state) for state in eval_state(paths)), n)
 
 
 def contamination(text: str, paths: list[str], n: int) -> str | None:

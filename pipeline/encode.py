@@ -28,6 +28,8 @@ from pipeline.atomic import atomic_write
 from pipeline.chunks import Chunker
 from pipeline.clean import iter_clean_documents
 from pipeline.config import Config
+from pipeline.decontam import REASON as CONTAMINATED
+from pipeline.decontam import contamination, eval_state
 from pipeline.layout import DataRoot
 from pipeline.progress import Progress
 from pipeline.provenance import write_provenance
@@ -71,6 +73,7 @@ class Spool:
     name: str
     shards: dict[str, ShardInfo | None] = field(default_factory=lambda: dict.fromkeys(SPLITS))
     documents: int = 0  # a document cut into chunks may be several entries, in both splits
+    contaminated: int = 0  # documents a rebuild left out (clean.decontaminate)
     chars: int = 0
     text_bytes: int = 0  # UTF-8 bytes of the documents' text
     # per split, each entry's provenance row, in order (pipeline/provenance.py)
@@ -87,7 +90,21 @@ def spool_key(info: TokenizerInfo, cfg: Config) -> dict[str, Any]:
     """What a spool's contents depend on; a spool made under other values is redone."""
     return {"tokenizer_sha256": info.sha256, "val_fraction": cfg.shards.val_fraction,
             "split_chunk_tokens": cfg.shards.split_chunk_tokens,
-            "dtype": dtype_for_vocab(info.vocab_size).name}
+            "dtype": dtype_for_vocab(info.vocab_size).name,
+            "decontaminate": eval_state(cfg.clean.decontaminate) if _rechecks(cfg) else None}
+
+
+def _rechecks(cfg: Config) -> bool:
+    """A rebuild checks the documents cleaned before against the evaluation text of now."""
+    return cfg.tokenize.rebuild and bool(cfg.clean.decontaminate)
+
+
+def _uncontaminated(docs: Iterable[Document], cfg: Config, spool: Spool) -> Iterator[Document]:
+    for doc in docs:
+        if contamination(doc.text, cfg.clean.decontaminate, cfg.clean.decontaminate_n):
+            spool.contaminated += 1
+            continue
+        yield doc
 
 
 def _intact(folder: Path, info: ShardInfo | None) -> bool:
@@ -110,7 +127,8 @@ def load_spool(folder: Path, name: str, key: dict[str, Any]) -> Spool | None:
     if data.get("key") != key or not all(_intact(folder, s) for s in shards.values()):
         return None  # other settings, or files an OS crash left incomplete (not fsynced)
     return Spool(name=name, shards=shards, documents=data["documents"], chars=data["chars"],
-                 text_bytes=data["text_bytes"], prov=data["prov"])
+                 text_bytes=data["text_bytes"], prov=data["prov"],
+                 contaminated=data["contaminated"])
 
 
 def _batches(docs: Iterable[Document], max_docs: int) -> Iterator[list[Document]]:
@@ -185,7 +203,10 @@ def encode_part(root: DataRoot, name: str, encoder: TextEncoder, cfg: Config,
     try:
         with ThreadPoolExecutor(1, thread_name_prefix="encode") as pool:
             previous: tuple[list[Document], Future[list[list[int]]]] | None = None
-            for batch in _batches(iter_clean_documents(root, [name]), cfg.tokenize.batch_docs):
+            docs = iter_clean_documents(root, [name])
+            if _rechecks(cfg):
+                docs = _uncontaminated(docs, cfg, spool)
+            for batch in _batches(docs, cfg.tokenize.batch_docs):
                 future = pool.submit(encode_texts, encoder, [d.text for d in batch],
                                      cfg.tokenize.segment_chars)
                 if previous is not None:
@@ -199,7 +220,8 @@ def encode_part(root: DataRoot, name: str, encoder: TextEncoder, cfg: Config,
     except BaseException:
         writers.abort()
         raise
-    marker = {"key": spool_key(info, cfg), "documents": spool.documents, "chars": spool.chars,
+    marker = {"key": spool_key(info, cfg), "documents": spool.documents,
+              "contaminated": spool.contaminated, "chars": spool.chars,
               "text_bytes": spool.text_bytes,
               "shards": {k: asdict(s) if s else None for k, s in spool.shards.items()},
               "prov": spool.prov}
@@ -224,6 +246,8 @@ def encode_parts(cfg: Config, root: DataRoot, names: list[str], encoder: TextEnc
                 stats.extra["parts_resumed"] = stats.extra.get("parts_resumed", 0) + 1
                 bar.update(spool.documents)
             stats.keep(spool.documents)
+            if spool.contaminated:
+                stats.drop(CONTAMINATED, spool.contaminated)
             stats.units += spool.tokens()
             stats.bytes += spool.text_bytes
             stats.extra["chars"] = stats.extra.get("chars", 0) + spool.chars

@@ -75,3 +75,31 @@ def test_relative_eval_paths_in_a_config_file_are_relative_to_it(tmp_path: Path)
     assert data["clean"]["decontaminate"] == [str(tmp_path / "evals")]
     with pytest.raises(ConfigError, match="clean.decontaminate_n"):
         build_config([{"clean": {"decontaminate_n": 2}}])
+
+
+def test_a_rebuild_leaves_out_what_a_new_eval_file_finds_in_the_shards(root: DataRoot,
+                                                                      tmp_path: Path) -> None:
+    from test_dataset import small_config
+
+    from pipeline.shards import read_manifest, verify_shards
+    from pipeline.tokenization import tokenize_dataset
+
+    rng = random.Random(3)
+    docs = [Document(id=doc_id(f"rb-{i}"), source=f"/rb/{i}.txt", mime="text/plain",
+                     text=make_text(rng, 150), created_at="2026-01-01") for i in range(6)]
+    write_part(root.docs, docs)
+    assert tokenize_dataset(small_config(), root, progress=False).kept == 6
+    evals = tmp_path / "later.txt"
+    evals.write_text(" ".join(docs[4].text.split()[40:60]), encoding="utf-8")
+
+    later = {"decontaminate": [str(evals)]}
+    again = tokenize_dataset(small_config(clean=later), root, progress=False)
+    assert again.kept == 0  # shards are append-only: what is in them stays until a rebuild
+    rebuilt = tokenize_dataset(small_config(clean=later, tokenize={"rebuild": True}), root,
+                               progress=False)
+    assert rebuilt.kept == 5 and dict(rebuilt.dropped) == {"contaminated": 1}
+    manifest = read_manifest(root.manifest)
+    sources = {json.loads(line)["source"] for s in manifest.shards
+               for line in (root.shards / f"{s.name}.prov.jsonl").read_text().splitlines()}
+    assert sources == {d.source for d in docs} - {"/rb/4.txt"}
+    assert verify_shards(root.shards, manifest, root.tokenizer_json).ok
