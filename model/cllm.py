@@ -191,15 +191,32 @@ class CausalSelfAttention(nn.Module):
         return self.resid_dropout(self.c_proj(y))
 
 
+def mlp_hidden(cfg: ModelShape) -> int:
+    """The MLP's hidden width: 4 C for GELU; for SwiGLU 2/3 of that (its three matrices then
+    hold what GELU's two do), rounded up to a multiple of 8, as Llama sizes it."""
+    if cfg.mlp == "swiglu":
+        return 8 * math.ceil(8 * cfg.n_embd / 3 / 8)
+    return 4 * cfg.n_embd
+
+
 class MLP(nn.Module):
+    """GELU (GPT-2): c_proj(gelu(c_fc x)); SwiGLU (Llama): c_proj(silu(c_gate x) * c_fc x)."""
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
-        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        hidden = mlp_hidden(cfg)
+        self.c_gate = nn.Linear(cfg.n_embd, hidden, bias=cfg.bias) if cfg.mlp == "swiglu" \
+            else None
+        self.c_fc = nn.Linear(cfg.n_embd, hidden, bias=cfg.bias)
+        self.c_proj = nn.Linear(hidden, cfg.n_embd, bias=cfg.bias)
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))  # (B, T, C)
+        if self.c_gate is None:
+            h = F.gelu(self.c_fc(x))  # (B, T, 4C)
+        else:
+            h = F.silu(self.c_gate(x)) * self.c_fc(x)  # (B, T, hidden)
+        return self.dropout(self.c_proj(h))  # (B, T, C)
 
 
 class Block(nn.Module):

@@ -40,6 +40,7 @@ class OcrMode(StrEnum):
 EncoderKind = Literal["auto", "hf", "tiktoken"]
 Scheduler = Literal["constant", "cosine", "linear", "step"]
 Norm = Literal["layernorm", "rmsnorm"]
+Mlp = Literal["gelu", "swiglu"]
 Position = Literal["learned", "rope", "sinusoidal", "prime", "clock", "spiral"]
 EmbeddingInit = Literal["normal", "lattice"]
 Symmetry = Literal["none", "twelvefold"]
@@ -296,6 +297,9 @@ class ModelShape:
     dropout: float = 0.0
     bias: bool = False
     norm: Norm = "layernorm"
+    # gelu: GPT-2's 4 x n_embd GELU MLP; swiglu: Llama's gated SiLU MLP, hidden width about
+    # 8/3 x n_embd (same parameters); with norm = rmsnorm, position = rope, no bias: Llama
+    mlp: Mlp = "gelu"
     position: Position = "learned"
     embedding_init: EmbeddingInit = "normal"
     lattice_scale: float = 1.0  # multiplies the lattice init (see CRYSTALLINE.md)
@@ -308,6 +312,7 @@ class ModelShape:
                  f"a multiple of train.n_head ({self.n_head})", self.n_embd)
         _require(0.0 <= self.dropout < 1.0, "train.dropout", "in [0, 1)", self.dropout)
         _require(self.lattice_scale > 0, "train.lattice_scale", "> 0", self.lattice_scale)
+        _require(self.mlp in typing.get_args(Mlp), "train.mlp", "gelu | swiglu", self.mlp)
         head_size = self.n_embd // self.n_head
         _require(self.position != "rope" or head_size % 2 == 0,
                  "the head size (train.n_embd / train.n_head)",

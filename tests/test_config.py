@@ -73,6 +73,7 @@ def test_int_widens_to_float_but_not_the_reverse() -> None:
         ({"ingest": {"include": ["*.json", " "]}}, r"ingest\.include\[1\] must be a non-empty"),
         ({"clean": {"repeated_line_min_words": -1}},
          r"clean\.repeated_line_min_words must be >= 0"),
+        ({"train": {"mlp": "relu"}}, r"train\.mlp must be one of gelu \| swiglu"),
     ],
 )
 def test_bad_config_names_the_key(layer: dict, message: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -13,6 +14,7 @@ from model.cllm import (
     PHI,
     ModelConfig,
     lattice_embedding,
+    mlp_hidden,
     nth_primes,
     position_table,
     twelvefold_tables,
@@ -31,6 +33,8 @@ OPTIONS = [
     {"symmetry": "twelvefold"},
     {"position": "spiral", "embedding_init": "lattice", "symmetry": "twelvefold",
      "norm": "rmsnorm"},
+    {"mlp": "swiglu"},
+    {"mlp": "swiglu", "norm": "rmsnorm", "position": "rope"},  # the Llama recipe
 ]
 
 
@@ -97,6 +101,19 @@ def test_head_is_tied_to_the_token_embedding_and_norms_are_not_decayed() -> None
 def test_a_too_long_sequence_is_refused() -> None:
     with pytest.raises(ValueError, match="longer than block_size"):
         CLLM(tiny())(torch.zeros(1, 7, dtype=torch.long))
+
+
+def test_the_swiglu_mlp_gates_and_holds_what_the_gelu_one_does() -> None:
+    torch.manual_seed(0)
+    gelu, swiglu = CLLM(tiny(n_embd=48)), CLLM(tiny(n_embd=48, mlp="swiglu"))
+    mlp = swiglu.blocks[0].mlp
+    assert mlp_hidden(swiglu.cfg) == 128 and mlp.c_gate.weight.shape == (128, 48)
+    assert abs(swiglu.num_params() - gelu.num_params()) <= 3 * 8 * 48  # the rounding to 8
+    x = torch.randn(2, 3, 48)
+    by_hand = mlp.c_proj(torch.nn.functional.silu(mlp.c_gate(x)) * mlp.c_fc(x))
+    assert torch.allclose(mlp(x), by_hand)
+    with pytest.raises(ValueError, match=re.escape("train.mlp must be gelu | swiglu")):
+        ModelConfig(vocab_size=10, mlp="relu")
 
 
 def test_odd_widths_are_refused_where_pairs_are_rotated() -> None:
