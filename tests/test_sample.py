@@ -45,6 +45,21 @@ class Scripted(nn.Module):
         self.calls += 1
         return row.expand(B, T, -1).clone(), None
 
+    def new_cache(self) -> _Room:
+        return _Room()
+
+    def decode(self, idx: torch.Tensor, cache: _Room) -> torch.Tensor:
+        return self(idx)[0][:, -1]
+
+
+class _Room:
+    """The scripted model's "cache": always room for one more token."""
+
+    room = 1
+
+    def reset(self) -> None:
+        pass
+
 
 def test_plain_sampling_keeps_the_distribution() -> None:
     assert torch.allclose(next_token_distribution(torch.log(P)), P)
@@ -118,6 +133,20 @@ def test_streamed_text_never_splits_a_character(trained: tuple[DataRoot, Path]) 
     pieces = list(gen.stream("", SampleConfig(max_new_tokens=100, temperature=1.0)))
     assert "".join(pieces) == text
     assert len(pieces) > 3 and not any("\ufffd" in p for p in pieces)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0], ids=["greedy", "sampled"])
+def test_the_cache_makes_the_tokens_that_reading_the_window_again_does(
+        trained: tuple[DataRoot, Path], temperature: float) -> None:
+    gen = TextGenerator.load(trained[1], "cpu")
+    window = gen.model.cfg.block_size
+    prompt = gen.tokenizer.encode("The small cat sees the river.").ids
+    settings = SampleConfig(max_new_tokens=3 * window, temperature=temperature, seed=5,
+                            stop_at_eos=False)  # past block_size: the window slides
+    cached = list(generate_ids(gen.model, prompt, settings, gen.eos_id))
+    again = list(generate_ids(gen.model, prompt, settings, gen.eos_id, use_cache=False))
+    assert len(cached) == 3 * window
+    assert cached == again
 
 
 def test_sampling_a_trained_model_makes_corpus_words(trained: tuple[DataRoot, Path]) -> None:
