@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from pipeline.config import FIXED_POSITIONS, ModelShape
 
 INIT_STD = 0.02  # nanoGPT/GPT-2 init of every weight matrix and the embeddings
+NORM_EPS = 1e-5  # of LayerNorm and RMSNorm (GPT-2's and Llama's)
+ROPE_BASE = 10000.0  # RoPE frequencies: pair m turns at ROPE_BASE^(-2m/hs) per position
 PHI = (3, 7, 31, 12, 19, 5, 11, 13, 17, 23, 29, 37)  # frequency table, indexed by d mod 12
 GOLDEN = (1 + math.sqrt(5)) / 2
 # (first id, ring size R, offset of q in θ) of each ring of the lattice "clock"
@@ -149,7 +151,7 @@ def rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2)
 
 
-def rope_tables(block_size: int, head_size: int, base: float = 10000.0
+def rope_tables(block_size: int, head_size: int, base: float = ROPE_BASE
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin (T, hs/2) of rotary position embeddings (Su et al.), float64."""
     inv_freq = 1.0 / base ** (torch.arange(0, head_size, 2, dtype=torch.float64) / head_size)
@@ -162,8 +164,8 @@ def rope_tables(block_size: int, head_size: int, base: float = 10000.0
 
 def _norm(cfg: ModelConfig) -> nn.Module:
     if cfg.norm == "rmsnorm":
-        return nn.RMSNorm(cfg.n_embd, eps=1e-5)
-    return nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        return nn.RMSNorm(cfg.n_embd, eps=NORM_EPS)
+    return nn.LayerNorm(cfg.n_embd, eps=NORM_EPS, bias=cfg.bias)
 
 
 class CausalSelfAttention(nn.Module):

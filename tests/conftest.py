@@ -12,6 +12,9 @@ from pipeline.config import Config, build_config
 from pipeline.layout import DataRoot
 
 REPO = Path(__file__).resolve().parents[1]
+# nothing is downloaded: transformers (the export tests) reads only what the tests wrote
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
 VENV_BIN = Path(sys.executable).parent
 
 
