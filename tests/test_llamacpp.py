@@ -40,9 +40,9 @@ import llama_cpp
 job = json.load(sys.stdin)
 llm = llama_cpp.Llama(model_path=job["model"], n_ctx=job["context"], n_batch=job["context"],
                       logits_all=True, verbose=False)
-out = {"tokens": [], "greedy": []}
-for text, prompt in zip(job["texts"], job["prompts"]):
-    out["tokens"].append(llm.tokenize(text.encode(), add_bos=False, special=True))
+out = {"tokens": [llm.tokenize(t.encode(), add_bos=False, special=True) for t in job["texts"]],
+       "greedy": []}
+for prompt in job["prompts"]:
     llm.reset()
     llm.eval(prompt)
     new = []
