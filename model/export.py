@@ -24,15 +24,12 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from model.cllm import NORM_EPS, ROPE_BASE, ModelConfig, mlp_hidden
 from model.hf_layout import Arch, hf_tensors
 from pipeline.config import FIXED_POSITIONS
 from pipeline.errors import EnvironmentProblem
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +162,6 @@ def write_hf(folder: Path, state: dict[str, Any], arch: Arch) -> None:
     import torch
 
     transformers = _import_transformers()
-    transformers.utils.logging.disable_progress_bar()  # one summary line, not bars
     cfg = ModelConfig(**state["model_config"])
     tokenizer_json, eos_id = _tokenizer_of(state)
     config_class, model_class = (getattr(transformers, name) for name in HF_CLASSES[arch])
@@ -179,7 +175,14 @@ def write_hf(folder: Path, state: dict[str, Any], arch: Arch) -> None:
             raise RuntimeError(f"export to {arch}: tensors {sorted(expected ^ set(tensors))} "
                                "differ from the model's")
         model.load_state_dict(tensors, strict=True)
-    model.save_pretrained(folder)
+    bars = transformers.utils.logging
+    shown = bars.is_progress_bar_enabled()
+    bars.disable_progress_bar()  # the export says one line when done, not a bar per file
+    try:
+        model.save_pretrained(folder)
+    finally:
+        if shown:
+            bars.enable_progress_bar()
     _write_hf_tokenizer(folder, tokenizer_json, eos_id, cfg.block_size)
 
 
