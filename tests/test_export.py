@@ -349,3 +349,18 @@ def test_export_needs_its_extra_and_nothing_else_imports_it(data: DataRoot,
                           timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "loaded: []"
+
+
+@pytest.mark.slow
+def test_the_generation_bench_smoke_mode_runs_and_the_three_ways_agree(tmp_path: Path) -> None:
+    from conftest import REPO
+
+    out = tmp_path / "sample.json"
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "sample.py"), "--smoke",
+                           "--threads", "1", "--out", str(out)], capture_output=True, text=True,
+                          timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["same_tokens"] == {"no_cache": True, "transformers": True}
+    assert set(result["tokens_per_s"]) == {"ours", "no_cache", "transformers"}
+    assert result["threads"] == 1 and "ours / no_cache" in done.stdout
