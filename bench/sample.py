@@ -36,6 +36,7 @@ from model.cllm import CLLM, ModelConfig
 from model.export import export_model
 from model.sample import generate_ids
 from model.tiny import corpus
+from pipeline.atomic import atomic_write_text
 from pipeline.config import SampleConfig
 from pipeline.tokenizer import eos_id, train_bpe
 
@@ -73,13 +74,65 @@ def timed(call: Callable[[], list[int]]) -> tuple[float, list[int]]:
     return time.perf_counter() - began, tokens
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="a tiny model, one run (CI)")
     parser.add_argument("--runs", type=int, help="interleaved runs of each (default 5)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def three_ways(model: CLLM, hf: Any, prompt: list[int], eos: int, new: int
+               ) -> dict[str, Callable[[], list[int]]]:
+    """Each way of making `new` greedy tokens after `prompt`, returning them."""
+    greedy = SampleConfig(max_new_tokens=new, temperature=0.0, stop_at_eos=False)
+    ids = torch.tensor([prompt])
+
+    def theirs() -> list[int]:
+        with torch.no_grad():
+            out = hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                              max_new_tokens=new, min_new_tokens=new, pad_token_id=eos)
+        return out[0, len(prompt):].tolist()
+
+    return {
+        "ours": lambda: list(generate_ids(model, prompt, greedy, eos)),
+        "no_cache": lambda: list(generate_ids(model, prompt, greedy, eos, use_cache=False)),
+        "transformers": theirs,
+    }
+
+
+def measure(ways: dict[str, Callable[[], list[int]]], runs: int
+            ) -> tuple[dict[str, list[float]], dict[str, list[int]]]:
+    """Seconds of each way over interleaved runs (the order rotating), and its tokens."""
+    for call in ways.values():
+        call()  # warm-up: allocations, first-call costs
+    seconds: dict[str, list[float]] = {name: [] for name in ways}
+    tokens: dict[str, list[int]] = {}
+    names = list(ways)
+    for run in range(runs):
+        for name in names[run % len(names):] + names[:run % len(names)]:
+            took, tokens[name] = timed(ways[name])
+            seconds[name].append(took)
+    return seconds, tokens
+
+
+def print_result(result: dict[str, Any]) -> None:
+    shape, rate = result["model"], result["tokens_per_s"]
+    print(f"generation, {result['new_tokens']} new tokens after {result['prompt_tokens']} "
+          f"({shape['n_layer']} x {shape['n_embd']}, vocab {shape['vocab']}, fp32, "
+          f"{result['threads']} threads, median of {result['runs']}):")
+    for name in rate:
+        line = f"  {name:<13} {rate[name]:8.1f} tokens/s"
+        if name in TARGETS:
+            same = "yes" if result["same_tokens"][name] else "NO"
+            line += (f"   ours / {name} = {result['ratio'][name]:.2f}x (target >= "
+                     f"{TARGETS[name]:.1f}x), same tokens: {same}")
+        print(line)
+
+
+def main() -> None:
+    args = parse_args()
     logging.basicConfig(level=logging.WARNING)
     preset = dict(PRESETS["smoke" if args.smoke else "default"])
     runs = args.runs or preset["runs"]
@@ -87,38 +140,16 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # the figures, not a loading bar
     with tempfile.TemporaryDirectory() as tmp:
         model, prompt, eos, checkpoint = make_model(preset, Path(tmp))
         hf = AutoModelForCausalLM.from_pretrained(
             export_model(checkpoint, Path(tmp) / "hf", "hf").out).eval()
     hf.generation_config.eos_token_id = None  # 256 new tokens, whatever they are
-    greedy = SampleConfig(max_new_tokens=preset["new"], temperature=0.0, stop_at_eos=False)
-    ids = torch.tensor([prompt])
-
-    def theirs() -> list[int]:
-        with torch.no_grad():
-            out = hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                              max_new_tokens=preset["new"], min_new_tokens=preset["new"],
-                              pad_token_id=eos)
-        return out[0, len(prompt):].tolist()
-
-    ways: dict[str, Callable[[], list[int]]] = {
-        "ours": lambda: list(generate_ids(model, prompt, greedy, eos)),
-        "no_cache": lambda: list(generate_ids(model, prompt, greedy, eos, use_cache=False)),
-        "transformers": theirs,
-    }
-    for call in ways.values():
-        call()  # warm-up: allocations, first-call costs
-    seconds: dict[str, list[float]] = {name: [] for name in ways}
-    tokens: dict[str, list[int]] = {}
-    for run in range(runs):
-        order = list(ways)[run % 3:] + list(ways)[:run % 3]  # interleaved, rotating
-        for name in order:
-            took, tokens[name] = timed(ways[name])
-            seconds[name].append(took)
+    seconds, tokens = measure(three_ways(model, hf, prompt, eos, preset["new"]), runs)
     rate = {name: preset["new"] / statistics.median(s) for name, s in seconds.items()}
-    same = {name: tokens[name] == tokens["ours"] for name in ("no_cache", "transformers")}
     result = {
         "model": {k: preset[k] for k in ("n_layer", "n_embd", "n_head")} | {
             "vocab": model.cfg.vocab_size, "recipe": "gpt2", "dtype": "float32"},
@@ -126,19 +157,12 @@ def main() -> None:
         "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
         "tokens_per_s": rate, "seconds_all": seconds,
         "ratio": {name: rate["ours"] / rate[name] for name in TARGETS},
-        "targets": TARGETS, "same_tokens": same, "smoke": args.smoke,
+        "targets": TARGETS, "smoke": args.smoke,
+        "same_tokens": {name: tokens[name] == tokens["ours"] for name in TARGETS},
     }
-    print(f"generation, {preset['new']} new tokens after {len(prompt)} "
-          f"({preset['n_layer']} x {preset['n_embd']}, vocab {model.cfg.vocab_size}, fp32, "
-          f"{result['threads']} threads, median of {runs}):")
-    for name in ways:
-        line = f"  {name:<13} {rate[name]:8.1f} tokens/s"
-        if name in TARGETS:
-            line += (f"   ours / {name} = {result['ratio'][name]:.2f}x (target >= "
-                     f"{TARGETS[name]:.1f}x), same tokens: {'yes' if same[name] else 'NO'}")
-        print(line)
+    print_result(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 
