@@ -78,6 +78,8 @@ class Spool:
     text_bytes: int = 0  # UTF-8 bytes of the documents' text
     # per split, each entry's provenance row, in order (pipeline/provenance.py)
     prov: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {s: [] for s in SPLITS})
+    # per split, each entry's UTF-8 bytes, in order: shards cut from the spool count theirs
+    doc_bytes: dict[str, list[int]] = field(default_factory=lambda: {s: [] for s in SPLITS})
 
     def docs(self, split: str | None = None) -> int:
         return sum(s.docs for k, s in self.shards.items() if s and split in (None, k))
@@ -124,11 +126,13 @@ def load_spool(folder: Path, name: str, key: dict[str, Any]) -> Spool | None:
         shards = {split: ShardInfo(**s) if s else None for split, s in data["shards"].items()}
     except (FileNotFoundError, ValueError, KeyError, TypeError):
         return None
-    if data.get("key") != key or not all(_intact(folder, s) for s in shards.values()):
-        return None  # other settings, or files an OS crash left incomplete (not fsynced)
+    if data.get("key") != key or not all(_intact(folder, s) for s in shards.values()) \
+            or "doc_bytes" not in data:
+        return None  # other settings, files an OS crash left incomplete (not fsynced), or
+        #              a spool of an older version that did not count each document's bytes
     return Spool(name=name, shards=shards, documents=data["documents"], chars=data["chars"],
                  text_bytes=data["text_bytes"], prov=data["prov"],
-                 contaminated=data["contaminated"])
+                 contaminated=data["contaminated"], doc_bytes=data["doc_bytes"])
 
 
 def _batches(docs: Iterable[Document], max_docs: int) -> Iterator[list[Document]]:
@@ -163,17 +167,20 @@ class _SpoolWriters:
         import numpy as np
 
         by_split: dict[str, list[np.ndarray]] = {split: [] for split in SPLITS}
+        counts: dict[str, list[int]] = {split: [] for split in SPLITS}
         for doc, doc_ids in zip(batch, ids, strict=True):
             arr = np.array(doc_ids, dtype=self.dtype)
             text_bytes = len(doc.text.encode("utf-8"))
             for entry, row in self.chunker.entries(doc, arr, text_bytes):
                 by_split[entry.split].append(arr[entry.start:entry.end])
+                counts[entry.split].append(row["bytes"][1] - row["bytes"][0])
                 spool.prov[entry.split].append(row)
             spool.documents += 1
             spool.chars += len(doc.text)
             spool.text_bytes += text_bytes
         for split, entries in by_split.items():
-            self.writers[split].add_batch(entries)
+            self.writers[split].add_batch(entries, counts[split])
+            spool.doc_bytes[split] += counts[split]
         return sum(len(x) for x in ids) + sum(map(len, by_split.values()))
 
     def close(self, spool: Spool) -> None:
@@ -222,7 +229,7 @@ def encode_part(root: DataRoot, name: str, encoder: TextEncoder, cfg: Config,
         raise
     marker = {"key": spool_key(info, cfg), "documents": spool.documents,
               "contaminated": spool.contaminated, "chars": spool.chars,
-              "text_bytes": spool.text_bytes,
+              "text_bytes": spool.text_bytes, "doc_bytes": spool.doc_bytes,
               "shards": {k: asdict(s) if s else None for k, s in spool.shards.items()},
               "prov": spool.prov}
     with atomic_write(_marker(folder, name), "w", durable=False) as fh:
@@ -292,7 +299,8 @@ def assemble_shards(cfg: Config, root: DataRoot, names: list[str], manifest: Man
             for spool in spools:
                 part = spool.shards[split]
                 if part is not None:
-                    made.extend(writer.add_encoded(*open_shard(spool_dir(root), part, dtype)))
+                    made.extend(writer.add_encoded(*open_shard(spool_dir(root), part, dtype),
+                                                   spool.doc_bytes[split]))
             last = writer.flush()
         if last is not None:
             made.append(last)

@@ -6,7 +6,7 @@ shard, in order, saying where its tokens came from:
      "source": URL or path, "title": ..., "pages": [first, last] (estimated; [] unpaged)}
 
 Written with the shard, before the manifest lists it (the manifest holds its sha256). Shards
-of format 1 have none. (This module names no shard type: pipeline.shards imports it.)
+written before format 3 have none. (This module names no shard type: pipeline.shards imports it.)
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def write_provenance(folder: Path, name: str, rows: list[dict[str, Any]]) -> str
 
 
 def read_provenance(folder: Path, info: Any) -> list[dict[str, Any]]:
-    """The sidecar rows of a shard (a ShardInfo); empty for a format-1 shard (none)."""
+    """The sidecar rows of a shard (a ShardInfo); none for a shard written before format 3."""
     if info.prov_sha256 is None:
         return []
     with open(prov_path(folder, info.name), encoding="utf-8") as fh:
@@ -95,7 +95,7 @@ def find_source(folder: Path, manifest: Any, pattern: str) -> Iterator[tuple[str
 def describe_row(row: dict[str, Any]) -> str:
     """One line naming an entry's document: source, id, chunks, pages, title."""
     if not row:
-        return "source unknown (a shard written before provenance sidecars, format 1)"
+        return "source unknown (a shard written before provenance sidecars, format 3)"
     first, last = row["chunks"]
     chunks = f"chunk {first}" if first == last else f"chunks {first}-{last}"
     pages = row.get("pages") or []

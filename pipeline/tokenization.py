@@ -67,7 +67,7 @@ class Plan:
 def _check_split_rule(cfg: Config, manifest: Manifest | None) -> None:
     if manifest is None:
         return
-    chunks = manifest.split_chunk_tokens or cfg.shards.split_chunk_tokens  # 0: format 1
+    chunks = manifest.split_chunk_tokens or cfg.shards.split_chunk_tokens  # 0: formats 1, 2
     for key, theirs, ours in (("val_fraction", manifest.val_fraction, cfg.shards.val_fraction),
                               ("split_chunk_tokens", chunks, cfg.shards.split_chunk_tokens)):
         if theirs == ours:
@@ -164,7 +164,7 @@ def _commit(root: DataRoot, cfg: Config, manifest: Manifest | None, info: Tokeni
     manifest.config = cfg.to_dict()
     manifest.val_fraction = cfg.shards.val_fraction
     manifest.split_chunk_tokens = cfg.shards.split_chunk_tokens
-    manifest.split_rule = SPLIT_RULE  # format 1's rule was by whole document
+    manifest.split_rule = SPLIT_RULE  # formats 1 and 2 split by whole document
     manifest.format_version = MANIFEST_FORMAT
     if new or manifest.version == 0:
         manifest.version += 1

@@ -89,7 +89,7 @@ def test_fifteen_long_manuals_get_a_val_split_of_the_share_asked(root: DataRoot)
     manifest = read_manifest(root.manifest)
     totals = manifest.totals()
     share = totals["val"]["tokens"] / (totals["val"]["tokens"] + totals["train"]["tokens"])
-    assert manifest.split_chunk_tokens == 512 and manifest.format_version == 2
+    assert manifest.split_chunk_tokens == 512 and manifest.format_version == 3
     assert 0.05 / 1.5 <= share <= 0.05 * 1.5, share
     assert totals["val"]["docs"] >= 15  # each manual has one or two val chunks
     assert val_split_warning(totals, 0.05, 512, 16 * 128) == ""
@@ -183,6 +183,7 @@ def _as_format_1(root: DataRoot) -> None:
     data.pop("split_chunk_tokens")
     for shard in data["shards"]:
         shard.pop("prov_sha256")
+        shard.pop("text_bytes")
     root.manifest.write_text(json.dumps(data))
     for path in root.shards.glob("*.prov.jsonl"):
         path.unlink()
@@ -201,7 +202,7 @@ def test_format_1_shards_stay_readable_and_grow(root: DataRoot) -> None:
     add_parts(root, [33], docs=12, words=150)
     stats = tokenize_dataset(cfg, root, progress=False)
     new = read_manifest(root.manifest)
-    assert stats.kept == 12 and new.format_version == 2 and new.split_chunk_tokens == 2048
+    assert stats.kept == 12 and new.format_version == 3 and new.split_chunk_tokens == 2048
     assert new.shards[:len(old.shards)] == old.shards
     assert all(shard_bytes(root)[name] == data for name, data in before.items())
     assert verify_shards(root.shards, new, root.tokenizer_json).ok
