@@ -105,7 +105,7 @@ def test_each_shard_counts_the_utf8_bytes_of_its_documents_text(root: DataRoot) 
         assert totals[split]["text_bytes"] == sum(
             s.text_bytes for s in manifest.split_shards(split))
     assert totals["train"]["text_bytes"] + totals["val"]["text_bytes"] > chars  # bytes, not chars
-    assert manifest.format_version == 2
+    assert manifest.format_version == 3  # 2 brought text_bytes, 3 chunks and provenance
 
 
 def test_hf_and_tiktoken_encoders_write_the_same_shards(tmp_path: Path) -> None:
