@@ -7,7 +7,6 @@ import logging
 import math
 import re
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ if "pymupdf" not in sys.modules and "pymupdf.layout" not in sys.modules:
         del sys.modules["pymupdf.layout"]
 import pymupdf  # noqa: E402
 
+from docproc.budget import TimeBudget
 from docproc.ocr import ocr_pixmap
 from docproc.ocr_policy import OCR_LAYER_FONT, OcrDecision, OcrMode, Reason, decide
 from docproc.result import Extracted, PageResult
@@ -31,7 +31,6 @@ from pipeline.errors import (
     CorruptInput,
     EncryptedInput,
     InputError,
-    InputTimeout,
     TooLargeInput,
 )
 
@@ -243,22 +242,27 @@ def ocr_page(page: Any, *, lang: str, psm: int, dpi: int, max_pixels: int, sourc
 
 
 def iter_pages(doc: Any, numbers: Sequence[int], *, mode: OcrMode, redo: bool, lang: str,
-               psm: int, dpi: int, max_pixels: int, source: str,
-               deadline: float | None) -> Iterator[PageResult]:
-    """Each requested page (1-based numbers): its text layer or, where decided, its OCR text."""
+               psm: int, dpi: int, max_pixels: int, source: str, budget: TimeBudget | None,
+               markdown: bool = False) -> Iterator[PageResult]:
+    """Each requested page (1-based numbers): its text layer or, where decided, its OCR text
+    (`markdown`: the text layer with headings, lists and tables marked up)."""
     for number in numbers:
-        if deadline is not None and time.monotonic() > deadline:
-            raise InputTimeout(source, f"out of time at page {number} of {doc.page_count} "
-                                       f"(extract.timeout_s)")
+        if budget is not None:
+            budget.check(source, f"page {number} of {doc.page_count}")
         try:
             page = doc.load_page(number - 1)
             text, decision = decide_page(page, mode, redo)
+            if markdown and not decision.ocr and text:
+                from docproc.pdf_markdown import page_markdown
+
+                text = page_markdown(page)
         except (*MUPDF_ERRORS, MemoryError) as e:
             raise input_error(source, f"page {number}", e) from None
         confidence = None
         if decision.ocr:
             text, confidence = ocr_page(page, lang=lang, psm=psm, dpi=dpi,
-                                        max_pixels=max_pixels, source=source, deadline=deadline)
+                                        max_pixels=max_pixels, source=source,
+                                        deadline=budget.deadline if budget else None)
         yield PageResult(number=number, text=text, ocr=decision.ocr, reason=str(decision.reason),
                          confidence=confidence)
 
@@ -277,13 +281,16 @@ def page_numbers(count: int, only: Sequence[int] | None, source: str) -> list[in
 def extract_pymupdf(path: Path, *, source: str, filetype: str | None, mode: OcrMode,
                     redo: bool, lang: str, psm: int, dpi: int, max_pages: int, max_pixels: int,
                     only_pages: Sequence[int] | None = None,
-                    deadline: float | None = None) -> Extracted:
+                    budget: TimeBudget | None = None, markdown: bool = False) -> Extracted:
     """Pages of a PDF (or EPUB, XPS, ...) with the OCR decision applied to each."""
     doc = open_document(path, source, max_pages, filetype)
     try:
         numbers = page_numbers(doc.page_count, only_pages, source)
+        if budget is not None:
+            budget.grant(doc.page_count)
         pages = list(iter_pages(doc, numbers, mode=mode, redo=redo, lang=lang, psm=psm, dpi=dpi,
-                                max_pixels=max_pixels, source=source, deadline=deadline))
+                                max_pixels=max_pixels, source=source, budget=budget,
+                                markdown=markdown))
         damage = damage_report(doc)
         if damage:
             raise CorruptInput(source, f"damaged or truncated PDF, content lost: {damage}")

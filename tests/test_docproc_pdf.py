@@ -196,13 +196,37 @@ def test_pdf_that_lost_only_its_xref_table_is_still_extracted(tmp_path: Path) ->
     assert doc.pages == 2
 
 
-def test_too_many_pages_is_refused_before_any_work(tmp_path: Path) -> None:
+def manual_pdf(pages: int) -> bytes:
     doc = pymupdf.open()
-    for _ in range(2500):
-        doc.new_page()
-    path = write(tmp_path / "huge.pdf", doc.tobytes())
-    with pytest.raises(TooLargeInput, match="2500 pages is over extract.max_pages=2000"):
-        extract_file(path, ExtractOptions())
+    for n in range(1, pages + 1):
+        doc.new_page().insert_text((72, 72), f"Chapter {n // 100}, page {n}: the reference "
+                                             "manual describes every function in detail.")
+    return doc.tobytes()
+
+
+def test_a_3000_page_manual_extracts_by_default_and_the_cap_is_a_guard(tmp_path: Path) -> None:
+    path = write(tmp_path / "manual.pdf", manual_pdf(3000))
+    doc = extract_file(path, ExtractOptions())  # the defaults: no page cap in the way
+    assert doc.pages == 3000 and "page 2999: the reference manual" in doc.text
+    assert ExtractOptions().max_pages >= 100_000  # far above any real book
+    with pytest.raises(TooLargeInput, match="3000 pages is over extract.max_pages=1000"):
+        extract_file(path, ExtractOptions(max_pages=1000))  # refused before any work
+
+
+def test_the_time_limit_grows_with_the_pages(tmp_path: Path) -> None:
+    """A base too short for 3000 pages: the per-page budget carries the manual through, in a
+    worker (whose watchdog learns the pages) and in this process; without it, a timeout."""
+    from docproc.pool import Task, WorkerPool, run_one
+
+    path = write(tmp_path / "manual.pdf", manual_pdf(3000))
+    task = Task(path=str(path), source=str(path))
+    slow = ExtractOptions(ocr=OcrMode.NEVER, timeout_s=0.01, timeout_per_page_s=0.05)
+    (outcome,) = WorkerPool(slow, workers=1, timeout_s=0.01, tasks_per_worker=5).run([task])
+    assert outcome.doc is not None and outcome.doc.pages == 3000, outcome.message
+    assert run_one(task, slow, slow.timeout_s).doc is not None
+    no_budget = ExtractOptions(ocr=OcrMode.NEVER, timeout_s=0.01, timeout_per_page_s=0)
+    failed = run_one(task, no_budget, no_budget.timeout_s)
+    assert failed.error == "timeout" and "extract.timeout_s=0.01s" in failed.message
 
 
 def test_html_saved_as_pdf_is_refused(tmp_path: Path) -> None:
