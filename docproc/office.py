@@ -266,8 +266,10 @@ def extract_xlsx(path: Path, source: str, opts: ExtractOptions) -> Extracted:
     budget = [opts.max_sheet_cells]
     try:
         # read_only streams the sheets; data_only takes the values Excel saved, never
-        # evaluating a formula; keep_vba=False leaves any macros unread
-        book = openpyxl.load_workbook(path, read_only=True, data_only=True, keep_vba=False)
+        # evaluating a formula; keep_vba=False leaves any macros unread. Opened as a file
+        # object: openpyxl would refuse a path by its name (the bytes have decided)
+        fh = open(path, "rb")  # noqa: SIM115 - closed with the workbook below
+        book = openpyxl.load_workbook(fh, read_only=True, data_only=True, keep_vba=False)
         try:
             for sheet in book.worksheets:
                 rows, left_out = _sheet_rows(sheet, opts.max_sheet_rows, budget)
@@ -278,6 +280,7 @@ def extract_xlsx(path: Path, source: str, opts: ExtractOptions) -> Extracted:
             title = book.properties.title or ""
         finally:
             book.close()
+            fh.close()
     except InputError:
         raise
     except (*LIBRARY_ERRORS, openpyxl.utils.exceptions.InvalidFileException) as e:

@@ -14,7 +14,7 @@ from collections import Counter
 from typing import Any
 
 from docproc.blocks import markdown_table, table_rows
-from docproc.pdf import TEXT_FLAGS, TEXT_BLOCK, join_blocks, reading_order
+from docproc.pdf import TEXT_BLOCK, TEXT_FLAGS, join_blocks, reading_order
 
 MIN_RULES = 4  # stroked/filled paths a page needs before its tables are looked for
 # a line whose font is this much bigger than the page's body text is a heading of the level
