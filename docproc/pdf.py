@@ -26,6 +26,7 @@ import pymupdf  # noqa: E402
 from docproc.budget import TimeBudget
 from docproc.ocr import ocr_pixmap
 from docproc.ocr_policy import OCR_LAYER_FONT, OcrDecision, OcrMode, Reason, decide
+from docproc.reading import join_blocks, reading_order
 from docproc.result import Extracted, PageResult
 from pipeline.errors import (
     CorruptInput,
@@ -40,8 +41,6 @@ log = logging.getLogger(__name__)
 # can count them; ligatures are expanded; image blocks are kept to measure image coverage.
 TEXT_FLAGS = pymupdf.TEXT_MEDIABOX_CLIP | pymupdf.TEXT_PRESERVE_IMAGES
 TEXT_BLOCK, IMAGE_BLOCK = 0, 1
-COLUMN_GAP_PT = 10.0  # a vertical gap this wide, top to bottom of a region, separates columns
-PARAGRAPH_GAP = 0.6  # blocks closer than this many line heights continue one paragraph
 # MuPDF messages that only say the cross-reference table was rebuilt: the content is intact.
 XREF_REPAIR_MESSAGES = ("startxref", "repair", "xref", "trailer")
 XREF_REPAIRED_MARK = "repairing pdf document"  # MuPDF's line when it starts the rebuild
@@ -126,58 +125,6 @@ def metadata(doc: Any) -> dict[str, str]:
     return meta
 
 
-# --- reading order --------------------------------------------------------------------
-
-
-def _split(blocks: list[tuple], lo: int, hi: int, min_gap: float) -> list[list[tuple]]:
-    """Groups of blocks separated by a gap of at least `min_gap` on one axis."""
-    ordered = sorted(blocks, key=lambda b: b[lo])
-    groups: list[list[tuple]] = [[ordered[0]]]
-    reach = ordered[0][hi]
-    for b in ordered[1:]:
-        if b[lo] - reach >= min_gap:
-            groups.append([b])
-        else:
-            groups[-1].append(b)
-        reach = max(reach, b[hi])
-    return groups
-
-
-def reading_order(blocks: list[tuple]) -> list[tuple]:
-    """Blocks (x0, y0, x1, y1, ...) in reading order by recursive XY-cut.
-
-    Columns first (a gutter from the top to the bottom of the region), then bands
-    separated by a horizontal gap; what cannot be cut is read top-down, left to right.
-    Unlike `sort=True`, the two columns of a page are not interleaved.
-    """
-    if len(blocks) <= 1:
-        return list(blocks)
-    columns = _split(blocks, 0, 2, COLUMN_GAP_PT)
-    if len(columns) > 1:
-        return [b for col in columns for b in reading_order(col)]
-    bands = _split(blocks, 1, 3, 0.0)
-    if len(bands) > 1:
-        return [b for band in bands for b in reading_order(band)]
-    return sorted(blocks, key=lambda b: (round(b[1]), b[0]))
-
-
-def join_blocks(blocks: Sequence[tuple]) -> str:
-    """Blocks into page text: a blank line between paragraphs, a line break within one."""
-    parts: list[str] = []
-    prev_bottom = line_height = 0.0
-    for b in blocks:
-        text = b[4].rstrip("\n")
-        if not text or text.isspace():
-            continue
-        if parts:
-            gap = b[1] - prev_bottom
-            parts.append("\n" if 0 <= gap < PARAGRAPH_GAP * line_height else "\n\n")
-        parts.append(text)
-        prev_bottom = b[3]
-        line_height = (b[3] - b[1]) / (text.count("\n") + 1)
-    return "".join(parts)
-
-
 # --- one page ---------------------------------------------------------------------------
 
 
@@ -255,7 +202,7 @@ def iter_pages(doc: Any, numbers: Sequence[int], *, mode: OcrMode, redo: bool, l
             if markdown and not decision.ocr and text:
                 from docproc.pdf_markdown import page_markdown
 
-                text = page_markdown(page)
+                text = page_markdown(page, TEXT_FLAGS)
         except (*MUPDF_ERRORS, MemoryError) as e:
             raise input_error(source, f"page {number}", e) from None
         confidence = None

@@ -14,14 +14,15 @@ from collections import Counter
 from typing import Any
 
 from docproc.blocks import markdown_table, table_rows
-from docproc.pdf import TEXT_BLOCK, TEXT_FLAGS, join_blocks, reading_order
+from docproc.reading import join_blocks, reading_order
 
 MIN_RULES = 4  # stroked/filled paths a page needs before its tables are looked for
 # a line whose font is this much bigger than the page's body text is a heading of the level
 HEADING_RATIOS = ((1.8, 1), (1.4, 2), (1.15, 3))
 HEADING_MAX_CHARS = 200  # a longer "heading" is a paragraph in a big font
-BULLETS = frozenset("•◦▪▫●○■□‣⁃–-*")
+BULLETS = frozenset("•◦▪▫●○■□‣⁃–-*·")
 PATH_ENTRIES = ("fill-path", "stroke-path")
+TEXT_BLOCK = 0  # extractDICT's block type for text
 
 
 def _may_have_tables(page: Any) -> bool:
@@ -87,10 +88,11 @@ def _block_markdown(block: dict, body: float) -> str:
     return "\n".join(out)
 
 
-def page_markdown(page: Any) -> str:
-    """The page's text layer as Markdown (headings, list items, tables)."""
+def page_markdown(page: Any, flags: int) -> str:
+    """The page's text layer (read with the text-mode `flags`) as Markdown: headings, list
+    items, tables."""
     tables = _tables(page) if _may_have_tables(page) else []
-    layout = page.get_textpage(flags=TEXT_FLAGS).extractDICT()
+    layout = page.get_textpage(flags=flags).extractDICT()
     blocks = [b for b in layout["blocks"] if b.get("type") == TEXT_BLOCK]
     body = _body_size(blocks)
     items: list[tuple] = []
