@@ -16,6 +16,7 @@ whose reason lists what failed in it.
 from __future__ import annotations
 
 import tempfile
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -146,11 +147,13 @@ def _mail(data: bytes, found: Detected, source: str, sha256: str, ctx: _Context
           ) -> Extraction:
     from docproc import mail
 
+    started = time.monotonic()
     message = mail.read_message(data, source, ctx.opts.format == "markdown")
     got = Extraction()
     try:
         got.doc = build_document(message.body, found, source=source, opts=ctx.opts,
                                  sha256=sha256)
+        got.doc.stats["seconds"] = round(time.monotonic() - started, 3)  # as extract_file's
     except EmptyInput:
         pass  # a mail with attachments only: they are its documents
     if len(message.attachments) > ctx.opts.max_members:
