@@ -26,9 +26,10 @@ from pipeline.docstore import document_ids, write_part
 from pipeline.failures import FailureLog
 from pipeline.layout import DataRoot
 from pipeline.lock import check_input_free, stage_lock
-from pipeline.progress import Progress, StageStats
+from pipeline.progress import Progress
 from pipeline.rawstore import RawStore
 from pipeline.records import MEMBER_OF, Document, Failure
+from pipeline.stats import StageStats
 
 log = logging.getLogger(__name__)
 

@@ -39,8 +39,9 @@ from model.trainer import Trainer, choose_start
 from pipeline.config import Config, TrainConfig, save_resolved
 from pipeline.layout import DataRoot
 from pipeline.lock import stage_lock
-from pipeline.progress import Progress, StageStats
+from pipeline.progress import Progress
 from pipeline.shards import read_manifest
+from pipeline.stats import StageStats
 
 if TYPE_CHECKING:
     import torch

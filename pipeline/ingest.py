@@ -22,10 +22,11 @@ from pipeline.errors import EmptyInput, InputError, TooLargeInput, UnreadableInp
 from pipeline.failures import FailureLog
 from pipeline.layout import DataRoot
 from pipeline.lock import stage_lock
-from pipeline.progress import Progress, StageStats
+from pipeline.progress import Progress
 from pipeline.rawstore import RawStore, sha256_file
 from pipeline.records import Failure, SourceRow
 from pipeline.sniff import UNSUPPORTED_NAMES, sniff_head, static_asset
+from pipeline.stats import StageStats
 
 log = logging.getLogger(__name__)
 
