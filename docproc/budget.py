@@ -42,6 +42,13 @@ class TimeBudget:
             raise InputTimeout(source, f"out of time at {where} ({limit})")
 
 
+@dataclass(frozen=True, slots=True)
+class Granted:
+    """A worker's word to its parent that its current document has `pages` more pages."""
+
+    pages: int
+
+
 def limit_s(base_s: float, per_page_s: float, pages: int) -> float:
     return base_s + per_page_s * pages
 

@@ -25,7 +25,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-from docproc.budget import TimeBudget, describe, limit_s
+from docproc.budget import Granted, TimeBudget, describe, limit_s
 from docproc.container import extract_source
 from docproc.options import ExtractOptions
 from pipeline.errors import EnvironmentProblem, InputError, TooLargeInput, disk_full_error
@@ -202,13 +202,6 @@ def _worker_main(conn: Connection, opts: ExtractOptions, timeout_s: float, max_t
         if task is None:
             return
         conn.send(run_one(task, opts, timeout_s, notify=lambda pages: conn.send(Granted(pages))))
-
-
-@dataclass(frozen=True, slots=True)
-class Granted:
-    """A worker's word that its current document has `pages` more pages (more time)."""
-
-    pages: int
 
 
 @dataclass(slots=True)
