@@ -24,6 +24,7 @@ from hostile import Member, zip_archive
 from docproc.container import Extraction, extract_source
 from docproc.extract import extract_all
 from docproc.options import ExtractOptions
+from flows.stages import STAGES
 from pipeline.config import build_config
 from pipeline.docstore import ids_path, iter_documents, list_parts
 from pipeline.errors import EncryptedInput, InputError
@@ -31,6 +32,7 @@ from pipeline.failures import FailureLog
 from pipeline.layout import DataRoot
 from pipeline.rawstore import RawStore
 from pipeline.sniff import sniff_file
+from pipeline.status import data_root_status, status_lines
 
 OPTS = ExtractOptions(ocr="never")
 NOTE = b"Minutes of the harbour board: the survey is approved and will be printed.\n"
@@ -180,3 +182,7 @@ def test_the_stage_marks_an_archive_done_and_keeps_one_copy_of_a_member(tmp_path
     again = extract_all(cfg, root, progress=False)
     assert again.kept == 0 and again.n_failed == 0
     assert again.skipped["already_extracted"] >= 2
+    # `cllm status` shows the stored types and the failures by kind
+    lines = status_lines(data_root_status(root, STAGES))
+    assert "raw: 3 sources, 3 stored files (zip 2, txt 1), 0 failures" in "\n".join(lines)
+    assert "docs: 1 parts, 1 failures (corrupt 1)" in "\n".join(lines)
