@@ -36,14 +36,31 @@ def _may_have_tables(page: Any) -> bool:
     return False
 
 
-def _tables(page: Any) -> list[tuple[tuple[float, float, float, float], str]]:
+def _tables(page: Any, flags: int) -> list[tuple[tuple[float, float, float, float], str]]:
     """(bbox, Markdown) of each table PyMuPDF finds on the page."""
     found = []
-    for table in page.find_tables().tables:
-        rows = table_rows(table.extract())
+    tables = page.find_tables().tables
+    words = page.get_text("words", flags=flags) if tables else []
+    for table in tables:
+        rows = table_rows(_cell_texts(table, words))
         if len(rows) >= 2 and len(rows[0]) >= 2:
             found.append((tuple(table.bbox), markdown_table(rows)))
     return found
+
+
+def _cell_texts(table: Any, words: list[tuple]) -> list[list[str]]:
+    """Each cell's words in reading order. Not `table.extract()`: it groups characters into
+    lines by their boxes, and a base-14 font's '.' and '-' sit low enough to be split off
+    ("0.98" came out as "098\n.")."""
+    rows = []
+    for row in table.rows:
+        cells = []
+        for cell in row.cells:
+            inside = [w for w in words if cell is not None and _inside(w[:4], cell)]
+            inside.sort(key=lambda w: (w[5], w[6], w[7]))  # block, line, word numbers
+            cells.append(" ".join(w[4] for w in inside))
+        rows.append(cells)
+    return rows
 
 
 def _inside(box: tuple, area: tuple) -> bool:
@@ -91,7 +108,7 @@ def _block_markdown(block: dict, body: float) -> str:
 def page_markdown(page: Any, flags: int) -> str:
     """The page's text layer (read with the text-mode `flags`) as Markdown: headings, list
     items, tables."""
-    tables = _tables(page) if _may_have_tables(page) else []
+    tables = _tables(page, flags) if _may_have_tables(page) else []
     layout = page.get_textpage(flags=flags).extractDICT()
     blocks = [b for b in layout["blocks"] if b.get("type") == TEXT_BLOCK]
     body = _body_size(blocks)

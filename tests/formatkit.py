@@ -287,3 +287,31 @@ def encrypted_office(data: bytes, password: str = "secret") -> bytes:
     out = io.BytesIO()
     OOXMLFile(io.BytesIO(data)).encrypt(password, out)
     return out.getvalue()
+
+
+def table_pdf_bytes(pages: int = 1, *, seed: int = 0) -> tuple[bytes, list[list[list[str]]]]:
+    """A PDF of `pages` manual pages, each a heading, a paragraph, two bullet items and a
+    ruled table of known cells (drawn as a word processor prints one); (the PDF, each page's
+    table as rows of cells)."""
+    import random
+
+    import pymupdf
+
+    rnd = random.Random(seed)
+    doc, tables = pymupdf.open(), []
+    for n in range(pages):
+        page = doc.new_page()
+        page.insert_text((72, 80), f"Chapter {n + 1}: fittings", fontsize=20)
+        page.insert_textbox(pymupdf.Rect(72, 100, 540, 200), PROSE, fontsize=10)
+        for i, item in enumerate(("check the depth", "log the berth")):
+            page.insert_text((80, 220 + 14 * i), f"• {item} {n + 1}", fontsize=10)
+        rows = [list(TABLE[0])] + [[f"{part}-{n + 1}", f"M{rnd.randint(3, 12)}",
+                                    f"{rnd.randint(1, 99) / 100:.2f}"] for part, *_ in TABLE[1:]]
+        x0, y0, w, h = 72, 270, 140, 20
+        for r, row in enumerate(rows):
+            for c, cell in enumerate(row):
+                rect = pymupdf.Rect(x0 + c * w, y0 + r * h, x0 + (c + 1) * w, y0 + (r + 1) * h)
+                page.draw_rect(rect, color=(0, 0, 0), width=0.7)
+                page.insert_text((rect.x0 + 4, rect.y1 - 6), cell, fontsize=10)
+        tables.append(rows)
+    return doc.tobytes(), tables
