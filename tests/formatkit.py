@@ -10,6 +10,7 @@ import mailbox
 import re
 import tarfile
 import zipfile
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -289,20 +290,29 @@ def encrypted_office(data: bytes, password: str = "secret") -> bytes:
     return out.getvalue()
 
 
+WORDS = ("quay crane berth depth tide pier dock hull keel mast rope anchor buoy chart "
+         "survey harbour warehouse timber stone iron").split()
+
+
 def table_pdf_bytes(pages: int = 1, *, seed: int = 0) -> tuple[bytes, list[list[list[str]]]]:
-    """A PDF of `pages` manual pages, each a heading, a paragraph, two bullet items and a
-    ruled table of known cells (drawn as a word processor prints one); (the PDF, each page's
-    table as rows of cells)."""
+    """A PDF of `pages` manual pages, each a heading, a paragraph, two bullet items, a ruled
+    table of known cells (drawn as a word processor prints one) and a closing paragraph, in
+    words that differ from page to page (as a real manual's do: the clean-up takes lines that
+    repeat at the pages' edges for running headers); (the PDF, each page's table as rows)."""
     import random
 
     import pymupdf
 
     rnd = random.Random(seed)
+
+    def words(n: int) -> str:
+        return " ".join(rnd.choice(WORDS) for _ in range(n))
+
     doc, tables = pymupdf.open(), []
     for n in range(pages):
         page = doc.new_page()
-        page.insert_text((72, 80), f"Chapter {n + 1}: fittings", fontsize=20)
-        page.insert_textbox(pymupdf.Rect(72, 100, 540, 200), PROSE, fontsize=10)
+        page.insert_text((72, 80), f"Chapter {n + 1}: {words(2)}", fontsize=20)
+        page.insert_textbox(pymupdf.Rect(72, 100, 540, 200), f"{words(40)}.", fontsize=10)
         for i, item in enumerate(("check the depth", "log the berth")):
             page.insert_text((80, 220 + 14 * i), f"• {item} {n + 1}", fontsize=10)
         rows = [list(TABLE[0])] + [[f"{part}-{n + 1}", f"M{rnd.randint(3, 12)}",
@@ -313,5 +323,21 @@ def table_pdf_bytes(pages: int = 1, *, seed: int = 0) -> tuple[bytes, list[list[
                 rect = pymupdf.Rect(x0 + c * w, y0 + r * h, x0 + (c + 1) * w, y0 + (r + 1) * h)
                 page.draw_rect(rect, color=(0, 0, 0), width=0.7)
                 page.insert_text((rect.x0 + 4, rect.y1 - 6), cell, fontsize=10)
+        page.insert_textbox(pymupdf.Rect(72, 370, 540, 470), f"{words(40)}.", fontsize=10)
         tables.append(rows)
     return doc.tobytes(), tables
+
+
+# Markdown's own marks (heading #s, list dashes, a table's rule row), for comparing its words
+MARKUP = re.compile(r"^(#+|-) |^\|( ?---+ ?\|)+$", re.MULTILINE)
+
+
+def _words(text: str) -> Counter[str]:
+    return Counter(re.findall(r"[\w.-]+", text.replace("|", " ")))
+
+
+def word_bag_f1(got: str, want: str) -> float:
+    """F1 of the two texts' word multisets: 1.0 when neither loses nor repeats a word."""
+    a, b = _words(got), _words(want)
+    common = sum((a & b).values())
+    return 2 * common / (sum(a.values()) + sum(b.values())) if common else 0.0
