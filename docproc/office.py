@@ -191,7 +191,9 @@ def _shape_blocks(shape: Any) -> Iterator[Block]:
         return
     if getattr(shape, "has_text_frame", False) and shape.has_text_frame:
         for paragraph in shape.text_frame.paragraphs:
-            text = "".join(run.text for run in paragraph.runs) or paragraph.text
+            # its runs, fields (a slide number) and line breaks, which python-pptx gives as
+            # "\v" (a control character the clean-up would drop, gluing the lines' words)
+            text = paragraph.text.replace("\v", "\n")
             if not text.strip():
                 continue
             yield Item(text, paragraph.level - 1) if paragraph.level else Para(text)

@@ -70,6 +70,22 @@ def test_pptx_slides_in_order_with_titles_tables_and_notes(tmp_path: Path) -> No
         assert order[n - 1] < notes < (order[n] if n < 3 else len(text))
 
 
+def test_a_slide_line_break_keeps_the_words_apart(tmp_path: Path) -> None:
+    import io
+
+    import pptx
+    from pptx.util import Inches
+
+    deck = pptx.Presentation()
+    slide = deck.slides.add_slide(deck.slide_layouts[6])
+    box = slide.shapes.add_textbox(Inches(1), Inches(1), Inches(4), Inches(1))
+    box.text_frame.text = "Solid Line\vdash dot"  # python-pptx writes "\v" as <a:br/>
+    buf = io.BytesIO()
+    deck.save(buf)
+    doc = extract(tmp_path / "lines.pptx", buf.getvalue(), ExtractOptions())
+    assert "Solid Line\ndash dot" in doc.text
+
+
 def test_xlsx_each_sheet_a_table_and_the_row_cap_counted(tmp_path: Path) -> None:
     doc = extract(tmp_path / "parts.xlsx", xlsx_bytes(sheets=("Parts", "Spares")))
     assert doc.text == f"## Parts\n\n{GFM_TABLE}\n\n## Spares\n\n{GFM_TABLE}"
