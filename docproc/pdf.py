@@ -152,16 +152,17 @@ class _Probe:
         return any(OCR_LAYER_FONT in (font[3] or "") for font in self.page.get_fonts())
 
 
-def page_text(page: Any) -> tuple[str, list[tuple]]:
-    """(text layer in reading order, image blocks) of a page."""
-    blocks = page.get_textpage(flags=TEXT_FLAGS).extractBLOCKS()
+def page_text(page: Any, textpage: Any = None) -> tuple[str, list[tuple]]:
+    """(text layer in reading order, image blocks) of a page (`textpage`: made for it)."""
+    blocks = (textpage or page.get_textpage(flags=TEXT_FLAGS)).extractBLOCKS()
     text_blocks = [b for b in blocks if b[6] == TEXT_BLOCK]
     images = [b for b in blocks if b[6] == IMAGE_BLOCK]
     return join_blocks(reading_order(text_blocks)), images
 
 
-def decide_page(page: Any, mode: OcrMode, redo: bool = False) -> tuple[str, OcrDecision]:
-    text, images = page_text(page)
+def decide_page(page: Any, mode: OcrMode, redo: bool = False, textpage: Any = None
+                ) -> tuple[str, OcrDecision]:
+    text, images = page_text(page, textpage)
     return text, decide(mode, text, _Probe(page, images), redo)
 
 
@@ -198,11 +199,13 @@ def iter_pages(doc: Any, numbers: Sequence[int], *, mode: OcrMode, redo: bool, l
             budget.check(source, f"page {number} of {doc.page_count}")
         try:
             page = doc.load_page(number - 1)
-            text, decision = decide_page(page, mode, redo)
+            # Markdown reads the page twice (blocks, then spans): from one text page
+            textpage = page.get_textpage(flags=TEXT_FLAGS) if markdown else None
+            text, decision = decide_page(page, mode, redo, textpage)
             if markdown and not decision.ocr and text:
                 from docproc.pdf_markdown import page_markdown
 
-                text = page_markdown(page, TEXT_FLAGS)
+                text = page_markdown(page, TEXT_FLAGS, textpage)
         except (*MUPDF_ERRORS, MemoryError) as e:
             raise input_error(source, f"page {number}", e) from None
         confidence = None

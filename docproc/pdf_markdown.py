@@ -123,12 +123,12 @@ def _block_markdown(block: dict, body: float) -> str:
     return "\n".join(out)
 
 
-def page_markdown(page: Any, flags: int) -> str:
-    """The page's text layer (read with the text-mode `flags`) as Markdown: headings, list
-    items, tables."""
+def page_markdown(page: Any, flags: int, textpage: Any = None) -> str:
+    """The page's text layer (read with the text-mode `flags`, or from `textpage`, made with
+    them) as Markdown: headings, list items, tables."""
     region = _ruled_region(page)
     tables = _tables(page, flags, region) if region else []
-    layout = page.get_textpage(flags=flags).extractDICT()
+    layout = (textpage or page.get_textpage(flags=flags)).extractDICT()
     blocks = [b for b in layout["blocks"] if b.get("type") == TEXT_BLOCK]
     body = _body_size(blocks)
     items: list[tuple] = []
