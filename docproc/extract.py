@@ -5,7 +5,8 @@ mail's that documents came out of) are skipped, and so are sources that failed b
 unless `extract.retry_failed`. Parts are written whole and atomically, so a killed run loses
 at most the documents of its unwritten part, which the next run redoes; all documents of one
 raw file go into one part. An archive that gave no new document (every member a duplicate)
-has nothing to mark it done and is read again by the next run, which again adds nothing.
+is listed as done in the id record of the next part written; when none is (the run's last
+files), the next run reads it again and again adds nothing.
 """
 
 from __future__ import annotations
@@ -78,14 +79,17 @@ class _PartWriter:
         self.part_docs = part_docs
         self.docs: list[Document] = []
         self.failed: list[Failure] = []
+        self.done: list[str] = []  # blobs that gave only documents already kept
         self.parts: list[str] = []
         self.last_flush = time.monotonic()
 
-    def add(self, docs: list[Document], failures: list[Failure]) -> None:
+    def add(self, docs: list[Document], failures: list[Failure], done: str = "") -> None:
         """One raw file's documents and failures: always written in the same part (an
-        archive's documents never straddle a part, so a kill leaves all or none of them)."""
+        archive's documents never straddle a part, so a kill leaves all or none of them);
+        `done`, a blob to mark done that gave no new document."""
         self.docs += docs
         self.failed += failures
+        self.done += [done] if done else []
         if len(self.docs) >= self.part_docs or (
                 time.monotonic() - self.last_flush >= FLUSH_EVERY_S):
             self.flush()
@@ -96,7 +100,8 @@ class _PartWriter:
         if self.failed:
             self.failures.record(self.failed)
         if self.docs:
-            path = write_part(self.docs_dir, self.docs)
+            path = write_part(self.docs_dir, self.docs, done=self.done)
+            self.done = []
             self.parts.append(path.name)
             # sources that failed in an earlier run and have now succeeded
             self.failures.clear(STAGE, [d.source for d in self.docs])
@@ -186,7 +191,9 @@ def extract_all(cfg: Config, root: DataRoot, progress: bool = True,
                         stats.fail(failure)
                         log.warning("extract: %s: [%s] %s", failure.source, failure.error,
                                     failure.message)
-                    writer.add(docs, failures)
+                    # all its documents kept before (from other files): done all the same
+                    dup_only = outcome.task.sha256 if outcome.documents and not docs else ""
+                    writer.add(docs, failures, dup_only)
                     bar.update(pages=stats.units, ocr=tally.ocr_pages)
         finally:
             writer.flush()

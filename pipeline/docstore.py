@@ -57,8 +57,10 @@ def _write_zst(fh: IO[bytes], docs: Iterable[Document]) -> None:
             zw.write(doc.to_json().encode("utf-8") + b"\n")
 
 
-def write_part(docs_dir: Path, docs: Iterable[Document], number: int | None = None) -> Path:
-    """Write one part atomically; returns its path.
+def write_part(docs_dir: Path, docs: Iterable[Document], number: int | None = None,
+               done: Iterable[str] = ()) -> Path:
+    """Write one part atomically; returns its path. `done`: raw blobs its id record lists
+    as done too (an archive whose members were all extracted before, from other files).
 
     With `number`, that part is written (or replaced). Without, the part takes the next free
     number: the finished temp file is hard-linked to the name, which fails if another writer
@@ -70,7 +72,7 @@ def write_part(docs_dir: Path, docs: Iterable[Document], number: int | None = No
         path = part_path(docs_dir, number)
         with atomic_write(path, "wb") as fh:
             _write_zst(fh, docs)
-        _write_ids(path, completed_ids(docs))
+        _write_ids(path, completed_ids(docs, done))
         return path
     docs_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}part.{os.getpid()}.",
@@ -93,17 +95,20 @@ def write_part(docs_dir: Path, docs: Iterable[Document], number: int | None = No
         tmp.unlink(missing_ok=True)
     fsync_dir(docs_dir)
     path = part_path(docs_dir, n)
-    _write_ids(path, completed_ids(docs))  # a kill before this: part_ids writes it later
+    # a kill before this: part_ids writes it later, without `done` (those are read again)
+    _write_ids(path, completed_ids(docs, done))
     return path
 
 
-def completed_ids(docs: Iterable[Document]) -> list[str]:
+def completed_ids(docs: Iterable[Document], done: Iterable[str] = ()) -> list[str]:
     """What a part completes: its documents' ids, then the raw blobs that documents of the part
-    came out of (archives, mail: several documents from one blob, always in one part)."""
+    came out of (archives, mail: several documents from one blob, always in one part), then
+    `done`."""
     docs = list(docs)
     ids = [d.id for d in docs]
     own = set(ids)
     containers = dict.fromkeys(b for d in docs if (b := d.meta.get(MEMBER_OF)) and b not in own)
+    containers.update(dict.fromkeys(b for b in done if b not in own))
     return ids + list(containers)
 
 
