@@ -32,6 +32,7 @@ from model import budget
 from model.budget import LoopTimes, fit_step, fit_to_budget, out_of_time
 from model.checkpoint import CheckpointSet, export_safetensors
 from model.data import check_tokenizer
+from model.evaluate import bits_per_byte
 from model.flops import flops_per_token, matmul_peak
 from model.metrics import METRICS_NAME, MetricsLog
 from model.runtime import Dist, all_reduce_sum, dist_from_env, init_process_group, resolve_device
@@ -170,7 +171,7 @@ def _train_session(cfg: Config, root: DataRoot, run_dir: Path, dist: Dist, devic
     trainer = Trainer(cfg, root, manifest, start, dist, device)
     if dist.main:
         save_resolved(cfg, run_dir)
-    metrics = MetricsLog(run_dir / METRICS_NAME, enabled=dist.main)
+    metrics = MetricsLog(run_dir / METRICS_NAME, enabled=dist.main, tensorboard=tc.tensorboard)
     metrics.rewind(trainer.step)
     n_params = trainer.model.num_params()
     peak = matmul_peak(device.type, "bfloat16" if trainer.bf16 else "float32") \
@@ -272,6 +273,7 @@ def _evaluate(trainer: Trainer, row: dict[str, Any], ckpts: CheckpointSet,
         return None
     row["val_loss"] = val_loss
     row["val_ppl"] = math.exp(min(val_loss, 700.0))
+    row["val_bpb"] = bits_per_byte(val_loss, trainer.val_tokens.tokens_per_byte)
     if trainer.best_val is None or val_loss < trainer.best_val:
         trainer.best_val = val_loss
         trainer.bad_evals = 0

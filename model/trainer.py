@@ -59,10 +59,16 @@ def choose_start(tc: TrainConfig, ckpts: CheckpointSet, init_checkpoint: Path | 
         raise ConfigError("train.init_from=promoted needs the promoted model's checkpoint "
                           "(the retrain flow passes it); none was given")
     if init_checkpoint is not None:
+        state = load_checkpoint(Path(init_checkpoint))
+        if init_optimizer and not state.get("optimizer"):
+            log.warning("train: %s holds no optimizer state (a registry copy keeps the weights "
+                        "only; its run's checkpoints keep AdamW's): the moments start afresh",
+                        init_checkpoint)
         log.info("train: starting from the weights of %s%s", init_checkpoint,
-                 " and its optimizer state" if init_optimizer else "")
-        return Start(state=load_checkpoint(Path(init_checkpoint)), resume=False,
-                     load_optimizer=init_optimizer, source=str(init_checkpoint))
+                 " and its optimizer state" if init_optimizer and state.get("optimizer")
+                 else "")
+        return Start(state=state, resume=False, load_optimizer=init_optimizer,
+                     source=str(init_checkpoint))
     if tc.init_from == "resume":
         log.info("train: run %s has no checkpoint yet: starting from scratch", tc.run)
     return Start()

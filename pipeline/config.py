@@ -384,6 +384,8 @@ class TrainConfig(ModelShape):
     compile: bool = False
     seed: int = 1337
     threads: int = 0  # torch CPU threads; 0 = leave torch's default
+    # also write TensorBoard event files under runs/<run>/tb/ (the tensorboard extra)
+    tensorboard: bool = False
 
     def __post_init__(self) -> None:
         ModelShape.__post_init__(self)  # (zero-argument super() fails in slotted dataclasses)

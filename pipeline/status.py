@@ -94,10 +94,19 @@ def _models_status(root: DataRoot) -> dict[str, Any]:
     promoted = [name for name in _folders(folder)
                 if name not in REGISTRY_ENTRIES and (folder / name / "record.json").is_file()]
     return {"promoted": promoted,
-            "current": {k: current.get(k) for k in ("id", "step", "val_loss", "canary_loss")}
-            if current else None,
+            "current": _current_model(current) if current else None,
             "canary": {k: canary.get(k) for k in ("docs", "tokens", "frozen_at")}
             if canary else None}
+
+
+def _current_model(record: dict[str, Any]) -> dict[str, Any]:
+    """The promoted model's figures: val loss, its perplexity, bits per byte, canary loss."""
+    import math
+
+    loss = record.get("val_loss")
+    perplexity = math.exp(min(loss, 700.0)) if isinstance(loss, int | float) else None
+    return {**{k: record.get(k) for k in ("id", "step", "val_loss")}, "val_ppl": perplexity,
+            **{k: record.get(k) for k in ("val_bpb", "canary_loss")}}
 
 
 def _runs_status(root: DataRoot) -> dict[str, Any]:
@@ -121,8 +130,8 @@ def data_root_status(root: DataRoot, stages: Sequence[Stage]) -> dict[str, Any]:
     }
 
 
-def _loss(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, int | float) else "n/a"
+def _loss(value: Any, digits: int = 4) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, int | float) else "n/a"
 
 
 def _shard_line(shards: dict[str, Any]) -> str:
@@ -171,7 +180,8 @@ def status_lines(status: dict[str, Any]) -> list[str]:
         f"models     {len(models['promoted'])} promoted" if models["promoted"]
         else "models     none yet",
         f"current    {current['id']} (step {current['step']}, val loss "
-        f"{_loss(current['val_loss'])}, canary loss {_loss(current['canary_loss'])})"
+        f"{_loss(current['val_loss'])}, perplexity {_loss(current['val_ppl'], 2)}, bits per "
+        f"byte {_loss(current['val_bpb'])}, canary loss {_loss(current['canary_loss'])})"
         if current else "current    none yet",
         f"canary     {canary['docs']} val documents, {canary['tokens']} tokens, frozen "
         f"{canary['frozen_at']}" if canary else "canary     none yet",

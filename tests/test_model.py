@@ -85,6 +85,26 @@ def test_outputs_at_a_position_ignore_later_tokens(options: dict) -> None:
     assert not torch.allclose(la[0, 4:], lb[0, 4:], atol=1e-6)
 
 
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(map(str, o.values())) or
+                         "default")
+def test_decoding_with_the_cache_gives_the_logits_of_the_whole_sequence(options: dict) -> None:
+    torch.manual_seed(0)
+    model = CLLM(tiny(**options)).eval()
+    idx = torch.randint(0, 40, (2, 6))
+    whole, _ = model(idx)  # (2, 6, V)
+    cache = model.new_cache(batch=2)
+    first = model.decode(idx[:, :2], cache)  # a prompt of two, then one token at a time
+    steps = [first] + [model.decode(idx[:, t:t + 1], cache) for t in range(2, 5)]
+    assert cache.length == 5 and cache.room == 1
+    both = model.decode(idx[:, 5:], cache)
+    assert torch.allclose(torch.stack([*steps, both], dim=1), whole[:, 1:], atol=1e-5)
+    cache.reset()
+    chunked = [model.decode(idx[:, :3], cache), model.decode(idx[:, 3:], cache)]
+    assert torch.allclose(chunked[1], whole[:, -1], atol=1e-5)  # several new after the cached
+    with pytest.raises(ValueError, match="longer than block_size"):
+        model.decode(idx[:, :1], cache)
+
+
 def test_head_is_tied_to_the_token_embedding_and_norms_are_not_decayed() -> None:
     model = CLLM(tiny(bias=True))
     assert model.lm_head.weight is model.wte.weight

@@ -279,3 +279,33 @@ def test_train_model_tool_tokenizes_a_folder_of_documents_first(
     state = load_checkpoint(root / "runs" / "fromdocs" / "checkpoints" / "step-00000006.pt")
     assert state["tokenizer"]["sha256"] == manifest["tokenizer"]["sha256"]
     assert state["model_config"]["vocab_size"] == manifest["tokenizer"]["vocab_size"]
+
+
+def test_tensorboard_events_hold_the_figures_of_metrics_jsonl(data: DataRoot) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
+        events = EventAccumulator(str(run_dir / "tb"))
+        events.Reload()
+        return [(e.step, e.value) for e in events.Scalars(tag)]
+
+    first = train(tiny_config(max_steps=20, tensorboard=True), data, progress=False)
+    events = EventAccumulator(str(first.run_dir / "tb"))
+    events.Reload()
+    assert set(events.Tags()["scalars"]) == {"train/loss", "train/lr", "train/grad_norm",
+                                             "train/tokens_per_s", "val/loss",
+                                             "val/bits_per_byte"}
+    rows = read_metrics(first.metrics)
+    evals = [r for r in rows if "val_bpb" in r]
+    assert [v for _, v in scalars(first.run_dir, "val/bits_per_byte")] == pytest.approx(
+        [r["val_bpb"] for r in evals], rel=1e-6)
+    assert all(0 < r["val_bpb"] < r["val_loss"] for r in evals)  # a token is > 1.44 bytes here
+    # resumed to 30 steps: each step's figures once, the resumed ones as metrics.jsonl says
+    resumed = train(tiny_config(max_steps=30, tensorboard=True, init_from="resume"), data,
+                    progress=False)
+    steps = [r for r in read_metrics(resumed.metrics) if "loss" in r and "event" not in r]
+    assert scalars(resumed.run_dir, "train/loss") == [
+        (r["step"], pytest.approx(r["loss"], rel=1e-6)) for r in steps]
+    assert [s for s, _ in scalars(resumed.run_dir, "train/loss")] == list(range(1, 31))
+    plain = train(tiny_config(max_steps=2, run="plain"), data, progress=False)
+    assert not (plain.run_dir / "tb").exists()  # off by default
