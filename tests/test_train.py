@@ -279,3 +279,24 @@ def test_train_model_tool_tokenizes_a_folder_of_documents_first(
     state = load_checkpoint(root / "runs" / "fromdocs" / "checkpoints" / "step-00000006.pt")
     assert state["tokenizer"]["sha256"] == manifest["tokenizer"]["sha256"]
     assert state["model_config"]["vocab_size"] == manifest["tokenizer"]["vocab_size"]
+
+
+@pytest.mark.parametrize("before", [(False, False), (False, True)])
+def test_tf32_is_on_for_a_cuda_run_and_the_callers_settings_come_back(
+        before: tuple[bool, bool]) -> None:
+    from model.runtime import tf32_matmuls
+
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = matmul.allow_tf32, cudnn.allow_tf32
+    try:
+        matmul.allow_tf32, cudnn.allow_tf32 = before
+        with tf32_matmuls(torch.device("cuda")):
+            assert (matmul.allow_tf32, cudnn.allow_tf32) == (True, True)
+        assert (matmul.allow_tf32, cudnn.allow_tf32) == before
+        with pytest.raises(KeyboardInterrupt), tf32_matmuls(torch.device("cuda")):
+            raise KeyboardInterrupt  # a run stopped by Ctrl-C restores them too
+        assert (matmul.allow_tf32, cudnn.allow_tf32) == before
+        with tf32_matmuls(torch.device("cpu")):  # CPU fp32 stays IEEE fp32
+            assert (matmul.allow_tf32, cudnn.allow_tf32) == before
+    finally:
+        matmul.allow_tf32, cudnn.allow_tf32 = saved
