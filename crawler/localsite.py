@@ -211,6 +211,10 @@ class LocalSite:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # a web server's listen queue (nginx: 511), not socketserver's 5: a burst of connections
+    # would otherwise lose SYNs and wait out the kernel's 1 s retransmit, timing the loopback
+    # server instead of the crawler
+    request_queue_size = 128
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # clients that hang up mid-answer (a crawler refusing a download) are expected
