@@ -21,7 +21,7 @@ from pipeline.layout import DataRoot
 PAGES = 60
 PER_DOMAIN = 4
 # each answer takes this long, so the crawler always has its full share in flight
-ANSWER_S = 0.03
+ANSWER_S = 0.05
 
 
 def slow_site() -> dict[str, object]:
