@@ -120,7 +120,7 @@ class CrawlConfig:
     sitemaps: list[str] = field(default_factory=list)  # sitemap URLs to seed from
     obey_robots: bool = True
     concurrency: int = 8  # concurrent requests overall
-    per_domain_concurrency: int = 4
+    per_domain_concurrency: int = 4  # requests in flight to one host at most (and its connections)
     delay_s: float = 0.25  # base delay between requests to one domain
     autothrottle: bool = True
     timeout_s: float = 30.0  # per request
