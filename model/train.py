@@ -35,7 +35,14 @@ from model.data import check_tokenizer
 from model.evaluate import bits_per_byte
 from model.flops import flops_per_token, matmul_peak
 from model.metrics import METRICS_NAME, MetricsLog
-from model.runtime import Dist, all_reduce_sum, dist_from_env, init_process_group, resolve_device
+from model.runtime import (
+    Dist,
+    all_reduce_sum,
+    dist_from_env,
+    init_process_group,
+    resolve_device,
+    tf32_matmuls,
+)
 from model.trainer import Trainer, choose_start
 from pipeline.config import Config, TrainConfig, save_resolved
 from pipeline.layout import DataRoot
@@ -151,7 +158,7 @@ def train(cfg: Config, root: DataRoot, progress: bool = True,
         device = init_process_group(dist, device)
     run_dir = root.run(tc.run)
     run_dir.mkdir(parents=True, exist_ok=True)
-    with _session(dist, run_dir):
+    with _session(dist, run_dir), tf32_matmuls(device):  # TF32 on CUDA, restored on return
         return _train_session(cfg, root, run_dir, dist, device, progress and dist.main,
                               init_checkpoint, init_optimizer, on_step)
 

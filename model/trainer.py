@@ -173,8 +173,6 @@ class Trainer:
 
     def __init__(self, cfg: Config, root: DataRoot, manifest: Manifest, start: Start,
                  dist: Dist, device: torch.device) -> None:
-        import torch
-
         self.cfg, self.tc, self.root, self.dist, self.device = cfg, cfg.train, root, dist, device
         self.manifest = manifest
         self.model_cfg = _model_config(self.tc, manifest, start)
@@ -211,9 +209,6 @@ class Trainer:
                         resumed["data"].get("train_tokens"), self.train_windows.tokens.total)
         self.tokens_per_step = self.tc.batch_size * self.model_cfg.block_size * \
             self.tc.grad_accum * dist.world
-        if device.type == "cuda":  # TF32 matmuls, as nanoGPT; CPU fp32 stays IEEE fp32
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
 
     def _build_model(self, state: dict[str, Any] | None) -> CLLM:
         from model.cllm import CLLM

@@ -7,6 +7,7 @@ it writes, and each hand-off has its describer here.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,8 @@ def _raw_status(root: DataRoot) -> dict[str, Any]:
 
     with RawStore(root) as store:
         return {"sources": store.count_sources(), "blobs": store.count_blobs(),
-                "failures": len(FailureLog(root.raw_failures).read())}
+                "types": store.count_blobs_by_type(),
+                **_failure_counts(FailureLog(root.raw_failures).read())}
 
 
 def _docs_status(root: DataRoot) -> dict[str, Any]:
@@ -35,7 +37,13 @@ def _docs_status(root: DataRoot) -> dict[str, Any]:
     parts = list_parts(root.docs)
     if not parts:
         return {}
-    return {"parts": len(parts), "failures": len(FailureLog(root.doc_failures).read())}
+    return {"parts": len(parts), **_failure_counts(FailureLog(root.doc_failures).read())}
+
+
+def _failure_counts(rows: Sequence[Any]) -> dict[str, Any]:
+    """How many failure rows, and how many of each kind (corrupt, unsafe_path, ...)."""
+    kinds = Counter(row.error for row in rows)
+    return {"failures": len(rows), "failure_kinds": dict(kinds.most_common())}
 
 
 def _clean_status(root: DataRoot) -> dict[str, Any]:
@@ -133,14 +141,20 @@ def _shard_line(shards: dict[str, Any]) -> str:
     return f"version {shards.get('manifest_version')} ({shards.get('dtype')}): {splits}"
 
 
+def _counts(counts: dict[str, int]) -> str:
+    return f" ({', '.join(f'{k} {n}' for k, n in counts.items())})" if counts else ""
+
+
 def _handoff_line(name: str, state: dict[str, Any]) -> str:
     if not state:
         return f"{name}: none yet"
     if name == "raw":
-        return (f"raw: {state['sources']} sources, {state['blobs']} stored files, "
-                f"{state['failures']} failures")
+        return (f"raw: {state['sources']} sources, {state['blobs']} stored files"
+                f"{_counts(state['types'])}, {state['failures']} failures"
+                f"{_counts(state['failure_kinds'])}")
     if name == "docs":
-        return f"docs: {state['parts']} parts, {state['failures']} failures"
+        return (f"docs: {state['parts']} parts, {state['failures']} failures"
+                f"{_counts(state['failure_kinds'])}")
     if name == "clean":
         decided = ", ".join(f"{k} {v}" for k, v in sorted(state["documents"].items()))
         return f"clean: {state['parts']} parts cleaned ({decided or 'no documents'})"

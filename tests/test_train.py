@@ -309,3 +309,24 @@ def test_tensorboard_events_hold_the_figures_of_metrics_jsonl(data: DataRoot) ->
     assert [s for s, _ in scalars(resumed.run_dir, "train/loss")] == list(range(1, 31))
     plain = train(tiny_config(max_steps=2, run="plain"), data, progress=False)
     assert not (plain.run_dir / "tb").exists()  # off by default
+
+
+@pytest.mark.parametrize("before", [(False, False), (False, True)])
+def test_tf32_is_on_for_a_cuda_run_and_the_callers_settings_come_back(
+        before: tuple[bool, bool]) -> None:
+    from model.runtime import tf32_matmuls
+
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = matmul.allow_tf32, cudnn.allow_tf32
+    try:
+        matmul.allow_tf32, cudnn.allow_tf32 = before
+        with tf32_matmuls(torch.device("cuda")):
+            assert (matmul.allow_tf32, cudnn.allow_tf32) == (True, True)
+        assert (matmul.allow_tf32, cudnn.allow_tf32) == before
+        with pytest.raises(KeyboardInterrupt), tf32_matmuls(torch.device("cuda")):
+            raise KeyboardInterrupt  # a run stopped by Ctrl-C restores them too
+        assert (matmul.allow_tf32, cudnn.allow_tf32) == before
+        with tf32_matmuls(torch.device("cpu")):  # CPU fp32 stays IEEE fp32
+            assert (matmul.allow_tf32, cudnn.allow_tf32) == before
+    finally:
+        matmul.allow_tf32, cudnn.allow_tf32 = saved
