@@ -39,7 +39,8 @@ def _schema() -> Any:
         ("title", pa.string()), ("lang", pa.string()), ("pages", pa.int32()),
         ("ocr_pages", pa.list_(pa.int32())), ("page_info", pa.list_(page)),
         ("extractor", pa.string()), ("stats", pa.map_(pa.string(), pa.float64())),
-        ("created_at", pa.string()), ("decision", pa.string()),
+        ("created_at", pa.string()), ("meta", pa.map_(pa.string(), pa.string())),
+        ("decision", pa.string()),
         ("decision_detail", pa.string()), ("text", pa.string()),
     ])
 
@@ -79,6 +80,7 @@ def _row(doc: Document, decision: tuple[str, str]) -> dict[str, Any]:
     row = doc.to_dict()
     row.pop("v", None)
     row["stats"] = [(k, float(v)) for k, v in doc.stats.items()]
+    row["meta"] = list(doc.meta.items())
     row["decision"], row["decision_detail"] = decision
     return row
 
@@ -131,7 +133,7 @@ def _write_jsonl(fh: Any, batches: Iterator[list[dict[str, Any]]]) -> int:
     count = 0
     for batch in batches:
         for row in batch:
-            row["stats"] = dict(row["stats"])
+            row["stats"], row["meta"] = dict(row["stats"]), dict(row["meta"])
             fh.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode()
                      + b"\n")
         count += len(batch)

@@ -26,6 +26,7 @@ def _root(root: DataRoot) -> list[Document]:
     docs[2].page_info = [PageInfo(number=1, chars=10, ocr=True, reason="no_text_layer",
                                   confidence=91.5)]
     docs[2].pages, docs[2].ocr_pages, docs[2].lang = 1, [1], "eng"
+    docs[2].meta = {"subject": "Minutes", "blob": "b" * 64}
     docs.append(Document(id="d" * 64, source="/corpus/short.txt", mime="text/plain",
                          text="Too short.", created_at="2026-01-01"))
     docs.append(Document(id="e" * 64, source="/corpus/copy.txt", mime="text/plain",
@@ -51,6 +52,7 @@ def test_parquet_of_the_cleaned_documents_in_row_groups(root: DataRoot, tmp_path
     assert row["ocr_pages"] == [1] and row["lang"] == "eng" and row["pages"] == 1
     assert dict(row["stats"]) == {k: float(v) for k, v in kept[2].stats.items()}
     assert row["decision"] == "" and row["source"] == kept[2].source
+    assert dict(row["meta"]) == {"subject": "Minutes", "blob": "b" * 64}
 
 
 def test_extracted_with_decisions_and_jsonl(root: DataRoot, tmp_path: Path,
@@ -69,7 +71,7 @@ def test_extracted_with_decisions_and_jsonl(root: DataRoot, tmp_path: Path,
     assert decisions["/corpus/short.txt"][0] == "too_short"
     assert decisions["/corpus/copy.txt"][0] == "exact_duplicate"
     assert sum(d == "kept" for d, _ in decisions.values()) == 7
-    assert rows[0]["text"] == docs[0].text
+    assert rows[0]["text"] == docs[0].text and rows[2]["meta"]["subject"] == "Minutes"
 
 
 def test_nothing_is_left_behind_when_the_export_fails(root: DataRoot, tmp_path: Path) -> None:
