@@ -97,9 +97,10 @@ def bare_text(paths: list[Path]) -> None:
 
 
 def ours(paths: list[Path], dpi: int) -> None:
-    from docproc.document import Options, extract_file
+    from docproc.document import extract_file
+    from docproc.options import ExtractOptions
 
-    opts = Options(dpi=dpi)
+    opts = ExtractOptions(dpi=dpi)
     for path in paths:
         extract_file(path, opts)
 

@@ -11,27 +11,28 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO, Any
 
 from crawler.budget import PageBudget
 from crawler.errors import FetchError
 from crawler.job import FetchedLog, JobDir, JobState, PlaceLog
+from crawler.task import STAGE, CrawlTask, make_seeds
 from crawler.urls import Normalizer, Reason, UrlPolicy
 from pipeline.config import CrawlConfig
 from pipeline.errors import DiskFull, disk_full_error
 from pipeline.failures import FailureLog
 from pipeline.layout import DataRoot
-from pipeline.progress import StageStats
 from pipeline.rawstore import Blob, RawStore
 from pipeline.records import Failure, SourceRow
+from pipeline.stats import StageStats
 
 log = logging.getLogger(__name__)
 
-STAGE = "crawl"
 DONE_STATUSES = frozenset({"stored", "unchanged", "duplicate"})
 KEPT_STATUS_SKIPS = {"unchanged": "unchanged", "duplicate": "duplicate_content"}
 # outcomes that end a kept page's place: the site says it is gone, or the config (domains,
@@ -193,9 +194,8 @@ class CrawlSession:
         self.disk_full = self.disk_full or full
 
     def snapshot(self) -> dict[str, Any]:
-        return {"seen": self.stats.seen, "kept": self.stats.kept, "units": self.stats.units,
-                "skipped": sum(self.stats.skipped.values()),
-                "refused": sum(self.stats.dropped.values()), "failed": self.stats.n_failed}
+        """The counts so far, for the parent's progress: the stats without their failures."""
+        return replace(self.stats, failures=[]).to_dict()
 
     def crawl_seconds(self) -> float:
         if not self.first_request_at:
@@ -250,3 +250,32 @@ class CrawlSession:
         self.result = stats
         return stats
 
+
+def open_session(task: CrawlTask) -> CrawlSession:
+    """The session of a crawl run, with its job opened (call inside the job's lock)."""
+    cfg = task.cfg.crawl
+    root = DataRoot.at(task.root)
+    jobdir = JobDir(root, task.seeds.job)
+    state, resumed = jobdir.begin(task.start_urls, task.sitemaps, task.restart)
+    normalize = Normalizer.from_config(cfg)
+    policy = UrlPolicy.from_config(cfg, task.start_urls + task.sitemaps, normalize)
+    redis_key = f"cllm:{jobdir.job}" if cfg.redis_url else ""
+    session = CrawlSession(cfg, root, jobdir, state, resumed, normalize, policy, redis_key)
+    session.parent_pid = task.parent_pid
+    if resumed:
+        log.info("crawl: resuming job %s (generation %d, %d pages kept so far)", jobdir.job,
+                 state.generation, len(session.fetched))
+    return session
+
+
+def standalone_session(urls: list[str]) -> CrawlSession:
+    """A session for `scrapy crawl site -a urls=...` (config from ./cllm.toml, root from
+    $CLLM_ROOT); the job is not locked against a concurrent `cllm crawl` of the same URLs."""
+    from pipeline.config import load_config
+    from pipeline.layout import DEFAULT_ROOT
+
+    cfg = load_config()
+    seeds = make_seeds(urls, cfg.crawl)
+    task = CrawlTask(cfg=cfg, root=os.environ.get("CLLM_ROOT", DEFAULT_ROOT),
+                     start_urls=seeds.start_urls, sitemaps=seeds.sitemaps)
+    return open_session(task)

@@ -37,7 +37,7 @@ RETRY_HTTP_CODES = [500, 502, 503, 504, 522, 524, 408, 429]
 # tasks per response to process them, which costs more than the page itself
 CONCURRENT_ITEMS = 4
 LOG_LEVEL = "WARNING"
-LOG_INSTALL_ROOT_HANDLER = False  # the crawl process logs through our handler (crawler.run)
+LOG_INSTALL_ROOT_HANDLER = False  # the crawl process logs through our handler (crawler.child)
 STATS_DUMP = False
 
 DOWNLOADER_MIDDLEWARES = {

@@ -7,9 +7,11 @@ ocr.py         Tesseract through pytesseract: text and real word confidences
 image.py       image files: bomb guard, TIFF pages, preprocessing
 html.py        trafilatura main content with paragraph breaks
 text.py        plain text and markdown: charset detection
-cleanup.py     the clean-up every extractor shares
+cleanup.py     the clean-up every extractor shares (on pipeline/text.py)
+options.py     how to extract: the extract config section plus the legacy tools' extras
 document.py    one file -> one Document (extract_file)
-pool.py        worker processes: per-document timeout, crash isolation, recycling
-extract.py     the stage (extract_all) and `cllm extract`
-tools.py       cllm_pdf_extract, cllm_ocr, cllm_pdf_ocr
+pool.py        worker processes: per-document timeout, crash isolation, recycling; the
+               Outcome of each task
+extract.py     the stage (extract_all)
+files.py       files named one by one, in input order (what the legacy tools run)
 """

@@ -8,16 +8,24 @@ import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 
-# NFC, not NFKC: NFKC would also fold superscripts, fractions and full-width forms that
-# carry meaning. Only presentation forms and invisible characters are mapped here.
-NORMAL_FORM = "NFC"
+from pipeline.text import (
+    NORMAL_FORM,
+    ZERO_WIDTH,
+    collapse_blank_runs,
+    remove_invisible,
+    unix_newlines,
+)
+
+# Beyond pipeline.text's invisible characters, extraction maps presentation forms and odd
+# spaces, removes what only looks like text, and keeps page and line breaks as newlines.
+# Zero-width characters go before NFC, so that letters they separated can compose.
 _CHAR_MAP = str.maketrans({
     "\ufb00": "ff", "\ufb01": "fi", "\ufb02": "fl", "\ufb03": "ffi", "\ufb04": "ffl",
     "\ufb05": "st", "\ufb06": "st",
     "\u00a0": " ", "\u2002": " ", "\u2003": " ", "\u2007": " ", "\u2009": " ", "\u202f": " ",
     "\u3000": " ",
     "\u00ad": None,  # soft hyphen: a line-break hint, never text
-    "\u200b": None, "\u2060": None, "\ufeff": None,  # zero-width space, word joiner, BOM
+    **dict.fromkeys(ZERO_WIDTH),  # zero-width space, word joiner, BOM
     # bidirectional marks, embeddings, overrides and isolates: invisible, and able to make
     # text read differently from what it holds ("Trojan Source"); invisible math operators
     **dict.fromkeys("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
@@ -25,12 +33,10 @@ _CHAR_MAP = str.maketrans({
     "\ufffd": None,  # unmapped glyphs: counted by the OCR decision before clean-up
     "\u2028": "\n", "\u2029": "\n\n", "\f": "\n\n", "\v": "\n",
 })
-_CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")
 # runs of blanks inside a line (not single spaces: matching every word gap is slow);
 # leading indentation is kept (code, verse)
 _INNER_SPACE = re.compile(r"(?<=\S)(?:\t|[ \t]{2,})[ \t]*")
 _TRAILING_SPACE = re.compile(r"[ \t]+\n")
-_MANY_NEWLINES = re.compile(r"\n{3,}")
 _SPACE_LINES = re.compile(r"\n[ \t]+\n")
 
 # A word broken at a line end: letters, a hyphen, the line break, a lowercase continuation.
@@ -49,14 +55,12 @@ PAGE_NUMBER_KEY = "<page-number>"
 
 def normalize_unicode(text: str) -> str:
     """NFC, ligatures and odd spaces folded, invisible and control characters removed."""
-    if "\r" in text:
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = unix_newlines(text)
     if text.isascii():  # already NFC, no ligatures: only control characters to handle
         if "\f" in text or "\v" in text:
             text = text.translate(_CHAR_MAP)
-        return _CONTROLS.sub("", text) if _CONTROLS.search(text) else text
-    text = unicodedata.normalize(NORMAL_FORM, text.translate(_CHAR_MAP))
-    return _CONTROLS.sub("", text)
+        return remove_invisible(text)
+    return remove_invisible(unicodedata.normalize(NORMAL_FORM, text.translate(_CHAR_MAP)))
 
 
 def normalize_whitespace(text: str) -> str:
@@ -69,9 +73,7 @@ def normalize_whitespace(text: str) -> str:
         text = _TRAILING_SPACE.sub("\n", text)
     if tab or "\n " in text:
         text = _SPACE_LINES.sub("\n\n", text)
-    if "\n\n\n" in text:
-        text = _MANY_NEWLINES.sub("\n\n", text)
-    return text.strip("\n").rstrip()
+    return collapse_blank_runs(text).strip("\n").rstrip()
 
 
 def dehyphenate(text: str) -> str:
@@ -187,5 +189,4 @@ def clean_pages(pages: Sequence[str]) -> tuple[list[str], str]:
     trimmed = remove_running_lines(cleaned)
     # removing lines only leaves blank runs behind, which the last step collapses
     cleaned = [t if t is c else t.strip("\n") for t, c in zip(trimmed, cleaned, strict=True)]
-    text = dehyphenate(join_pages(cleaned))
-    return cleaned, _MANY_NEWLINES.sub("\n\n", text) if "\n\n\n" in text else text
+    return cleaned, collapse_blank_runs(dehyphenate(join_pages(cleaned)))

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import logging
 import re
-import string
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from docproc.cleanup import clean_pages, clean_text
 from docproc.detect import Detected, Kind, detect
 from docproc.ocr_policy import OcrMode, Reason
+from docproc.options import ExtractOptions
 from docproc.result import Extracted, PageResult
-from pipeline.config import ExtractConfig
 from pipeline.errors import CorruptInput, EmptyInput, TooLargeInput
 from pipeline.rawstore import sha256_file
 from pipeline.records import Document, PageInfo
+from pipeline.text import alpha_ratio
 
 log = logging.getLogger(__name__)
 
@@ -25,35 +24,10 @@ TITLE_MAX_CHARS = 200
 # a ZIP member may unpack to 1/UNPACK_SHARE of the worker's memory: MuPDF holds the
 # unpacked bytes and the tree it parses from them
 UNPACK_SHARE = 2
-_ASCII_LETTERS = string.ascii_letters.encode()
-_NOT_LETTER = re.compile(r"[\W\d_]+")
 _INDENT = re.compile(r"^[ \t]+", re.MULTILINE)
 
 
-@dataclass(frozen=True, slots=True)
-class Options:
-    """How to extract one file: the `extract` config plus what the legacy tools add."""
-
-    ocr: OcrMode = OcrMode.AUTO
-    redo: bool = False
-    dpi: int = 300
-    lang: str = "eng"
-    psm: int = 3
-    max_pages: int = 2000
-    max_image_pixels: int = 100_000_000
-    max_memory_mb: int = 0  # worker processes: memory beyond their start (0 = no limit)
-    preprocess: bool = True  # image files: contrast stretch, upscale small ones
-    image_dpi: int | None = None  # image files: the resolution to tell Tesseract (None: file's)
-    pages: tuple[int, ...] = ()  # 1-based pages to extract; empty = all
-
-    @classmethod
-    def from_config(cls, cfg: ExtractConfig) -> Options:
-        return cls(ocr=OcrMode(cfg.ocr), redo=cfg.ocr_redo, dpi=cfg.dpi, lang=cfg.lang,
-                   psm=cfg.psm, max_pages=cfg.max_pages, max_image_pixels=cfg.max_image_pixels,
-                   max_memory_mb=cfg.max_memory_mb)
-
-
-def extract_file(path: Path, opts: Options, *, source: str = "", claimed_mime: str = "",
+def extract_file(path: Path, opts: ExtractOptions, *, source: str = "", claimed_mime: str = "",
                  sha256: str = "", deadline: float | None = None) -> Document:
     """Extract the file at `path` into a Document; bad input raises an InputError naming it."""
     source = source or str(path)
@@ -89,7 +63,7 @@ def check_unpacked_size(path: Path, source: str, max_memory_mb: int) -> None:
                                     f"1/{UNPACK_SHARE} of extract.max_memory_mb={max_memory_mb}")
 
 
-def _run_extractor(path: Path, found: Detected, opts: Options, source: str,
+def _run_extractor(path: Path, found: Detected, opts: ExtractOptions, source: str,
                    deadline: float | None) -> Extracted:
     if found.kind in (Kind.PDF, Kind.EBOOK):
         from docproc.pdf import extract_pymupdf
@@ -97,7 +71,7 @@ def _run_extractor(path: Path, found: Detected, opts: Options, source: str,
         if found.kind is Kind.EBOOK:
             check_unpacked_size(path, source, opts.max_memory_mb)
         return extract_pymupdf(path, source=source, filetype=found.filetype, mode=opts.ocr,
-                               redo=opts.redo, lang=opts.lang, psm=opts.psm, dpi=opts.dpi,
+                               redo=opts.ocr_redo, lang=opts.lang, psm=opts.psm, dpi=opts.dpi,
                                max_pages=opts.max_pages, max_pixels=opts.max_image_pixels,
                                only_pages=opts.pages, deadline=deadline)
     if found.kind is Kind.IMAGE:
@@ -111,7 +85,7 @@ def _run_extractor(path: Path, found: Detected, opts: Options, source: str,
     return extract_text(path, source)
 
 
-def extract_image(path: Path, mime: str, opts: Options, source: str,
+def extract_image(path: Path, mime: str, opts: ExtractOptions, source: str,
                   deadline: float | None) -> Extracted:
     """OCR each page of an image file (each TIFF page; one frame of a GIF/WebP)."""
     from docproc.image import frame_count, iter_frames, ocr_frame, open_image
@@ -139,13 +113,6 @@ def extract_image(path: Path, mime: str, opts: Options, source: str,
                      page_count=count, lang=iso_lang(opts.lang))
 
 
-def _letters(text: str) -> int:
-    if text.isascii():  # the common case, counted in C
-        data = text.encode("ascii")
-        return len(data) - len(data.translate(None, _ASCII_LETTERS))
-    return len(_NOT_LETTER.sub("", text))
-
-
 def word_count(text: str) -> int:
     """Whitespace-separated words of a cleaned text (counted without splitting when ASCII).
 
@@ -164,11 +131,9 @@ def word_count(text: str) -> int:
 
 
 def _text_stats(text: str) -> dict[str, float]:
-    words = word_count(text)
-    visible = len(text) - text.count(" ") - text.count("\n")
-    alpha = _letters(text)
-    return {"chars": len(text), "words": words, "lines": text.count("\n") + 1 if text else 0,
-            "alpha_ratio": round(alpha / visible, 4) if visible else 0.0}
+    return {"chars": len(text), "words": word_count(text),
+            "lines": text.count("\n") + 1 if text else 0,
+            "alpha_ratio": round(alpha_ratio(text), 4)}
 
 
 def _ocr_stats(pages: Sequence[PageResult]) -> dict[str, float]:
@@ -197,7 +162,7 @@ def _extractor_name(extracted: Extracted, pages: Sequence[PageResult]) -> str:
     return extracted.extractor
 
 
-def build_document(extracted: Extracted, found: Detected, *, source: str, opts: Options,
+def build_document(extracted: Extracted, found: Detected, *, source: str, opts: ExtractOptions,
                    sha256: str) -> Document:
     """Clean the extracted text and wrap it, with per-page facts and stats, as a Document."""
     from docproc.ocr import iso_lang

@@ -8,16 +8,15 @@ killed run loses at most the documents of its unwritten part, which the next run
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from docproc.detect import OCR_KINDS, kind_of_mime
-from docproc.document import Options
 from docproc.ocr_policy import OcrMode
-from docproc.pool import Outcome, Task, WorkerPool
+from docproc.options import ExtractOptions
+from docproc.pool import Outcome, Task, WorkerPool, worker_count
 from pipeline.atomic import remove_orphan_temps
 from pipeline.config import Config, save_resolved
 from pipeline.docstore import document_ids, write_part
@@ -32,16 +31,6 @@ log = logging.getLogger(__name__)
 
 STAGE = "extract"
 FLUSH_EVERY_S = 120.0  # write a part at least this often, so slow OCR runs lose little if killed
-
-
-def worker_count(requested: int) -> int:
-    """`requested` processes, 0 meaning one per usable core."""
-    if requested > 0:
-        return requested
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
 
 
 def in_partition(sha256: str, partition: tuple[int, int] | None) -> bool:
@@ -141,7 +130,7 @@ def extract_all(cfg: Config, root: DataRoot, progress: bool = True,
     cores // k worker processes unless extract.workers says otherwise.
     """
     ecfg = cfg.extract
-    opts = Options.from_config(ecfg)
+    opts = ExtractOptions.from_config(ecfg)
     stats = StageStats(stage=STAGE, unit_name="pages")
     tally = _Tally()
     root.docs.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,8 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-from docproc.document import Options, extract_file
+from docproc.document import extract_file
+from docproc.options import ExtractOptions
 from pipeline.errors import EnvironmentProblem, InputError, TooLargeInput, disk_full_error
 from pipeline.records import Document
 
@@ -49,38 +50,63 @@ class Task:
     size: int = 0  # bytes, for the stage's statistics
 
 
+# Outcome.error when the machine failed, not the document (Tesseract missing, a full disk):
+# the run stops with EnvironmentProblem
+ENVIRONMENT = "environment"
+
+
 @dataclass(slots=True)
 class Outcome:
+    """What became of one task: its Document, or the kind of failure and its message."""
+
     task: Task
     doc: Document | None = None
     error: str = ""  # failure kind ("corrupt", "timeout", "crash", ...) when doc is None
     message: str = ""
     seconds: float = 0.0
 
+    def checked(self) -> Outcome:
+        """This outcome; EnvironmentProblem when it is one (ENVIRONMENT)."""
+        if self.error == ENVIRONMENT:
+            raise EnvironmentProblem(self.message)
+        return self
 
-def run_one(task: Task, opts: Options, timeout_s: float) -> tuple[str, Any, Any]:
-    """Extract one task: ("ok", doc, None), ("fail", kind, reason) or ("env", message, None)."""
-    deadline = time.monotonic() + timeout_s
+
+def worker_count(requested: int) -> int:
+    """`requested` processes, 0 meaning one per usable core."""
+    if requested > 0:
+        return requested
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def run_one(task: Task, opts: ExtractOptions, timeout_s: float) -> Outcome:
+    """Extract one task here; an environment problem is an outcome too (see `checked`)."""
+    started = time.monotonic()
     try:
         doc = extract_file(Path(task.path), opts, source=task.source,
                            claimed_mime=task.claimed_mime, sha256=task.sha256,
-                           deadline=deadline)
-        return ("ok", doc, None)
+                           deadline=started + timeout_s)
+        return Outcome(task, doc=doc, seconds=time.monotonic() - started)
     except InputError as e:
-        return ("fail", e.kind, e.reason)
+        error, message = e.kind, e.reason
     except EnvironmentProblem as e:
-        return ("env", str(e), None)
+        error, message = ENVIRONMENT, str(e)
     except MemoryError:
         # under extract.max_memory_mb (see _limit_memory): this document, not the worker
-        return ("fail", TooLargeInput.kind, f"needs more memory than extract.max_memory_mb="
-                                            f"{opts.max_memory_mb} allows")
+        error, message = TooLargeInput.kind, (f"needs more memory than extract.max_memory_mb="
+                                              f"{opts.max_memory_mb} allows")
     except Exception as e:  # a bug or a library failure on odd input: one document, not the batch
         full = disk_full_error(e, where=_scratch_dir())
         if full is not None:  # the machine's problem, not the document's: stop the stage
-            return ("env", str(full), None)
-        where = traceback.extract_tb(e.__traceback__)[-1]
-        return ("fail", "error", f"{type(e).__name__}: {e} (at {os.path.basename(where.filename)}"
-                                 f":{where.lineno})")
+            error, message = ENVIRONMENT, str(full)
+        else:
+            where = traceback.extract_tb(e.__traceback__)[-1]
+            error, message = "error", (f"{type(e).__name__}: {e} (at "
+                                       f"{os.path.basename(where.filename)}:{where.lineno})")
+    return Outcome(task, error=error, message=message, seconds=time.monotonic() - started)
 
 
 def _scratch_dir() -> str:
@@ -139,7 +165,7 @@ def _die_with_parent() -> None:
         pass
 
 
-def _worker_main(conn: Connection, opts: Options, timeout_s: float, max_tasks: int) -> None:
+def _worker_main(conn: Connection, opts: ExtractOptions, timeout_s: float, max_tasks: int) -> None:
     _die_with_parent()
     # Own process group: a timeout kills the worker and its Tesseract child together.
     with contextlib.suppress(OSError):
@@ -220,7 +246,7 @@ def _death(proc: Any) -> str:
 class WorkerPool:
     """Run extraction tasks on `workers` processes; outcomes come back as they finish."""
 
-    def __init__(self, opts: Options, *, workers: int, timeout_s: float,
+    def __init__(self, opts: ExtractOptions, *, workers: int, timeout_s: float,
                  tasks_per_worker: int, kill_grace_s: float = KILL_GRACE_S) -> None:
         self.opts = opts
         self.workers = max(1, workers)
@@ -337,15 +363,11 @@ class WorkerPool:
             self._retire(worker, kill=True)
         return outcomes, unstarted
 
-    def _outcome(self, worker: _Worker, message: tuple) -> Outcome:
-        """The head task's outcome from its worker's message; the next task has begun."""
+    def _outcome(self, worker: _Worker, outcome: Outcome) -> Outcome:
+        """The head task's outcome as its worker sent it; the next task has begun."""
         task = worker.inflight.popleft()
         now = time.monotonic()
-        seconds, worker.started = now - worker.started, now
+        # the parent's own task and clock (from when the worker took the task up)
+        outcome.task, outcome.seconds, worker.started = task, now - worker.started, now
         worker.done += 1
-        status, a, b = message
-        if status == "ok":
-            return Outcome(task, doc=a, seconds=seconds)
-        if status == "env":
-            raise EnvironmentProblem(a)
-        return Outcome(task, error=a, message=b, seconds=seconds)
+        return outcome.checked()

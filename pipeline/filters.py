@@ -12,16 +12,20 @@ import unicodedata
 from dataclasses import dataclass
 
 from pipeline.config import CleanConfig
+from pipeline.text import (
+    NORMAL_FORM,
+    collapse_blank_runs,
+    letter_count,
+    nonspace_count,
+    remove_invisible,
+    unix_newlines,
+)
 
 # Every reason a quality filter gives, in the order the filters run.
 REASONS = ("too_short", "too_few_words", "low_alpha", "symbol_heavy", "repeated_lines",
            "short_lines")
 
-# C0/C1 controls except tab and newline, zero-width and BOM characters, lone surrogates:
-# invisible, or not encodable as UTF-8, and never part of useful training text.
-_INVISIBLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\u2060\ufeff\ud800-\udfff]")
 _TRAILING_SPACE = re.compile(r"[ \t\u00a0\u3000]+$", re.MULTILINE)
-_BLANK_RUNS = re.compile(r"\n{3,}")
 _NOT_DIGIT = re.compile(r"\D+")
 
 # A repeated line counts against a document only when it reads as prose: at least
@@ -51,11 +55,9 @@ KEEP = Keep()
 def normalize_text(text: str) -> str:
     """The text we train on: NFC, LF line ends, no invisible characters, no trailing spaces,
     at most one blank line in a row, no leading or trailing blank lines."""
-    text = unicodedata.normalize("NFC", text)
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text = _INVISIBLE.sub("", text)
-    text = _TRAILING_SPACE.sub("", text)
-    text = _BLANK_RUNS.sub("\n\n", text)
+    text = unicodedata.normalize(NORMAL_FORM, text)
+    text = remove_invisible(unix_newlines(text))
+    text = collapse_blank_runs(_TRAILING_SPACE.sub("", text))
     return text.strip("\n ")
 
 
@@ -66,7 +68,7 @@ class TextStats:
     chars: int
     words: int
     nonspace: int  # characters that are not whitespace
-    letters: int
+    letters: int  # str.isalpha characters
     digits: int
     lines: int  # non-empty lines
     line_chars: int  # characters in non-empty lines (stripped)
@@ -77,6 +79,7 @@ class TextStats:
 
     @property
     def alpha_ratio(self) -> float:
+        """pipeline.text.alpha_ratio of the text (a Document's stats give the same figure)."""
         return self.letters / self.nonspace if self.nonspace else 0.0
 
     @property
@@ -126,8 +129,8 @@ def text_stats(text: str, short_line_chars: int, repeated_min_words: int) -> Tex
     return TextStats(
         chars=len(text),
         words=len(words),
-        nonspace=sum(map(len, words)),
-        letters=sum(map(str.isalpha, text)),
+        nonspace=nonspace_count(text),
+        letters=letter_count(text),
         digits=len(_NOT_DIGIT.sub("", text)),
         lines=len(lines),
         line_chars=sum(map(len, lines)),

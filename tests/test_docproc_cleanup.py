@@ -83,3 +83,29 @@ def test_cleaned_text_has_single_blanks_and_countable_words() -> None:
             for line in text.split("\n"):
                 body = line.lstrip(" \t")
                 assert "  " not in body and "\t" not in body and body == body.rstrip()
+
+
+def test_extraction_and_clean_share_the_invisible_characters_and_the_alpha_ratio() -> None:
+    import random
+
+    from docproc.detect import Detected, Kind
+    from docproc.document import build_document
+    from docproc.options import ExtractOptions
+    from docproc.result import Extracted
+    from pipeline.config import CleanConfig
+    from pipeline.filters import normalize_text, text_stats
+    from pipeline.text import INVISIBLE
+
+    rnd = random.Random(1)
+    alphabet = ["a", "Z", "é", "1", "²", "½", " ", "\n", "\t", ".", "\u2005", "\x07", "\x85",
+                "\u200b", "\ufeff", "\f", "\r\n", "\ud800", "e\u0301"]
+    cfg = CleanConfig()
+    for _ in range(300):
+        raw = "word " + "".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 80)))
+        text = clean_text(raw)
+        assert not INVISIBLE.search(text) and not INVISIBLE.search(normalize_text(raw))
+        found = Detected(kind=Kind.TEXT, mime="text/plain", filetype=None)
+        doc = build_document(Extracted(extractor="test", text=raw), found, source="t.txt",
+                             opts=ExtractOptions(), sha256="0" * 64)
+        stats = text_stats(doc.text, cfg.short_line_chars, cfg.repeated_line_min_words)
+        assert doc.stats["alpha_ratio"] == round(stats.alpha_ratio, 4)

@@ -18,9 +18,10 @@ from test_docproc_samples import (
     write,
 )
 
-from docproc.document import Options, extract_file
+from docproc.document import extract_file
 from docproc.ocr import check_tesseract, mean_confidence
 from docproc.ocr_policy import OcrMode
+from docproc.options import ExtractOptions
 from pipeline.errors import (
     CorruptInput,
     EmptyInput,
@@ -40,7 +41,7 @@ def _words(text: str) -> list[str]:
 @pytest.mark.parametrize("fmt", ["png", "jpg", "bmp", "gif"])
 def test_image_files_are_ocred_with_a_real_confidence(tmp_path: Path, fmt: str) -> None:
     path = write(tmp_path / f"page.{fmt}", page_image(SHORT, dpi=120, fmt=fmt))
-    doc = extract_file(path, Options())
+    doc = extract_file(path, ExtractOptions())
     assert _words(doc.text) == _words(SHORT)
     assert doc.ocr_pages == [1] and doc.page_info[0].reason == "image"
     assert 60 < doc.page_info[0].confidence <= 100
@@ -51,7 +52,8 @@ def test_image_files_are_ocred_with_a_real_confidence(tmp_path: Path, fmt: str) 
 @pytest.mark.slow
 def test_every_page_of_a_multipage_tiff_is_ocred(tmp_path: Path) -> None:
     texts = ["First page says hello.", "Second page says goodbye."]
-    doc = extract_file(write(tmp_path / "scan.tif", multipage_tiff(texts, dpi=120)), Options())
+    doc = extract_file(write(tmp_path / "scan.tif", multipage_tiff(texts, dpi=120)),
+                       ExtractOptions())
     assert doc.pages == 2 and doc.ocr_pages == [1, 2]
     assert _words(doc.text) == _words(" ".join(texts))
 
@@ -64,7 +66,7 @@ def test_confidence_comes_from_tesseract_and_falls_on_a_degraded_image(tmp_path:
     blurred = clean.filter(ImageFilter.GaussianBlur(2.2))
     blurred.save(tmp_path / "blurred.png")
     clean.save(tmp_path / "clean.png")
-    opts = Options(preprocess=False)
+    opts = ExtractOptions(preprocess=False)
     good = extract_file(tmp_path / "clean.png", opts).stats["ocr_confidence"]
     try:
         bad = extract_file(tmp_path / "blurred.png", opts).stats.get("ocr_confidence", 0.0)
@@ -85,20 +87,20 @@ def test_image_decompression_bomb_is_refused_before_decoding(tmp_path: Path) -> 
     path = write(tmp_path / "bomb.png", bomb_png(3000))
     assert path.stat().st_size < 20_000
     with pytest.raises(TooLargeInput, match="3000x3000 = 9000000 pixels is over"):
-        extract_file(path, Options(max_image_pixels=5_000_000))
+        extract_file(path, ExtractOptions(max_image_pixels=5_000_000))
 
 
 def test_truncated_image_is_corrupt(tmp_path: Path) -> None:
     data = page_image(SHORT, dpi=72)
     path = write(tmp_path / "cut.png", data[: len(data) // 3])
     with pytest.raises(CorruptInput, match="unreadable image"):
-        extract_file(path, Options())
+        extract_file(path, ExtractOptions())
 
 
 def test_image_with_ocr_off_has_no_text(tmp_path: Path) -> None:
     path = write(tmp_path / "p.png", page_image(SHORT, dpi=72))
     with pytest.raises(EmptyInput, match="ocr_off"):
-        extract_file(path, Options(ocr=OcrMode.NEVER))
+        extract_file(path, ExtractOptions(ocr=OcrMode.NEVER))
 
 
 def test_missing_language_names_the_package_to_install() -> None:
@@ -113,7 +115,7 @@ def test_missing_tesseract_gives_the_install_command(tmp_path: Path,
         check_tesseract("eng")
     path = write(tmp_path / "p.png", page_image(SHORT, dpi=72))
     with pytest.raises(EnvironmentProblem, match="not installed"):
-        extract_file(path, Options())
+        extract_file(path, ExtractOptions())
     monkeypatch.delenv("TESSERACT_CMD")
     import pytesseract
 
@@ -123,7 +125,7 @@ def test_missing_tesseract_gives_the_install_command(tmp_path: Path,
 def test_epub_chapters_and_title(tmp_path: Path) -> None:
     chapters = page_texts(2, words=60)
     path = write(tmp_path / "book.epub", epub_bytes("A Small Book", chapters))
-    doc = extract_file(path, Options(ocr=OcrMode.NEVER))
+    doc = extract_file(path, ExtractOptions(ocr=OcrMode.NEVER))
     assert doc.mime == "application/epub+zip" and doc.title == "A Small Book"
     flat = " ".join(doc.text.split())
     for text in chapters:
@@ -146,7 +148,7 @@ Sie geht über zwei Zeilen im Quelltext.</p>
 
 
 def test_html_main_content_keeps_paragraphs_and_drops_boilerplate(tmp_path: Path) -> None:
-    doc = extract_file(write(tmp_path / "page.html", HTML.encode()), Options())
+    doc = extract_file(write(tmp_path / "page.html", HTML.encode()), ExtractOptions())
     paragraphs = doc.text.split("\n\n")
     assert paragraphs[0] == "Die Überschrift"
     assert paragraphs[1].startswith("Der erste Absatz") and "Quelltext." in paragraphs[1]
@@ -160,7 +162,7 @@ def test_html_main_content_keeps_paragraphs_and_drops_boilerplate(tmp_path: Path
 
 def test_html_in_a_legacy_charset(tmp_path: Path) -> None:
     html = HTML.replace('charset="utf-8"', 'charset="windows-1252"').encode("cp1252")
-    doc = extract_file(write(tmp_path / "old.html", html), Options())
+    doc = extract_file(write(tmp_path / "old.html", html), ExtractOptions())
     assert "Die Überschrift" in doc.text and "erzählt" in doc.text
 
 
@@ -202,7 +204,7 @@ def test_permalink_anchors_leave_headings_and_api_entries_bare(tmp_path: Path) -
             "link to the installation notes</a>.</p>")
     for i, (markup, _) in enumerate(PERMALINKS.values()):
         body += markup + f"<p>{sentences(10 + i, 30)}</p>"
-    doc = extract_file(write(tmp_path / "guide.html", _page(body)), Options())
+    doc = extract_file(write(tmp_path / "guide.html", _page(body)), ExtractOptions())
     lines = doc.text.split("\n")
     assert lines[0] == "User guide"
     for generator, (_, title) in PERMALINKS.items():
@@ -233,7 +235,7 @@ def test_a_list_of_links_that_is_the_content_is_kept_and_navigation_is_not(
                + "".join(f'<li><a href="s{i}.html">Sidebar entry {i}</a></li>'
                          for i in range(8)) + "</ul></div>")
     page = _page(body, around=sidebar, body_class="wy-body-for-nav")  # as Read the Docs has it
-    doc = extract_file(write(tmp_path / "persistence.html", page), Options())
+    doc = extract_file(write(tmp_path / "persistence.html", page), ExtractOptions())
     listed = "\n".join(f"- {text}" for _, text in modules)
     assert doc.text.endswith("The list of modules described in this chapter is:\n\n" + listed)
     for nav in ("Crumb", "Local contents", "Previous:", "Next:", "Sidebar entry"):
@@ -251,7 +253,7 @@ def test_a_page_that_is_only_a_list_is_read_from_its_main_content(tmp_path: Path
             + f'<div class="toctree-wrapper compound"><ul>{items}</ul></div>')
     page = sphinx_page("Python Frequently Asked Questions", body, up="../",
                        prev="isolating.html", next_="general.html")
-    doc = extract_file(write(tmp_path / "index.html", page.encode()), Options())
+    doc = extract_file(write(tmp_path / "index.html", page.encode()), ExtractOptions())
     assert doc.text == "Python Frequently Asked Questions\n\n" + "\n".join(
         f"- {faq}" for faq in faqs)
 
@@ -264,7 +266,7 @@ def test_nested_lists_and_definitions_keep_their_lines(tmp_path: Path) -> None:
             '<li><a href="io.html">io — Core tools for streams</a></li></ul>'
             '<dl><dt id="x">dump(obj, file)</dt><dd><p>Write the object to the open file.</p>'
             "<p>The file must be opened for writing in binary mode.</p></dd></dl>")
-    doc = extract_file(write(tmp_path / "ref.html", _page(body)), Options())
+    doc = extract_file(write(tmp_path / "ref.html", _page(body)), ExtractOptions())
     assert ("- os — Operating system interfaces\n  - Files and directories\n    - os.stat()\n"
             "- io — Core tools for streams") in doc.text
     # back-to-back paragraphs of a definition: each on its own line, not run together
@@ -279,7 +281,7 @@ def test_non_utf8_text_is_detected_and_decoded(tmp_path: Path) -> None:
         "u16.txt": ("Grüße aus Köln".encode("utf-16"), "Grüße aus Köln"),
     }
     for name, (data, expected) in cases.items():
-        doc = extract_file(write(tmp_path / name, data), Options())
+        doc = extract_file(write(tmp_path / name, data), ExtractOptions())
         assert doc.text.startswith(expected), name
         assert doc.mime == "text/plain"
 
@@ -287,12 +289,12 @@ def test_non_utf8_text_is_detected_and_decoded(tmp_path: Path) -> None:
 def test_undecodable_bytes_declared_as_text_are_a_failure(tmp_path: Path) -> None:
     path = write(tmp_path / "blob.bin", os.urandom(4096))
     with pytest.raises(CorruptInput, match="not decodable as text"):
-        extract_file(path, Options(), claimed_mime="text/plain", source="http://x/notes.txt")
+        extract_file(path, ExtractOptions(), claimed_mime="text/plain", source="http://x/notes.txt")
 
 
 def test_markdown_title_and_paragraphs(tmp_path: Path) -> None:
     md = "# Release notes\n\nFixed the frobnicator.\nIt no longer   frobs twice.\n\n\n\nDone.\n"
-    doc = extract_file(write(tmp_path / "notes.md", md.encode()), Options())
+    doc = extract_file(write(tmp_path / "notes.md", md.encode()), ExtractOptions())
     assert doc.mime == "text/markdown" and doc.title == "Release notes"
     assert doc.text == ("# Release notes\n\nFixed the frobnicator.\nIt no longer frobs twice."
                         "\n\nDone.")
@@ -300,7 +302,7 @@ def test_markdown_title_and_paragraphs(tmp_path: Path) -> None:
 
 def test_zero_byte_file_is_empty(tmp_path: Path) -> None:
     with pytest.raises(EmptyInput, match="0 bytes"):
-        extract_file(write(tmp_path / "empty.pdf", b""), Options())
+        extract_file(write(tmp_path / "empty.pdf", b""), ExtractOptions())
 
 
 FB2 = """<?xml version="1.0" encoding="utf-8"?>
@@ -311,7 +313,8 @@ FB2 = """<?xml version="1.0" encoding="utf-8"?>
 
 
 def test_fictionbook_is_sniffed_and_extracted_by_pymupdf(tmp_path: Path) -> None:
-    doc = extract_file(write(tmp_path / "fable.xml", FB2.encode()), Options(ocr=OcrMode.NEVER))
+    doc = extract_file(write(tmp_path / "fable.xml", FB2.encode()),
+                       ExtractOptions(ocr=OcrMode.NEVER))
     assert doc.mime == "application/x-fictionbook+xml" and doc.title == "The Fable"
     assert "Once upon a time there was a fox." in doc.text
     assert doc.extractor.startswith("pymupdf")
@@ -321,7 +324,7 @@ def test_xhtml_with_an_xml_declaration_is_html(tmp_path: Path) -> None:
     xhtml = ('<?xml version="1.0" encoding="utf-8"?>\n<!DOCTYPE html>\n<html xmlns="http://www.'
              'w3.org/1999/xhtml"><head><title>X</title></head><body><article><p>An XHTML page '
              'with a paragraph that is the main content of the page.</p></article></body></html>')
-    doc = extract_file(write(tmp_path / "page.xhtml", xhtml.encode()), Options())
+    doc = extract_file(write(tmp_path / "page.xhtml", xhtml.encode()), ExtractOptions())
     assert doc.mime == "text/html" and doc.text.startswith("An XHTML page")
 
 

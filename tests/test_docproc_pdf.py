@@ -18,8 +18,9 @@ from test_docproc_samples import (
     write,
 )
 
-from docproc.document import Options, extract_file
+from docproc.document import extract_file
 from docproc.ocr_policy import OcrDecision, OcrMode, Reason, decide
+from docproc.options import ExtractOptions
 from docproc.pdf import decide_page, render_dpi
 from pipeline.errors import CorruptInput, EncryptedInput, TooLargeInput
 
@@ -109,7 +110,7 @@ def test_an_earlier_ocr_layer_is_kept_unless_redo_is_asked() -> None:
 
 def test_text_pdf_pages_come_out_in_order_with_paragraph_breaks(tmp_path: Path) -> None:
     texts = page_texts(3)
-    doc = extract_file(write(tmp_path / "t.pdf", text_pdf_bytes(texts)), Options())
+    doc = extract_file(write(tmp_path / "t.pdf", text_pdf_bytes(texts)), ExtractOptions())
     assert doc.pages == 3 and doc.ocr_pages == []
     assert [p.reason for p in doc.page_info] == ["has_text"] * 3
     paragraphs = [p for t in texts for p in t.split("\n\n")]
@@ -123,7 +124,7 @@ def test_two_columns_are_read_column_by_column(tmp_path: Path) -> None:
     left = ["Left one alpha.", "Left two beta."]
     right = ["Right one gamma.", "Right two delta."]
     data = two_column_pdf_bytes("The Title Line", left, right, right_first=True)
-    doc = extract_file(write(tmp_path / "cols.pdf", data), Options(ocr=OcrMode.NEVER))
+    doc = extract_file(write(tmp_path / "cols.pdf", data), ExtractOptions(ocr=OcrMode.NEVER))
     order = [doc.text.index(s) for s in ["The Title Line", *left, *right]]
     assert order == sorted(order), doc.text
     # pymupdf's sort=True reads rows across both columns, interleaving them
@@ -140,7 +141,7 @@ def test_garbled_and_scanned_pages_are_ocred_and_text_pages_are_not(tmp_path: Pa
     doc_pdf = pymupdf.open(stream=data, filetype="pdf")
     doc_pdf.insert_pdf(garbled)
     path = write(tmp_path / "mixed.pdf", doc_pdf.tobytes())
-    doc = extract_file(path, Options(dpi=150))
+    doc = extract_file(path, ExtractOptions(dpi=150))
     assert doc.ocr_pages == [2, 4]
     assert [p.reason for p in doc.page_info] == ["has_text", "no_text_layer", "has_text",
                                                   "garbled_text"]
@@ -155,7 +156,7 @@ def test_garbled_and_scanned_pages_are_ocred_and_text_pages_are_not(tmp_path: Pa
 def test_never_mode_leaves_scanned_pages_empty_and_says_so(tmp_path: Path) -> None:
     texts = page_texts(2, words=40)
     path = write(tmp_path / "m.pdf", mixed_pdf_bytes(texts, scanned={2}, dpi=50))
-    doc = extract_file(path, Options(ocr=OcrMode.NEVER))
+    doc = extract_file(path, ExtractOptions(ocr=OcrMode.NEVER))
     assert doc.ocr_pages == []
     assert [(p.reason, p.chars > 0) for p in doc.page_info] == [("ocr_off", True),
                                                                  ("ocr_off", False)]
@@ -166,7 +167,7 @@ def test_password_protected_pdf_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "locked.pdf"
     doc.save(path, encryption=pymupdf.PDF_ENCRYPT_AES_256, user_pw="secret", owner_pw="owner")
     with pytest.raises(EncryptedInput, match="password"):
-        extract_file(path, Options())
+        extract_file(path, ExtractOptions())
 
 
 def test_encrypted_pdf_without_user_password_is_extracted(tmp_path: Path) -> None:
@@ -174,7 +175,7 @@ def test_encrypted_pdf_without_user_password_is_extracted(tmp_path: Path) -> Non
     doc = pymupdf.open(stream=text_pdf_bytes(texts), filetype="pdf")
     path = tmp_path / "restricted.pdf"
     doc.save(path, encryption=pymupdf.PDF_ENCRYPT_AES_256, owner_pw="owner", permissions=0)
-    out = extract_file(path, Options())
+    out = extract_file(path, ExtractOptions())
     assert " ".join(out.text.split()) == " ".join(texts[0].split())
 
 
@@ -184,14 +185,14 @@ def test_truncated_and_corrupt_pdfs_are_refused_with_a_reason(tmp_path: Path) ->
                        ("cut20.pdf", data[: len(data) // 5]),
                        ("junk.pdf", b"%PDF-1.7\n" + bytes(range(256)) * 40)]:
         with pytest.raises(CorruptInput, match="damaged or truncated"):
-            extract_file(write(tmp_path / name, blob), Options(ocr=OcrMode.NEVER))
+            extract_file(write(tmp_path / name, blob), ExtractOptions(ocr=OcrMode.NEVER))
 
 
 def test_pdf_that_lost_only_its_xref_table_is_still_extracted(tmp_path: Path) -> None:
     texts = page_texts(2)
     data = text_pdf_bytes(texts)
     cut = data[: data.rindex(b"xref")]  # the objects are all there; MuPDF rebuilds the table
-    doc = extract_file(write(tmp_path / "noxref.pdf", cut), Options(ocr=OcrMode.NEVER))
+    doc = extract_file(write(tmp_path / "noxref.pdf", cut), ExtractOptions(ocr=OcrMode.NEVER))
     assert doc.pages == 2
 
 
@@ -201,13 +202,13 @@ def test_too_many_pages_is_refused_before_any_work(tmp_path: Path) -> None:
         doc.new_page()
     path = write(tmp_path / "huge.pdf", doc.tobytes())
     with pytest.raises(TooLargeInput, match="2500 pages is over extract.max_pages=2000"):
-        extract_file(path, Options())
+        extract_file(path, ExtractOptions())
 
 
 def test_html_saved_as_pdf_is_refused(tmp_path: Path) -> None:
     path = write(tmp_path / "report.pdf", b"<!DOCTYPE html><html><body>Login</body></html>")
     with pytest.raises(CorruptInput, match="content is HTML"):
-        extract_file(path, Options())
+        extract_file(path, ExtractOptions())
 
 
 def test_huge_pages_render_below_the_pixel_limit() -> None:

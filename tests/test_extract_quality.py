@@ -19,8 +19,9 @@ from test_docproc_samples import (
     write,
 )
 
-from docproc.document import Options, extract_file
+from docproc.document import extract_file
 from docproc.ocr_policy import OcrMode
+from docproc.options import ExtractOptions
 from docproc.pdf import decide_page
 
 # Tesseract 5 on clean 300-dpi renders of an 11-point sans-serif font misreads well under 1%
@@ -97,7 +98,7 @@ def test_ocr_character_error_rate_on_300_dpi_scans(tmp_path: Path,
                                                    ) -> None:
     texts = page_texts(2, words=180, seed=42)
     scan = write(tmp_path / "scan.pdf", scanned_pdf_bytes(text_pdf_bytes(texts), dpi=300))
-    pages = [extract_file(scan, Options(dpi=300, pages=(n,))) for n in (1, 2)]
+    pages = [extract_file(scan, ExtractOptions(dpi=300, pages=(n,))) for n in (1, 2)]
     assert [p.ocr_pages for p in pages] == [[1], [2]]
     page_cer = [cer(truth, p.text) for truth, p in zip(texts, pages, strict=True)]
     whole = cer("\n".join(texts), "\n".join(p.text for p in pages))

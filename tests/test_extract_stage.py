@@ -21,8 +21,8 @@ from test_docproc_samples import (
     text_pdf_bytes,
 )
 
-from docproc.document import Options
 from docproc.extract import extract_all
+from docproc.options import ExtractOptions
 from docproc.pool import Task, WorkerPool
 from pipeline.config import Config, replace
 from pipeline.docstore import iter_documents, list_parts
@@ -197,7 +197,7 @@ def _signal_worker(pool: WorkerPool, signum: int) -> None:
 @pytest.mark.slow
 def test_a_hung_worker_is_killed_and_a_crashed_one_replaced(tmp_path: Path) -> None:
     tasks = _slow_tasks(tmp_path, 3)
-    pool = WorkerPool(Options(dpi=300), workers=1, timeout_s=30, tasks_per_worker=10,
+    pool = WorkerPool(ExtractOptions(dpi=300), workers=1, timeout_s=30, tasks_per_worker=10,
                       kill_grace_s=0.5)
     pool.timeout_s = 2.0  # the hung worker below is stopped after 2.5 s
 
@@ -238,7 +238,7 @@ def _text_tasks(tmp_path: Path, n: int) -> list[Task]:
 
 
 def test_workers_are_recycled_after_their_task_count(tmp_path: Path) -> None:
-    pool = WorkerPool(Options(), workers=1, timeout_s=30, tasks_per_worker=2)
+    pool = WorkerPool(ExtractOptions(), workers=1, timeout_s=30, tasks_per_worker=2)
     outcomes = list(pool.run(_text_tasks(tmp_path, 5)))
     assert sorted(o.doc.text for o in outcomes) == [f"document number {i:03d}" for i in range(5)]
     assert pool.started == 3  # 2 + 2 + 1 documents
@@ -246,7 +246,7 @@ def test_workers_are_recycled_after_their_task_count(tmp_path: Path) -> None:
 
 def test_recycling_never_loses_a_result_in_flight(tmp_path: Path) -> None:
     # a worker that sends its last result and exits must not be taken for a crashed one
-    pool = WorkerPool(Options(), workers=2, timeout_s=30, tasks_per_worker=2)
+    pool = WorkerPool(ExtractOptions(), workers=2, timeout_s=30, tasks_per_worker=2)
     outcomes = list(pool.run(_text_tasks(tmp_path, 60)))
     assert [o.error for o in outcomes if o.error] == []
     assert len({o.doc.text for o in outcomes}) == 60 and pool.started >= 30

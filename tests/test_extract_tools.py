@@ -133,3 +133,27 @@ def test_ocr_tool_prints_real_confidence_and_checks_tesseract(tmp_path: Path,
     assert check.returncode == 3 and "apt-get install tesseract-ocr" in check.stderr
     usage = run("cllm_ocr", env=cli_env)
     assert usage.returncode == 2 and "no input files" in usage.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_and_an_unwritable_output_are_one_line_each(pdfs: dict[str, Path],
+                                                           tmp_path: Path,
+                                                           cli_env: dict[str, str]) -> None:
+    import signal
+    import time
+
+    scans = [write(tmp_path / f"scan{i}.pdf", pdfs["scan"].read_bytes()) for i in range(6)]
+    for workers in ("1", "2"):
+        proc = subprocess.Popen(
+            [str(VENV_BIN / "cllm_pdf_ocr"), "-f", "--workers", workers, *map(str, scans)],
+            env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        time.sleep(1.5)  # OCR under way
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert (proc.returncode, err) == (130, "cllm_pdf_ocr: interrupted\n")
+
+    blocker = write(tmp_path / "blocker", b"a file, not a folder")
+    unwritable = run("cllm_pdf_extract", "-o", blocker / "out.txt", pdfs["text"], env=cli_env)
+    assert unwritable.returncode == 1 and "Traceback" not in unwritable.stderr
+    assert unwritable.stderr.count("\n") == 1 and str(blocker) in unwritable.stderr

@@ -29,8 +29,8 @@ from hostile import (
     one_page_pdf,
 )
 
-from docproc.document import Options
 from docproc.extract import extract_all
+from docproc.options import ExtractOptions
 from docproc.pool import Task, WorkerPool
 from pipeline.config import build_config
 from pipeline.docstore import iter_documents
@@ -173,7 +173,7 @@ def test_the_worker_memory_cap_turns_a_memory_hog_into_too_large(tmp_path: Path)
     hog.write_bytes(one_page_pdf(media_box=b"[0 0 14400 14400]", contents=b"0 0 m 9 9 l S"))
     fine = tmp_path / "fine.pdf"
     fine.write_bytes(one_page_pdf())
-    opts = Options(max_memory_mb=64, max_image_pixels=100_000_000, dpi=300)
+    opts = ExtractOptions(max_memory_mb=64, max_image_pixels=100_000_000, dpi=300)
     pool = WorkerPool(opts, workers=1, timeout_s=60, tasks_per_worker=10)
     outcomes = {Path(o.task.path).name: o for o in pool.run(
         [Task(path=str(p), source=str(p)) for p in (hog, fine)])}

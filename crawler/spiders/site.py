@@ -25,7 +25,7 @@ from crawler.errors import FetchError, failure_kind, refusal_of
 from crawler.items import FetchedPage
 from crawler.links import robots_directives, scan_html
 from crawler.middlewares import STORED_FLAG, UNCHANGED_FLAG, is_control, source_url
-from crawler.session import CrawlSession
+from crawler.session import CrawlSession, standalone_session
 from crawler.settings import robots_agent
 from crawler.urls import Reason, host_of
 
@@ -52,8 +52,6 @@ class SiteSpider(scrapy.Spider):
                  ) -> None:
         super().__init__(**kwargs)
         if session is None:  # `scrapy crawl site -a urls=URL,URL`: a session of our own
-            from crawler.run import standalone_session
-
             session = standalone_session([u for u in urls.split(",") if u.strip()])
         self.session = session
         self._seen_links: set[str] = set()  # absolute links met, before normalising

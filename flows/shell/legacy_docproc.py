@@ -1,4 +1,10 @@
-"""The legacy tools cllm_pdf_extract, cllm_ocr and cllm_pdf_ocr, over the stage's own functions.
+"""The legacy extraction tools' front ends, on the extract stage's own functions.
+
+    cllm_pdf_extract [-o FILE] [-r/--ocr] [-m/--metadata] [-p/--page N] [-t/--type] [--jsonl]
+                     [--workers N] PDF...
+    cllm_ocr [-o FILE] [-l/--lang LANG] [-d/--dpi N] [-p/--psm N] [-n/--no-preprocess]
+             [-L/--list-langs] [-c/--check] IMAGE...
+    cllm_pdf_ocr [-o FILE] [-l/--lang LANG] [-f/--force-ocr] [-m/--metadata] [-v] PDF...
 
 They keep the original flags and fix what was broken: `--lang` is used, the OCR confidence is
 Tesseract's own, OCR can be forced. Each takes several inputs (with several, `-o` names a
@@ -10,73 +16,37 @@ all the others were written; 3 when Tesseract is missing.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from docproc.document import Options
-from docproc.ocr_policy import OcrMode
-from pipeline.errors import EnvironmentProblem, InputError
-from pipeline.records import Document
+from flows.shell.runner import EXIT_FAILED, EXIT_OK, run_tool
+from pipeline.config import ExtractConfig, OcrMode
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:  # the stage's modules load when a tool runs, not when it parses
+    from docproc.options import ExtractOptions
+    from docproc.pool import Outcome
+    from pipeline.records import Document
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ENVIRONMENT = 0, 1, 2, 3
-TIMEOUT_S = 300.0  # per input, when run in worker processes
-TASKS_PER_WORKER = 50
+DEFAULT = ExtractConfig()
+# The original tools ran without a memory cap, and so do these: a file is given by the
+# person running the tool, not found by a crawl (the extract stage caps its workers at
+# extract.max_memory_mb).
+TOOL_MAX_MEMORY_MB = 0
 MIN_DPI, MAX_DPI = 50, 1200  # as extract.dpi
+MAX_PSM = 13  # as extract.psm
 META_KEYS = ("title", "author", "subject", "keywords", "creator", "producer", "creationDate",
              "modDate", "format", "encryption", "pages")
 
 
-@dataclass(slots=True)
-class Result:
-    path: str
-    doc: Document | None = None
-    error: str = ""  # "kind: reason" when the input failed
+def _options(args: argparse.Namespace, **flags: Any) -> ExtractOptions:
+    """The tool's options: the extract section's defaults, its flags, no memory cap."""
+    from docproc.options import ExtractOptions
 
-
-# --- running ------------------------------------------------------------------------------
-
-
-def _in_process(paths: Sequence[str], opts: Options) -> Iterator[Result]:
-    """One input after the other, handled exactly as a worker process would."""
-    from docproc.pool import Task, run_one
-
-    for path in paths:
-        status, a, b = run_one(Task(path=path, source=path), opts, TIMEOUT_S)
-        if status == "env":
-            raise EnvironmentProblem(a)
-        yield Result(path, doc=a) if status == "ok" else Result(path, error=f"{a}: {b}")
-
-
-def _in_workers(paths: Sequence[str], opts: Options, workers: int) -> Iterator[Result]:
-    """Results in input order, extracted on `workers` processes."""
-    from docproc.pool import Task, WorkerPool
-
-    pool = WorkerPool(opts, workers=workers, timeout_s=TIMEOUT_S,
-                      tasks_per_worker=TASKS_PER_WORKER)
-    ready: dict[str, Result] = {}
-    order = iter(paths)
-    upcoming = next(order, None)
-    for outcome in pool.run([Task(path=p, source=p) for p in dict.fromkeys(paths)]):
-        error = "" if outcome.doc else f"{outcome.error}: {outcome.message}"
-        ready[outcome.task.path] = Result(outcome.task.path, doc=outcome.doc, error=error)
-        while upcoming is not None and upcoming in ready:
-            yield ready[upcoming]
-            upcoming = next(order, None)
-
-
-def run_inputs(paths: Sequence[str], opts: Options, workers: int) -> Iterator[Result]:
-    from docproc.extract import worker_count
-
-    workers = min(worker_count(workers), len(paths))
-    if workers <= 1:
-        yield from _in_process(paths, opts)
-    else:
-        yield from _in_workers(paths, opts, workers)
+    # a negative --workers meant one per core, as 0 does
+    return ExtractOptions(workers=max(0, args.workers), max_memory_mb=TOOL_MAX_MEMORY_MB,
+                          **flags)
 
 
 # --- output ---------------------------------------------------------------------------
@@ -128,26 +98,17 @@ class Output:
             atomic_write_text(self.target, "".join(self._chunks))
 
 
-def _metadata_text(path: str, opts: Options) -> str:
+def _metadata_text(path: str, opts: ExtractOptions) -> str:
     """The document's metadata as "key: value" lines ("" for formats without any)."""
-    from docproc.detect import Kind, detect
-    from docproc.pdf import metadata, open_document
+    from docproc.files import document_metadata
 
-    try:
-        found = detect(Path(path))
-        if found.kind not in (Kind.PDF, Kind.EBOOK):
-            return ""
-        doc = open_document(Path(path), path, opts.max_pages, found.filetype)
-    except InputError:
+    meta = document_metadata(Path(path), opts)
+    if meta is None:
         return ""
-    try:
-        meta = metadata(doc)
-    finally:
-        doc.close()
     return "".join(f"{k}: {meta[k]}\n" for k in META_KEYS if meta.get(k)) + "\n"
 
 
-def _report_page(path: str, doc: Document) -> None:
+def _report_pages(path: str, doc: Document) -> None:
     for p in doc.page_info:
         conf = f", confidence {p.confidence:.1f}" if p.confidence is not None else ""
         what = "OCR" if p.ocr else "text"
@@ -165,31 +126,47 @@ def _confidence_line(path: str, doc: Document, out: Path | None) -> str:
     return f"{path}: confidence {shown}, {int(doc.stats.get('words', 0))} words{dest}"
 
 
-def emit(results: Iterator[Result], args: argparse.Namespace, opts: Options,
-         prog: str) -> int:
-    """Write each result; failures named on stderr; the exit status."""
+def emit(outcomes: Iterator[Outcome], args: argparse.Namespace, opts: ExtractOptions,
+         prog: str, *, confidence: bool = False) -> int:
+    """Write each input's text (or record); failures named on stderr; the exit status.
+
+    `confidence`: with -o, print each input's OCR confidence and where its text went.
+    """
     out = Output(args.output, len(args.inputs), args.jsonl)
     failed = 0
     try:
-        for r in results:
-            if r.doc is None:
+        for o in outcomes:
+            path = o.task.path
+            if o.doc is None:
                 failed += 1
-                print(f"{prog}: {r.path}: {r.error}", file=sys.stderr)
+                print(f"{prog}: {path}: {o.error}: {o.message}", file=sys.stderr)
                 continue
             if getattr(args, "verbose", False):
-                _report_page(r.path, r.doc)
-            text = r.doc.to_json() if args.jsonl else r.doc.text
+                _report_pages(path, o.doc)
+            text = o.doc.to_json() if args.jsonl else o.doc.text
             if getattr(args, "metadata", False) and not args.jsonl:
-                text = _metadata_text(r.path, opts) + text
-            written = out.write(r.path, text)
-            if getattr(args, "print_confidence", False) and args.output:
-                print(_confidence_line(r.path, r.doc, written))
+                text = _metadata_text(path, opts) + text
+            written = out.write(path, text)
+            if confidence and args.output:
+                print(_confidence_line(path, o.doc, written))
     finally:
         out.close()
     if failed:
         print(f"{prog}: {failed} of {len(args.inputs)} inputs failed", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _extract(args: argparse.Namespace, opts: ExtractOptions, prog: str, *,
+             confidence: bool = False) -> int:
+    """Check Tesseract when OCR may run, then extract every input and write it."""
+    from docproc.files import extract_files
+
+    if opts.ocr is not OcrMode.NEVER:
+        from docproc.ocr import check_tesseract
+
+        check_tesseract(opts.lang)  # exit 3 with the install command, before any work
+    return emit(extract_files(args.inputs, opts), args, opts, prog, confidence=confidence)
 
 
 # --- argument parsing -------------------------------------------------------------------
@@ -205,31 +182,21 @@ def _common(p: argparse.ArgumentParser, inputs: str) -> None:
                    help="processes for several inputs (default: one per core)")
 
 
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(levelname).1s %(message)s", stream=sys.stderr)
-
-
-def _main(prog: str, parser: argparse.ArgumentParser, argv: Sequence[str] | None,
-          run: Callable[[argparse.ArgumentParser, argparse.Namespace], int]) -> int:
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
+           need_inputs: Callable[[argparse.Namespace], bool] = lambda args: True,
+           ) -> argparse.Namespace:
+    """The arguments, checked: a bad one exits 2 with the usage, as argparse does."""
     args = parser.parse_args(argv)
-    _setup_logging(getattr(args, "verbose", False))
     dpi = getattr(args, "dpi", None)
     if dpi is not None and not MIN_DPI <= dpi <= MAX_DPI:
         parser.error(f"--dpi must be in {MIN_DPI}..{MAX_DPI}, got {dpi}")
-    try:
-        return run(parser, args)
-    except EnvironmentProblem as e:
-        print(f"{prog}: {e}", file=sys.stderr)
-        return EXIT_ENVIRONMENT
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
-
-
-def _need_inputs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if not need_inputs(args):
+        return args
     if not args.inputs:
         parser.error("no input files")
+    if not getattr(args, "lang", "eng").strip():
+        parser.error("--lang must name a Tesseract language, e.g. eng")
+    return args
 
 
 # --- cllm_pdf_extract -------------------------------------------------------------------
@@ -245,25 +212,15 @@ def _pdf_extract_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--page", type=int, metavar="N", help="only page N (1-based)")
     p.add_argument("-t", "--type", action="store_true",
                    help="print whether each PDF is text, image (scanned) or mixed")
-    p.add_argument("-l", "--lang", default="eng", help="Tesseract language(s) for -r")
-    p.add_argument("-d", "--dpi", type=int, default=300, help="OCR render resolution")
+    p.add_argument("-l", "--lang", default=DEFAULT.lang, help="Tesseract language(s) for -r")
+    p.add_argument("-d", "--dpi", type=int, default=DEFAULT.dpi, help="OCR render resolution")
     return p
 
 
-def document_type(path: Path, opts: Options) -> str:
-    """"text", "image" (scanned: every page needs OCR) or "mixed", without running OCR."""
-    from docproc.detect import Kind, detect
-    from docproc.pdf import classify
+def _print_types(args: argparse.Namespace, opts: ExtractOptions) -> int:
+    from docproc.files import document_type
+    from pipeline.errors import InputError
 
-    found = detect(path)
-    if found.kind is Kind.IMAGE:
-        return "image"
-    if found.kind in (Kind.PDF, Kind.EBOOK):
-        return classify(path, str(path), opts.max_pages, found.filetype)
-    return "text"
-
-
-def _pdf_type(args: argparse.Namespace, opts: Options) -> int:
     failed = 0
     for path in args.inputs:
         try:
@@ -276,27 +233,17 @@ def _pdf_type(args: argparse.Namespace, opts: Options) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def _check_ocr(opts: Options) -> None:
-    if opts.ocr is not OcrMode.NEVER:
-        from docproc.ocr import check_tesseract
-
-        check_tesseract(opts.lang)
-
-
-def _pdf_extract(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    _need_inputs(parser, args)
-    pages = (args.page,) if args.page else ()
-    opts = Options(ocr=OcrMode.AUTO if args.ocr else OcrMode.NEVER, lang=args.lang,
-                   dpi=args.dpi, pages=pages)
+def _pdf_extract(args: argparse.Namespace) -> int:
+    opts = _options(args, ocr=OcrMode.AUTO if args.ocr else OcrMode.NEVER, lang=args.lang,
+                    dpi=args.dpi, pages=(args.page,) if args.page else ())
     if args.type:
-        return _pdf_type(args, opts)
-    _check_ocr(opts)
-    return emit(run_inputs(args.inputs, opts, args.workers), args, opts, "cllm_pdf_extract")
+        return _print_types(args, opts)
+    return _extract(args, opts, "cllm_pdf_extract")
 
 
 def pdf_extract_main(argv: Sequence[str] | None = None) -> int:
-    parser = _pdf_extract_parser()
-    return _main("cllm_pdf_extract", parser, argv, _pdf_extract)
+    args = _parse(_pdf_extract_parser(), argv)
+    return run_tool("cllm_pdf_extract", lambda: _pdf_extract(args), quiet=1)
 
 
 # --- cllm_ocr -----------------------------------------------------------------------------
@@ -306,11 +253,13 @@ def _ocr_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cllm_ocr",
                                 description="OCR images (and every page of PDFs) with Tesseract.")
     _common(p, "IMAGE")
-    p.add_argument("-l", "--lang", default="eng", help="Tesseract language(s), e.g. eng+deu")
+    p.add_argument("-l", "--lang", default=DEFAULT.lang,
+                   help="Tesseract language(s), e.g. eng+deu")
     p.add_argument("-d", "--dpi", type=int, default=None,
                    help="images: their resolution (default: as stored, else estimated); "
-                        "PDFs: render resolution (default 300)")
-    p.add_argument("-p", "--psm", type=int, default=3, help="Tesseract page segmentation mode")
+                        f"PDFs: render resolution (default {DEFAULT.dpi})")
+    p.add_argument("-p", "--psm", type=int, default=DEFAULT.psm,
+                   help="Tesseract page segmentation mode")
     p.add_argument("-n", "--no-preprocess", action="store_true",
                    help="no contrast stretch or upscaling of small images")
     p.add_argument("-L", "--list-langs", action="store_true", help="list installed languages")
@@ -319,7 +268,7 @@ def _ocr_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _ocr(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+def _ocr(args: argparse.Namespace) -> int:
     from docproc.ocr import check_tesseract, list_languages, tesseract_cmd
 
     if args.list_langs:
@@ -329,19 +278,18 @@ def _ocr(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         version = check_tesseract(args.lang)
         print(f"tesseract {version} ({tesseract_cmd()}): languages {args.lang} available")
         return EXIT_OK
-    _need_inputs(parser, args)
-    if not 0 <= args.psm <= 13:
-        parser.error(f"--psm must be in 0..13, got {args.psm}")
-    opts = Options(ocr=OcrMode.FORCE, lang=args.lang, psm=args.psm, dpi=args.dpi or 300,
-                   image_dpi=args.dpi, preprocess=not args.no_preprocess)
-    check_tesseract(opts.lang)
-    args.print_confidence = True
-    return emit(run_inputs(args.inputs, opts, args.workers), args, opts, "cllm_ocr")
+    opts = _options(args, ocr=OcrMode.FORCE, lang=args.lang, psm=args.psm,
+                    dpi=args.dpi or DEFAULT.dpi, image_dpi=args.dpi,
+                    preprocess=not args.no_preprocess)
+    return _extract(args, opts, "cllm_ocr", confidence=True)
 
 
 def ocr_main(argv: Sequence[str] | None = None) -> int:
     parser = _ocr_parser()
-    return _main("cllm_ocr", parser, argv, _ocr)
+    args = _parse(parser, argv, need_inputs=lambda a: not (a.list_langs or a.check))
+    if not (args.list_langs or args.check) and not 0 <= args.psm <= MAX_PSM:
+        parser.error(f"--psm must be in 0..{MAX_PSM}, got {args.psm}")
+    return run_tool("cllm_ocr", lambda: _ocr(args), quiet=1)
 
 
 # --- cllm_pdf_ocr -------------------------------------------------------------------------
@@ -352,24 +300,22 @@ def _pdf_ocr_parser() -> argparse.ArgumentParser:
         prog="cllm_pdf_ocr",
         description="Text of PDFs, OCRing each page that needs it (-f: every page).")
     _common(p, "PDF")
-    p.add_argument("-l", "--lang", default="eng", help="Tesseract language(s), e.g. eng+deu")
+    p.add_argument("-l", "--lang", default=DEFAULT.lang,
+                   help="Tesseract language(s), e.g. eng+deu")
     p.add_argument("-f", "--force-ocr", action="store_true", help="OCR every page")
     p.add_argument("-m", "--metadata", action="store_true", help="print metadata before the text")
-    p.add_argument("-d", "--dpi", type=int, default=300, help="OCR render resolution")
+    p.add_argument("-d", "--dpi", type=int, default=DEFAULT.dpi, help="OCR render resolution")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="report each page's OCR decision and confidence on stderr")
     return p
 
 
-def _pdf_ocr(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    _need_inputs(parser, args)
-    opts = Options(ocr=OcrMode.FORCE if args.force_ocr else OcrMode.AUTO, lang=args.lang,
-                   dpi=args.dpi)
-    _check_ocr(opts)
-    args.print_confidence = True
-    return emit(run_inputs(args.inputs, opts, args.workers), args, opts, "cllm_pdf_ocr")
+def _pdf_ocr(args: argparse.Namespace) -> int:
+    opts = _options(args, ocr=OcrMode.FORCE if args.force_ocr else OcrMode.AUTO,
+                    lang=args.lang, dpi=args.dpi)
+    return _extract(args, opts, "cllm_pdf_ocr", confidence=True)
 
 
 def pdf_ocr_main(argv: Sequence[str] | None = None) -> int:
-    parser = _pdf_ocr_parser()
-    return _main("cllm_pdf_ocr", parser, argv, _pdf_ocr)
+    args = _parse(_pdf_ocr_parser(), argv)
+    return run_tool("cllm_pdf_ocr", lambda: _pdf_ocr(args), quiet=0 if args.verbose else 1)

@@ -1,0 +1,63 @@
+"""Text normalisation shared by extraction (docproc/cleanup.py) and the clean stage
+(pipeline/filters.py): the Unicode form, line ends, the characters that are never text, and
+what counts as a letter.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+
+# NFC, not NFKC: NFKC would also fold superscripts, fractions and full-width forms that
+# carry meaning.
+NORMAL_FORM = "NFC"
+
+# Never text: C0 and C1 control characters except tab and newline (line ends are made LF
+# first), the zero-width space, word joiner and BOM, and lone surrogates (not encodable as
+# UTF-8). Extraction folds some of these into text first (form feed and vertical tab are
+# line breaks to it, see docproc/cleanup.py) and removes more (bidi controls, soft hyphens).
+CONTROLS = r"\x00-\x08\x0b-\x1f\x7f-\x9f"
+ZERO_WIDTH = "\u200b\u2060\ufeff"
+SURROGATES = r"\ud800-\udfff"
+INVISIBLE = re.compile(f"[{CONTROLS}{ZERO_WIDTH}{SURROGATES}]")
+BLANK_RUNS = re.compile(r"\n{3,}")
+
+_ASCII_LETTERS = string.ascii_letters.encode()
+# what str.isspace() and str.split() call whitespace among ASCII characters
+_ASCII_SPACE = b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
+
+
+def unix_newlines(text: str) -> str:
+    """CR LF and lone CR as LF."""
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
+
+
+def remove_invisible(text: str) -> str:
+    """The text without the characters of INVISIBLE."""
+    return INVISIBLE.sub("", text) if INVISIBLE.search(text) else text
+
+
+def collapse_blank_runs(text: str) -> str:
+    """At most one blank line in a row."""
+    return BLANK_RUNS.sub("\n\n", text) if "\n\n\n" in text else text
+
+
+def letter_count(text: str) -> int:
+    """Characters that are letters (str.isalpha)."""
+    if text.isascii():  # the common case, counted in C
+        data = text.encode("ascii")
+        return len(data) - len(data.translate(None, _ASCII_LETTERS))
+    return sum(map(str.isalpha, text))
+
+
+def nonspace_count(text: str) -> int:
+    """Characters that are not whitespace (str.isspace)."""
+    if text.isascii():
+        return len(text.encode("ascii").translate(None, _ASCII_SPACE))
+    return sum(map(len, text.split()))
+
+
+def alpha_ratio(text: str) -> float:
+    """The share of letters among the characters that are not whitespace (0.0 when none)."""
+    nonspace = nonspace_count(text)
+    return letter_count(text) / nonspace if nonspace else 0.0
