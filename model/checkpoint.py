@@ -159,12 +159,13 @@ def export_safetensors(checkpoint: Path, out: Path | None = None) -> Path:
     from safetensors.torch import save
 
     state = load_checkpoint(checkpoint)
+    tied = state["model_config"].get("tie_embeddings", True)
     weights = {k: v.contiguous() for k, v in state["model"].items()
-               if k != "lm_head.weight"}  # tied to wte.weight: stored once
+               if not (tied and k == "lm_head.weight")}  # tied to wte.weight: stored once
     metadata = {
         "format": "cllm",
         "model_config": json.dumps(state["model_config"], sort_keys=True),
-        "tied": "lm_head.weight=wte.weight",
+        "tied": "lm_head.weight=wte.weight" if tied else "",
         "step": str(state.get("step", 0)),
         "tokenizer_sha256": state.get("tokenizer", {}).get("sha256", ""),
     }
@@ -186,6 +187,6 @@ def load_safetensors_model(path: Path) -> CLLM:
         raise CheckpointError(f"{path}: not a CLLM safetensors export")
     model = CLLM(ModelConfig(**json.loads(metadata["model_config"])))
     weights = load_file(str(path))
-    weights["lm_head.weight"] = weights["wte.weight"]
+    weights.setdefault("lm_head.weight", weights["wte.weight"])  # tied: stored once
     model.load_state_dict(weights)
     return model.eval()
