@@ -1,0 +1,57 @@
+"""bench/quality.py in its smoke mode (what CI runs of it) and its fixed corpus, bench/corpus.py."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+corpus = _load("corpus")
+
+
+def test_the_corpus_is_the_same_in_every_process_and_holds_no_run_time_values(
+        tmp_path: Path) -> None:
+    modules = ["textwrap", "functools", "fnmatch"]  # functools' page shows objects' addresses
+    first = corpus.write_corpus(tmp_path / "a", modules, max_chars=1500)
+    second = corpus.write_corpus(tmp_path / "b", modules, max_chars=1500)
+    assert first == second and first[0] > 3  # pages cut into several documents
+    text = "".join(p.read_text() for p in (tmp_path / "a").iterdir())
+    assert "wrap(text, width=70" in text  # real documentation
+    assert " at 0x7" not in text and str(Path(sys.executable).parent) not in text
+
+
+def test_normalise_masks_addresses_and_drops_the_run_time_sections() -> None:
+    page = ("NAME\n    m\n\nFUNCTIONS\n    f = <function f at 0x7f3a2b>\n\n"
+            "DATA\n    state = 12\n\nFILE\n    /usr/lib/m.py\n")
+    assert corpus.normalise(page) == "NAME\n    m\n\nFUNCTIONS\n    f = <function f at 0x>\n"
+
+
+def test_the_smoke_mode_scores_every_kind_of_run_against_the_reference(tmp_path: Path) -> None:
+    out = tmp_path / "quality.json"
+    subprocess.run([sys.executable, str(BENCH / "quality.py"), "--smoke", "--out", str(out)],
+                   check=True, capture_output=True, text=True, timeout=600)
+    results = json.loads(out.read_text())
+    assert set(results) == {"recipes", "crystalline"}
+    recipes = results["recipes"]["summary"]
+    reference = recipes["reference: bench/minigpt.py (nanoGPT)"]
+    default = next(row for row in recipes.values() if row["default"])
+    assert reference["seeds"] == default["seeds"] == [1, 2]
+    # the default recipe is nanoGPT's: the same weights and windows give the same loss
+    assert abs(default["vs_reference"]) < 1e-4
+    unscaled = recipes["GPT-2, embeddings decayed, residual projections unscaled"]
+    assert abs(unscaled["vs_default"]) > 1e-4  # another init: another result
+    for row in results["crystalline"]["summary"].values():
+        assert 0 < row["val_bpb"] < row["val_loss"] and row["first_loss"] > row["val_loss"]
+    assert len(results["recipes"]["data"]["tokens_sha256"]) == 64
