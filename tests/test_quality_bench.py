@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
@@ -55,3 +57,16 @@ def test_the_smoke_mode_scores_every_kind_of_run_against_the_reference(tmp_path:
     for row in results["crystalline"]["summary"].values():
         assert 0 < row["val_bpb"] < row["val_loss"] and row["first_loss"] > row["val_loss"]
     assert len(results["recipes"]["data"]["tokens_sha256"]) == 64
+
+
+def test_our_lr_schedule_is_nanogpts_at_every_step() -> None:
+    from model.schedule import lr_at
+    from pipeline.config import TrainConfig
+
+    minigpt = _load("minigpt")
+    tc = TrainConfig(lr=1e-3, min_lr=1e-4, warmup_steps=20, max_steps=200, scheduler="cosine")
+    ours = [lr_at(step, tc) for step in range(210)]
+    theirs = [minigpt.nanogpt_lr(step, lr=1e-3, min_lr=1e-4, warmup=20, decay_steps=200)
+              for step in range(210)]
+    assert ours == [pytest.approx(lr, rel=1e-12) for lr in theirs]
+    assert ours[0] == pytest.approx(1e-3 / 21) and ours[-1] == 1e-4
