@@ -373,7 +373,7 @@ def main() -> None:
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.table:
-        return tables(args.out or RESULTS)
+        return tables(args.out or RESULTS, [r.name for r in RECIPES])
     setup = suite_setup(args)
     with tempfile.TemporaryDirectory(prefix="cllm-quality-") as tmp:
         folder = Path(tmp)

@@ -88,9 +88,13 @@ def save(path: Path, key: str, entry: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def tables(path: Path) -> None:
+def tables(path: Path, order: list[str]) -> None:
+    """The README's tables from a results file, rows in `order` (the JSON sorts them)."""
     results = json.loads(path.read_text())
+    rank = {name: i for i, name in enumerate(order)}
     for suite in ("recipes", "crystalline"):
         if suite in results:
+            summary = results[suite]["summary"]
+            rows = sorted(summary, key=lambda n: (rank.get(n, len(rank)), n))
             print(f"\n{suite} ({results[suite]['command']}):\n")
-            print(markdown(results[suite]["summary"]))
+            print(markdown({name: summary[name] for name in rows}))

@@ -58,6 +58,11 @@ def test_the_smoke_mode_scores_every_kind_of_run_against_the_reference(tmp_path:
     for row in results["crystalline"]["summary"].values():
         assert 0 < row["val_bpb"] < row["val_loss"] and row["first_loss"] > row["val_loss"]
     assert len(results["recipes"]["data"]["tokens_sha256"]) == 64
+    table = subprocess.run([sys.executable, str(BENCH / "quality.py"), "--table", "--out",
+                            str(out)], check=True, capture_output=True, text=True).stdout
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "±" in line]
+    assert rows[0].startswith("| reference: bench/minigpt.py")  # in the recipes' order
+    assert len(rows) == len(recipes) + len(results["crystalline"]["summary"])
 
 
 def test_our_lr_schedule_is_nanogpts_at_every_step() -> None:
