@@ -1,143 +1,307 @@
-"""Crawl benchmark: our crawler next to a bare Scrapy CrawlSpider, on the same local site.
+"""Crawl benchmark: our crawler next to a tuned bare Scrapy spider and the fetch-only ceiling.
 
-A generated site of --pages documentation-like pages (a shared navigation bar of --nav links,
---links links in the text, --words words) is served on 127.0.0.1. In each run, measured side
-by side:
+Two site shapes are served on 127.0.0.1:
 
-  cllm        crawler.run.crawl(): link policy, guard, raw store (every page stored, fsynced)
-  bare        a CrawlSpider with Rule(LinkExtractor(), follow=True) that only follows links
-  fetch-only  a Spider fetching the same URLs from a list, no link extraction (the download
-              cost alone: an upper bound for any crawler here)
+  docs   documentation-like: 12 to 50 links a page, pages of 20 to 200 KB, a few index pages
+         with thousands of links (as the Python docs' genindex)
+  dense  the generated site of crawler.localsite with a 150-link sidebar and 30 links in the
+         text of every page (180 links a page)
 
-All with the same concurrency, no delays, no AutoThrottle, robots.txt off. Rates are pages
-per second between the spider opening and closing (process start-up excluded), medians of
---runs runs, in alternating order:
+On each shape, three crawls, every one a whole process timed from its start to its exit:
 
-    .venv/bin/python bench/crawl.py [--pages 3000] [--runs 3] [--concurrency 16]
-    .venv/bin/python bench/crawl.py --nav 50 --links 12 --words 800   # fewer links a page
+  cllm        crawler.run.crawl(): link policy, guard, budget, raw store (every page stored
+              and fsynced, its row written)
+  bare        a plain scrapy.Spider that follows every same-site link through a seen-set
+              (no fingerprinting of links met twice), storing nothing
+  fetch-only  a scrapy.Spider fetching the site's URLs from a list: the download cost alone,
+              an upper bound for any crawler here
+
+The same settings on every side: cookies off, downloader stats off, robots.txt obeyed, no
+delay, no AutoThrottle, no retries, the same concurrency and per-domain concurrency.
+Rates are pages per second of whole-process time, medians of --runs runs in rotating order.
+A second row times our crawl of the docs site at per-domain concurrency 1, 2, 4, 8 and 16
+under a global concurrency of 16. Results go to bench/results/crawl.json.
+
+    .venv/bin/python bench/crawl.py [--pages 500] [--runs 3] [--concurrency 16]
+    .venv/bin/python bench/crawl.py --smoke        # a few seconds, nothing recorded
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
+import random
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from crawler.localsite import LocalSite, generated_site
+from crawler.localsite import LocalSite, Page, generated_site, html
 from crawler.run import crawl
 from pipeline.config import build_config
 from pipeline.layout import DataRoot
 
+RESULTS = Path(__file__).resolve().parent / "results" / "crawl.json"
+SIDES = ("cllm", "bare", "fetch")
+SWEEP = (1, 2, 4, 8, 16)
+WORDS = ("the of and to a in is that for it as with be on not this by are or from at an "
+         "crawler document token shard model train page link text corpus data index store "
+         "fetch parse robots sitemap budget depth domain function module class return value "
+         "argument object method attribute exception keyword default string number").split()
+INDEX_PAGES = 3  # genindex-like pages, linked from every page's sidebar
+ANCHORS_PER_PAGE = 6  # an index links each page this many times (its entries' anchors)
 
-def run_cllm(url: str, pages: int, concurrency: int) -> dict[str, Any]:
+
+# --- the sites ----------------------------------------------------------------------------
+
+
+def _text(rng: random.Random, size: int) -> str:
+    """About `size` bytes of words in paragraphs."""
+    words = rng.choices(WORDS, k=size // 6)
+    return "</p><p>".join(" ".join(words[i:i + 80]) for i in range(0, len(words), 80))
+
+
+def docs_site(pages: int, seed: int = 0) -> dict[str, Page]:
+    """A documentation-like site: /d/0 ... /d/N-1 of 20-200 KB (log-uniform) with 12-50
+    links each (a short sidebar, next/previous, cross references), and INDEX_PAGES index
+    pages that link every page's anchors."""
+    rng = random.Random(seed)
+    paths = [f"/d/{i}.html" for i in range(pages)]
+    index = [f"/genindex-{k}.html" for k in range(INDEX_PAGES)]
+    routes: dict[str, Page] = {}
+    for i, path in enumerate(paths):
+        n_links = rng.randint(12, 50)
+        links = index + [paths[(i + 1) % pages], paths[i - 1]]
+        links += [rng.choice(paths) for _ in range(n_links - len(links))]
+        size = int(20_000 * 10 ** rng.uniform(0, 1))
+        routes[path] = Page(body=html(f"Section {i}", links, _text(rng, size)))
+    for k, path in enumerate(index):
+        part = paths[k::INDEX_PAGES]
+        links = [f"{p}#entry-{a}" for p in part for a in range(ANCHORS_PER_PAGE)]
+        routes[path] = Page(body=html(f"Index {k}", links + index))
+    routes["/"] = Page(body=html("Contents", index + paths[:20]))
+    routes["/robots.txt"] = Page(body=b"User-agent: *\nAllow: /\n", content_type="text/plain")
+    return routes
+
+
+def dense_site(pages: int) -> dict[str, Any]:
+    return generated_site(pages, links_per_page=30, text_words=1500, nav_links=150)
+
+
+def html_paths(routes: dict[str, Any]) -> list[str]:
+    return [path for path in routes if path != "/robots.txt"]
+
+
+# --- the crawls, each a process ---------------------------------------------------------
+
+
+def run_cllm(url: str, pages: int, concurrency: int, per_domain: int) -> dict[str, Any]:
     cfg = build_config([{"crawl": {
-        "allow_private": True, "delay_s": 0.0, "autothrottle": False, "obey_robots": False,
-        "concurrency": concurrency, "per_domain_concurrency": concurrency,
+        "allow_private": True, "delay_s": 0.0, "autothrottle": False, "obey_robots": True,
+        "concurrency": concurrency, "per_domain_concurrency": per_domain,
         "max_pages": pages + 10, "max_depth": 1000, "retries": 0}}])
     tmp = tempfile.mkdtemp(prefix="bench-crawl-")
     try:
+        began = time.perf_counter()
         stats = crawl([url], cfg, DataRoot.at(tmp), progress=False)
+        seconds = time.perf_counter() - began
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"pages": stats.units, "stored": stats.kept,
-            "seconds": stats.extra["crawl_seconds"]}
+    return {"pages": stats.units, "stored": stats.kept, "process_s": seconds,
+            "spider_s": stats.extra["crawl_seconds"]}
 
 
-def run_scrapy(kind: str, url: str, concurrency: int, urls_file: str = "") -> dict[str, Any]:
-    """The bare spiders run in their own process too (the reactor cannot restart)."""
+def run_scrapy(kind: str, url: str, concurrency: int, per_domain: int, urls_file: str
+               ) -> dict[str, Any]:
+    """A bare spider in its own process, as ours is (the reactor cannot restart)."""
+    began = time.perf_counter()
     out = subprocess.run([sys.executable, __file__, "--child", kind, url, str(concurrency),
-                          urls_file], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+                          str(per_domain), urls_file], capture_output=True, text=True,
+                         check=True)
+    seconds = time.perf_counter() - began
+    return {**json.loads(out.stdout.strip().splitlines()[-1]), "process_s": seconds}
 
 
-def child(kind: str, url: str, concurrency: int, urls_file: str) -> None:
+def bare_settings(concurrency: int, per_domain: int) -> dict[str, Any]:
+    """Ours, as far as a bare spider has them (crawler/settings.py)."""
+    return {
+        "CONCURRENT_REQUESTS": concurrency, "CONCURRENT_REQUESTS_PER_DOMAIN": per_domain,
+        "COOKIES_ENABLED": False, "DOWNLOADER_STATS": False, "ROBOTSTXT_OBEY": True,
+        "DOWNLOAD_DELAY": 0, "AUTOTHROTTLE_ENABLED": False, "RETRY_ENABLED": False,
+        "LOG_LEVEL": "ERROR", "TELNETCONSOLE_ENABLED": False, "STATS_DUMP": False,
+        "REMOTE_CONTROL_ENABLED": False,
+    }
+
+
+def child(kind: str, url: str, concurrency: int, per_domain: int, urls_file: str) -> None:
     import scrapy
     from scrapy.crawler import CrawlerProcess
-    from scrapy.linkextractors import LinkExtractor
-    from scrapy.spiders import CrawlSpider, Rule
 
-    class BareCrawlSpider(CrawlSpider):
+    prefix = url.rstrip("/") + "/"
+
+    class BareSpider(scrapy.Spider):
         name = "bare"
-        allowed_domains = ["127.0.0.1"]
-        start_urls = [url]
-        rules = (Rule(LinkExtractor(), follow=True),)
+        pages = 0
+
+        async def start(self):  # noqa: ANN202
+            self.seen = {url}
+            yield scrapy.Request(url, callback=self.parse, dont_filter=True)
+
+        def parse(self, response):  # noqa: ANN001, ANN201
+            self.pages += 1
+            for href in response.css("a::attr(href)").getall():
+                link = response.urljoin(href).split("#", 1)[0]
+                if link.startswith(prefix) and link not in self.seen:
+                    self.seen.add(link)
+                    yield scrapy.Request(link, callback=self.parse, dont_filter=True)
 
     class FetchOnlySpider(scrapy.Spider):
         name = "fetch"
+        pages = 0
 
         async def start(self):  # noqa: ANN202
             with open(urls_file) as fh:
                 for line in fh:
-                    yield scrapy.Request(line.strip(), callback=self.parse)
+                    yield scrapy.Request(line.strip(), callback=self.parse, dont_filter=True)
 
         def parse(self, response):  # noqa: ANN001, ANN201
-            return None
+            self.pages += 1
 
-    process = CrawlerProcess({
-        "CONCURRENT_REQUESTS": concurrency, "CONCURRENT_REQUESTS_PER_DOMAIN": concurrency,
-        "DOWNLOAD_DELAY": 0, "AUTOTHROTTLE_ENABLED": False, "ROBOTSTXT_OBEY": False,
-        "LOG_LEVEL": "ERROR", "TELNETCONSOLE_ENABLED": False, "REMOTE_CONTROL_ENABLED": False,
-        "RETRY_ENABLED": False,
-    })
-    crawler = process.create_crawler(BareCrawlSpider if kind == "bare" else FetchOnlySpider)
+    process = CrawlerProcess(bare_settings(concurrency, per_domain))
+    crawler = process.create_crawler(BareSpider if kind == "bare" else FetchOnlySpider)
     process.crawl(crawler)
     process.start()
     stats = crawler.stats.get_stats()
-    print(json.dumps({"pages": stats.get("response_received_count", 0),
-                      "seconds": stats["elapsed_time_seconds"]}))
+    print(json.dumps({"pages": crawler.spider.pages,
+                      "spider_s": stats["elapsed_time_seconds"]}))
+
+
+def run_side(kind: str, site: LocalSite, pages: int, concurrency: int, per_domain: int,
+             urls_file: str) -> dict[str, Any]:
+    if kind == "cllm":
+        return run_cllm(site.url("/"), pages, concurrency, per_domain)
+    return run_scrapy(kind, site.url("/"), concurrency, per_domain, urls_file)
+
+
+# --- the rows -----------------------------------------------------------------------------
 
 
 def rate(result: dict[str, Any]) -> float:
-    return result["pages"] / result["seconds"]
+    return result["pages"] / result["process_s"]
+
+
+def compare(shape: str, routes: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Ours, bare and fetch-only on one site shape, interleaved."""
+    pages = len(html_paths(routes))
+    sizes = [len(r.body) for path, r in routes.items() if path != "/robots.txt"]
+    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in SIDES}
+    with LocalSite(routes) as site, tempfile.NamedTemporaryFile("w", suffix=".txt") as urls:
+        urls.write("".join(site.url(path) + "\n" for path in html_paths(routes)))
+        urls.flush()
+        print(f"{shape}: {pages} pages, median {statistics.median(sizes) / 1024:.0f} KB, "
+              f"{sum(sizes) / 2**20:.1f} MB in all; concurrency {args.concurrency}, "
+              f"per domain {args.per_domain}", flush=True)
+        for n in range(args.runs):
+            order = SIDES[n % 3:] + SIDES[:n % 3]
+            for kind in order:
+                runs[kind].append(run_side(kind, site, pages, args.concurrency,
+                                           args.per_domain, urls.name))
+            print(f"  run {n + 1}: " + " | ".join(
+                f"{k} {rate(runs[k][-1]):6.1f} pages/s ({runs[k][-1]['pages']} pages"
+                + (f", {runs[k][-1]['stored']} stored)" if k == "cllm" else ")")
+                for k in SIDES), flush=True)
+    med = {k: statistics.median(rate(r) for r in runs[k]) for k in SIDES}
+    row = {"shape": shape, "pages": pages, "bytes": sum(sizes),
+           "pages_per_s": {k: round(v, 1) for k, v in med.items()},
+           "ours_over_bare": round(med["cllm"] / med["bare"], 2),
+           "ours_over_fetch_only": round(med["cllm"] / med["fetch"], 2),
+           "all_stored": all(r["stored"] == pages for r in runs["cllm"]), "runs": runs}
+    print(f"  median of {args.runs}: cllm {med['cllm']:.1f}, bare {med['bare']:.1f}, "
+          f"fetch-only {med['fetch']:.1f} pages/s; ours {row['ours_over_bare']:.2f}x bare "
+          f"(target >= 1.5x), {row['ours_over_fetch_only']:.2f}x the ceiling", flush=True)
+    return row
+
+
+def sweep(routes: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Our crawl time against per-domain concurrency, the global concurrency fixed."""
+    pages = len(html_paths(routes))
+    levels = args.sweep
+    runs: dict[int, list[dict[str, Any]]] = {p: [] for p in levels}
+    print(f"per-domain sweep on docs ({pages} pages), concurrency {args.concurrency}:",
+          flush=True)
+    with LocalSite(routes) as site:
+        for n in range(args.runs):
+            order = levels if n % 2 == 0 else levels[::-1]
+            for per in order:
+                runs[per].append(run_cllm(site.url("/"), pages, args.concurrency, per))
+    seconds = {p: statistics.median(r["process_s"] for r in runs[p]) for p in levels}
+    print("  " + " | ".join(f"per-domain {p}: {s:.1f} s" for p, s in seconds.items()),
+          flush=True)
+    return {"concurrency": args.concurrency, "pages": pages,
+            "process_s": {str(p): round(s, 2) for p, s in seconds.items()},
+            "runs": {str(p): r for p, r in runs.items()}}
+
+
+def environment() -> dict[str, Any]:
+    import scrapy
+    import twisted
+
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in
+                   Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"date": datetime.now(UTC).isoformat(timespec="seconds"), "cpu": cpu,
+            "threads": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
+            "python": platform.python_version(), "scrapy": scrapy.__version__,
+            "twisted": twisted.__version__}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--pages", type=int, default=3000)
-    # defaults shaped like a documentation site: a large sidebar, some links in the text
-    p.add_argument("--nav", type=int, default=150, help="navigation links on every page")
-    p.add_argument("--links", type=int, default=30, help="links in each page's text")
-    p.add_argument("--words", type=int, default=1500)
+    p.add_argument("--pages", type=int, default=500, help="pages of each site")
     p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--per-domain", type=int, default=16,
+                   help="per-domain concurrency of the comparison (one site: the same)")
     p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--child", nargs=4, metavar=("KIND", "URL", "CONCURRENCY", "URLS"),
-                   help=argparse.SUPPRESS)
+    p.add_argument("--sweep", type=int, nargs="*", default=list(SWEEP),
+                   help="per-domain concurrencies of the sweep (none: no sweep)")
+    p.add_argument("--smoke", action="store_true", help="tiny sites, one run, no results file")
+    p.add_argument("--out", type=Path, default=None, help=f"results file (default {RESULTS})")
+    p.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        kind, url, conc, urls_file = args.child
-        child(kind, url, int(conc), urls_file)
+        kind, url, conc, per, urls_file = args.child
+        child(kind, url, int(conc), int(per), urls_file)
         return
-    routes = generated_site(args.pages, links_per_page=args.links, text_words=args.words,
-                            nav_links=args.nav)
-    size = statistics.mean(len(r.body) for r in routes.values() if hasattr(r, "body"))
-    results: dict[str, list[float]] = {"cllm": [], "bare": [], "fetch": []}
-    with LocalSite(routes) as site, tempfile.NamedTemporaryFile("w", suffix=".txt") as urls:
-        urls.write("".join(site.url(path) + "\n" for path in routes if path != "/robots.txt"))
-        urls.flush()
-        print(f"site: {args.pages} pages of {size / 1024:.1f} KB, {args.nav} nav + {args.links} "
-              f"text links each, on {site.url('/')}; concurrency {args.concurrency}")
-        for n in range(args.runs):
-            order = ["cllm", "bare", "fetch"] if n % 2 == 0 else ["fetch", "bare", "cllm"]
-            line = {}
-            for kind in order:
-                if kind == "cllm":
-                    result = run_cllm(site.url("/"), args.pages, args.concurrency)
-                else:
-                    result = run_scrapy(kind, site.url("/"), args.concurrency, urls.name)
-                results[kind].append(rate(result))
-                line[kind] = f"{kind} {rate(result):7.1f} pages/s ({result['pages']} pages" + \
-                    (f", {result['stored']} stored)" if "stored" in result else ")")
-            print(f"run {n + 1}: " + " | ".join(line[k] for k in ("cllm", "bare", "fetch")),
-                  flush=True)
-    med = {k: statistics.median(v) for k, v in results.items()}
-    print(f"median of {args.runs}: cllm {med['cllm']:.1f} pages/s, bare CrawlSpider "
-          f"{med['bare']:.1f} pages/s, ratio {med['cllm'] / med['bare']:.2f}x (target >= 0.7x); "
-          f"fetch-only {med['fetch']:.1f} pages/s")
+    if args.smoke:
+        args.pages, args.runs, args.sweep = 30, 1, [4]
+    env = environment()
+    print(f"{env['cpu']}, {env['threads']} threads, load {env['load_avg_1m']}: figures on a "
+          "shared, loaded machine are provisional", flush=True)
+    result = {"benchmark": "crawl", "smoke": args.smoke, "environment": env,
+              "settings": {"concurrency": args.concurrency, "per_domain": args.per_domain,
+                           "runs": args.runs, "cookies": False, "robots": True,
+                           "delay_s": 0.0, "autothrottle": False, "retries": 0,
+                           "timed": "whole process, start to exit"},
+              "shapes": [compare("docs", docs_site(args.pages), args),
+                         compare("dense", dense_site(args.pages), args)]}
+    if args.sweep:
+        result["per_domain_sweep"] = sweep(docs_site(args.pages), args)
+    out = args.out or (None if args.smoke else RESULTS)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+        print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Routes map a path (with its query) to a `Page`: a body with headers, or a function of the
 request. The server speaks HTTP/1.1 with keep-alive, honours If-None-Match and
-If-Modified-Since for pages with validators, and counts the requests each path received.
+If-Modified-Since for pages with validators, and counts the requests each path received,
+the TCP connections it accepted and the most requests it was answering at once.
 A page with a `raw` writer writes its whole answer itself (status line, headers, body), for
 servers that misbehave: bodies dribbled a byte at a time, endless, or shorter or longer than
 their Content-Length.
@@ -100,6 +101,9 @@ class LocalSite:
         self.fallback = fallback  # answers paths no route names (generated traps); else 404
         self.hits: Counter[str] = Counter()
         self.requests: list[tuple[str, dict[str, str]]] = []  # (path, headers) in order
+        self.connections = 0  # TCP connections accepted
+        self.in_flight = 0  # requests being answered now
+        self.max_in_flight = 0  # the most requests answered at once
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._server = _Server((host, port), self._handler_class())  # 0: any free port
@@ -154,7 +158,22 @@ class LocalSite:
         class _Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
+            def setup(self) -> None:
+                with site._lock:
+                    site.connections += 1
+                super().setup()
+
             def do_GET(self) -> None:  # noqa: N802 - http.server API
+                with site._lock:
+                    site.in_flight += 1
+                    site.max_in_flight = max(site.max_in_flight, site.in_flight)
+                try:
+                    self._answer()
+                finally:
+                    with site._lock:
+                        site.in_flight -= 1
+
+            def _answer(self) -> None:
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 page = site._answer(self.path, headers)
                 if page.delay_s:
@@ -192,6 +211,10 @@ class LocalSite:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # a web server's listen queue (nginx: 511), not socketserver's 5: a burst of connections
+    # would otherwise lose SYNs and wait out the kernel's 1 s retransmit, timing the loopback
+    # server instead of the crawler
+    request_queue_size = 128
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # clients that hang up mid-answer (a crawler refusing a download) are expected

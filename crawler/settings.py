@@ -17,6 +17,7 @@ NEWSPIDER_MODULE = "crawler.spiders"
 TWISTED_REACTOR = "twisted.internet.asyncioreactor.AsyncioSelectorReactor"
 TWISTED_DNS_RESOLVER = "crawler.middlewares.GuardedResolver"
 REQUEST_FINGERPRINTER_CLASS = "crawler.fingerprint.UrlFingerprinter"
+DOWNLOADER = "crawler.downloader.SlotLimitedDownloader"  # per-domain concurrency that holds
 
 # politeness and safety that hold whatever the config says
 ROBOTSTXT_OBEY = True

@@ -7,6 +7,7 @@ from enum import StrEnum
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from pipeline import sniff
 from pipeline.errors import CorruptInput, EmptyInput, UnreadableInput, UnsupportedInput
 from pipeline.sniff import sniff_file
 
@@ -17,6 +18,15 @@ class Kind(StrEnum):
     IMAGE = "image"
     HTML = "html"
     TEXT = "text"
+    DOCX = "docx"  # Word (python-docx), macro-enabled .docm too
+    PPTX = "pptx"  # PowerPoint (python-pptx)
+    XLSX = "xlsx"  # Excel (openpyxl)
+    ODF = "odf"  # OpenDocument text, spreadsheet, presentation (odfpy)
+    RTF = "rtf"  # striprtf
+    ENCRYPTED = "encrypted"  # a password-protected Office file: refused with its reason
+    MAIL = "mail"  # one message (.eml): its body a document, its attachments members
+    MAILBOX = "mailbox"  # mbox: each message a member
+    ARCHIVE = "archive"  # ZIP, TAR (.gz, .bz2, .xz): each member a document
 
 
 PDF_MIME = "application/pdf"
@@ -39,8 +49,28 @@ KINDS: dict[str, tuple[Kind, str | None]] = {
     "application/xhtml+xml": (Kind.HTML, None),
     "text/plain": (Kind.TEXT, None),
     "text/markdown": (Kind.TEXT, None),
+    sniff.DOCX: (Kind.DOCX, "docx"),
+    "application/vnd.ms-word.document.macroEnabled.12": (Kind.DOCX, "docm"),
+    sniff.PPTX: (Kind.PPTX, "pptx"),
+    "application/vnd.ms-powerpoint.presentation.macroEnabled.12": (Kind.PPTX, "pptm"),
+    sniff.XLSX: (Kind.XLSX, "xlsx"),
+    "application/vnd.ms-excel.sheet.macroEnabled.12": (Kind.XLSX, "xlsm"),
+    sniff.OFFICE_ENCRYPTED: (Kind.ENCRYPTED, None),
+    "application/vnd.oasis.opendocument.text": (Kind.ODF, "odt"),
+    "application/vnd.oasis.opendocument.spreadsheet": (Kind.ODF, "ods"),
+    "application/vnd.oasis.opendocument.presentation": (Kind.ODF, "odp"),
+    "application/rtf": (Kind.RTF, None),
+    "message/rfc822": (Kind.MAIL, None),
+    "application/mbox": (Kind.MAILBOX, None),
+    "application/zip": (Kind.ARCHIVE, "zip"),
+    "application/x-tar": (Kind.ARCHIVE, "tar"),
+    "application/x-compressed-tar": (Kind.ARCHIVE, "tar.gz"),
+    "application/x-bzip-compressed-tar": (Kind.ARCHIVE, "tar.bz2"),
+    "application/x-xz-compressed-tar": (Kind.ARCHIVE, "tar.xz"),
 }
 OCR_KINDS = frozenset({Kind.PDF, Kind.EBOOK, Kind.IMAGE})  # kinds that may need Tesseract
+# kinds that hold other documents; an archive's or a mailbox's members may need Tesseract
+CONTAINER_KINDS = frozenset({Kind.MAIL, Kind.MAILBOX, Kind.ARCHIVE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +109,8 @@ def detect(path: Path, source: str = "", claimed_mime: str = "") -> Detected:
     if mime not in KINDS and claimed_mime in KINDS and KINDS[claimed_mime][0] is Kind.TEXT:
         mime = claimed_mime  # declared text with unusual bytes: charset detection decides
     if mime not in KINDS:
-        raise UnsupportedInput(source, "unsupported content type (not PDF, image, HTML, text "
-                                       f"or e-book by its bytes; sniffed {sniffed.mime})")
+        what = sniff.UNSUPPORTED_NAMES.get(mime, f"sniffed {mime}")
+        raise UnsupportedInput(source, "unsupported content type (no document format we read, "
+                                       f"by its bytes: {what})")
     kind, filetype = KINDS[mime]
     return Detected(kind=kind, mime=mime, filetype=filetype)

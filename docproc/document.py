@@ -8,12 +8,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from docproc.budget import TimeBudget
 from docproc.cleanup import clean_pages, clean_text
 from docproc.detect import Detected, Kind, detect
 from docproc.ocr_policy import OcrMode, Reason
 from docproc.options import ExtractOptions
 from docproc.result import Extracted, PageResult
-from pipeline.errors import CorruptInput, EmptyInput, TooLargeInput
+from pipeline.errors import CorruptInput, EmptyInput, EncryptedInput, TooLargeInput
 from pipeline.rawstore import sha256_file
 from pipeline.records import Document, PageInfo
 from pipeline.text import alpha_ratio
@@ -28,12 +29,16 @@ _INDENT = re.compile(r"^[ \t]+", re.MULTILINE)
 
 
 def extract_file(path: Path, opts: ExtractOptions, *, source: str = "", claimed_mime: str = "",
-                 sha256: str = "", deadline: float | None = None) -> Document:
-    """Extract the file at `path` into a Document; bad input raises an InputError naming it."""
+                 sha256: str = "", budget: TimeBudget | None = None,
+                 found: Detected | None = None) -> Document:
+    """Extract the file at `path` into a Document; bad input raises an InputError naming it.
+
+    `budget` is the time it may take (None: no limit); `found`, its type when known.
+    """
     source = source or str(path)
     started = time.monotonic()
-    found = detect(path, source, claimed_mime)
-    extracted = _run_extractor(path, found, opts, source, deadline)
+    found = found or detect(path, source, claimed_mime)
+    extracted = _run_extractor(path, found, opts, source, budget)
     doc = build_document(extracted, found, source=source, opts=opts,
                          sha256=sha256 or sha256_file(path))
     doc.stats["seconds"] = round(time.monotonic() - started, 3)
@@ -64,7 +69,7 @@ def check_unpacked_size(path: Path, source: str, max_memory_mb: int) -> None:
 
 
 def _run_extractor(path: Path, found: Detected, opts: ExtractOptions, source: str,
-                   deadline: float | None) -> Extracted:
+                   budget: TimeBudget | None) -> Extracted:
     if found.kind in (Kind.PDF, Kind.EBOOK):
         from docproc.pdf import extract_pymupdf
 
@@ -73,20 +78,44 @@ def _run_extractor(path: Path, found: Detected, opts: ExtractOptions, source: st
         return extract_pymupdf(path, source=source, filetype=found.filetype, mode=opts.ocr,
                                redo=opts.ocr_redo, lang=opts.lang, psm=opts.psm, dpi=opts.dpi,
                                max_pages=opts.max_pages, max_pixels=opts.max_image_pixels,
-                               only_pages=opts.pages, deadline=deadline)
+                               only_pages=opts.pages, budget=budget,
+                               markdown=opts.format == "markdown")
     if found.kind is Kind.IMAGE:
-        return extract_image(path, found.mime, opts, source, deadline)
+        return extract_image(path, found.mime, opts, source, budget)
     if found.kind is Kind.HTML:
         from docproc.html import extract_html
 
-        return extract_html(path, source)
+        return extract_html(path, source, markdown=opts.format == "markdown")
+    if found.kind in OFFICE_READERS:
+        return _office(path, found, opts, source)
+    if found.kind is Kind.ENCRYPTED:
+        raise EncryptedInput(source, "password-protected Office file (an encrypted package): "
+                                     "a password is needed to open it")
     from docproc.text import extract_text
 
     return extract_text(path, source)
 
 
+# kind -> (module, function) of the reader: imported when a file of that kind comes
+OFFICE_READERS = {Kind.DOCX: ("docproc.office", "extract_docx"),
+                  Kind.PPTX: ("docproc.office", "extract_pptx"),
+                  Kind.XLSX: ("docproc.office", "extract_xlsx"),
+                  Kind.ODF: ("docproc.odf", "extract_odf"),
+                  Kind.RTF: ("docproc.rtf", "extract_rtf")}
+
+
+def _office(path: Path, found: Detected, opts: ExtractOptions, source: str) -> Extracted:
+    import importlib
+
+    if found.kind is not Kind.RTF:  # ZIP packages: no member may unpack past the memory cap
+        check_unpacked_size(path, source, opts.max_memory_mb or opts.max_unpacked_mb * UNPACK_SHARE)
+    module, name = OFFICE_READERS[found.kind]
+    reader = getattr(importlib.import_module(module), name)
+    return reader(path, source) if found.kind is Kind.RTF else reader(path, source, opts)
+
+
 def extract_image(path: Path, mime: str, opts: ExtractOptions, source: str,
-                  deadline: float | None) -> Extracted:
+                  budget: TimeBudget | None) -> Extracted:
     """OCR each page of an image file (each TIFF page; one frame of a GIF/WebP)."""
     from docproc.image import frame_count, iter_frames, ocr_frame, open_image
     from docproc.ocr import iso_lang, tesseract_version
@@ -98,6 +127,8 @@ def extract_image(path: Path, mime: str, opts: ExtractOptions, source: str,
             raise TooLargeInput(source, f"{count} pages is over extract.max_pages="
                                         f"{opts.max_pages}")
         wanted = set(page_numbers(count, opts.pages, source))
+        if budget is not None:
+            budget.grant(count)
         pages = []
         for number, frame in enumerate(iter_frames(img, mime, source, opts.max_image_pixels), 1):
             if number not in wanted:
@@ -106,7 +137,8 @@ def extract_image(path: Path, mime: str, opts: ExtractOptions, source: str,
                 pages.append(PageResult(number, "", False, str(Reason.OCR_OFF)))
                 continue
             result = ocr_frame(frame, lang=opts.lang, psm=opts.psm, dpi=opts.image_dpi,
-                               preprocess=opts.preprocess, source=source, deadline=deadline)
+                               preprocess=opts.preprocess, source=source,
+                               deadline=budget.deadline if budget else None)
             pages.append(PageResult(number, result.text, True, str(Reason.IMAGE),
                                     result.confidence))
     return Extracted(extractor=f"tesseract {tesseract_version()}", pages=pages,
@@ -148,7 +180,8 @@ def _ocr_stats(pages: Sequence[PageResult]) -> dict[str, float]:
 
 
 def _fallback_title(text: str, source: str) -> str:
-    first = text[:TITLE_MAX_CHARS + 1].partition("\n")[0].strip()  # the text starts non-blank
+    # the text starts non-blank; a Markdown heading's marks are no part of its title
+    first = text[:TITLE_MAX_CHARS + 1].partition("\n")[0].lstrip("#").strip()
     if 0 < len(first) <= TITLE_MAX_CHARS:
         return first
     return Path(source.rstrip("/")).name
@@ -182,6 +215,8 @@ def build_document(extracted: Extracted, found: Detected, *, source: str, opts: 
     lang = extracted.lang or (iso_lang(opts.lang) if ocr_pages else "")
     stats = _text_stats(text) | _ocr_stats(pages)
     title = " ".join(extracted.title.split())[:TITLE_MAX_CHARS] or _fallback_title(text, source)
+    stats.update({f"cut_{what}": n for what, n in extracted.cut.items()})
     return Document(id=sha256, source=source, mime=found.mime, text=text, title=title,
                     pages=extracted.page_count, ocr_pages=ocr_pages, page_info=info, lang=lang,
-                    extractor=_extractor_name(extracted, pages), stats=stats)
+                    extractor=_extractor_name(extracted, pages), stats=stats,
+                    meta=dict(extracted.record_meta))

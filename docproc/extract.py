@@ -1,8 +1,12 @@
 """The extract stage: raw store blobs -> `docs/part-NNNNN.jsonl.zst` + `docs/failures.jsonl`.
 
-Resumable: documents already in a part (by sha256) are skipped, and so are sources that
-failed before unless `extract.retry_failed`. Parts are written whole and atomically, so a
-killed run loses at most the documents of its unwritten part, which the next run redoes.
+Resumable: blobs already in a part's id record (a document's sha256, or an archive's or
+mail's that documents came out of) are skipped, and so are sources that failed before
+unless `extract.retry_failed`. Parts are written whole and atomically, so a killed run loses
+at most the documents of its unwritten part, which the next run redoes; all documents of one
+raw file go into one part. An archive that gave no new document (every member a duplicate)
+is listed as done in the id record of the next part written; when none is (the run's last
+files), the next run reads it again and again adds nothing.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from docproc.detect import OCR_KINDS, kind_of_mime
+from docproc.detect import CONTAINER_KINDS, OCR_KINDS, kind_of_mime
 from docproc.ocr_policy import OcrMode
 from docproc.options import ExtractOptions
 from docproc.pool import Outcome, Task, WorkerPool, worker_count
@@ -23,9 +27,10 @@ from pipeline.docstore import document_ids, write_part
 from pipeline.failures import FailureLog
 from pipeline.layout import DataRoot
 from pipeline.lock import check_input_free, stage_lock
-from pipeline.progress import Progress, StageStats
+from pipeline.progress import Progress
 from pipeline.rawstore import RawStore
-from pipeline.records import Document, Failure
+from pipeline.records import MEMBER_OF, Document, Failure
+from pipeline.stats import StageStats
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +46,9 @@ def in_partition(sha256: str, partition: tuple[int, int] | None) -> bool:
     return int(sha256[:8], 16) % k == i
 
 
-def _pending(root: DataRoot, failed_before: set[str], retry_failed: bool,
+def _pending(root: DataRoot, done: set[str], failed_before: set[str], retry_failed: bool,
              stats: StageStats, partition: tuple[int, int] | None = None) -> list[Task]:
     """Blobs still to extract; the others are counted as skipped."""
-    done = document_ids(root.docs)
     tasks = []
     with RawStore(root) as store:
         for blob in store.iter_blobs():
@@ -61,8 +65,9 @@ def _pending(root: DataRoot, failed_before: set[str], retry_failed: bool,
 
 
 def _needs_tesseract(tasks: list[Task], mode: OcrMode) -> bool:
-    return mode is not OcrMode.NEVER and any(kind_of_mime(t.claimed_mime) in OCR_KINDS
-                                             for t in tasks)
+    # an archive's or a mail's members may be scans
+    return mode is not OcrMode.NEVER and any(
+        kind_of_mime(t.claimed_mime) in OCR_KINDS | CONTAINER_KINDS for t in tasks)
 
 
 class _PartWriter:
@@ -74,27 +79,33 @@ class _PartWriter:
         self.part_docs = part_docs
         self.docs: list[Document] = []
         self.failed: list[Failure] = []
+        self.done: list[str] = []  # blobs that gave only documents already kept
         self.parts: list[str] = []
         self.last_flush = time.monotonic()
 
-    def add(self, doc: Document | None, failure: Failure | None) -> None:
-        if doc is not None:
-            self.docs.append(doc)
-        if failure is not None:
-            self.failed.append(failure)
+    def add(self, docs: list[Document], failures: list[Failure], done: str = "") -> None:
+        """One raw file's documents and failures: always written in the same part (an
+        archive's documents never straddle a part, so a kill leaves all or none of them);
+        `done`, a blob to mark done that gave no new document."""
+        self.docs += docs
+        self.failed += failures
+        self.done += [done] if done else []
         if len(self.docs) >= self.part_docs or (
                 time.monotonic() - self.last_flush >= FLUSH_EVERY_S):
             self.flush()
 
     def flush(self) -> None:
+        # Failures first: an archive's member failures recorded before the part that marks
+        # the archive done, so a kill between the two redoes the archive, never loses a row.
+        if self.failed:
+            self.failures.record(self.failed)
         if self.docs:
-            path = write_part(self.docs_dir, self.docs)
+            path = write_part(self.docs_dir, self.docs, done=self.done)
+            self.done = []
             self.parts.append(path.name)
             # sources that failed in an earlier run and have now succeeded
             self.failures.clear(STAGE, [d.source for d in self.docs])
             log.debug("wrote %s (%d documents)", path.name, len(self.docs))
-        if self.failed:
-            self.failures.record(self.failed)
         self.docs, self.failed = [], []
         self.last_flush = time.monotonic()
 
@@ -110,15 +121,31 @@ class _Tally:
 
     page_reasons: Counter[str] = field(default_factory=Counter)
     by_mime: Counter[str] = field(default_factory=Counter)
+    cut: Counter[str] = field(default_factory=Counter)  # what caps left out (sheet rows)
     ocr_pages: int = 0
+    members: int = 0  # documents that came out of archives and mail
 
-    def count(self, stats: StageStats, doc: Document, size: int) -> None:
+    def count(self, stats: StageStats, doc: Document) -> None:
         stats.keep()
         stats.units += len(doc.page_info)
-        stats.bytes += size
         self.page_reasons.update(p.reason for p in doc.page_info)
         self.by_mime[doc.mime] += 1
         self.ocr_pages += len(doc.ocr_pages)
+        self.members += MEMBER_OF in doc.meta
+        self.cut.update({k[4:]: int(v) for k, v in doc.stats.items() if k.startswith("cut_")})
+
+
+def _new_documents(outcome: Outcome, done: set[str], stats: StageStats) -> list[Document]:
+    """The outcome's documents not extracted before (the same member in two archives, or
+    alone and in an archive, is one document: the first one kept), counted."""
+    fresh = []
+    for doc in outcome.documents:
+        if doc.id in done:
+            stats.skip("duplicate_member")
+            continue
+        done.add(doc.id)
+        fresh.append(doc)
+    return fresh
 
 
 def extract_all(cfg: Config, root: DataRoot, progress: bool = True,
@@ -141,7 +168,8 @@ def extract_all(cfg: Config, root: DataRoot, progress: bool = True,
         save_resolved(cfg, root.docs)
         failure_log = FailureLog(root.doc_failures)
         failed_before = {f.sha256 for f in failure_log.read() if f.stage == STAGE}
-        tasks = _pending(root, failed_before, ecfg.retry_failed, stats, partition)
+        done = document_ids(root.docs)
+        tasks = _pending(root, done, failed_before, ecfg.retry_failed, stats, partition)
         if _needs_tesseract(tasks, opts.ocr):
             from docproc.ocr import check_tesseract
 
@@ -154,20 +182,27 @@ def extract_all(cfg: Config, root: DataRoot, progress: bool = True,
         try:
             with Progress(stats, total=len(tasks), unit="doc", enabled=progress) as bar:
                 for outcome in pool.run(tasks) if tasks else ():
-                    if outcome.doc is not None:
-                        tally.count(stats, outcome.doc, outcome.task.size)
-                        writer.add(outcome.doc, None)
-                    else:
-                        failure = _failure(outcome)
+                    failures = [_failure(outcome)] if outcome.error else outcome.member_failures
+                    docs = _new_documents(outcome, done, stats)
+                    for doc in docs:
+                        tally.count(stats, doc)
+                    stats.bytes += outcome.task.size if not outcome.error else 0
+                    for failure in failures:
                         stats.fail(failure)
-                        writer.add(None, failure)
                         log.warning("extract: %s: [%s] %s", failure.source, failure.error,
                                     failure.message)
+                    # all its documents kept before (from other files): done all the same
+                    dup_only = outcome.task.sha256 if outcome.documents and not docs else ""
+                    writer.add(docs, failures, dup_only)
                     bar.update(pages=stats.units, ocr=tally.ocr_pages)
         finally:
             writer.flush()
     stats.extra.update(workers=workers, parts_written=writer.parts, ocr_pages=tally.ocr_pages,
-                       page_reasons=dict(tally.page_reasons), by_mime=dict(tally.by_mime))
+                       page_reasons=dict(tally.page_reasons), by_mime=dict(tally.by_mime),
+                       members=tally.members, cut=dict(tally.cut))
+    if tally.cut:
+        log.info("extract: left out by the caps: %s (extract.max_sheet_rows, max_sheet_cells)",
+                 ", ".join(f"{n} {what}" for what, n in tally.cut.items()))
     if tally.page_reasons:
         reasons = ", ".join(f"{r}={n}" for r, n in tally.page_reasons.most_common())
         log.info("extract: %d pages OCRed; pages by OCR decision: %s", tally.ocr_pages, reasons)

@@ -108,16 +108,33 @@ def _table_text(el: Any) -> str:
     return "\n".join(rows)
 
 
-def body_text(body: Any) -> str:
-    """trafilatura's XML body as text: a blank line between blocks (paragraphs, lists, ...)."""
+def _table_markdown(el: Any) -> str:
+    from docproc.blocks import markdown_table, table_rows
+
+    rows = [[_inline_text(c) for c in row.iterchildren("cell")] for row in el.iter("row")]
+    return markdown_table(table_rows(rows))
+
+
+def _heading_level(el: Any) -> int:
+    rend = el.get("rend") or ""
+    return int(rend[1]) if len(rend) == 2 and rend[0] == "h" and rend[1].isdigit() else 2
+
+
+def body_text(body: Any, markdown: bool = False) -> str:
+    """trafilatura's XML body as text: a blank line between blocks (paragraphs, lists, ...);
+    `markdown`: headings as `#`, tables as GFM tables, code fenced (lists are "- " either
+    way)."""
     blocks = []
     for el in body:
         if el.tag == "list":
             text = _list_text(el)
         elif el.tag == "table":
-            text = _table_text(el)
+            text = _table_markdown(el) if markdown else _table_text(el)
         elif el.tag == "code":
             text = "".join(el.itertext())
+            text = f"```\n{text.strip(chr(10))}\n```" if markdown and text.strip() else text
+        elif el.tag == "head" and markdown:
+            text = f"{'#' * _heading_level(el)} {' '.join(_inline_text(el).split())}"
         else:
             text = _inline_text(el)
         if text.strip():
@@ -263,16 +280,20 @@ def prepare_tree(data: bytes) -> Any:
     return tree
 
 
-def extract_html(path: Path, source: str) -> Extracted:
+def extract_html(path: Path, source: str, markdown: bool = False) -> Extracted:
+    return extract_html_bytes(path.read_bytes(), source, markdown)
+
+
+def extract_html_bytes(data: bytes, source: str, markdown: bool = False) -> Extracted:
+    """The main content of an HTML page (as Markdown with `markdown`) and its title."""
     import trafilatura
 
-    data = path.read_bytes()
     url = source if source.startswith(("http://", "https://")) else None
     tree = prepare_tree(data)
     doc = trafilatura.bare_extraction(data if tree is None else tree, url=url,
                                       with_metadata=True, include_comments=False,
                                       include_tables=True, deduplicate=False)
-    text = body_text(doc.body) if doc is not None and doc.body is not None else ""
+    text = body_text(doc.body, markdown) if doc is not None and doc.body is not None else ""
     if not text.strip():
         text, depth = flat_text(data, source)
         if depth <= LXML_MAX_DEPTH or not text.strip():

@@ -7,7 +7,6 @@ import logging
 import math
 import re
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,14 +23,15 @@ if "pymupdf" not in sys.modules and "pymupdf.layout" not in sys.modules:
         del sys.modules["pymupdf.layout"]
 import pymupdf  # noqa: E402
 
+from docproc.budget import TimeBudget
 from docproc.ocr import ocr_pixmap
 from docproc.ocr_policy import OCR_LAYER_FONT, OcrDecision, OcrMode, Reason, decide
+from docproc.reading import join_blocks, reading_order
 from docproc.result import Extracted, PageResult
 from pipeline.errors import (
     CorruptInput,
     EncryptedInput,
     InputError,
-    InputTimeout,
     TooLargeInput,
 )
 
@@ -41,8 +41,6 @@ log = logging.getLogger(__name__)
 # can count them; ligatures are expanded; image blocks are kept to measure image coverage.
 TEXT_FLAGS = pymupdf.TEXT_MEDIABOX_CLIP | pymupdf.TEXT_PRESERVE_IMAGES
 TEXT_BLOCK, IMAGE_BLOCK = 0, 1
-COLUMN_GAP_PT = 10.0  # a vertical gap this wide, top to bottom of a region, separates columns
-PARAGRAPH_GAP = 0.6  # blocks closer than this many line heights continue one paragraph
 # MuPDF messages that only say the cross-reference table was rebuilt: the content is intact.
 XREF_REPAIR_MESSAGES = ("startxref", "repair", "xref", "trailer")
 XREF_REPAIRED_MARK = "repairing pdf document"  # MuPDF's line when it starts the rebuild
@@ -127,58 +125,6 @@ def metadata(doc: Any) -> dict[str, str]:
     return meta
 
 
-# --- reading order --------------------------------------------------------------------
-
-
-def _split(blocks: list[tuple], lo: int, hi: int, min_gap: float) -> list[list[tuple]]:
-    """Groups of blocks separated by a gap of at least `min_gap` on one axis."""
-    ordered = sorted(blocks, key=lambda b: b[lo])
-    groups: list[list[tuple]] = [[ordered[0]]]
-    reach = ordered[0][hi]
-    for b in ordered[1:]:
-        if b[lo] - reach >= min_gap:
-            groups.append([b])
-        else:
-            groups[-1].append(b)
-        reach = max(reach, b[hi])
-    return groups
-
-
-def reading_order(blocks: list[tuple]) -> list[tuple]:
-    """Blocks (x0, y0, x1, y1, ...) in reading order by recursive XY-cut.
-
-    Columns first (a gutter from the top to the bottom of the region), then bands
-    separated by a horizontal gap; what cannot be cut is read top-down, left to right.
-    Unlike `sort=True`, the two columns of a page are not interleaved.
-    """
-    if len(blocks) <= 1:
-        return list(blocks)
-    columns = _split(blocks, 0, 2, COLUMN_GAP_PT)
-    if len(columns) > 1:
-        return [b for col in columns for b in reading_order(col)]
-    bands = _split(blocks, 1, 3, 0.0)
-    if len(bands) > 1:
-        return [b for band in bands for b in reading_order(band)]
-    return sorted(blocks, key=lambda b: (round(b[1]), b[0]))
-
-
-def join_blocks(blocks: Sequence[tuple]) -> str:
-    """Blocks into page text: a blank line between paragraphs, a line break within one."""
-    parts: list[str] = []
-    prev_bottom = line_height = 0.0
-    for b in blocks:
-        text = b[4].rstrip("\n")
-        if not text or text.isspace():
-            continue
-        if parts:
-            gap = b[1] - prev_bottom
-            parts.append("\n" if 0 <= gap < PARAGRAPH_GAP * line_height else "\n\n")
-        parts.append(text)
-        prev_bottom = b[3]
-        line_height = (b[3] - b[1]) / (text.count("\n") + 1)
-    return "".join(parts)
-
-
 # --- one page ---------------------------------------------------------------------------
 
 
@@ -206,16 +152,17 @@ class _Probe:
         return any(OCR_LAYER_FONT in (font[3] or "") for font in self.page.get_fonts())
 
 
-def page_text(page: Any) -> tuple[str, list[tuple]]:
-    """(text layer in reading order, image blocks) of a page."""
-    blocks = page.get_textpage(flags=TEXT_FLAGS).extractBLOCKS()
+def page_text(page: Any, textpage: Any = None) -> tuple[str, list[tuple]]:
+    """(text layer in reading order, image blocks) of a page (`textpage`: made for it)."""
+    blocks = (textpage or page.get_textpage(flags=TEXT_FLAGS)).extractBLOCKS()
     text_blocks = [b for b in blocks if b[6] == TEXT_BLOCK]
     images = [b for b in blocks if b[6] == IMAGE_BLOCK]
     return join_blocks(reading_order(text_blocks)), images
 
 
-def decide_page(page: Any, mode: OcrMode, redo: bool = False) -> tuple[str, OcrDecision]:
-    text, images = page_text(page)
+def decide_page(page: Any, mode: OcrMode, redo: bool = False, textpage: Any = None
+                ) -> tuple[str, OcrDecision]:
+    text, images = page_text(page, textpage)
     return text, decide(mode, text, _Probe(page, images), redo)
 
 
@@ -243,22 +190,29 @@ def ocr_page(page: Any, *, lang: str, psm: int, dpi: int, max_pixels: int, sourc
 
 
 def iter_pages(doc: Any, numbers: Sequence[int], *, mode: OcrMode, redo: bool, lang: str,
-               psm: int, dpi: int, max_pixels: int, source: str,
-               deadline: float | None) -> Iterator[PageResult]:
-    """Each requested page (1-based numbers): its text layer or, where decided, its OCR text."""
+               psm: int, dpi: int, max_pixels: int, source: str, budget: TimeBudget | None,
+               markdown: bool = False) -> Iterator[PageResult]:
+    """Each requested page (1-based numbers): its text layer or, where decided, its OCR text
+    (`markdown`: the text layer with headings, lists and tables marked up)."""
     for number in numbers:
-        if deadline is not None and time.monotonic() > deadline:
-            raise InputTimeout(source, f"out of time at page {number} of {doc.page_count} "
-                                       f"(extract.timeout_s)")
+        if budget is not None:
+            budget.check(source, f"page {number} of {doc.page_count}")
         try:
             page = doc.load_page(number - 1)
-            text, decision = decide_page(page, mode, redo)
+            # Markdown reads the page twice (blocks, then spans): from one text page
+            textpage = page.get_textpage(flags=TEXT_FLAGS) if markdown else None
+            text, decision = decide_page(page, mode, redo, textpage)
+            if markdown and not decision.ocr and text:
+                from docproc.pdf_markdown import page_markdown
+
+                text = page_markdown(page, TEXT_FLAGS, textpage)
         except (*MUPDF_ERRORS, MemoryError) as e:
             raise input_error(source, f"page {number}", e) from None
         confidence = None
         if decision.ocr:
             text, confidence = ocr_page(page, lang=lang, psm=psm, dpi=dpi,
-                                        max_pixels=max_pixels, source=source, deadline=deadline)
+                                        max_pixels=max_pixels, source=source,
+                                        deadline=budget.deadline if budget else None)
         yield PageResult(number=number, text=text, ocr=decision.ocr, reason=str(decision.reason),
                          confidence=confidence)
 
@@ -277,13 +231,16 @@ def page_numbers(count: int, only: Sequence[int] | None, source: str) -> list[in
 def extract_pymupdf(path: Path, *, source: str, filetype: str | None, mode: OcrMode,
                     redo: bool, lang: str, psm: int, dpi: int, max_pages: int, max_pixels: int,
                     only_pages: Sequence[int] | None = None,
-                    deadline: float | None = None) -> Extracted:
+                    budget: TimeBudget | None = None, markdown: bool = False) -> Extracted:
     """Pages of a PDF (or EPUB, XPS, ...) with the OCR decision applied to each."""
     doc = open_document(path, source, max_pages, filetype)
     try:
         numbers = page_numbers(doc.page_count, only_pages, source)
+        if budget is not None:
+            budget.grant(doc.page_count)
         pages = list(iter_pages(doc, numbers, mode=mode, redo=redo, lang=lang, psm=psm, dpi=dpi,
-                                max_pixels=max_pixels, source=source, deadline=deadline))
+                                max_pixels=max_pixels, source=source, budget=budget,
+                                markdown=markdown))
         damage = damage_report(doc)
         if damage:
             raise CorruptInput(source, f"damaged or truncated PDF, content lost: {damage}")

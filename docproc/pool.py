@@ -19,16 +19,17 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-from docproc.document import extract_file
+from docproc.budget import Granted, TimeBudget, describe, limit_s
+from docproc.container import extract_source
 from docproc.options import ExtractOptions
 from pipeline.errors import EnvironmentProblem, InputError, TooLargeInput, disk_full_error
-from pipeline.records import Document
+from pipeline.records import Document, Failure
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ KILL_GRACE_S = 5.0  # a worker past its deadline gets up to this long to report 
 PREFETCH = 2
 PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h)
 PRELOAD = ["docproc.pool", "docproc.pdf", "docproc.image", "docproc.html", "docproc.text",
+           "docproc.office", "docproc.odf", "docproc.rtf", "docproc.mail", "docproc.archive",
+           "docx", "pptx", "openpyxl", "odf.opendocument", "striprtf.striprtf",
            "pytesseract", "charset_normalizer", "trafilatura", "PIL.Image"]
 
 
@@ -60,10 +63,18 @@ class Outcome:
     """What became of one task: its Document, or the kind of failure and its message."""
 
     task: Task
-    doc: Document | None = None
-    error: str = ""  # failure kind ("corrupt", "timeout", "crash", ...) when doc is None
+    doc: Document | None = None  # the file's own document (None for an archive, or a failure)
+    # what came out of a container (archive members, mail attachments), and what failed in it
+    members: list[Document] = field(default_factory=list)
+    member_failures: list[Failure] = field(default_factory=list)
+    error: str = ""  # failure kind ("corrupt", "timeout", "crash", ...) of the file itself
     message: str = ""
     seconds: float = 0.0
+
+    @property
+    def documents(self) -> list[Document]:
+        """The file's document, then its members'."""
+        return ([self.doc] if self.doc is not None else []) + self.members
 
     def checked(self) -> Outcome:
         """This outcome; EnvironmentProblem when it is one (ENVIRONMENT)."""
@@ -82,14 +93,21 @@ def worker_count(requested: int) -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def run_one(task: Task, opts: ExtractOptions, timeout_s: float) -> Outcome:
-    """Extract one task here; an environment problem is an outcome too (see `checked`)."""
+def run_one(task: Task, opts: ExtractOptions, timeout_s: float,
+            notify: Callable[[int], None] | None = None) -> Outcome:
+    """Extract one task here; an environment problem is an outcome too (see `checked`).
+
+    Its time is `timeout_s` plus opts.timeout_per_page_s for each page it turns out to have;
+    `notify` is told of each grant of pages (the parent's watchdog moves its deadline).
+    """
     started = time.monotonic()
+    budget = TimeBudget(timeout_s, opts.timeout_per_page_s, started=started, notify=notify)
     try:
-        doc = extract_file(Path(task.path), opts, source=task.source,
-                           claimed_mime=task.claimed_mime, sha256=task.sha256,
-                           deadline=started + timeout_s)
-        return Outcome(task, doc=doc, seconds=time.monotonic() - started)
+        found = extract_source(Path(task.path), opts, source=task.source,
+                               claimed_mime=task.claimed_mime, sha256=task.sha256,
+                               budget=budget)
+        return Outcome(task, doc=found.doc, members=found.members,
+                       member_failures=found.failures, seconds=time.monotonic() - started)
     except InputError as e:
         error, message = e.kind, e.reason
     except EnvironmentProblem as e:
@@ -183,7 +201,7 @@ def _worker_main(conn: Connection, opts: ExtractOptions, timeout_s: float, max_t
             return
         if task is None:
             return
-        conn.send(run_one(task, opts, timeout_s))
+        conn.send(run_one(task, opts, timeout_s, notify=lambda pages: conn.send(Granted(pages))))
 
 
 @dataclass(slots=True)
@@ -194,6 +212,7 @@ class _Worker:
     done: int = 0
     inflight: deque[Task] = field(default_factory=deque)  # the head is being worked on
     started: float = 0.0  # when the head task began
+    pages: int = 0  # pages the head task was granted time for
 
 
 def _other_threads() -> list[threading.Thread]:
@@ -323,8 +342,7 @@ class WorkerPool:
     def _collect(self) -> tuple[list[Outcome], list[Task]]:
         """Wait for results, deaths or deadlines; (outcomes, tasks to hand out again)."""
         busy = [w for w in self._all if w.inflight]
-        limit = self.timeout_s + self.kill_grace_s
-        next_deadline = min(w.started for w in busy) + limit
+        next_deadline = min(w.started + self._limit(w) for w in busy)
         waitables = [w.conn for w in busy] + [w.proc.sentinel for w in busy]
         ready = set(wait(waitables, timeout=max(0.0, next_deadline - time.monotonic())))
         outcomes: list[Outcome] = []
@@ -334,7 +352,10 @@ class WorkerPool:
             # exited (recycling) can look dead before its message is read.
             dead = worker.proc.sentinel in ready or not worker.proc.is_alive()
             while worker.inflight and (message := _receive(worker.conn)) is not None:
-                outcomes.append(self._outcome(worker, message))
+                if isinstance(message, Granted):
+                    worker.pages += message.pages
+                else:
+                    outcomes.append(self._outcome(worker, message))
             now = time.monotonic()
             if not worker.inflight:
                 if worker.done >= self.tasks_per_worker:
@@ -350,18 +371,23 @@ class WorkerPool:
                         "the extract stage needs an `if __name__ == '__main__':` guard")
                 outcomes.append(Outcome(head, error="crash", message=_death(worker.proc),
                                         seconds=seconds))
-            elif seconds >= limit:
+            elif seconds >= self._limit(worker):
                 log.warning("%s: no result after %.0fs, stopping its worker", head.source,
                             seconds)
+                limit = describe(self.timeout_s, self.opts.timeout_per_page_s, worker.pages)
                 outcomes.append(Outcome(head, error="timeout", seconds=seconds,
-                                        message=f"no result within extract.timeout_s="
-                                                f"{self.timeout_s:g}s (worker stopped)"))
+                                        message=f"no result within {limit} (worker stopped)"))
             else:
                 continue
             unstarted.extend(list(worker.inflight)[1:])
             worker.inflight.clear()
             self._retire(worker, kill=True)
         return outcomes, unstarted
+
+    def _limit(self, worker: _Worker) -> float:
+        """Seconds the worker's head task may take before the worker is stopped."""
+        return limit_s(self.timeout_s, self.opts.timeout_per_page_s,
+                       worker.pages) + self.kill_grace_s
 
     def _outcome(self, worker: _Worker, outcome: Outcome) -> Outcome:
         """The head task's outcome as its worker sent it; the next task has begun."""
@@ -370,4 +396,5 @@ class WorkerPool:
         # the parent's own task and clock (from when the worker took the task up)
         outcome.task, outcome.seconds, worker.started = task, now - worker.started, now
         worker.done += 1
+        worker.pages = 0
         return outcome.checked()

@@ -26,3 +26,5 @@ class Extracted:
     lang: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
     cleaned: bool = False  # text is already cleaned (pages are cleaned when joined)
+    record_meta: dict[str, str] = field(default_factory=dict)  # for Document.meta (mail fields)
+    cut: dict[str, int] = field(default_factory=dict)  # what caps left out: "rows" -> count

@@ -19,7 +19,7 @@ from typing import Any
 
 from pipeline.config import Config, load_config
 from pipeline.layout import DataRoot
-from pipeline.progress import StageStats
+from pipeline.stats import StageStats
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,9 @@
 """The promoted-model registry under `models/`, with its canary set and its logs.
 
-models/<id>/model.pt        the promoted checkpoint (a copy: runs may be deleted)
+models/<id>/model.pt        the promoted checkpoint's weights, config and tokenizer (a copy: runs
+                            may be deleted; without AdamW moments: the run's checkpoints resume)
 models/<id>/model.safetensors, record.json
+models/<id>/hf/             the model as a transformers folder, when its recipe maps to one
 models/current              symlink to the promoted <id>, swapped atomically (the commit point)
 models/canary/              token shard frozen at the first promotion + canary.json
 models/decisions.jsonl      every promote / refuse decision and why
@@ -13,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +33,7 @@ CURRENT = "current"
 CANARY = "canary"
 MODEL_FILE = "model.pt"
 RECORD_FILE = "record.json"
+HF_FOLDER = "hf"
 
 
 @dataclass(kw_only=True, slots=True)
@@ -46,6 +48,7 @@ class ModelRecord:
     manifest_version: int
     tokenizer_sha256: str
     canary_loss: float | None = None
+    val_bpb: float | None = None  # bits per byte on those val shards (None: bytes not counted)
     promoted_at: str = field(default_factory=utc_now)
     reason: str = ""
 
@@ -98,16 +101,22 @@ class Registry:
         return self.checkpoint(record) if record else None
 
     def promote(self, checkpoint: Path, record: ModelRecord, **facts: Any) -> ModelRecord:
-        """Copy the checkpoint in, export its weights, then point `current` at it.
+        """Copy the checkpoint's weights in, export them (safetensors, and transformers where
+        the recipe maps), then point `current` at it.
 
         `facts` go into the decision's row (what the candidate was trained on)."""
-        from model.checkpoint import export_safetensors
+        from model.checkpoint import (
+            export_safetensors,
+            load_checkpoint,
+            save_checkpoint,
+            weights_copy,
+        )
 
         target = self.folder / record.id
         target.mkdir(parents=True, exist_ok=True)
-        with atomic_write(target / MODEL_FILE, "wb") as out, open(checkpoint, "rb") as src:
-            shutil.copyfileobj(src, out, 1 << 20)
+        save_checkpoint(target / MODEL_FILE, weights_copy(load_checkpoint(checkpoint)))
         export_safetensors(target / MODEL_FILE, target / "model.safetensors")
+        _export_hf(target)
         atomic_write_json(target / RECORD_FILE, asdict(record))
         self._point_current_at(record.id)
         self.log_decision(promoted=True, model=record.id, reason=record.reason,
@@ -174,6 +183,20 @@ class Registry:
                              dtype=np.dtype(meta["dtype"]).newbyteorder("<"))
         ends = np.fromfile(self.canary_dir / "tokens.idx", dtype=IDX_DTYPE).tolist()
         return [tokens[s:e] for s, e in zip([0, *ends[:-1]], ends, strict=True)], meta
+
+
+def _export_hf(target: Path) -> None:
+    """models/<id>/hf/: the folder a user points transformers at. A recipe that no
+    architecture computes, or a machine without the export extra, gets none (said once)."""
+    from model.export import ExportError, export_model
+    from pipeline.errors import EnvironmentProblem
+
+    try:
+        export_model(target / MODEL_FILE, target / HF_FOLDER, "hf", force=True)
+    except ExportError as e:
+        log.info("registry: no %s/ folder for %s: %s", HF_FOLDER, target.name, e)
+    except EnvironmentProblem as e:
+        log.warning("registry: no %s/ folder for %s: %s", HF_FOLDER, target.name, e)
 
 
 def new_model_id(run: str, step: int) -> str:

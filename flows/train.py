@@ -1,4 +1,6 @@
-"""The train flow: train (or resume) -> evaluate -> promote only if it beats the promoted model."""
+"""The train flow: train (or resume) -> evaluate -> promote only if it beats the promoted model:
+on val loss over the same val windows when both use the same tokenizer, else on bits per byte
+over the same val text (each model reading it with its own tokenizer)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow
 
@@ -24,7 +26,11 @@ log = logging.getLogger(__name__)
 
 
 PENDING_RUN = "train-pending.json"  # under state/flows/: the run training on the current shards
-RUN_ONLY_KEYS = ("run", "init_from", "device", "threads", "compile")  # not what the model learns
+RUN_ONLY_KEYS = ("run", "init_from", "device", "threads", "compile",
+                 "tensorboard")  # not what the model learns
+
+
+Metric = Literal["val_loss", "bits_per_byte", "none"]
 
 
 @dataclass(kw_only=True, slots=True)
@@ -34,8 +40,12 @@ class Decision:
     candidate: str  # checkpoint path
     candidate_val_loss: float
     step: int = 0  # the candidate checkpoint's step
+    # what decided: val loss (same tokenizer), bits per byte (another), none (nothing compared)
+    metric: Metric = "none"
+    candidate_bpb: float | None = None  # bits per byte, on what `metric` compared
     current: str | None = None  # id of the model promoted before
     current_val_loss: float | None = None
+    current_bpb: float | None = None
     model_id: str | None = None  # the new promoted id
 
     def to_dict(self) -> dict[str, Any]:
@@ -110,25 +120,61 @@ def train_task(cfg: Config, root: DataRoot, init_checkpoint: str | None = None
     return {k: extra.get(k) for k in TRAINED_KEYS}
 
 
-def evaluate_task(checkpoint: str, cfg: Config, root: DataRoot) -> float:
-    """Mean val loss of a checkpoint on fixed windows of the current val shards (the
-    evaluate stage's task)."""
+def evaluate_task(checkpoint: str, cfg: Config, root: DataRoot) -> dict[str, Any]:
+    """Loss, perplexity and bits per byte of a checkpoint on fixed windows of the current val
+    shards (the evaluate stage's task): its EvalResult as a dict."""
     from flows.tasks import TASKS
 
     scored = TASKS["evaluate"](replace(cfg, "evaluate", checkpoint=checkpoint, docs=[]), root)
-    return scored["extra"]["loss"]
+    return scored["extra"]["result"]
 
 
-def _current_loss(registry: Registry, cfg: Config, root: DataRoot) -> tuple[str | None,
-                                                                            float | None, str]:
-    """The promoted model's loss on the same val windows, or why it cannot be compared."""
+@dataclass(kw_only=True, slots=True)
+class Comparison:
+    """The candidate and the promoted model on the same data, or why they cannot be."""
+
+    metric: Metric
+    candidate: float | None = None
+    current: float | None = None
+    current_loss: float | None = None
+    current_bpb: float | None = None
+    why_not: str = ""
+    detail: str = ""
+
+
+def _compare(registry: Registry, cfg: Config, root: DataRoot, candidate: Path,
+             scored: dict[str, Any]) -> tuple[str | None, Comparison]:
+    """The promoted model's id and how the candidate compares with it: val loss on the same
+    windows when their tokenizers agree, else bits per byte on the same val text."""
     current = registry.current()
     if current is None:
-        return None, None, "no model promoted yet"
+        return None, Comparison(metric="none", why_not="no model promoted yet")
+    checkpoint = registry.checkpoint(current)
     try:
-        return current.id, evaluate_task(str(registry.checkpoint(current)), cfg, root), ""
-    except ValueError as e:  # e.g. a tokenizer that no longer matches the shards
-        return current.id, None, f"promoted model {current.id} cannot be scored here ({e})"
+        if current.tokenizer_sha256 == read_manifest(root.manifest).tokenizer.sha256:
+            theirs = evaluate_task(str(checkpoint), cfg, root)
+            return current.id, Comparison(metric="val_loss", candidate=scored["loss"],
+                                          current=theirs["loss"], current_loss=theirs["loss"],
+                                          current_bpb=theirs["bits_per_byte"])
+        return current.id, _compare_on_text(cfg, root, candidate, checkpoint)
+    except ValueError as e:  # e.g. a promoted model without its tokenizer
+        return current.id, Comparison(metric="none", why_not=f"promoted model {current.id} "
+                                                             f"cannot be scored here ({e})")
+
+
+def _compare_on_text(cfg: Config, root: DataRoot, candidate: Path, current: Path) -> Comparison:
+    """Bits per byte of both models on the text of the first val documents (about as many
+    tokens as the val windows hold), each encoding it with its own tokenizer."""
+    from model.evaluate import evaluate_texts, val_texts
+
+    v = cfg.validate
+    texts = val_texts(root, v.eval_iters * v.batch_size * cfg.train.block_size)
+    ours = evaluate_texts(candidate, texts, device=cfg.train.device)
+    theirs = evaluate_texts(current, texts, device=cfg.train.device)
+    return Comparison(metric="bits_per_byte", candidate=ours.bits_per_byte,
+                      current=theirs.bits_per_byte, current_bpb=theirs.bits_per_byte,
+                      detail=f" (another tokenizer: both read the text of {len(texts)} val "
+                             "documents)")
 
 
 def checkpoint_step(checkpoint: Path) -> int:
@@ -139,57 +185,65 @@ def checkpoint_step(checkpoint: Path) -> int:
 
 
 def decide_and_promote(cfg: Config, root: DataRoot, candidate: Path, run: str) -> Decision:
-    """Promote `candidate` iff its val loss beats the promoted model's on the same shards."""
+    """Promote `candidate` iff it beats the promoted model on the same data: val loss on the
+    same windows, or bits per byte on the same text when the tokenizers differ."""
     registry = Registry(root)
-    cand_loss = evaluate_task(str(candidate), cfg, root)
-    current_id, current_loss, why_not_compared = _current_loss(registry, cfg, root)
+    scored = evaluate_task(str(candidate), cfg, root)
+    cand_loss = scored["loss"]
+    current_id, cmp = _compare(registry, cfg, root, candidate, scored)
     decision = Decision(promoted=False, reason="", candidate=str(candidate),
                         candidate_val_loss=cand_loss, step=checkpoint_step(candidate),
-                        current=current_id, current_val_loss=current_loss)
+                        metric=cmp.metric, current=current_id, current_val_loss=cmp.current_loss,
+                        current_bpb=cmp.current_bpb,
+                        candidate_bpb=cmp.candidate if cmp.metric == "bits_per_byte"
+                        else scored["bits_per_byte"])
+    label = "bits per byte" if cmp.metric == "bits_per_byte" else "val loss"
     if not math.isfinite(cand_loss):
         decision.reason = f"candidate val loss is {cand_loss}"
-    elif current_loss is None:
-        decision.promoted, decision.reason = True, why_not_compared
-    elif cand_loss < current_loss:
+    elif cmp.candidate is None or cmp.current is None:
+        decision.promoted, decision.reason = True, cmp.why_not
+    elif cmp.candidate < cmp.current:
         decision.promoted = True
-        decision.reason = f"val loss {cand_loss:.4f} < promoted {current_loss:.4f}"
+        decision.reason = f"{label} {cmp.candidate:.4f} < promoted {cmp.current:.4f}{cmp.detail}"
     else:
-        decision.reason = f"val loss {cand_loss:.4f} >= promoted {current_loss:.4f}"
+        decision.reason = f"{label} {cmp.candidate:.4f} >= promoted {cmp.current:.4f}{cmp.detail}"
     facts = {"run": run, "step": decision.step, "candidate": str(candidate),
-             **training_facts(cfg, root)}
+             "metric": cmp.metric, **training_facts(cfg, root)}
     if not decision.promoted:
         registry.log_decision(promoted=False, reason=decision.reason, val_loss=cand_loss,
-                              current=current_id, **facts)
+                              bits_per_byte=decision.candidate_bpb, current=current_id, **facts)
         log.info("not promoted: %s", decision.reason)
     else:
-        _promote(registry, cfg, root, candidate, run, cand_loss, decision, facts)
+        _promote(registry, cfg, root, candidate, run, scored, decision, facts)
     _clear_pending(root)
     return decision
 
 
 def _promote(registry: Registry, cfg: Config, root: DataRoot, candidate: Path, run: str,
-             val_loss: float, decision: Decision, facts: dict[str, Any]) -> None:
+             scored: dict[str, Any], decision: Decision, facts: dict[str, Any]) -> None:
     if not registry.has_canary():
         frozen = registry.freeze_canary(cfg.validate.canary_docs)
         log.info("froze the canary set: %d val documents", frozen)
     manifest = read_manifest(root.manifest)
     record = ModelRecord(id=new_model_id(run, decision.step), run=run, step=decision.step,
-                         checkpoint=str(candidate), val_loss=val_loss,
-                         manifest_version=manifest.version,
+                         checkpoint=str(candidate), val_loss=scored["loss"],
+                         val_bpb=scored["bits_per_byte"], manifest_version=manifest.version,
                          tokenizer_sha256=manifest.tokenizer.sha256, reason=decision.reason)
-    record.canary_loss = canary_loss(registry, candidate)
-    registry.promote(candidate, record, **facts)
+    canary = canary_scores(registry, candidate)
+    record.canary_loss = canary["loss"] if canary else None
+    registry.promote(candidate, record, bits_per_byte=record.val_bpb, **facts)
     decision.model_id = record.id
     log.info("promoted %s: %s", record.id, decision.reason)
 
 
-def canary_loss(registry: Registry, checkpoint: Path) -> float | None:
+def canary_scores(registry: Registry, checkpoint: Path) -> dict[str, Any] | None:
+    """Loss and bits per byte of a checkpoint on the canary set (None: no canary yet)."""
     if not registry.has_canary():
         return None
     from model.evaluate import evaluate_tokens
 
     arrays, meta = registry.canary_arrays()
-    return evaluate_tokens(checkpoint, arrays, eos_id=meta["eos_id"]).loss
+    return evaluate_tokens(checkpoint, arrays, eos_id=meta["eos_id"]).to_dict()
 
 
 def _loss_span(rows: list[dict[str, Any]]) -> tuple[float, float]:

@@ -12,7 +12,7 @@ from prefect import flow
 
 from flows.common import resolve
 from flows.registry import ModelRecord, Registry
-from flows.train import canary_loss, evaluate_task
+from flows.train import canary_scores, evaluate_task
 from pipeline.config import Config
 from pipeline.layout import DataRoot
 from pipeline.shards import read_manifest
@@ -51,8 +51,10 @@ def run_validate(cfg: Config, root: DataRoot) -> dict[str, Any]:
         return {"validated": False, "reason": "no promoted model"}
     checkpoint = registry.checkpoint(record)
     manifest = read_manifest(root.manifest)
-    val = evaluate_task(str(checkpoint), cfg, root)
-    canary = canary_loss(registry, checkpoint)
+    scored = evaluate_task(str(checkpoint), cfg, root)
+    val = scored["loss"]
+    canary_scored = canary_scores(registry, checkpoint)
+    canary = canary_scored["loss"] if canary_scored else None
     baseline = _baseline_val(registry, record, manifest.version)
     tol = cfg.validate.tolerance
     problems = []
@@ -61,7 +63,10 @@ def run_validate(cfg: Config, root: DataRoot) -> dict[str, Any]:
     if _regressed(canary, record.canary_loss, tol):
         problems.append(f"canary loss {canary:.4f} > {record.canary_loss:.4f} x (1 + {tol})")
     row = {"model": record.id, "manifest_version": manifest.version, "val_loss": val,
-           "canary_loss": canary, "baseline_val_loss": baseline,
+           "val_ppl": scored["perplexity"], "val_bpb": scored["bits_per_byte"],
+           "canary_loss": canary,
+           "canary_bpb": canary_scored["bits_per_byte"] if canary_scored else None,
+           "baseline_val_loss": baseline,
            "baseline_canary_loss": record.canary_loss, "tolerance": tol,
            "ok": not problems, "problems": problems}
     registry.log_validation(row)

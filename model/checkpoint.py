@@ -1,4 +1,6 @@
-"""Checkpoints: atomic saves, keep-last-K plus best, `weights_only=True` loads, safetensors export.
+"""Checkpoints: atomic saves, keep-last-K plus best, `weights_only=True` loads, safetensors export,
+and `read_model`: the one reader of every form a model takes here (a checkpoint, a run or
+registry folder, an exported model.safetensors).
 
 A checkpoint is a plain dict of tensors and Python scalars/strings/lists (nothing pickled
 beyond what `torch.load(weights_only=True)` accepts):
@@ -32,6 +34,11 @@ CHECKPOINTS_DIR = "checkpoints"
 BEST_NAME = "best.pt"
 STEP_PATTERN = re.compile(r"^step-(\d{8})\.pt$")
 MODEL_FILES = (BEST_NAME, "model.pt", "checkpoint.pt")  # what a model folder may hold
+SAFETENSORS_NAME = "model.safetensors"  # a run's or registry folder's exported weights
+# what a copy for use keeps of a checkpoint: weights, shape, tokenizer, what made it (no AdamW
+# moments, RNG or data position: those only resume the run, which keeps its own checkpoints)
+WEIGHTS_KEYS = ("format", "model", "model_config", "step", "tokens_seen", "val_loss", "config",
+                "tokenizer")
 
 
 class CheckpointError(ValueError):
@@ -58,7 +65,8 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
+        # (a truncated zip archive surfaces as OSError EINVAL)
         raise CheckpointError(f"{path}: not a readable checkpoint ({_gist(e)})") from None
     if not isinstance(state, dict) or "model" not in state or "model_config" not in state:
         raise CheckpointError(f"{path}: not a CLLM checkpoint (no model or model_config)")
@@ -98,7 +106,8 @@ def tokenizer_from_state(state: dict[str, Any]) -> Any:
 
 
 def resolve_checkpoint(path: Path) -> Path:
-    """A checkpoint file, or the best (else latest) one in a run or model folder."""
+    """A model file, or what a run or model folder holds: its best (else latest) checkpoint,
+    else its exported model.safetensors."""
     path = Path(path)
     if path.is_file():
         return path
@@ -110,9 +119,29 @@ def resolve_checkpoint(path: Path) -> Path:
         latest = CheckpointSet(run_dir, keep_last=1).latest()
         if latest is not None:
             return latest
-        raise FileNotFoundError(f"{path} holds no checkpoint ({', '.join(MODEL_FILES)} or "
-                                f"{CHECKPOINTS_DIR}/step-*.pt)")
+        if (path / SAFETENSORS_NAME).is_file():
+            return path / SAFETENSORS_NAME
+        raise FileNotFoundError(f"{path} holds no checkpoint ({', '.join(MODEL_FILES)}, "
+                                f"{CHECKPOINTS_DIR}/step-*.pt or {SAFETENSORS_NAME})")
     raise FileNotFoundError(f"no checkpoint or model folder at {path}")
+
+
+def read_model(path: Path) -> dict[str, Any]:
+    """A model's entries as a checkpoint holds them (model, model_config, tokenizer, step,
+    ...), from a checkpoint, a run or registry folder, or an exported model.safetensors;
+    `path` is where they were read."""
+    found = resolve_checkpoint(Path(path))
+    if found.suffix == ".safetensors":
+        state = load_safetensors_state(found)
+    else:
+        state = load_checkpoint(found)
+    state["path"] = str(found)
+    return state
+
+
+def weights_copy(state: dict[str, Any]) -> dict[str, Any]:
+    """What a registry copy of a checkpoint keeps: what using the model needs, not resuming."""
+    return {k: state[k] for k in WEIGHTS_KEYS if k in state}
 
 
 class CheckpointSet:
@@ -155,38 +184,64 @@ class CheckpointSet:
 
 
 def export_safetensors(checkpoint: Path, out: Path | None = None) -> Path:
-    """Write the model weights of a checkpoint as safetensors (config in the metadata)."""
+    """Write the model weights of a checkpoint as safetensors; the metadata holds the model
+    config and the tokenizer, so the file stands alone (`read_model` reads it)."""
     from safetensors.torch import save
 
     state = load_checkpoint(checkpoint)
     tied = state["model_config"].get("tie_embeddings", True)
     weights = {k: v.contiguous() for k, v in state["model"].items()
                if not (tied and k == "lm_head.weight")}  # tied to wte.weight: stored once
+    tokenizer = state.get("tokenizer", {})
     metadata = {
         "format": "cllm",
         "model_config": json.dumps(state["model_config"], sort_keys=True),
         "tied": "lm_head.weight=wte.weight" if tied else "",
         "step": str(state.get("step", 0)),
-        "tokenizer_sha256": state.get("tokenizer", {}).get("sha256", ""),
+        "tokenizer_sha256": tokenizer.get("sha256", ""),
+        "tokenizer_eos_id": str(tokenizer.get("eos_id", "")),
+        "tokenizer_json": tokenizer.get("json", ""),
     }
     out = Path(out) if out else Path(checkpoint).with_suffix(".safetensors")
     atomic_write_bytes(out, save(weights, metadata=metadata))
     return out
 
 
-def load_safetensors_model(path: Path) -> CLLM:
-    """A model from an exported safetensors file."""
-    from safetensors import safe_open
+def _safetensors_metadata(path: Path) -> dict[str, str]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return fh.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({_gist(e)})") from None
+
+
+def load_safetensors_state(path: Path) -> dict[str, Any]:
+    """The entries of an exported model.safetensors, as a checkpoint names them."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from model.cllm import CLLM, ModelConfig
-
-    with safe_open(str(path), framework="pt") as fh:
-        metadata = fh.metadata() or {}
+    metadata = _safetensors_metadata(path)
     if metadata.get("format") != "cllm":
-        raise CheckpointError(f"{path}: not a CLLM safetensors export")
-    model = CLLM(ModelConfig(**json.loads(metadata["model_config"])))
-    weights = load_file(str(path))
+        hint = " (a Hugging Face export: load its folder with transformers)" \
+            if metadata.get("format") == "pt" else ""
+        raise CheckpointError(f"{path}: not a CLLM safetensors export{hint}")
+    try:
+        weights = load_file(str(path))
+        model_config = json.loads(metadata["model_config"])
+    except (SafetensorError, OSError, KeyError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable CLLM export ({_gist(e)})") from None
     weights.setdefault("lm_head.weight", weights["wte.weight"])  # tied: stored once
-    model.load_state_dict(weights)
-    return model.eval()
+    vocab = model_config.get("vocab_size")
+    eos = metadata.get("tokenizer_eos_id", "")
+    return {"format": CHECKPOINT_FORMAT, "model": weights, "model_config": model_config,
+            "step": int(metadata.get("step", 0)),
+            "tokenizer": {"sha256": metadata.get("tokenizer_sha256", ""), "vocab_size": vocab,
+                          "eos_id": int(eos) if eos.isdigit() else None,
+                          "json": metadata.get("tokenizer_json", "")}}
+
+
+def load_safetensors_model(path: Path) -> CLLM:
+    """A model from an exported safetensors file."""
+    return model_from_state(load_safetensors_state(path))

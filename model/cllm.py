@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from pipeline.config import FIXED_POSITIONS, ModelShape
 
 INIT_STD = 0.02  # nanoGPT/GPT-2 init of every weight matrix and the embeddings
+NORM_EPS = 1e-5  # of LayerNorm and RMSNorm (GPT-2's and Llama's)
+ROPE_BASE = 10000.0  # RoPE frequencies: pair m turns at ROPE_BASE^(-2m/hs) per position
 PHI = (3, 7, 31, 12, 19, 5, 11, 13, 17, 23, 29, 37)  # frequency table, indexed by d mod 12
 GOLDEN = (1 + math.sqrt(5)) / 2
 # (first id, ring size R, offset of q in θ) of each ring of the lattice "clock"
@@ -149,7 +151,7 @@ def rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2)
 
 
-def rope_tables(block_size: int, head_size: int, base: float = 10000.0
+def rope_tables(block_size: int, head_size: int, base: float = ROPE_BASE
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin (T, hs/2) of rotary position embeddings (Su et al.), float64."""
     inv_freq = 1.0 / base ** (torch.arange(0, head_size, 2, dtype=torch.float64) / head_size)
@@ -162,8 +164,8 @@ def rope_tables(block_size: int, head_size: int, base: float = 10000.0
 
 def _norm(cfg: ModelConfig) -> nn.Module:
     if cfg.norm == "rmsnorm":
-        return nn.RMSNorm(cfg.n_embd, eps=1e-5)
-    return nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        return nn.RMSNorm(cfg.n_embd, eps=NORM_EPS)
+    return nn.LayerNorm(cfg.n_embd, eps=NORM_EPS, bias=cfg.bias)
 
 
 class CausalSelfAttention(nn.Module):
@@ -175,8 +177,8 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None
-                ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None,
+                cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
@@ -185,10 +187,51 @@ class CausalSelfAttention(nn.Module):
         if rope is not None:
             cos, sin = rope  # (T, hs/2)
             q, k = rotate_pairs(q, cos, sin), rotate_pairs(k, cos, sin)
-        y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
+        if cache is None:
+            y = F.scaled_dot_product_attention(
+                q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
+        else:
+            y = cache.attend(layer, q, k, v)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return self.resid_dropout(self.c_proj(y))
+
+
+class KVCache:
+    """The keys and values of the tokens a model has read so far, for decoding one token at a
+    time: per layer a (B, nh, block_size, hs) buffer filled from position 0. The next tokens
+    are at positions `length`, `length` + 1, ...; a full cache has no room for another (the
+    window must slide: every position changes, so the cache is rebuilt from the text)."""
+
+    def __init__(self, cfg: ModelConfig, batch: int, device: torch.device,
+                 dtype: torch.dtype) -> None:
+        shape = (batch, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head)
+        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
+        self.values = [torch.zeros(shape, device=device, dtype=dtype)
+                       for _ in range(cfg.n_layer)]
+        self.length = 0
+
+    @property
+    def room(self) -> int:
+        return self.keys[0].shape[2] - self.length
+
+    def reset(self) -> None:
+        self.length = 0
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+               ) -> torch.Tensor:
+        """Store the new tokens' k, v (B, nh, T, hs) after the cached ones; q attends to all
+        of them, causally among the new ones. -> (B, nh, T, hs)"""
+        T, start = q.shape[2], self.length
+        self.keys[layer][:, :, start:start + T] = k
+        self.values[layer][:, :, start:start + T] = v
+        keys = self.keys[layer][:, :, :start + T]  # (B, nh, start + T, hs)
+        values = self.values[layer][:, :, :start + T]
+        if T == 1:  # one new token sees every token before it
+            return F.scaled_dot_product_attention(q, keys, values)
+        if start == 0:
+            return F.scaled_dot_product_attention(q, keys, values, is_causal=True)
+        mask = torch.ones(T, start + T, dtype=torch.bool, device=q.device).tril(start)
+        return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
 
 
 def mlp_hidden(cfg: ModelShape) -> int:
@@ -227,9 +270,9 @@ class Block(nn.Module):
         self.ln_2 = _norm(cfg)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None
-                ) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), rope)
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None,
+                cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), rope, cache, layer)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -294,33 +337,50 @@ class CLLM(nn.Module):
         """Parameters, the tied embedding/head counted once."""
         return sum(p.numel() for p in self.parameters())
 
-    def embed(self, idx: torch.Tensor) -> torch.Tensor:
-        """Token (+ position) embeddings of `idx` (B, T) -> (B, T, C)."""
-        T = idx.shape[1]
+    def embed(self, idx: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """Token (+ position) embeddings of `idx` (B, T) at positions start.. -> (B, T, C)."""
+        positions = slice(start, start + idx.shape[1])
         x = self.wte(idx)  # (B, T, C)
         if self.cfg.symmetry == "twelvefold":
             g = idx.remainder(12)  # (B, T)
             x = rotate_pairs(x, self.sym_cos[g], self.sym_sin[g]) * self.sym_scale[g]
         if self.wpe is not None:
-            x = x + self.wpe.weight[:T]  # (T, C) broadcast over B
+            x = x + self.wpe.weight[positions]  # (T, C) broadcast over B
         elif self.cfg.position in FIXED_POSITIONS:
-            x = x + self.pos_table[:T].to(x.dtype)
+            x = x + self.pos_table[positions].to(x.dtype)
         return self.drop(x)
+
+    def hidden(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """The final-norm hidden states (B, T, C) of `idx` (B, T): from position 0, or after
+        the tokens in `cache` (which then holds these too)."""
+        start = cache.length if cache is not None else 0
+        T = idx.shape[1]
+        if start + T > self.cfg.block_size:
+            raise ValueError(f"sequence of {start + T} tokens is longer than block_size "
+                             f"{self.cfg.block_size}")
+        rope = None
+        if self.cfg.position == "rope":
+            rope = (self.rope_cos[start:start + T], self.rope_sin[start:start + T])
+        x = self.embed(idx, start)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, rope, cache, layer)
+        if cache is not None:
+            cache.length += T
+        return self.ln_f(x)
+
+    def new_cache(self, batch: int = 1) -> KVCache:
+        p = self.wte.weight
+        return KVCache(self.cfg, batch, p.device, p.dtype)
+
+    def decode(self, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Logits (B, V) of the next token after `idx` (B, T), read after the cached tokens:
+        the head runs on the last position only."""
+        return self.lm_head(self.hidden(idx, cache)[:, -1])  # (B, V)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits (B, T, V) for token ids (B, T); with targets (B, T), also the mean loss."""
-        T = idx.shape[1]
-        if T > self.cfg.block_size:
-            raise ValueError(f"sequence of {T} tokens is longer than block_size "
-                             f"{self.cfg.block_size}")
-        rope = None
-        if self.cfg.position == "rope":
-            rope = (self.rope_cos[:T], self.rope_sin[:T])
-        x = self.embed(idx)
-        for block in self.blocks:
-            x = block(x, rope)
-        logits = self.lm_head(self.ln_f(x))  # (B, T, V)
+        logits = self.lm_head(self.hidden(idx))  # (B, T, V)
         if targets is None:
             return logits, None
         flat = logits.view(-1, logits.size(-1))  # (B*T, V)

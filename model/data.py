@@ -58,6 +58,12 @@ class SplitTokens:
         self.starts = np.cumsum([0] + [s.tokens for s in self.shards])  # token offset per shard
         self.total = int(self.starts[-1])
         self.docs = sum(s.docs for s in self.shards)
+        self.text_bytes = manifest.text_bytes(split)  # None: shards older than byte counts
+
+    @property
+    def tokens_per_byte(self) -> float | None:
+        """Tokens (end-of-text included) per UTF-8 byte of the split's text."""
+        return self.total / self.text_bytes if self.text_bytes else None
 
     @classmethod
     def open(cls, shards_dir: Path, split: Split, manifest: Manifest | None = None

@@ -1,4 +1,11 @@
-"""Loss and perplexity of a model: on the val shards (fixed windows) or on chosen documents.
+"""Loss, perplexity and bits per byte of a model: on the val shards (fixed windows), on chosen
+documents, or on texts (scored with the model's own tokenizer).
+
+Bits per byte is the loss in bits per UTF-8 byte of the text: unlike nats per token it does not
+depend on the tokenizer, so two models with different tokenizers compare. On the val windows a
+token stands for the split's bytes per token (the manifest counts each shard's bytes); on
+documents and texts the bytes are theirs exactly. Shards made before the manifest counted bytes
+(format 1) give no bits per byte (None).
 
 Deterministic: the val windows are evenly spaced over the split (`data.eval_starts`), and a
 document is scored from its first token with only its own earlier tokens as context, so the
@@ -36,9 +43,10 @@ log = logging.getLogger(__name__)
 class EvalResult:
     loss: float  # mean cross-entropy per predicted token (nats)
     perplexity: float
+    bits_per_byte: float | None  # the loss in bits per UTF-8 byte of text; None: bytes unknown
     tokens: int  # predicted tokens
     windows: int  # windows or documents scored
-    what: str  # "val", "documents" or "tokens"
+    what: str  # "val", "documents", "tokens" or "texts"
     checkpoint: str = ""
     step: int = 0  # the checkpoint's training step
 
@@ -46,10 +54,21 @@ class EvalResult:
         return asdict(self)
 
 
-def _result(loss_sum: float, tokens: int, windows: int, what: str) -> EvalResult:
+def bits_per_byte(loss: float, tokens_per_byte: float | None) -> float | None:
+    """Nats per token as bits per byte of text."""
+    if tokens_per_byte is None or not math.isfinite(loss):
+        return None
+    return loss / math.log(2) * tokens_per_byte
+
+
+def _result(loss_sum: float, tokens: int, windows: int, what: str,
+            text_bytes: float | None) -> EvalResult:
+    """`text_bytes`: the UTF-8 bytes the predicted tokens stand for (None: unknown)."""
     loss = loss_sum / tokens if tokens else math.nan
-    return EvalResult(loss=loss, perplexity=math.exp(min(loss, 700.0)), tokens=tokens,
-                      windows=windows, what=what)
+    return EvalResult(loss=loss, perplexity=math.exp(min(loss, 700.0)),
+                      bits_per_byte=bits_per_byte(loss, tokens / text_bytes)
+                      if tokens and text_bytes else None,
+                      tokens=tokens, windows=windows, what=what)
 
 
 def _loss_sum(model: CLLM, x: torch.Tensor, y: torch.Tensor, bf16: bool) -> float:
@@ -104,14 +123,13 @@ def sequence_loss(model: CLLM, ids: np.ndarray, eos_id: int, device: torch.devic
 
 def load_model(checkpoint: Path, device: str | torch.device = "cpu"
                ) -> tuple[CLLM, dict[str, Any]]:
-    """The model of a checkpoint on `device`, and the checkpoint's other entries."""
-    from model.checkpoint import load_checkpoint, model_from_state, resolve_checkpoint
+    """The model of a checkpoint, run or registry folder, or exported model.safetensors on
+    `device`, and its other entries (`path`: the file read)."""
+    from model.checkpoint import model_from_state, read_model
 
-    path = resolve_checkpoint(Path(checkpoint))
-    state = load_checkpoint(path)
+    state = read_model(Path(checkpoint))
     model = model_from_state(state).to(device)
     meta = {k: v for k, v in state.items() if k not in ("model", "optimizer")}
-    meta["path"] = str(path)
     return model, meta
 
 
@@ -140,7 +158,22 @@ def evaluate_checkpoint(checkpoint: Path, root: DataRoot, *, windows: int = 400,
                          "(shards.val_fraction > 0 and more documents give it some)")
     loss_sum, count, n = split_loss(model, tokens, windows=windows, batch_size=batch_size,
                                     device=dev)
-    return _stamp(_result(loss_sum, count, n, "val"), meta)
+    per_byte = tokens.tokens_per_byte
+    return _stamp(_result(loss_sum, count, n, "val", count / per_byte if per_byte else None),
+                  meta)
+
+
+def _text_bytes(meta: dict[str, Any], arrays: Sequence[np.ndarray], eos_id: int) -> int | None:
+    """The UTF-8 bytes of documents' text (their tokens, decoded by the model's tokenizer);
+    None when the model carries no tokenizer."""
+    from model.checkpoint import CheckpointError, tokenizer_from_state
+
+    try:
+        tok = tokenizer_from_state(meta)
+    except CheckpointError:
+        return None
+    return sum(len(tok.decode([int(t) for t in ids if t != eos_id],
+                              skip_special_tokens=False).encode("utf-8")) for ids in arrays)
 
 
 def evaluate_documents(checkpoint: Path, root: DataRoot, docs: Sequence[DocRef], *,
@@ -151,12 +184,14 @@ def evaluate_documents(checkpoint: Path, root: DataRoot, docs: Sequence[DocRef],
     manifest = _open_checked(meta, root)
     splits = {split: SplitTokens(root.shards, manifest, split) for split in ("train", "val")}
     eos = manifest.tokenizer.eos_id
+    arrays = [splits[ref.split].document(ref.index) for ref in docs]
     loss_sum, count = 0.0, 0
-    for ref in docs:
+    for ids in arrays:
         # the document's tokens and its closing EOS, predicted after the previous EOS
-        s, n = sequence_loss(model, splits[ref.split].document(ref.index), eos, dev)
+        s, n = sequence_loss(model, ids, eos, dev)
         loss_sum, count = loss_sum + s, count + n
-    return _stamp(_result(loss_sum, count, len(docs), "documents"), meta)
+    return _stamp(_result(loss_sum, count, len(docs), "documents",
+                          _text_bytes(meta, arrays, eos)), meta)
 
 
 def evaluate_tokens(checkpoint: Path, arrays: Sequence[np.ndarray], *, eos_id: int | None = None,
@@ -169,7 +204,45 @@ def evaluate_tokens(checkpoint: Path, arrays: Sequence[np.ndarray], *, eos_id: i
     for ids in arrays:
         s, n = sequence_loss(model, np.asarray(ids), eos, dev)
         loss_sum, count = loss_sum + s, count + n
-    return _stamp(_result(loss_sum, count, len(arrays), "tokens"), meta)
+    return _stamp(_result(loss_sum, count, len(arrays), "tokens",
+                          _text_bytes(meta, arrays, eos)), meta)
+
+
+def evaluate_texts(checkpoint: Path, texts: Sequence[str], *, device: str = "auto"
+                   ) -> EvalResult:
+    """Loss and bits per byte over texts, each encoded by the model's own tokenizer and
+    scored as a document (after an end-of-text, its own closing one predicted too): how
+    models with different tokenizers compare on the same text."""
+    from model.checkpoint import tokenizer_from_state
+
+    dev = resolve_device(device)
+    model, meta = load_model(checkpoint, dev)
+    tok = tokenizer_from_state(meta)
+    eos = int(meta["tokenizer"]["eos_id"])
+    loss_sum, count = 0.0, 0
+    for text in texts:
+        ids = np.asarray([*tok.encode(text).ids, eos], dtype=np.int64)
+        s, n = sequence_loss(model, ids, eos, dev)
+        loss_sum, count = loss_sum + s, count + n
+    return _stamp(_result(loss_sum, count, len(texts), "texts",
+                          sum(len(t.encode("utf-8")) for t in texts)), meta)
+
+
+def val_texts(root: DataRoot, max_tokens: int) -> list[str]:
+    """The first val documents' text, up to about `max_tokens` tokens of them."""
+    from pipeline.tokenizer import decode, load_tokenizer
+
+    manifest = read_manifest(root.manifest)
+    tok = load_tokenizer(root.path / manifest.tokenizer.path)
+    split = SplitTokens(root.shards, manifest, "val")
+    texts, tokens = [], 0
+    for i in range(split.docs):
+        ids = split.document(i)[:-1]
+        texts.append(decode(tok, ids.tolist()))
+        tokens += len(ids) + 1
+        if tokens >= max_tokens:
+            break
+    return texts
 
 
 def default_checkpoint(root: DataRoot) -> Path:
@@ -206,7 +279,8 @@ def evaluate_stage(cfg: Config, root: DataRoot, *, progress: bool = True) -> Sta
                                      batch_size=v.batch_size, device=cfg.train.device)
     stats.keep(result.windows)
     stats.units = result.tokens
-    stats.extra.update(result=result.to_dict(), loss=result.loss, step=result.step)
+    stats.extra.update(result=result.to_dict(), loss=result.loss, step=result.step,
+                       bits_per_byte=result.bits_per_byte)
     return stats.finish()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +66,25 @@ def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextMana
     if not bf16:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+@contextlib.contextmanager
+def tf32_matmuls(device: torch.device) -> Iterator[None]:
+    """TF32 matmuls on CUDA while training (as nanoGPT), the caller's settings back after;
+    CPU fp32 stays IEEE fp32. The flags are the process's: a caller (a notebook, a benchmark
+    row) must not find them changed once train() returns."""
+    import torch
+
+    if device.type != "cuda":
+        yield
+        return
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = matmul.allow_tf32, cudnn.allow_tf32
+    matmul.allow_tf32 = cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        matmul.allow_tf32, cudnn.allow_tf32 = saved
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,7 +59,7 @@ def make_shards(root: DataRoot, texts: Sequence[str], *, vocab_size: int = 320,
     infos = []
     for i, text in enumerate(texts):
         split = "val" if val_every and i % val_every == 0 else "train"
-        done = writers[split].add(tok.encode(text).ids)
+        done = writers[split].add(tok.encode(text).ids, len(text.encode("utf-8")))
         infos += [done] if done else []
     infos += [info for w in writers.values() if (info := w.flush())]
     manifest = Manifest(tokenizer=TokenizerInfo(sha256=sha, vocab_size=tok.get_vocab_size(),

@@ -32,15 +32,24 @@ from model import budget
 from model.budget import LoopTimes, fit_step, fit_to_budget, out_of_time
 from model.checkpoint import CheckpointSet, export_safetensors
 from model.data import check_tokenizer
+from model.evaluate import bits_per_byte
 from model.flops import flops_per_token, matmul_peak
 from model.metrics import METRICS_NAME, MetricsLog
-from model.runtime import Dist, all_reduce_sum, dist_from_env, init_process_group, resolve_device
+from model.runtime import (
+    Dist,
+    all_reduce_sum,
+    dist_from_env,
+    init_process_group,
+    resolve_device,
+    tf32_matmuls,
+)
 from model.trainer import Trainer, choose_start
 from pipeline.config import Config, TrainConfig, save_resolved
 from pipeline.layout import DataRoot
 from pipeline.lock import stage_lock
-from pipeline.progress import Progress, StageStats
+from pipeline.progress import Progress
 from pipeline.shards import read_manifest
+from pipeline.stats import StageStats
 
 if TYPE_CHECKING:
     import torch
@@ -149,7 +158,7 @@ def train(cfg: Config, root: DataRoot, progress: bool = True,
         device = init_process_group(dist, device)
     run_dir = root.run(tc.run)
     run_dir.mkdir(parents=True, exist_ok=True)
-    with _session(dist, run_dir):
+    with _session(dist, run_dir), tf32_matmuls(device):  # TF32 on CUDA, restored on return
         return _train_session(cfg, root, run_dir, dist, device, progress and dist.main,
                               init_checkpoint, init_optimizer, on_step)
 
@@ -169,7 +178,7 @@ def _train_session(cfg: Config, root: DataRoot, run_dir: Path, dist: Dist, devic
     trainer = Trainer(cfg, root, manifest, start, dist, device)
     if dist.main:
         save_resolved(cfg, run_dir)
-    metrics = MetricsLog(run_dir / METRICS_NAME, enabled=dist.main)
+    metrics = MetricsLog(run_dir / METRICS_NAME, enabled=dist.main, tensorboard=tc.tensorboard)
     metrics.rewind(trainer.step)
     n_params = trainer.model.num_params()
     peak = matmul_peak(device.type, "bfloat16" if trainer.bf16 else "float32") \
@@ -271,6 +280,7 @@ def _evaluate(trainer: Trainer, row: dict[str, Any], ckpts: CheckpointSet,
         return None
     row["val_loss"] = val_loss
     row["val_ppl"] = math.exp(min(val_loss, 700.0))
+    row["val_bpb"] = bits_per_byte(val_loss, trainer.val_tokens.tokens_per_byte)
     if trainer.best_val is None or val_loss < trainer.best_val:
         trainer.best_val = val_loss
         trainer.bad_evals = 0

@@ -59,10 +59,16 @@ def choose_start(tc: TrainConfig, ckpts: CheckpointSet, init_checkpoint: Path | 
         raise ConfigError("train.init_from=promoted needs the promoted model's checkpoint "
                           "(the retrain flow passes it); none was given")
     if init_checkpoint is not None:
+        state = load_checkpoint(Path(init_checkpoint))
+        if init_optimizer and not state.get("optimizer"):
+            log.warning("train: %s holds no optimizer state (a registry copy keeps the weights "
+                        "only; its run's checkpoints keep AdamW's): the moments start afresh",
+                        init_checkpoint)
         log.info("train: starting from the weights of %s%s", init_checkpoint,
-                 " and its optimizer state" if init_optimizer else "")
-        return Start(state=load_checkpoint(Path(init_checkpoint)), resume=False,
-                     load_optimizer=init_optimizer, source=str(init_checkpoint))
+                 " and its optimizer state" if init_optimizer and state.get("optimizer")
+                 else "")
+        return Start(state=state, resume=False, load_optimizer=init_optimizer,
+                     source=str(init_checkpoint))
     if tc.init_from == "resume":
         log.info("train: run %s has no checkpoint yet: starting from scratch", tc.run)
     return Start()
@@ -182,8 +188,6 @@ class Trainer:
 
     def __init__(self, cfg: Config, root: DataRoot, manifest: Manifest, start: Start,
                  dist: Dist, device: torch.device) -> None:
-        import torch
-
         self.cfg, self.tc, self.root, self.dist, self.device = cfg, cfg.train, root, dist, device
         self.manifest = manifest
         self.model_cfg = _model_config(self.tc, manifest, start)
@@ -220,9 +224,6 @@ class Trainer:
                         resumed["data"].get("train_tokens"), self.train_windows.tokens.total)
         self.tokens_per_step = self.tc.batch_size * self.model_cfg.block_size * \
             self.tc.grad_accum * dist.world
-        if device.type == "cuda":  # TF32 matmuls, as nanoGPT; CPU fp32 stays IEEE fp32
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
 
     def _build_model(self, state: dict[str, Any] | None) -> CLLM:
         from model.cllm import CLLM

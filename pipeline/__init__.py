@@ -1,3 +1,3 @@
-"""Shared core of the CLLM pipeline: config, records, data root, atomic writes, stats, CLI."""
+"""The CLLM pipeline's core: config, records, data root, atomic writes, stats, core stages."""
 
 __version__ = "0.1.0"

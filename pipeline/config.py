@@ -47,6 +47,7 @@ Symmetry = Literal["none", "twelvefold"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 Precision = Literal["auto", "fp32", "bf16"]
 InitFrom = Literal["scratch", "resume", "promoted"]
+TextFormat = Literal["text", "markdown"]
 FIXED_POSITIONS = ("sinusoidal", "prime", "clock", "spiral")  # tables added to the embeddings
 
 
@@ -119,7 +120,7 @@ class CrawlConfig:
     sitemaps: list[str] = field(default_factory=list)  # sitemap URLs to seed from
     obey_robots: bool = True
     concurrency: int = 8  # concurrent requests overall
-    per_domain_concurrency: int = 4
+    per_domain_concurrency: int = 4  # requests in flight to one host at most (and its connections)
     delay_s: float = 0.25  # base delay between requests to one domain
     autothrottle: bool = True
     timeout_s: float = 30.0  # per request
@@ -186,18 +187,42 @@ class ExtractConfig:
     dpi: int = 300  # render resolution for OCR
     lang: str = "eng"  # Tesseract language(s), e.g. "eng+deu"
     psm: int = 3  # Tesseract page segmentation mode
-    timeout_s: float = 300.0  # per document; a slower document becomes a `timeout` failure
-    max_pages: int = 2000  # documents with more pages become `too_large` failures
+    # a document's time limit is timeout_s plus timeout_per_page_s for each of its pages
+    # (counted when it opens; each member of an archive or mail adds its own): a slower
+    # document becomes a `timeout` failure
+    timeout_s: float = 300.0
+    timeout_per_page_s: float = 2.0  # seconds; OCR of a 300 dpi page takes 0.5-1.5 s a core
+    # a guard against absurd page counts (page-tree bombs), far above any real book: more
+    # pages is a `too_large` failure; big manuals are what the per-page time budget is for
+    max_pages: int = 100_000
+    format: TextFormat = "text"  # text | markdown (headings as #, lists, GFM tables)
     max_image_pixels: int = 100_000_000  # larger images are refused as decompression bombs
     # memory (MB of address space) a worker may take beyond what it holds when it starts; a
     # document that needs more (a compression or zip bomb) fails as too_large; 0 = no limit
     max_memory_mb: int = 2048
     tasks_per_worker: int = 50  # recycle a worker after this many documents (leaks)
     part_docs: int = 200  # documents per docs/part-NNNNN.jsonl.zst
-    retry_failed: bool = False  # re-run sources that failed before
+    retry_failed: bool = False  # re-run sources that gave no document before
+    # archives (ZIP, TAR) and e-mail (attachments): each guard is a counted failure reason
+    max_members: int = 10_000  # members (or attachments) of one container; more: too_many_members
+    max_unpacked_mb: int = 2048  # MB all members of one raw file may unpack to: too_large
+    # a member unpacking to over max_compression_ratio times its packed size (and over 1 MB)
+    # is a bomb: compression_ratio; ordinary text and XML pack 5-50:1
+    max_compression_ratio: int = 200
+    max_nesting: int = 3  # archives in archives (or mail in mail) this deep; deeper: too_deep
+    max_sheet_rows: int = 10_000  # rows read per spreadsheet sheet; the rest counted as cut
+    max_sheet_cells: int = 1_000_000  # cells read per workbook; the rest counted as cut
 
     def __post_init__(self) -> None:
         _require(self.workers >= 0, "extract.workers", ">= 0", self.workers)
+        _require(self.timeout_per_page_s >= 0, "extract.timeout_per_page_s", ">= 0",
+                 self.timeout_per_page_s)
+        _require(self.format in ("text", "markdown"), "extract.format", "text or markdown",
+                 self.format)
+        for name in ("max_members", "max_unpacked_mb", "max_compression_ratio", "max_sheet_rows",
+                     "max_sheet_cells"):
+            _require(getattr(self, name) > 0, f"extract.{name}", "> 0", getattr(self, name))
+        _require(self.max_nesting >= 0, "extract.max_nesting", ">= 0", self.max_nesting)
         _require(50 <= self.dpi <= 1200, "extract.dpi", "in 50..1200", self.dpi)
         _require(0 <= self.psm <= 13, "extract.psm", "in 0..13", self.psm)
         _require(bool(self.lang.strip()), "extract.lang", "non-empty", self.lang)
@@ -366,6 +391,8 @@ class TrainConfig(ModelShape):
     compile: bool = False
     seed: int = 1337
     threads: int = 0  # torch CPU threads; 0 = leave torch's default
+    # also write TensorBoard event files under runs/<run>/tb/ (the tensorboard extra)
+    tensorboard: bool = False
 
     def __post_init__(self) -> None:
         ModelShape.__post_init__(self)  # (zero-argument super() fails in slotted dataclasses)

@@ -1,6 +1,7 @@
 """Document parts: `part-NNNNN.jsonl.zst`, each written whole and atomically, with the ids of
-its documents beside it (`part-NNNNN.ids`, one a line): the completion record a stage reads
-to know what is done without opening every part. One reader, strict or tolerant."""
+its documents beside it (`part-NNNNN.ids`, one a line, then the raw blobs that documents of
+the part came out of): the completion record a stage reads to know what is done without
+opening every part. One reader, strict or tolerant."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from pipeline.atomic import (
     fsync_dir,
 )
 from pipeline.errors import CorruptInput
-from pipeline.records import Document
+from pipeline.records import MEMBER_OF, Document
 
 PART_RE = re.compile(r"^part-(\d{5,})\.jsonl\.zst$")
 ZSTD_LEVEL = 3
@@ -56,8 +57,10 @@ def _write_zst(fh: IO[bytes], docs: Iterable[Document]) -> None:
             zw.write(doc.to_json().encode("utf-8") + b"\n")
 
 
-def write_part(docs_dir: Path, docs: Iterable[Document], number: int | None = None) -> Path:
-    """Write one part atomically; returns its path.
+def write_part(docs_dir: Path, docs: Iterable[Document], number: int | None = None,
+               done: Iterable[str] = ()) -> Path:
+    """Write one part atomically; returns its path. `done`: raw blobs its id record lists
+    as done too (an archive whose members were all extracted before, from other files).
 
     With `number`, that part is written (or replaced). Without, the part takes the next free
     number: the finished temp file is hard-linked to the name, which fails if another writer
@@ -69,7 +72,7 @@ def write_part(docs_dir: Path, docs: Iterable[Document], number: int | None = No
         path = part_path(docs_dir, number)
         with atomic_write(path, "wb") as fh:
             _write_zst(fh, docs)
-        _write_ids(path, [d.id for d in docs])
+        _write_ids(path, completed_ids(docs, done))
         return path
     docs_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}part.{os.getpid()}.",
@@ -92,8 +95,21 @@ def write_part(docs_dir: Path, docs: Iterable[Document], number: int | None = No
         tmp.unlink(missing_ok=True)
     fsync_dir(docs_dir)
     path = part_path(docs_dir, n)
-    _write_ids(path, [d.id for d in docs])  # a kill before this: part_ids writes it later
+    # a kill before this: part_ids writes it later, without `done` (those are read again)
+    _write_ids(path, completed_ids(docs, done))
     return path
+
+
+def completed_ids(docs: Iterable[Document], done: Iterable[str] = ()) -> list[str]:
+    """What a part completes: its documents' ids, then the raw blobs that documents of the part
+    came out of (archives, mail: several documents from one blob, always in one part), then
+    `done`."""
+    docs = list(docs)
+    ids = [d.id for d in docs]
+    own = set(ids)
+    containers = dict.fromkeys(b for d in docs if (b := d.meta.get(MEMBER_OF)) and b not in own)
+    containers.update(dict.fromkeys(b for b in done if b not in own))
+    return ids + list(containers)
 
 
 def _write_ids(part: Path, ids: list[str]) -> None:
@@ -144,11 +160,12 @@ def part_ids(part: Path) -> list[str]:
     try:
         return record.read_text(encoding="utf-8").split()
     except FileNotFoundError:
-        ids = [doc.id for doc in read_part(part)]
+        ids = completed_ids(read_part(part))
         _write_ids(part, ids)
         return ids
 
 
 def document_ids(docs_dir: Path) -> set[str]:
-    """The ids of every document in the parts of `docs_dir` (read from their id records)."""
+    """The ids of every document in the parts of `docs_dir`, and of the raw blobs (archives,
+    mail) their documents came out of (read from the parts' id records)."""
     return {i for part in list_parts(docs_dir) for i in part_ids(part)}

@@ -69,6 +69,8 @@ class Spool:
     shards: dict[str, ShardInfo | None] = field(default_factory=lambda: dict.fromkeys(SPLITS))
     chars: int = 0
     text_bytes: int = 0  # UTF-8 bytes of the documents' text
+    # per split, each document's UTF-8 bytes, in order: shards cut from the spool count theirs
+    doc_bytes: dict[str, list[int]] = field(default_factory=lambda: {s: [] for s in SPLITS})
 
     def docs(self, split: str | None = None) -> int:
         return sum(s.docs for k, s in self.shards.items() if s and split in (None, k))
@@ -100,9 +102,12 @@ def load_spool(folder: Path, name: str, key: dict[str, Any]) -> Spool | None:
         shards = {split: ShardInfo(**s) if s else None for split, s in data["shards"].items()}
     except (FileNotFoundError, ValueError, KeyError, TypeError):
         return None
-    if data.get("key") != key or not all(_intact(folder, s) for s in shards.values()):
-        return None  # other settings, or files an OS crash left incomplete (not fsynced)
-    return Spool(name=name, shards=shards, chars=data["chars"], text_bytes=data["text_bytes"])
+    if data.get("key") != key or not all(_intact(folder, s) for s in shards.values()) \
+            or "doc_bytes" not in data:
+        return None  # other settings, files an OS crash left incomplete (not fsynced), or
+        #              a spool of an older version that did not count each document's bytes
+    return Spool(name=name, shards=shards, chars=data["chars"], text_bytes=data["text_bytes"],
+                 doc_bytes=data["doc_bytes"])
 
 
 def _batches(docs: Iterable[Document], max_docs: int) -> Iterator[list[Document]]:
@@ -136,13 +141,16 @@ class _SpoolWriters:
         import numpy as np
 
         by_split: dict[str, list[np.ndarray]] = {split: [] for split in SPLITS}
+        counts: dict[str, list[int]] = {split: [] for split in SPLITS}
         for doc, doc_ids in zip(batch, ids, strict=True):
             split = "val" if is_val(doc.id, val_fraction) else "train"
             by_split[split].append(np.array(doc_ids, dtype=self.dtype))
+            counts[split].append(len(doc.text.encode("utf-8")))
             spool.chars += len(doc.text)
-            spool.text_bytes += len(doc.text.encode("utf-8"))
         for split, docs in by_split.items():
-            self.writers[split].add_batch(docs)
+            self.writers[split].add_batch(docs, counts[split])
+            spool.doc_bytes[split] += counts[split]
+            spool.text_bytes += sum(counts[split])
         return sum(len(x) for x in ids) + len(batch)
 
     def close(self, spool: Spool) -> None:
@@ -186,6 +194,7 @@ def encode_part(root: DataRoot, name: str, encoder: TextEncoder, cfg: Config,
         writers.abort()
         raise
     marker = {"key": spool_key(info, cfg), "chars": spool.chars, "text_bytes": spool.text_bytes,
+              "doc_bytes": spool.doc_bytes,
               "shards": {k: asdict(s) if s else None for k, s in spool.shards.items()}}
     with atomic_write(_marker(folder, name), "w", durable=False) as fh:
         json.dump(marker, fh)
@@ -247,7 +256,8 @@ def assemble_shards(cfg: Config, root: DataRoot, names: list[str], manifest: Man
             for spool in spools:
                 part = spool.shards[split]
                 if part is not None:
-                    new.extend(writer.add_encoded(*open_shard(spool_dir(root), part, dtype)))
+                    new.extend(writer.add_encoded(*open_shard(spool_dir(root), part, dtype),
+                                                  spool.doc_bytes[split]))
             last = writer.flush()
         if last is not None:
             new.append(last)

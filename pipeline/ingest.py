@@ -22,10 +22,11 @@ from pipeline.errors import EmptyInput, InputError, TooLargeInput, UnreadableInp
 from pipeline.failures import FailureLog
 from pipeline.layout import DataRoot
 from pipeline.lock import stage_lock
-from pipeline.progress import Progress, StageStats
+from pipeline.progress import Progress
 from pipeline.rawstore import RawStore, sha256_file
 from pipeline.records import Failure, SourceRow
-from pipeline.sniff import sniff_head, static_asset
+from pipeline.sniff import UNSUPPORTED_NAMES, sniff_head, static_asset
+from pipeline.stats import StageStats
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +146,8 @@ def _ingest_file(path: str, store: RawStore, cfg: IngestConfig, stats: StageStat
             raise TooLargeInput(path, f"{st.st_size} bytes is over "
                                       f"ingest.max_bytes={cfg.max_bytes}")
         if not kind.supported:
-            raise UnsupportedInput(path, "unsupported file type (not PDF, image, HTML, text "
-                                         "or EPUB by its content)")
+            what = UNSUPPORTED_NAMES.get(kind.mime, "no document format we read")
+            raise UnsupportedInput(path, f"unsupported file type by its content ({what})")
         sha = sha256_file(Path(path))
         new = store.put_file(Path(path), sha256=sha, size=st.st_size, mime=kind.mime,
                              ext=kind.ext, source=path)

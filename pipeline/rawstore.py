@@ -130,6 +130,12 @@ class RawStore:
     def count_blobs(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM blobs").fetchone()[0]
 
+    def count_blobs_by_type(self) -> dict[str, int]:
+        """Stored files per type (their extension: pdf, docx, zip, eml, ...), most first."""
+        rows = self.db.execute("SELECT ext, COUNT(*) AS n FROM blobs GROUP BY ext "
+                               "ORDER BY n DESC, ext")
+        return dict(rows.fetchall())
+
     # sources
 
     def upsert_source(self, row: SourceRow) -> None:

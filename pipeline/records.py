@@ -98,6 +98,13 @@ class Document(_Record):
     extractor: str = ""  # name and version, e.g. "pymupdf 1.24.10"
     stats: dict[str, float] = field(default_factory=dict)  # chars, words, alpha_ratio, ...
     created_at: str = field(default_factory=utc_now)
+    # what the format says beyond the text (a mail's subject, from, to, date) and, for a
+    # document that came out of another (an archive member, an attachment), "blob": the
+    # sha256 of the raw file it came out of
+    meta: dict[str, str] = field(default_factory=dict)
+
+
+MEMBER_OF = "blob"  # Document.meta key: the raw blob an archive member or attachment is from
 
 
 @dataclass(kw_only=True, slots=True)

@@ -3,7 +3,9 @@
 `shards/{split}-NNNNN.bin`  flat little-endian token ids (uint16 if the vocab fits, else uint32),
                             end-of-text after every document (nanoGPT's train.bin layout)
 `shards/{split}-NNNNN.idx`  uint64 end offset (in tokens) of each document in its .bin
-`shards/manifest.json`      the commit point: a shard exists for readers only once listed here
+`shards/manifest.json`      the commit point: a shard exists for readers only once listed here;
+                            per shard its tokens, documents, sha256s and the UTF-8 bytes of its
+                            documents' text (what bits per byte divide by; format 2 on)
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 from pipeline.atomic import atomic_write_json
 from pipeline.records import RecordFormatError, utc_now
 
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2  # 2: shards carry text_bytes (format 1's read with text_bytes unknown)
 Split = Literal["train", "val"]
 SPLITS: tuple[Split, ...] = ("train", "val")
 IDX_DTYPE = np.dtype("<u8")
@@ -49,6 +51,7 @@ class ShardInfo:
     bytes: int
     sha256: str  # of the .bin
     idx_sha256: str
+    text_bytes: int | None = None  # UTF-8 bytes of its documents' text; None: not counted
 
 
 @dataclass(kw_only=True, slots=True)
@@ -80,11 +83,17 @@ class Manifest:
         return max((int(s.name.rsplit("-", 1)[1]) + 1 for s in self.split_shards(split)),
                    default=0)
 
-    def totals(self) -> dict[str, dict[str, int]]:
+    def totals(self) -> dict[str, dict[str, int | None]]:
         return {split: {"shards": len(self.split_shards(split)),
                         "tokens": sum(s.tokens for s in self.split_shards(split)),
-                        "docs": sum(s.docs for s in self.split_shards(split))}
+                        "docs": sum(s.docs for s in self.split_shards(split)),
+                        "text_bytes": self.text_bytes(split)}
                 for split in SPLITS}
+
+    def text_bytes(self, split: Split) -> int | None:
+        """UTF-8 bytes of the split's text; None when a shard predates counting them."""
+        counts = [s.text_bytes for s in self.split_shards(split)]
+        return None if None in counts else sum(c for c in counts if c is not None)
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -161,6 +170,7 @@ class ShardWriter:
         self.number = first_number
         self._ends: list[np.ndarray] = []  # end offsets within the shard being filled
         self._tokens = 0
+        self._text_bytes: int | None = 0  # None once a document came without its count
         self._open: Any = None  # the atomic_write context of the shard's .bin
         self._file: Any = None
         self._sha = hashlib.sha256()
@@ -189,19 +199,23 @@ class ShardWriter:
     def _full(self) -> bool:
         return not self.stem and self._tokens >= self.shard_tokens
 
-    def add(self, ids: np.ndarray | list[int]) -> ShardInfo | None:
-        """Add one document (EOS is appended); returns the shard it completed, if any."""
+    def add(self, ids: np.ndarray | list[int], text_bytes: int | None = None
+            ) -> ShardInfo | None:
+        """Add one document (EOS is appended) and the UTF-8 bytes of its text; returns the
+        shard it completed, if any."""
         arr = np.asarray(ids)
         if arr.size and int(arr.max()) > np.iinfo(self.dtype).max:
             raise ValueError(f"token id {int(arr.max())} does not fit {self.dtype.name}")
         self._write(np.concatenate([arr.astype(self.dtype, copy=False), self.eos]))
         self._tokens += arr.size + 1
         self._ends.append(np.array([self._tokens], dtype=IDX_DTYPE))
+        self._count_bytes(None if text_bytes is None else [text_bytes])
         return self.flush() if self._full() else None
 
-    def add_batch(self, docs: list[np.ndarray]) -> list[ShardInfo]:
-        """Add several documents (EOS appended to each) in one write; the shards they
-        completed. The result is the same as `add` one by one."""
+    def add_batch(self, docs: list[np.ndarray], text_bytes: list[int] | None = None
+                  ) -> list[ShardInfo]:
+        """Add several documents (EOS appended to each) in one write, with the UTF-8 bytes of
+        each one's text; the shards they completed. The same as `add` one by one."""
         if not docs:
             return []
         pieces: list[np.ndarray] = []
@@ -210,17 +224,27 @@ class ShardWriter:
                 raise ValueError(f"token id {int(arr.max())} does not fit {self.dtype.name}")
             pieces += (arr.astype(self.dtype, copy=False), self.eos)
         ends = np.cumsum([arr.size + 1 for arr in docs], dtype=IDX_DTYPE)
-        return self.add_encoded(np.concatenate(pieces), ends)
+        return self.add_encoded(np.concatenate(pieces), ends, text_bytes)
 
-    def add_encoded(self, tokens: np.ndarray, ends: np.ndarray) -> list[ShardInfo]:
+    def _count_bytes(self, text_bytes: np.ndarray | list[int] | None) -> None:
+        if self._text_bytes is not None and text_bytes is not None:
+            self._text_bytes += int(np.sum(text_bytes, dtype=np.int64))
+        else:
+            self._text_bytes = None
+
+    def add_encoded(self, tokens: np.ndarray, ends: np.ndarray,
+                    text_bytes: np.ndarray | list[int] | None = None) -> list[ShardInfo]:
         """Add many documents at once; returns the shards they completed.
 
         `tokens` holds each document followed by its EOS, `ends` the end offset of each in
-        `tokens` (the .bin/.idx layout). The shards are the same as `add` one by one gives.
+        `tokens` (the .bin/.idx layout), `text_bytes` the UTF-8 bytes of each one's text (if
+        known). The shards are the same as `add` one by one gives.
         """
         if tokens.dtype != self.dtype:
             raise ValueError(f"tokens are {tokens.dtype.name}, shards are {self.dtype.name}")
         ends = np.asarray(ends, dtype=IDX_DTYPE)
+        if text_bytes is not None and len(text_bytes) != len(ends):
+            raise ValueError(f"{len(text_bytes)} byte counts for {len(ends)} documents")
         done: list[ShardInfo] = []
         first, base = 0, 0  # first document not yet added, and where it starts in `tokens`
         while first < len(ends):
@@ -230,6 +254,7 @@ class ShardWriter:
             stop = int(ends[last])
             self._write(tokens[base:stop])
             self._ends.append(ends[first:last + 1] - base + self._tokens)
+            self._count_bytes(None if text_bytes is None else text_bytes[first:last + 1])
             self._tokens += stop - base
             first, base = last + 1, stop
             if self._full():
@@ -249,9 +274,11 @@ class ShardWriter:
         info = ShardInfo(name=name, split=self.split, tokens=self._tokens,
                          docs=len(idx) // IDX_DTYPE.itemsize,
                          bytes=self._tokens * self.dtype.itemsize,
-                         sha256=self._sha.hexdigest(), idx_sha256=hashlib.sha256(idx).hexdigest())
+                         sha256=self._sha.hexdigest(), idx_sha256=hashlib.sha256(idx).hexdigest(),
+                         text_bytes=self._text_bytes)
         self.number += 1
         self._ends, self._tokens, self._open, self._file = [], 0, None, None
+        self._text_bytes = 0
         return info
 
     def abort(self) -> None:
@@ -260,6 +287,7 @@ class ShardWriter:
             error = RuntimeError("shard writing aborted")
             self._open.__exit__(RuntimeError, error, None)
         self._ends, self._tokens, self._open, self._file = [], 0, None, None
+        self._text_bytes = 0
 
 
 # --- reading and checking -------------------------------------------
@@ -382,8 +410,10 @@ def describe(manifest: Manifest) -> str:
     ]
     for split in SPLITS:
         t = totals[split]
+        counted = "not counted (shards older than format 2)" if t["text_bytes"] is None \
+            else f"{t['text_bytes']} bytes of text"
         lines.append(f"{split + ':':6} {t['shards']} shards, {t['docs']} docs, "
-                     f"{t['tokens']} tokens")
+                     f"{t['tokens']} tokens, {counted}")
     if manifest.parts:
         lines.append(f"docs parts: {len(manifest.parts)} ({manifest.parts[0]} .. "
                      f"{manifest.parts[-1]})")

@@ -7,6 +7,7 @@ it writes, and each hand-off has its describer here.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,8 @@ def _raw_status(root: DataRoot) -> dict[str, Any]:
 
     with RawStore(root) as store:
         return {"sources": store.count_sources(), "blobs": store.count_blobs(),
-                "failures": len(FailureLog(root.raw_failures).read())}
+                "types": store.count_blobs_by_type(),
+                **_failure_counts(FailureLog(root.raw_failures).read())}
 
 
 def _docs_status(root: DataRoot) -> dict[str, Any]:
@@ -35,7 +37,13 @@ def _docs_status(root: DataRoot) -> dict[str, Any]:
     parts = list_parts(root.docs)
     if not parts:
         return {}
-    return {"parts": len(parts), "failures": len(FailureLog(root.doc_failures).read())}
+    return {"parts": len(parts), **_failure_counts(FailureLog(root.doc_failures).read())}
+
+
+def _failure_counts(rows: Sequence[Any]) -> dict[str, Any]:
+    """How many failure rows, and how many of each kind (corrupt, unsafe_path, ...)."""
+    kinds = Counter(row.error for row in rows)
+    return {"failures": len(rows), "failure_kinds": dict(kinds.most_common())}
 
 
 def _clean_status(root: DataRoot) -> dict[str, Any]:
@@ -86,10 +94,19 @@ def _models_status(root: DataRoot) -> dict[str, Any]:
     promoted = [name for name in _folders(folder)
                 if name not in REGISTRY_ENTRIES and (folder / name / "record.json").is_file()]
     return {"promoted": promoted,
-            "current": {k: current.get(k) for k in ("id", "step", "val_loss", "canary_loss")}
-            if current else None,
+            "current": _current_model(current) if current else None,
             "canary": {k: canary.get(k) for k in ("docs", "tokens", "frozen_at")}
             if canary else None}
+
+
+def _current_model(record: dict[str, Any]) -> dict[str, Any]:
+    """The promoted model's figures: val loss, its perplexity, bits per byte, canary loss."""
+    import math
+
+    loss = record.get("val_loss")
+    perplexity = math.exp(min(loss, 700.0)) if isinstance(loss, int | float) else None
+    return {**{k: record.get(k) for k in ("id", "step", "val_loss")}, "val_ppl": perplexity,
+            **{k: record.get(k) for k in ("val_bpb", "canary_loss")}}
 
 
 def _runs_status(root: DataRoot) -> dict[str, Any]:
@@ -113,8 +130,8 @@ def data_root_status(root: DataRoot, stages: Sequence[Stage]) -> dict[str, Any]:
     }
 
 
-def _loss(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, int | float) else "n/a"
+def _loss(value: Any, digits: int = 4) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, int | float) else "n/a"
 
 
 def _shard_line(shards: dict[str, Any]) -> str:
@@ -124,14 +141,20 @@ def _shard_line(shards: dict[str, Any]) -> str:
     return f"version {shards.get('manifest_version')} ({shards.get('dtype')}): {splits}"
 
 
+def _counts(counts: dict[str, int]) -> str:
+    return f" ({', '.join(f'{k} {n}' for k, n in counts.items())})" if counts else ""
+
+
 def _handoff_line(name: str, state: dict[str, Any]) -> str:
     if not state:
         return f"{name}: none yet"
     if name == "raw":
-        return (f"raw: {state['sources']} sources, {state['blobs']} stored files, "
-                f"{state['failures']} failures")
+        return (f"raw: {state['sources']} sources, {state['blobs']} stored files"
+                f"{_counts(state['types'])}, {state['failures']} failures"
+                f"{_counts(state['failure_kinds'])}")
     if name == "docs":
-        return f"docs: {state['parts']} parts, {state['failures']} failures"
+        return (f"docs: {state['parts']} parts, {state['failures']} failures"
+                f"{_counts(state['failure_kinds'])}")
     if name == "clean":
         decided = ", ".join(f"{k} {v}" for k, v in sorted(state["documents"].items()))
         return f"clean: {state['parts']} parts cleaned ({decided or 'no documents'})"
@@ -157,7 +180,8 @@ def status_lines(status: dict[str, Any]) -> list[str]:
         f"models     {len(models['promoted'])} promoted" if models["promoted"]
         else "models     none yet",
         f"current    {current['id']} (step {current['step']}, val loss "
-        f"{_loss(current['val_loss'])}, canary loss {_loss(current['canary_loss'])})"
+        f"{_loss(current['val_loss'])}, perplexity {_loss(current['val_ppl'], 2)}, bits per "
+        f"byte {_loss(current['val_bpb'])}, canary loss {_loss(current['canary_loss'])})"
         if current else "current    none yet",
         f"canary     {canary['docs']} val documents, {canary['tokens']} tokens, frozen "
         f"{canary['frozen_at']}" if canary else "canary     none yet",

@@ -2,7 +2,8 @@
 # Set up this project on a fresh Debian machine with Python 3.11 (idempotent; run as root or
 # with sudo). Installs the system tools the stages use, creates .venv, installs torch==2.13.0
 # first (the CPU build; a bare `torch` requirement would pull a multi-GB CUDA build), then the
-# project with its dev extras. Re-running does only what is missing.
+# project with its dev, export (transformers, gguf) and tensorboard extras, which the tests
+# use. Re-running does only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,8 +50,8 @@ if ! .venv/bin/python -c 'import torch, sys; sys.exit(not torch.__version__.star
 fi
 
 if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
-  say "installing the project and its dev extras"
-  .venv/bin/pip install -q -e '.[dev]'
+  say "installing the project and its dev, export and tensorboard extras"
+  .venv/bin/pip install -q -e '.[dev,export,tensorboard]'
   touch "$STAMP"
 fi
 say "ready: $(.venv/bin/python --version), torch $(.venv/bin/python -c 'import torch; print(torch.__version__)'), $(tesseract --version 2>&1 | head -n1)"

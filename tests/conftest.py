@@ -12,7 +12,22 @@ from pipeline.config import Config, build_config
 from pipeline.layout import DataRoot
 
 REPO = Path(__file__).resolve().parents[1]
+# nothing is downloaded: transformers (the export tests) reads only what the tests wrote
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
 VENV_BIN = Path(sys.executable).parent
+OPT_IN = "llamacpp"  # builds llama-cpp-python from source: half an hour on two cores
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The opt-in tests run only when -m names their marker (then -m decides, as always):
+    a plain run, `-m slow` or `-k ...` leaves them out."""
+    if OPT_IN in (config.option.markexpr or ""):
+        return
+    opted = [item for item in items if OPT_IN in item.keywords]
+    if opted:
+        config.hook.pytest_deselected(items=opted)
+        items[:] = [item for item in items if OPT_IN not in item.keywords]
 
 
 @pytest.fixture

@@ -29,6 +29,8 @@ MAX_PAGES = 1000
 MAX_IMAGE_PIXELS = 4_000_000
 MAX_MEMORY_MB = 256
 TIMEOUT_S = 5.0
+TIMEOUT_PER_PAGE_S = 0.05  # a page's share: the bombs of one page end at about TIMEOUT_S
+MAX_MEMBERS = 100
 
 
 # --- building blocks ----------------------------------------------------------------------
@@ -273,6 +275,9 @@ class Case:
     stage: str = "extract"  # where the failure is recorded: ingest or extract
     absent: tuple[str, ...] = ()  # ok: what the document text must not hold
     what: str = ""  # the hostile kind, for the README table
+    # ok, for an archive or mail: the failure kinds of the members refused in it (each a row
+    # whose source names the member); its document is its one good member
+    member_failures: tuple[str, ...] = ()
 
 
 ZERO_WIDTH = "\u200b\u200e\u200f\u202e\u2066\u2069\ufeff\u2060"
@@ -303,8 +308,8 @@ def corpus() -> list[Case]:
         Case("mimetype-bomb.epub", data(lambda: zip_archive([
             Member("META-INF/container.xml", b"<container/>"),
             Member("mimetype", unit=b"application/epub+zip" * 3276, times=8192)])),
-             "unsupported", "unsupported", stage="ingest",
-             what="ZIP whose mimetype member is a bomb"),
+             "ok", "<container/>", member_failures=("compression_ratio",),
+             what="ZIP whose mimetype member is a bomb (read as a ZIP, the bomb refused)"),
         # PDFs
         Case("truncated.pdf", data(truncated[: len(truncated) * 6 // 10]), "corrupt",
              "damaged or truncated", what="truncated PDF"),
@@ -403,9 +408,185 @@ def corpus() -> list[Case]:
              "damaged", what="truncated EPUB"),
         Case("report.pdf", data(html_page(f"<p>{PROSE}</p>")), "corrupt", "HTML",
              what="HTML named .pdf"),
+        *office_cases(), *archive_cases(), *mail_cases(),
         Case("photo.png", data(one_page_pdf()), "ok", HELLO, what="PDF named .png"),
         Case("page.txt", data(html_page(f"<p>{PROSE}</p>", title="Named txt")), "ok",
              PROSE[:60], what="HTML named .txt"),
+    ]
+
+
+def _bomb_part(kind: str) -> bytes:
+    """An OOXML/ODF package whose main part unpacks to 512 MB of spaces (a few hundred KB)."""
+    from formatkit import docx_bytes, odt_bytes, xlsx_bytes
+
+    made, part = {"docx": (docx_bytes, "word/document.xml"),
+                  "xlsx": (xlsx_bytes, "xl/worksheets/sheet1.xml"),
+                  "odt": (odt_bytes, "content.xml")}[kind]
+    import zipfile
+
+    with zipfile.ZipFile(io.BytesIO(made())) as zf:
+        members = [Member(i.filename, zf.read(i)) for i in zf.infolist()
+                   if i.filename != part]
+    return zip_archive([*members, Member(part, unit=b" " * 65536, times=8192)])
+
+
+def _cut(make: Callable[[], bytes], share: float = 0.5) -> Callable[[], bytes]:
+    return lambda: make()[: int(len(make()) * share)]
+
+
+def office_cases() -> list[Case]:
+    from formatkit import (
+        MACRO_MARK,
+        docx_bytes,
+        encrypted_office,
+        macro_enabled,
+        odt_bytes,
+        pptx_bytes,
+        rtf_bytes,
+        xlsx_bytes,
+    )
+
+    return [
+        Case("bomb.docx", data(lambda: _bomb_part("docx")), "too_large", "zip bomb",
+             what="DOCX whose document part unpacks to 512 MB"),
+        Case("bomb.xlsx", data(lambda: _bomb_part("xlsx")), "too_large", "zip bomb",
+             what="XLSX whose sheet unpacks to 512 MB"),
+        Case("bomb.odt", data(lambda: _bomb_part("odt")), "too_large", "zip bomb",
+             what="ODT whose content unpacks to 512 MB"),
+        Case("truncated.docx", data(_cut(docx_bytes)), "corrupt", "damaged",
+             what="truncated DOCX"),
+        Case("truncated.pptx", data(_cut(pptx_bytes)), "corrupt", "damaged",
+             what="truncated PPTX"),
+        Case("truncated.odt", data(_cut(odt_bytes, 0.7)), "corrupt", "damaged",
+             what="truncated ODT"),
+        Case("truncated.rtf", data(_cut(rtf_bytes, 0.6)), "ok", "harbour survey lists",
+             what="truncated RTF (the text before the cut)"),
+        Case("deep.rtf", data(b"{\\rtf1 " + b"{" * 200_000 + PROSE.encode() + b"}" * 200_000
+                              + b"}"), "ok", PROSE[:60], what="RTF nested 200000 groups deep"),
+        Case("locked.docx", data(lambda: encrypted_office(docx_bytes())), "encrypted",
+             "password", what="password-protected DOCX"),
+        Case("locked.xlsx", data(lambda: encrypted_office(xlsx_bytes())), "encrypted",
+             "password", what="password-protected XLSX"),
+        Case("locked.odt", data(lambda: _encrypted_odt(odt_bytes())), "encrypted", "password",
+             what="password-protected ODT"),
+        Case("macros.docm", data(lambda: macro_enabled(docx_bytes(), "docx")), "ok",
+             "harbour survey", absent=("AutoOpen", MACRO_MARK),
+             what="macro-enabled DOCM (text read, macros never run)"),
+        Case("macros.xlsm", data(lambda: macro_enabled(xlsx_bytes(), "xlsx")), "ok", "washer",
+             absent=("AutoOpen",), what="macro-enabled XLSM"),
+        Case("slides.txt", data(pptx_bytes), "ok", "Quay inventory",
+             what="PPTX named .txt"),
+        Case("sheet.zip", data(xlsx_bytes), "ok", "washer", what="XLSX named .zip"),
+        Case("letter.docx", data(rtf_bytes), "ok", "harbour survey lists",
+             what="RTF named .docx"),
+        Case("legacy.doc", data(lambda: encrypted_office(docx_bytes()).replace(
+            "EncryptedPackage".encode("utf-16-le"), "OtherStreamName!".encode("utf-16-le"))),
+             "unsupported", "legacy binary Office", stage="ingest",
+             what="legacy binary .doc (OLE2)"),
+    ]
+
+
+def _encrypted_odt(made: bytes) -> bytes:
+    """An ODT whose manifest lists encryption data for its content, as LibreOffice writes."""
+    from formatkit import rewrite_zip
+
+    manifest = (b'<?xml version="1.0"?><manifest:manifest xmlns:manifest="urn:oasis:names:tc:'
+                b'opendocument:xmlns:manifest:1.0"><manifest:file-entry manifest:full-path='
+                b'"content.xml" manifest:media-type="text/xml"><manifest:encryption-data '
+                b'manifest:checksum-type="SHA1/1K"/></manifest:file-entry></manifest:manifest>')
+    return rewrite_zip(made, {"META-INF/manifest.xml": manifest, "content.xml": os.urandom(900)},
+                       {})
+
+
+NOTE = b"Minutes of the harbour board: the survey is approved and will be printed.\n"
+
+
+def note(case: str) -> bytes:
+    """NOTE filed under a case's name: each case's member its own document (one bytes, one id)."""
+    return NOTE + f"Filed with {case}.\n".encode()
+
+
+def _tar_gz_bomb() -> bytes:
+    """A .tar.gz whose one member declares and holds 1 GB of zeros (1 MB on disk)."""
+    import gzip
+    import tarfile
+
+    info = tarfile.TarInfo("zeros.txt")
+    info.size = 1 << 30
+    header = info.tobuf(format=tarfile.GNU_FORMAT)
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    body = c.compress(header) + c.flush(zlib.Z_FULL_FLUSH)
+    body += deflate_repeat(bytes(1 << 20), 1024, wrap=False)[:-2] + b"\x03\x00"
+    return gzip.compress(b"")[:10] + body + struct.pack("<II", 0, 0)
+
+
+def archive_cases() -> list[Case]:
+    import tarfile
+
+    from formatkit import tar_bytes, tar_entry, zip_bytes
+
+    deep = zip_bytes({"minutes.txt": note("deep.zip")})
+    for level in range(4):
+        deep = zip_bytes({f"level{level}.zip": deep})
+    specials = [tar_entry("link.txt", tarfile.SYMTYPE, "/etc/passwd"),
+                tar_entry("tty", tarfile.CHRTYPE), tar_entry("pipe", tarfile.FIFOTYPE)]
+    return [
+        Case("bomb.zip", data(lambda: zip_archive([Member("c.txt", unit=b" " * 65536,
+                                                          times=8192)])), "compression_ratio",
+             "zip bomb", what="ZIP whose member unpacks to 512 MB"),
+        Case("bomb.tar.gz", data(_tar_gz_bomb), "compression_ratio", "compression bomb",
+             what="tar.gz whose member unpacks to 1 GB"),
+        Case("many.zip", data(lambda: zip_bytes({f"n{i}.txt": NOTE for i in range(MAX_MEMBERS
+                                                                                  + 1)})),
+             "too_many_members", "extract.max_members", what="ZIP with too many members"),
+        Case("escape.zip", data(lambda: zip_archive([Member("minutes.txt", note("escape.zip")),
+                                                     Member("../../etc/cron.d/x", NOTE),
+                                                     Member("/abs/path.txt", NOTE)])), "ok",
+             "survey is approved", member_failures=("unsafe_path", "unsafe_path"),
+             what="ZIP with `..` and absolute member names"),
+        Case("specials.tar", data(lambda: tar_bytes({"minutes.txt": note("specials.tar")}, "w",
+                                                    specials)), "ok", "survey is approved",
+             member_failures=("device", "device", "link"),
+             what="tar with a symlink, a device and a FIFO"),
+        Case("deep.zip", data(lambda: zip_bytes({"top.txt": note("deep.zip"), "d.zip": deep})),
+             "ok", "survey is approved", member_failures=("too_deep",),
+             what="ZIP nested 6 deep"),
+        Case("secret.zip", data(lambda: zip_archive([Member("secret.txt", NOTE)]).replace(
+            b"\x14\x00\x00\x00\x08\x00", b"\x14\x00\x01\x00\x08\x00")), "encrypted",
+             "encrypted ZIP member", what="ZIP with an encrypted member"),
+        Case("truncated.zip", data(_cut(lambda: zip_bytes({"a.txt": NOTE * 50,
+                                                           "b.txt": NOTE * 40}))), "corrupt",
+             "damaged", what="truncated ZIP"),
+        Case("truncated.tar.gz", data(_cut(lambda: tar_bytes({"a.txt": os.urandom(4000)}))),
+             "corrupt", "damaged", what="truncated tar.gz"),
+        Case("bundle.pdf", data(lambda: zip_bytes({"minutes.txt": NOTE})), "corrupt",
+             "not a PDF", what="ZIP named .pdf"),
+        Case("archive.txt", data(lambda: tar_bytes({"minutes.txt": note("archive.txt")},
+                                                   "w:xz")), "ok", "survey is approved",
+             what="tar.xz named .txt"),
+    ]
+
+
+def mail_cases() -> list[Case]:
+    from formatkit import mail
+
+    smime = mail()
+    smime.replace_header("Content-Type", "application/pkcs7-mime; smime-type=enveloped-data")
+    bomb = mail("Bomb attached", attachments=[(
+        "bomb.zip", zip_archive([Member("c.txt", unit=b" " * 65536, times=8192)]))])
+    many = mail("Many attachments", attachments=[(f"n{i}.txt", NOTE)
+                                                 for i in range(MAX_MEMBERS + 1)])
+    return [
+        Case("secret.eml", data(bytes(smime)), "encrypted", "S/MIME",
+             what="S/MIME-encrypted mail"),
+        Case("truncated.eml", data(bytes(mail())[:-60]), "ok", "harbour survey",
+             what="truncated mail"),
+        Case("bomb.eml", data(bytes(bomb)), "ok", "harbour survey",
+             member_failures=("compression_ratio",), what="mail with a zip bomb attached"),
+        Case("many.eml", data(bytes(many)), "too_many_members", "extract.max_members",
+             what="mail with too many attachments"),
+        Case("mail.txt", data(bytes(mail())), "ok", "harbour survey",
+             absent=("Message-ID", "ann@example.org"), what="mail named .txt"),
     ]
 
 

@@ -12,7 +12,8 @@ from flows.shell.runner import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_OK, EXIT_USAG
 from pipeline.layout import DataRoot
 from pipeline.lock import stage_lock
 
-HEAVY = ("torch", "pymupdf", "scrapy", "twisted", "prefect", "tokenizers", "numpy", "pytesseract")
+HEAVY = ("torch", "pymupdf", "scrapy", "twisted", "prefect", "tokenizers", "numpy", "pytesseract",
+         "transformers", "gguf", "tensorboard")
 
 
 def _cllm(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
@@ -126,7 +127,7 @@ def _promoted_by_hand(root: DataRoot, model_id: str) -> None:
     folder = root.models / model_id
     folder.mkdir(parents=True)
     (folder / "record.json").write_text(json.dumps(
-        {"id": model_id, "step": 40, "val_loss": 5.25, "canary_loss": 5.5}))
+        {"id": model_id, "step": 40, "val_loss": 5.25, "val_bpb": 1.75, "canary_loss": 5.5}))
     (root.models / "current").symlink_to(model_id)
     (root.models / "canary").mkdir()
     (root.models / "canary" / "canary.json").write_text(json.dumps(
@@ -145,7 +146,8 @@ def test_status_lists_models_apart_from_current_and_the_canary(tmp_path: Path, c
     lines = {line.split()[0]: line for line in shown.stdout.splitlines()}
     assert "raw: 1 sources" in lines["ingest"] and "shards: none yet" in lines["tokenize"]
     assert lines["models"].endswith("1 promoted")
-    assert "20261201T000000Z-demo-step40 (step 40, val loss 5.2500" in lines["current"]
+    assert "20261201T000000Z-demo-step40 (step 40, val loss 5.2500, perplexity 190.57, bits " \
+        "per byte 1.7500, canary loss 5.5000)" in lines["current"]
     assert "2 val documents" in lines["canary"]
     as_json = json.loads(_cllm(["--root", str(root.path), "status", "--json"], cli_env,
                                tmp_path).stdout)

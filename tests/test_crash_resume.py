@@ -55,6 +55,7 @@ from crashkit import (
     run_to_end,
     temp_files,
 )
+from formatkit import mail, mbox_bytes, zip_bytes
 from test_docproc_samples import page_texts, sentences, text_pdf_bytes
 
 from crawler.job import JobDir
@@ -105,6 +106,11 @@ def make_inputs(folder: Path) -> None:
     write(folder / "bad" / "empty.txt", b"")
     write(folder / "bad" / "blob.bin", bytes(rng.randrange(256) for _ in range(4096)))
     write(folder / "bad" / "corrupt.pdf", b"%PDF-1.4\n" + rng.randbytes(3000))
+    # an archive and a mailbox: several documents (and a member's failure) from one blob
+    members = {f"notes/zipped{i}.txt": sentences(7000 + i, 70).encode() for i in range(3)}
+    write(folder / "bundle.zip", zip_bytes({**members, "bad.pdf": b"%PDF-1.4\n" + bytes(999)}))
+    write(folder / "board.mbox", mbox_bytes([mail(f"Minutes {i}", sentences(8000 + i, 70))
+                                             for i in range(2)], folder))
 
 
 def write(path: Path, data: bytes) -> None:
@@ -360,7 +366,7 @@ def test_ingest_killed_anywhere_resumes_to_the_same_raw_store(chain: Chain, tmp_
     survive_kills(chain, "ingest", tmp_path, same_ingest)
     store = raw_store(chain.reference("ingest"))
     statuses = Counter(row[2] for row in store["rows"]["sources"])
-    assert statuses == {"stored": 85, "duplicate": 2}  # what the comparison stood on
+    assert statuses == {"stored": 87, "duplicate": 2}  # what the comparison stood on
     assert {row[3] for row in store["failures"]} == {"empty", "unsupported"}
 
 
@@ -397,9 +403,11 @@ def test_extract_killed_anywhere_resumes_to_the_same_documents(chain: Chain, tmp
                                                                ) -> None:
     survive_kills(chain, "extract", tmp_path, same_extract)
     docs = documents(chain.reference("extract"))
-    assert len(docs) == 84 and len(list_parts(chain.reference("extract") / "docs")) >= 10
+    # 84 files, 3 archive members, 2 mails
+    assert len(docs) == 89 and len(list_parts(chain.reference("extract") / "docs")) >= 10
     failures = failure_rows(chain.reference("extract") / "docs" / "failures.jsonl")
-    assert [(Path(f[1]).name, f[3]) for f in failures] == [("corrupt.pdf", "corrupt")]
+    assert sorted((Path(f[1]).name, f[3]) for f in failures) == [
+        ("bundle.zip!bad.pdf", "corrupt"), ("corrupt.pdf", "corrupt")]
 
 
 # --- tokenize ------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import re
@@ -80,6 +81,31 @@ def test_shards_hold_the_encodings_of_the_kept_documents_plus_eos(root: DataRoot
     assert manifest.dtype == "uint16" and manifest.version == 1
     assert len(manifest.split_shards("train")) > 1
     assert verify_shards(root.shards, manifest, root.tokenizer_json).ok
+
+
+def test_each_shard_counts_the_utf8_bytes_of_its_documents_text(root: DataRoot) -> None:
+    docs = make_docs(12, 21)
+    accented = [dataclasses.replace(d, text=d.text + " Fjörð, café, naïve, 日本." * i)
+                for i, d in enumerate(docs)]  # characters of two and three bytes
+    write_part(root.docs, accented)
+    add_parts(root, [22])
+    tokenize_dataset(small_config(), root, progress=False)
+    manifest = read_manifest(root.manifest)
+    tok = load_tokenizer(root.tokenizer_json)
+    chars = 0
+    for info in manifest.shards:
+        tokens, ends = open_shard(root.shards, info, manifest.dtype)
+        starts = [0, *ends[:-1].tolist()]
+        texts = [tok.decode(tokens[s:e - 1].tolist()) for s, e in zip(starts, ends.tolist(),
+                                                                       strict=True)]
+        assert info.text_bytes == sum(len(t.encode("utf-8")) for t in texts) > 0
+        chars += sum(map(len, texts))
+    totals = manifest.totals()
+    for split in SPLITS:
+        assert totals[split]["text_bytes"] == sum(
+            s.text_bytes for s in manifest.split_shards(split))
+    assert totals["train"]["text_bytes"] + totals["val"]["text_bytes"] > chars  # bytes, not chars
+    assert manifest.format_version == 2
 
 
 def test_hf_and_tiktoken_encoders_write_the_same_shards(tmp_path: Path) -> None:

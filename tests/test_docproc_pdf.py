@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pymupdf
 import pytest
+from formatkit import MARKUP, table_pdf_bytes, word_bag_f1
 from test_docproc_samples import (
     garbled_pdf_bytes,
     image_page_with_label_pdf,
@@ -196,13 +197,56 @@ def test_pdf_that_lost_only_its_xref_table_is_still_extracted(tmp_path: Path) ->
     assert doc.pages == 2
 
 
-def test_too_many_pages_is_refused_before_any_work(tmp_path: Path) -> None:
+def manual_pdf(pages: int) -> bytes:
     doc = pymupdf.open()
-    for _ in range(2500):
-        doc.new_page()
-    path = write(tmp_path / "huge.pdf", doc.tobytes())
-    with pytest.raises(TooLargeInput, match="2500 pages is over extract.max_pages=2000"):
-        extract_file(path, ExtractOptions())
+    for n in range(1, pages + 1):
+        doc.new_page().insert_text((72, 72), f"Chapter {n // 100}, page {n}: the reference "
+                                             "manual describes every function in detail.")
+    return doc.tobytes()
+
+
+def test_a_3000_page_manual_extracts_by_default_and_the_cap_is_a_guard(tmp_path: Path) -> None:
+    path = write(tmp_path / "manual.pdf", manual_pdf(3000))
+    doc = extract_file(path, ExtractOptions())  # the defaults: no page cap in the way
+    assert doc.pages == 3000 and "page 2999: the reference manual" in doc.text
+    assert ExtractOptions().max_pages >= 100_000  # far above any real book
+    with pytest.raises(TooLargeInput, match="3000 pages is over extract.max_pages=1000"):
+        extract_file(path, ExtractOptions(max_pages=1000))  # refused before any work
+
+
+def test_the_time_limit_grows_with_the_pages(tmp_path: Path) -> None:
+    """A base too short for 3000 pages: the per-page budget carries the manual through, in a
+    worker (whose watchdog learns the pages) and in this process; without it, a timeout."""
+    from docproc.pool import Task, WorkerPool, run_one
+
+    path = write(tmp_path / "manual.pdf", manual_pdf(3000))
+    task = Task(path=str(path), source=str(path))
+    slow = ExtractOptions(ocr=OcrMode.NEVER, timeout_s=0.01, timeout_per_page_s=0.05)
+    (outcome,) = WorkerPool(slow, workers=1, timeout_s=0.01, tasks_per_worker=5).run([task])
+    assert outcome.doc is not None and outcome.doc.pages == 3000, outcome.message
+    assert run_one(task, slow, slow.timeout_s).doc is not None
+    no_budget = ExtractOptions(ocr=OcrMode.NEVER, timeout_s=0.01, timeout_per_page_s=0)
+    failed = run_one(task, no_budget, no_budget.timeout_s)
+    assert failed.error == "timeout" and "extract.timeout_s=0.01s" in failed.message
+
+
+def test_markdown_mode_keeps_headings_lists_and_table_cells(tmp_path: Path) -> None:
+    data, tables = table_pdf_bytes(2)
+    path = write(tmp_path / "fittings.pdf", data)
+    md = extract_file(path, ExtractOptions(ocr=OcrMode.NEVER, format="markdown")).text
+    lines = md.splitlines()
+    headings = [line for line in lines if line.startswith("# Chapter ")]
+    assert [h.split(":")[0] for h in headings] == ["# Chapter 1", "# Chapter 2"]
+    assert "- check the depth 2" in lines and "- log the berth 1" in lines
+    for rows in tables:  # every cell in its row and column, in page order
+        table = ["| " + " | ".join(row) + " |" for row in rows]
+        start = lines.index(table[0], lines.index(headings[tables.index(rows)]))
+        assert lines[start + 1] == "| --- | --- | --- |"
+        assert lines[start + 2:start + 2 + len(rows) - 1] == table[1:]
+    assert md.index("bolt-1") < md.index("Chapter 2")
+    text = extract_file(path, ExtractOptions(ocr=OcrMode.NEVER)).text
+    assert "|" not in text and "#" not in text  # text mode: no markup
+    assert word_bag_f1(MARKUP.sub("", md), text) >= 0.98  # nothing lost, nothing twice
 
 
 def test_html_saved_as_pdf_is_refused(tmp_path: Path) -> None:

@@ -14,8 +14,8 @@ from pipeline.clean import clean_documents, cleaned_parts, iter_clean_documents
 from pipeline.config import build_config
 from pipeline.ingest import ingest_paths
 from pipeline.layout import DataRoot
-from pipeline.progress import StageStats
 from pipeline.records import Document
+from pipeline.stats import StageStats
 
 
 @dataclass(frozen=True, slots=True)

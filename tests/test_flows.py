@@ -5,6 +5,7 @@ validation that fails on a regression, retrain that promotes only when better, D
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -124,6 +125,9 @@ def test_validate_and_retrain_decisions(harness, tmp_path: Path):
 
         ok = validate_flow(root=str(root.path), overrides=TINY)
         assert ok["validated"] and ok["ok"]
+        assert ok["val_ppl"] == pytest.approx(math.exp(ok["val_loss"]))
+        assert 0 < ok["val_bpb"] < ok["val_loss"] and 0 < ok["canary_bpb"] < ok["canary_loss"]
+        assert weak.val_bpb is not None and registry.validations()[-1]["val_bpb"] == ok["val_bpb"]
 
         # nothing new on the site: no retrain, and the reason is recorded
         skipped = retrain_flow(root=str(root.path), config=str(config),
@@ -213,3 +217,49 @@ def test_the_training_summary_reads_the_last_training_loss(tmp_path: Path) -> No
     text = summary_markdown(trained, decision)
     assert "train loss: 9.0198 -> 7.5000" in text and "nan" not in text
     assert "Candidate (step 2)" in text
+
+
+def test_the_gate_compares_loss_on_one_tokenizer_and_bits_per_byte_across_two(
+        harness, tmp_path: Path) -> None:
+    from flows.registry import Registry
+    from flows.train import decide_and_promote
+    from model.evaluate import evaluate_texts, val_texts
+    from model.tiny import corpus, make_shards, tiny_config
+    from model.train import train
+    from pipeline.layout import DataRoot
+
+    root = DataRoot.at(tmp_path / "data")
+    make_shards(root, corpus(docs=50))
+    cfg = tiny_config(max_steps=40, lr=1e-2, min_lr=1e-3, eval_interval=20)
+
+    def trained(run: str, steps: int) -> Path:
+        result = train(tiny_config(run=run, max_steps=steps, lr=1e-2, min_lr=1e-3,
+                                   eval_interval=steps), root, progress=False)
+        return result.best_checkpoint
+
+    first = decide_and_promote(cfg, root, trained("a", 40), "a")
+    assert first.promoted and first.metric == "none"
+    budget = cfg.validate.eval_iters * cfg.validate.batch_size * 32
+    on_text = evaluate_texts(root.run("a") / "best.pt", val_texts(root, budget))
+    # the same model, on whole val documents or on the val windows: about the same bits
+    assert on_text.bits_per_byte == pytest.approx(first.candidate_bpb, rel=0.05)
+    same = decide_and_promote(cfg, root, trained("b", 10), "b")  # fewer steps: worse
+    assert same.metric == "val_loss" and not same.promoted
+    assert same.reason.startswith(f"val loss {same.candidate_val_loss:.4f} >= promoted")
+    # the same documents, shards of another tokenizer: the promoted model cannot read them
+    shutil.rmtree(root.shards)
+    shutil.rmtree(root.tokenizer_dir)
+    make_shards(root, corpus(docs=50), vocab_size=400)
+    other = decide_and_promote(cfg, root, trained("c", 40), "c")
+    assert other.metric == "bits_per_byte" and other.current == first.model_id
+    texts = val_texts(root, budget)
+    assert len(texts) >= 2
+    assert other.candidate_bpb == pytest.approx(
+        evaluate_texts(root.run("c") / "best.pt", texts).bits_per_byte)
+    assert other.current_bpb == pytest.approx(evaluate_texts(
+        root.models / first.model_id / "model.pt", texts).bits_per_byte)
+    won = other.candidate_bpb < other.current_bpb
+    assert other.promoted == won and other.reason.startswith("bits per byte ")
+    assert "another tokenizer" in other.reason
+    rows = [d for d in Registry(root).decisions() if d.get("candidate")]
+    assert [r["metric"] for r in rows] == ["none", "val_loss", "bits_per_byte"]

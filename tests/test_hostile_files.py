@@ -20,8 +20,10 @@ from conftest import VENV_BIN
 from hostile import (
     GOOD,
     MAX_IMAGE_PIXELS,
+    MAX_MEMBERS,
     MAX_MEMORY_MB,
     MAX_PAGES,
+    TIMEOUT_PER_PAGE_S,
     TIMEOUT_S,
     Case,
     build_corpus,
@@ -47,7 +49,8 @@ PEAK_MB = 600  # no process of a hostile run may hold more (worker cap: MAX_MEMO
 MEASURE = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
            "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss; "
            "print(f'peak_rss_kb={peak}', file=sys.stderr); sys.exit(rc)")
-EXTRACT_SETTINGS = {"timeout_s": TIMEOUT_S, "workers": 2, "max_pages": MAX_PAGES,
+EXTRACT_SETTINGS = {"timeout_s": TIMEOUT_S, "timeout_per_page_s": TIMEOUT_PER_PAGE_S,
+                    "workers": 2, "max_pages": MAX_PAGES, "max_members": MAX_MEMBERS,
                     "max_image_pixels": MAX_IMAGE_PIXELS, "max_memory_mb": MAX_MEMORY_MB,
                     "dpi": 100}
 
@@ -90,12 +93,19 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Outcome:
     extract = cllm("--root", str(root.path), "-q", "extract", *sets)
     docs: dict[str, Document] = {}
     for doc in iter_documents(root.docs):
-        assert Path(doc.source).name not in docs, f"{doc.source} extracted twice"
-        docs[Path(doc.source).name] = doc
+        name = corpus_file(doc.source, folder)
+        assert name not in docs, f"{doc.source} extracted twice"
+        docs[name] = doc
     failures: dict[str, list[Failure]] = {}
     for row in FailureLog(root.raw_failures).read() + FailureLog(root.doc_failures).read():
-        failures.setdefault(Path(row.source).name, []).append(row)
+        failures.setdefault(corpus_file(row.source, folder), []).append(row)
     return Outcome(root, folder, cases, ingest, extract, docs, failures)
+
+
+def corpus_file(source: str, folder: Path) -> str:
+    """The corpus file a source is or is in (`bomb.eml/bomb.zip`, `escape.zip!a.txt`)."""
+    rest = source.removeprefix(f"{folder}/")
+    return min((rest.split(mark, 1)[0] for mark in "!#/"), key=len)
 
 
 @pytest.mark.parametrize("case", corpus(), ids=lambda c: c.name)
@@ -103,7 +113,12 @@ def test_each_hostile_file_ends_as_a_document_or_a_named_failure(hostile: Outcom
                                                                  case: Case) -> None:
     doc, rows = hostile.docs.get(case.name), hostile.failures.get(case.name, [])
     if case.outcome == "ok":
-        assert rows == [], f"{case.what}: expected a document, got {rows}"
+        own = [r for r in rows if r.source == str(hostile.folder / case.name)]
+        assert own == [], f"{case.what}: expected a document, got {own}"
+        # each member refused by a guard is a row of its own, naming the member
+        members = sorted(r.error for r in rows if r.source != str(hostile.folder / case.name))
+        assert members == sorted(case.member_failures), f"{case.what}: {rows}"
+        assert all(r.source.startswith(str(hostile.folder / case.name)) for r in rows)
         assert doc is not None, f"{case.what}: no document"
         assert case.says in doc.text
         for bad in case.absent:
@@ -131,11 +146,16 @@ def test_the_batch_completes_and_extracts_every_good_file(hostile: Outcome) -> N
     assert len(hostile.docs) == ok
     by_stage = {stage: sum(c.outcome not in ("ok", "skipped") and c.stage == stage
                            for c in cases) for stage in ("ingest", "extract")}
+    by_stage["extract"] += sum(len(c.member_failures) for c in cases)
     # the summaries count each of them; the failures are listed on stderr by path
     assert f"{ok} kept" in hostile.extract.stdout
     assert f"{by_stage['extract']} failed" in hostile.extract.stdout
     assert f"{by_stage['ingest']} failed" in hostile.ingest.stdout
-    assert "failed [timeout] " + str(hostile.folder / "content-bomb.pdf") in hostile.extract.stderr
+    listed = [line for line in hostile.extract.stderr.splitlines() if "  failed [" in line]
+    assert listed and all(f"] {hostile.folder}/" in line for line in listed)
+    more = by_stage["extract"] - len(listed)
+    assert f"and {more} more (see the failures log)" in hostile.extract.stderr
+    assert "timeout=1" in hostile.extract.stdout  # content-bomb.pdf, below
 
 
 def test_documents_finish_within_the_time_limit_and_memory_stays_bounded(
@@ -162,7 +182,8 @@ def test_a_rerun_adds_nothing_and_keeps_one_row_per_failure(hostile: Outcome) ->
     after: dict[str, int] = {}
     for row in FailureLog(hostile.root.raw_failures).read() + FailureLog(
             hostile.root.doc_failures).read():
-        after[Path(row.source).name] = after.get(Path(row.source).name, 0) + 1
+        name = corpus_file(row.source, hostile.folder)
+        after[name] = after.get(name, 0) + 1
     assert after == before
 
 

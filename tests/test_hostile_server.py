@@ -29,8 +29,8 @@ from crawler.run import crawl
 from pipeline.config import build_config
 from pipeline.failures import FailureLog
 from pipeline.layout import DataRoot
-from pipeline.progress import StageStats
 from pipeline.rawstore import RawStore
+from pipeline.stats import StageStats
 
 pytestmark = pytest.mark.timeout(180)  # a hang guard, not a speed test
 

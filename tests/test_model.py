@@ -150,6 +150,26 @@ def test_an_untied_head_has_its_own_init_and_the_lattice_reaches_the_input_only(
     assert untied.num_params() == tied.num_params() + 400 * 64
 
 
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(map(str, o.values())) or
+                         "default")
+def test_decoding_with_the_cache_gives_the_logits_of_the_whole_sequence(options: dict) -> None:
+    torch.manual_seed(0)
+    model = CLLM(tiny(**options)).eval()
+    idx = torch.randint(0, 40, (2, 6))
+    whole, _ = model(idx)  # (2, 6, V)
+    cache = model.new_cache(batch=2)
+    first = model.decode(idx[:, :2], cache)  # a prompt of two, then one token at a time
+    steps = [first] + [model.decode(idx[:, t:t + 1], cache) for t in range(2, 5)]
+    assert cache.length == 5 and cache.room == 1
+    both = model.decode(idx[:, 5:], cache)
+    assert torch.allclose(torch.stack([*steps, both], dim=1), whole[:, 1:], atol=1e-5)
+    cache.reset()
+    chunked = [model.decode(idx[:, :3], cache), model.decode(idx[:, 3:], cache)]
+    assert torch.allclose(chunked[1], whole[:, -1], atol=1e-5)  # several new after the cached
+    with pytest.raises(ValueError, match="longer than block_size"):
+        model.decode(idx[:, :1], cache)
+
+
 def test_a_too_long_sequence_is_refused() -> None:
     with pytest.raises(ValueError, match="longer than block_size"):
         CLLM(tiny())(torch.zeros(1, 7, dtype=torch.long))

@@ -7,8 +7,9 @@ import logging
 import pytest
 
 from pipeline import progress as progress_mod
-from pipeline.progress import Progress, StageStats
+from pipeline.progress import Progress
 from pipeline.records import Failure
+from pipeline.stats import StageStats
 
 
 def test_stats_count_reasons_and_summarise() -> None:

@@ -45,6 +45,21 @@ class Scripted(nn.Module):
         self.calls += 1
         return row.expand(B, T, -1).clone(), None
 
+    def new_cache(self) -> _Room:
+        return _Room()
+
+    def decode(self, idx: torch.Tensor, cache: _Room) -> torch.Tensor:
+        return self(idx)[0][:, -1]
+
+
+class _Room:
+    """The scripted model's "cache": always room for one more token."""
+
+    room = 1
+
+    def reset(self) -> None:
+        pass
+
 
 def test_plain_sampling_keeps_the_distribution() -> None:
     assert torch.allclose(next_token_distribution(torch.log(P)), P)
@@ -118,6 +133,20 @@ def test_streamed_text_never_splits_a_character(trained: tuple[DataRoot, Path]) 
     pieces = list(gen.stream("", SampleConfig(max_new_tokens=100, temperature=1.0)))
     assert "".join(pieces) == text
     assert len(pieces) > 3 and not any("\ufffd" in p for p in pieces)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0], ids=["greedy", "sampled"])
+def test_the_cache_makes_the_tokens_that_reading_the_window_again_does(
+        trained: tuple[DataRoot, Path], temperature: float) -> None:
+    gen = TextGenerator.load(trained[1], "cpu")
+    window = gen.model.cfg.block_size
+    prompt = gen.tokenizer.encode("The small cat sees the river.").ids
+    settings = SampleConfig(max_new_tokens=3 * window, temperature=temperature, seed=5,
+                            stop_at_eos=False)  # past block_size: the window slides
+    cached = list(generate_ids(gen.model, prompt, settings, gen.eos_id))
+    again = list(generate_ids(gen.model, prompt, settings, gen.eos_id, use_cache=False))
+    assert len(cached) == 3 * window
+    assert cached == again
 
 
 def test_sampling_a_trained_model_makes_corpus_words(trained: tuple[DataRoot, Path]) -> None:
@@ -226,3 +255,46 @@ def test_evaluate_command_scores_chosen_documents(trained: tuple[DataRoot, Path]
     assert shown["what"] == "documents" and shown["windows"] == 2
     assert shown["loss"] == pytest.approx(direct.loss)
     assert main(["--root", str(root.path), "evaluate", str(checkpoint), "--doc", "test:1"]) == 1
+
+
+def test_bits_per_byte_is_the_loss_per_utf8_byte_of_the_text(
+        trained: tuple[DataRoot, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import json
+    import shutil
+
+    from flows.shell.cllm import main
+    from model.evaluate import evaluate_texts
+
+    root, checkpoint = trained
+    tok = load_tokenizer(root.tokenizer_json)
+    val = SplitTokens.open(root.shards, "val")
+    texts = [tok.decode(val.document(i)[:-1].tolist()) for i in range(val.docs)]
+    assert val.text_bytes == sum(len(t.encode("utf-8")) for t in texts)
+    # the val windows: a token stands for the split's bytes per token
+    windows = evaluate_checkpoint(checkpoint, root, windows=24, batch_size=8, device="cpu")
+    assert windows.bits_per_byte == pytest.approx(
+        windows.loss / math.log(2) * val.total / val.text_bytes)
+    # whole documents: their own bytes; the same by token ids or by text (one tokenizer)
+    every = [DocRef("val", i) for i in range(val.docs)]
+    docs = evaluate_documents(checkpoint, root, every, device="cpu")
+    assert docs.bits_per_byte == pytest.approx(
+        docs.loss * docs.tokens / math.log(2) / val.text_bytes)
+    on_text = evaluate_texts(checkpoint, texts, device="cpu")
+    assert on_text.tokens == docs.tokens and on_text.loss == pytest.approx(docs.loss, rel=1e-6)
+    assert on_text.bits_per_byte == pytest.approx(docs.bits_per_byte, rel=1e-6)
+    assert main(["--root", str(root.path), "-q", "evaluate", str(checkpoint), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["bits_per_byte"] == pytest.approx(
+        evaluate_checkpoint(checkpoint, root, windows=50 * 8, batch_size=8).bits_per_byte)
+    # shards of manifest format 1 count no bytes: no bits per byte, said so
+    old = DataRoot.at(tmp_path / "old")
+    shutil.copytree(root.path, old.path)
+    manifest = json.loads(old.manifest.read_text())
+    manifest["format_version"] = 1
+    for shard in manifest["shards"]:
+        del shard["text_bytes"]
+    old.manifest.write_text(json.dumps(manifest))
+    assert main(["--root", str(old.path), "-q", "evaluate", str(checkpoint)]) == 0
+    said = capsys.readouterr().out
+    assert "bits per byte n/a (shards of manifest format 1 count no bytes" in said
+    assert evaluate_checkpoint(checkpoint, old, windows=8, device="cpu").bits_per_byte is None

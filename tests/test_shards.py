@@ -156,3 +156,42 @@ def test_an_exception_discards_the_shard_being_written(tmp_path: Path) -> None:
             raise KeyError("killed")
     assert [p.name for p in sorted(tmp_path.iterdir())] == [
         f"{s.name}.{ext}" for s in done for ext in ("bin", "idx")]  # no temp file left
+
+
+def test_byte_counts_follow_their_documents_into_whichever_shard_they_land(
+        tmp_path: Path) -> None:
+    docs = random_docs(40, 9)
+    counts = [int(n) for n in np.random.default_rng(1).integers(1, 5000, size=len(docs))]
+    one = ShardWriter(tmp_path, "train", dtype="uint16", eos_id=EOS, shard_tokens=1024)
+    infos = [info for doc, n in zip(docs, counts, strict=True) if (info := one.add(doc, n))]
+    infos += [one.flush()]
+    assert len(infos) > 3
+    first = 0
+    for info in infos:  # each shard's count is the sum over the documents it holds
+        assert info.text_bytes == sum(counts[first:first + info.docs])
+        first += info.docs
+    batched = ShardWriter(tmp_path / "b", "train", dtype="uint16", eos_id=EOS, shard_tokens=1024)
+    again = batched.add_batch(docs[:25], counts[:25]) + batched.add_batch(docs[25:], counts[25:])
+    assert [i.text_bytes for i in [*again, batched.flush()]] == [i.text_bytes for i in infos]
+    unknown = ShardWriter(tmp_path / "c", "train", dtype="uint16", eos_id=EOS, shard_tokens=10**6)
+    unknown.add(docs[0], 10)
+    unknown.add(docs[1])  # a document without its count: the shard's total is unknown
+    assert unknown.flush().text_bytes is None
+
+
+def test_a_format_1_manifest_reads_with_its_bytes_unknown(tmp_path: Path) -> None:
+    manifest = make_manifest(tmp_path, random_docs(30, 4))
+    old = manifest.to_dict()
+    old["format_version"] = 1
+    for shard in old["shards"]:
+        del shard["text_bytes"]
+    import json
+
+    (tmp_path / "manifest.json").write_text(json.dumps(old))
+    read = read_manifest(tmp_path / "manifest.json")
+    assert all(s.text_bytes is None for s in read.shards)
+    assert read.totals()["train"]["text_bytes"] is None
+    assert read.totals()["train"]["tokens"] == manifest.totals()["train"]["tokens"]
+    from pipeline.shards import describe
+
+    assert "not counted (shards older than format 2)" in describe(read)

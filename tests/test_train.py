@@ -281,6 +281,56 @@ def test_train_model_tool_tokenizes_a_folder_of_documents_first(
     assert state["model_config"]["vocab_size"] == manifest["tokenizer"]["vocab_size"]
 
 
+def test_tensorboard_events_hold_the_figures_of_metrics_jsonl(data: DataRoot) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
+        events = EventAccumulator(str(run_dir / "tb"))
+        events.Reload()
+        return [(e.step, e.value) for e in events.Scalars(tag)]
+
+    first = train(tiny_config(max_steps=20, tensorboard=True), data, progress=False)
+    events = EventAccumulator(str(first.run_dir / "tb"))
+    events.Reload()
+    assert set(events.Tags()["scalars"]) == {"train/loss", "train/lr", "train/grad_norm",
+                                             "train/tokens_per_s", "val/loss",
+                                             "val/bits_per_byte"}
+    rows = read_metrics(first.metrics)
+    evals = [r for r in rows if "val_bpb" in r]
+    assert [v for _, v in scalars(first.run_dir, "val/bits_per_byte")] == pytest.approx(
+        [r["val_bpb"] for r in evals], rel=1e-6)
+    assert all(0 < r["val_bpb"] < r["val_loss"] for r in evals)  # a token is > 1.44 bytes here
+    # resumed to 30 steps: each step's figures once, the resumed ones as metrics.jsonl says
+    resumed = train(tiny_config(max_steps=30, tensorboard=True, init_from="resume"), data,
+                    progress=False)
+    steps = [r for r in read_metrics(resumed.metrics) if "loss" in r and "event" not in r]
+    assert scalars(resumed.run_dir, "train/loss") == [
+        (r["step"], pytest.approx(r["loss"], rel=1e-6)) for r in steps]
+    assert [s for s, _ in scalars(resumed.run_dir, "train/loss")] == list(range(1, 31))
+    plain = train(tiny_config(max_steps=2, run="plain"), data, progress=False)
+    assert not (plain.run_dir / "tb").exists()  # off by default
+
+
+@pytest.mark.parametrize("before", [(False, False), (False, True)])
+def test_tf32_is_on_for_a_cuda_run_and_the_callers_settings_come_back(
+        before: tuple[bool, bool]) -> None:
+    from model.runtime import tf32_matmuls
+
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = matmul.allow_tf32, cudnn.allow_tf32
+    try:
+        matmul.allow_tf32, cudnn.allow_tf32 = before
+        with tf32_matmuls(torch.device("cuda")):
+            assert (matmul.allow_tf32, cudnn.allow_tf32) == (True, True)
+        assert (matmul.allow_tf32, cudnn.allow_tf32) == before
+        with pytest.raises(KeyboardInterrupt), tf32_matmuls(torch.device("cuda")):
+            raise KeyboardInterrupt  # a run stopped by Ctrl-C restores them too
+        assert (matmul.allow_tf32, cudnn.allow_tf32) == before
+        with tf32_matmuls(torch.device("cpu")):  # CPU fp32 stays IEEE fp32
+            assert (matmul.allow_tf32, cudnn.allow_tf32) == before
+    finally:
+        matmul.allow_tf32, cudnn.allow_tf32 = saved
+
 
 def test_adamw_moments_follow_their_parameters_into_other_decay_groups() -> None:
     """A state saved with the embeddings out of decay, loaded under decay_embeddings=True:

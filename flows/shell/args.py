@@ -46,6 +46,7 @@ def _config_flag(p: argparse.ArgumentParser, *flags: str, key: str, **kwargs: An
                    default=argparse.SUPPRESS, **kwargs)
 
 
+MODEL_HELP = "checkpoint, run or model folder, or exported model.safetensors"
 GLOBAL_DESTS = ("root", "config", "overrides", "verbose", "quiet", "strict")
 SUB_PREFIX = "sub_"
 
@@ -193,7 +194,7 @@ def _args_train(p: argparse.ArgumentParser) -> None:
 
 def _args_evaluate(p: argparse.ArgumentParser) -> None:
     config_positional(p, "checkpoint", key="evaluate.checkpoint", nargs="?",
-                      help="checkpoint or model folder (default: promoted)")
+                      help=f"{MODEL_HELP} (default: promoted)")
     _config_flag(p, "--doc", key="evaluate.docs", action="append", metavar="SPLIT:N",
                  help="score these documents (e.g. val:3; repeatable) instead of val windows")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -201,7 +202,7 @@ def _args_evaluate(p: argparse.ArgumentParser) -> None:
 
 
 def _args_sample(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", nargs="?", help="checkpoint or model folder (default: promoted)")
+    p.add_argument("checkpoint", nargs="?", help=f"{MODEL_HELP} (default: promoted)")
     p.add_argument("-p", "--prompt", default="", help="text to continue")
     _config_flag(p, "-n", "--max-new-tokens", key="sample.max_new_tokens", type=int)
     _config_flag(p, "-t", "--temperature", key="sample.temperature", type=float)
@@ -209,6 +210,16 @@ def _args_sample(p: argparse.ArgumentParser) -> None:
     _config_flag(p, "--top-p", key="sample.top_p", type=float)
     _config_flag(p, "-s", "--seed", key="sample.seed", type=int)
     _config_flag(p, "--device", key="train.device", choices=["auto", "cpu", "cuda", "mps"])
+
+
+def _args_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", nargs="?", help=f"{MODEL_HELP} (default: promoted)")
+    p.add_argument("--format", choices=["hf", "gguf"], default="hf",
+                   help="hf: a transformers folder (GPT-2, Llama, GPT-NeoX); gguf: llama.cpp "
+                        "(GPT-2, Llama) (default hf)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="the folder to write (new or empty)")
+    p.add_argument("--force", action="store_true", help="replace --out when it is not empty")
 
 
 def _args_status(p: argparse.ArgumentParser) -> None:
@@ -234,5 +245,5 @@ ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "ingest": _args_ingest, "crawl": _args_crawl, "extract": _args_extract,
     "clean": _args_clean, "tokenize": _args_tokenize, "shards": _args_shards,
     "train": _args_train, "evaluate": _args_evaluate, "sample": _args_sample,
-    "status": _args_status, "config": _args_config,
+    "export": _args_export, "status": _args_status, "config": _args_config,
 }

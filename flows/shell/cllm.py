@@ -64,6 +64,8 @@ def _stage_command(name: str) -> Handler:
 OTHER_COMMANDS = (
     Command("shards", "inspect, verify or decode token shards", _command("shards")),
     Command("sample", "generate text from a checkpoint", _command("sample")),
+    Command("export", "write a model as a transformers folder or GGUF file",
+            _command("export")),
     Command("run", "run the whole pipeline on the sources in cllm.toml", _orchestrated("run")),
     Command("demo", "run the whole pipeline on a built-in sample site", _orchestrated("demo")),
     Command("validate", "validate the promoted model once (what the schedule runs)",

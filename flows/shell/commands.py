@@ -1,4 +1,4 @@
-"""The `cllm` commands that are not stages (shards, sample, status, config), and how the
+"""The `cllm` commands that are not stages (shards, sample, export, status, config), and how the
 stages' results are told: each stage's summary line, plus what some stages say besides.
 """
 
@@ -9,7 +9,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flows.shell.runner import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, report_stats
+from flows.shell.runner import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageError,
+    report_stats,
+)
 
 
 def shards(args: Any, ctx: Any) -> int:
@@ -62,6 +69,22 @@ def sample(args: Any, ctx: Any) -> int:
     return EXIT_OK
 
 
+def export(args: Any, ctx: Any) -> int:
+    """`cllm export [CHECKPOINT] --format hf|gguf --out DIR [--force]`."""
+    from model.checkpoint import CheckpointError
+    from model.evaluate import default_checkpoint
+    from model.export import ExportError, export_model
+
+    try:
+        source = Path(args.checkpoint) if args.checkpoint else default_checkpoint(ctx.root)
+        done = export_model(source, Path(args.out), args.format, force=args.force)
+    except (ExportError, CheckpointError, FileNotFoundError) as e:
+        raise UsageError(str(e)) from None
+    print(f"exported {done.source} ({done.architecture}) as {done.format} to {done.out}: "
+          f"{', '.join(done.files)}")
+    return EXIT_OK
+
+
 def status(args: Any, ctx: Any) -> int:
     from flows.stages import STAGES
     from pipeline.status import data_root_status, status_lines
@@ -108,8 +131,12 @@ def _evaluate_told(stats: Any, args: Any, ctx: Any) -> int:
         print(json.dumps(result, indent=2))
         return EXIT_OK
     unit = "windows" if result["what"] == "val" else "documents"
+    bpb = result["bits_per_byte"]
+    why = "shards of manifest format 1 count no bytes; tokenize into a new data root to " \
+        "count them" if result["what"] == "val" else "the model carries no tokenizer"
+    per_byte = f"{bpb:.4f} bits per byte" if bpb is not None else f"bits per byte n/a ({why})"
     print(f"{result['checkpoint']} (step {result['step']}): {result['what']} loss "
-          f"{result['loss']:.4f}, perplexity {result['perplexity']:.2f} over "
+          f"{result['loss']:.4f}, perplexity {result['perplexity']:.2f}, {per_byte} over "
           f"{result['tokens']} tokens ({result['windows']} {unit})")
     return EXIT_OK
 

@@ -137,18 +137,22 @@ def emit(outcomes: Iterator[Outcome], args: argparse.Namespace, opts: ExtractOpt
     try:
         for o in outcomes:
             path = o.task.path
-            if o.doc is None:
+            docs = o.documents  # an archive's or a mail's: each of them
+            if o.error or not docs:
                 failed += 1
                 print(f"{prog}: {path}: {o.error}: {o.message}", file=sys.stderr)
                 continue
+            for bad in o.member_failures:
+                print(f"{prog}: {bad.source}: {bad.error}: {bad.message}", file=sys.stderr)
             if getattr(args, "verbose", False):
-                _report_pages(path, o.doc)
-            text = o.doc.to_json() if args.jsonl else o.doc.text
+                _report_pages(path, docs[0])
+            text = "\n".join(d.to_json() for d in docs) if args.jsonl else \
+                "\n\n".join(d.text for d in docs)
             if getattr(args, "metadata", False) and not args.jsonl:
                 text = _metadata_text(path, opts) + text
             written = out.write(path, text)
             if confidence and args.output:
-                print(_confidence_line(path, o.doc, written))
+                print(_confidence_line(path, docs[0], written))
     finally:
         out.close()
     if failed:

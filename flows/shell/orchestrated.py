@@ -79,7 +79,7 @@ def validation_line(v: dict[str, Any]) -> str:
         return f"  {'validation':<11}not run: {v.get('reason', 'no promoted model')}"
     verdict = "OK" if v.get("ok") else "REGRESSED: " + "; ".join(v.get("problems", []))
     return (f"  {'validation':<11}{v['model']} {verdict} (val loss {_loss(v.get('val_loss'))}, "
-            f"canary loss {_loss(v.get('canary_loss'))})")
+            f"bits per byte {_loss(v.get('val_bpb'))}, canary loss {_loss(v.get('canary_loss'))})")
 
 
 def training_lines(result: dict[str, Any]) -> list[str]:

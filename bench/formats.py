@@ -1,0 +1,311 @@
+"""Benchmark the new formats and Markdown mode: ours next to the bare peers, in one run.
+
+    python bench/formats.py [--office DIR] [--pdf FILE ...] [--runs 3] [--smoke]
+
+Sections (each a median of --runs interleaved runs on the same files, one process, one clock):
+  big:      one 3000-page PDF with the default settings (no page cap in the way) vs a bare
+            PyMuPDF `page.get_text()` loop.
+  markdown: generated manual pages with known ruled tables: our text mode vs our Markdown
+            mode (target: Markdown >= 0.5x text's pages/s), and pymupdf4llm.to_markdown (its
+            default mode) on a few of them; the share of table cells each recovers in the
+            right row and column. On --pdf files (real ones): both modes' pages/s and the
+            word-bag F1 of Markdown against text (target >= 0.98).
+  office:   .docx/.pptx files (--office DIR, e.g. python-docx's and python-pptx's test files;
+            default: generated ones): our extract_file vs the bare library walking paragraphs,
+            tables and notes; files/s, files that give text, files where we get fewer words.
+Writes bench/results/formats.json. --smoke: a few pages and files, one run (seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE.parent / "tests")]  # the repo; formatkit's makers
+RESULTS = HERE / "results" / "formats.json"
+os.environ["OMP_THREAD_LIMIT"] = "1"
+
+from formatkit import (  # noqa: E402
+    MARKUP,
+    docx_bytes,
+    pptx_bytes,
+    table_pdf_bytes,
+    word_bag_f1,
+)
+
+from docproc.document import extract_file  # noqa: E402
+from docproc.options import ExtractOptions  # noqa: E402
+
+TEXT = ExtractOptions(ocr="never")
+MARKDOWN = ExtractOptions(ocr="never", format="markdown")
+
+
+def interleaved(runs: int, work: dict[str, Callable[[], object]]) -> dict[str, list[float]]:
+    """Seconds of each piece of work, run in turn `runs` times (both see the same load)."""
+    seconds: dict[str, list[float]] = {name: [] for name in work}
+    for _ in range(runs):
+        for name, fn in work.items():
+            t0 = time.perf_counter()
+            fn()
+            seconds[name].append(time.perf_counter() - t0)
+    return seconds
+
+
+def rates(units: int, seconds: dict[str, list[float]]) -> dict[str, float]:
+    return {name: units / statistics.median(s) for name, s in seconds.items()}
+
+
+# --- big: one long PDF ----------------------------------------------------------------------
+
+def manual(path: Path, pages: int) -> Path:
+    import pymupdf
+
+    doc = pymupdf.open()
+    for n in range(1, pages + 1):
+        page = doc.new_page()
+        page.insert_textbox(pymupdf.Rect(72, 72, 540, 740), f"Chapter {n // 100}, page {n}. "
+                            + "The reference manual describes every function in detail. " * 12,
+                            fontsize=10)
+    doc.save(path)
+    return path
+
+
+def bare_get_text(path: Path) -> str:
+    import pymupdf
+
+    with pymupdf.open(path) as doc:
+        return "".join(page.get_text() for page in doc)
+
+
+def bench_big(pages: int, runs: int, work: Path) -> dict:
+    path = manual(work / "manual.pdf", pages)
+    seconds = interleaved(runs, {"ours": lambda: extract_file(path, ExtractOptions()),
+                                 "bare": lambda: bare_get_text(path)})
+    got = rates(pages, seconds)
+    print(f"big      {pages}-page PDF, default settings: ours {got['ours']:.0f} pages/s, bare "
+          f"get_text {got['bare']:.0f} pages/s, ratio {got['ours'] / got['bare']:.2f}x")
+    return {"pages": pages, "pages_per_s": got, "ratio": got["ours"] / got["bare"],
+            "seconds": seconds}
+
+
+# --- markdown ---------------------------------------------------------------------------------
+
+TABLE_ROW = re.compile(r"^\|(.*)\|\s*$")
+
+
+def markdown_tables(md: str) -> list[list[list[str]]]:
+    """The GFM tables of a Markdown text, as rows of cells (the rule row left out)."""
+    tables, current = [], []
+    for line in md.splitlines() + [""]:
+        m = TABLE_ROW.match(line.strip())
+        if m and not re.fullmatch(r"[\s|:-]*", m.group(1)):
+            current.append([c.strip() for c in m.group(1).split("|")])
+        elif not m and current:
+            tables.append(current)
+            current = []
+    return tables
+
+
+def cells_recovered(md: str, want: list[list[list[str]]]) -> float:
+    """Share of the known cells found in the right row and column of the table found for
+    their page's (the first found table with their header row)."""
+    found = markdown_tables(md)
+    right = total = 0
+    for rows in want:
+        total += sum(len(row) for row in rows)
+        match = next((t for t in found if t and t[0] == rows[0] and t[1:2] and
+                      t[1][0] == rows[1][0]), None)
+        if match is None:
+            continue
+        found.remove(match)
+        right += sum(1 for r, row in enumerate(rows) for c, cell in enumerate(row)
+                     if r < len(match) and c < len(match[r]) and match[r][c] == cell)
+    return right / total if total else 0.0
+
+
+def pymupdf4llm_markdown(path: Path) -> str:
+    import pymupdf4llm
+
+    return pymupdf4llm.to_markdown(str(path), show_progress=False)
+
+
+def bench_markdown(pages: int, peer_pages: int, runs: int, pdfs: list[Path], work: Path
+                   ) -> dict:
+    import contextlib
+    import io
+
+    data, tables = table_pdf_bytes(pages)
+    path = work / "tables.pdf"
+    path.write_bytes(data)
+    seconds = interleaved(runs, {"text": lambda: extract_file(path, TEXT),
+                                 "markdown": lambda: extract_file(path, MARKDOWN)})
+    got = rates(pages, seconds)
+    ours_md = extract_file(path, MARKDOWN).text
+    peer_data, peer_tables = table_pdf_bytes(peer_pages)
+    peer_path = work / "tables-peer.pdf"
+    peer_path.write_bytes(peer_data)
+    with contextlib.redirect_stdout(io.StringIO()):  # its parser prints its own messages
+        pymupdf4llm_markdown(peer_path)  # warm: it loads its layout model once
+        peer_s = interleaved(runs, {"pymupdf4llm": lambda: pymupdf4llm_markdown(peer_path),
+                                    "ours": lambda: extract_file(peer_path, MARKDOWN)})
+        peer_md = pymupdf4llm_markdown(peer_path)
+    peer = rates(peer_pages, peer_s)
+    ours_cells = cells_recovered(ours_md, tables)
+    peer_cells = cells_recovered(peer_md, peer_tables)
+    ours_peer_cells = cells_recovered(extract_file(peer_path, MARKDOWN).text, peer_tables)
+    print(f"markdown {pages} generated pages: text {got['text']:.0f} pages/s, markdown "
+          f"{got['markdown']:.0f} pages/s, ratio {got['markdown'] / got['text']:.2f}x "
+          "(target >= 0.5x)")
+    print(f"markdown {peer_pages} pages: pymupdf4llm {peer['pymupdf4llm']:.1f} pages/s, ours "
+          f"{peer['ours']:.0f} pages/s; table cells in the right row and column: ours "
+          f"{ours_cells:.1%} ({pages} pages), {ours_peer_cells:.1%} ({peer_pages} pages), "
+          f"pymupdf4llm {peer_cells:.1%}")
+    real = [bench_real_pdf(pdf, runs) for pdf in pdfs]
+    return {"pages": pages, "pages_per_s": got, "ratio": got["markdown"] / got["text"],
+            "seconds": seconds, "peer_pages": peer_pages, "peer_pages_per_s": peer,
+            "peer_seconds": peer_s, "cells_recovered": {"ours": ours_cells,
+                                                        "ours_on_peer_pages": ours_peer_cells,
+                                                        "pymupdf4llm": peer_cells},
+            "real_pdfs": real}
+
+
+def bench_real_pdf(path: Path, runs: int) -> dict:
+    text_doc = extract_file(path, TEXT)
+    seconds = interleaved(runs, {"text": lambda: extract_file(path, TEXT),
+                                 "markdown": lambda: extract_file(path, MARKDOWN)})
+    got = rates(text_doc.pages, seconds)
+    f1 = word_bag_f1(MARKUP.sub("", extract_file(path, MARKDOWN).text), text_doc.text)
+    print(f"markdown {path.name} ({text_doc.pages} pages): text {got['text']:.0f} pages/s, "
+          f"markdown {got['markdown']:.0f} pages/s, ratio {got['markdown'] / got['text']:.2f}x;"
+          f" word-bag F1 markdown vs text {f1:.4f} (target >= 0.98)")
+    return {"file": path.name, "pages": text_doc.pages, "pages_per_s": got,
+            "ratio": got["markdown"] / got["text"], "word_bag_f1": f1, "seconds": seconds}
+
+
+# --- office -----------------------------------------------------------------------------------
+
+def bare_docx(path: Path) -> str:
+    import docx
+
+    doc = docx.Document(str(path))
+    parts = [p.text for p in doc.paragraphs]
+    parts += [cell.text for table in doc.tables for row in table.rows for cell in row.cells]
+    for section in doc.sections:
+        parts += [p.text for p in section.header.paragraphs + section.footer.paragraphs]
+    return "\n".join(parts)
+
+
+def bare_pptx(path: Path) -> str:
+    import pptx
+
+    parts = []
+    for slide in pptx.Presentation(str(path)).slides:
+        for shape in slide.shapes:
+            if shape.has_text_frame:
+                parts.append(shape.text_frame.text)
+            if getattr(shape, "has_table", False) and shape.has_table:
+                parts += [cell.text for row in shape.table.rows for cell in row.cells]
+        if slide.has_notes_slide:
+            parts.append(slide.notes_slide.notes_text_frame.text)
+    return "\n".join(parts)
+
+
+def ours_text(path: Path) -> str:
+    from pipeline.errors import InputError
+
+    try:
+        return extract_file(path, TEXT).text
+    except InputError:
+        return ""
+
+
+def bare_text(path: Path) -> str:
+    try:
+        return (bare_docx if path.suffix == ".docx" else bare_pptx)(path)
+    except Exception:  # the bare loop has no error handling of its own: a file it can't read
+        return ""
+
+
+def office_files(folder: Path | None, work: Path, n: int) -> list[Path]:
+    if folder is not None:
+        return sorted(p for p in folder.iterdir() if p.suffix in (".docx", ".pptx"))
+    paths = []
+    for i in range(n):
+        for ext, make in (("docx", lambda i=i: docx_bytes(sections=1 + i % 3)),
+                          ("pptx", lambda i=i: pptx_bytes(slides=1 + i % 4))):
+            path = work / f"gen-{i}.{ext}"
+            path.write_bytes(make())
+            paths.append(path)
+    return paths
+
+
+def bench_office(files: list[Path], runs: int) -> dict:
+    out = {}
+    for ext in ("docx", "pptx"):
+        group = [p for p in files if p.suffix == f".{ext}"]
+        if not group:
+            continue
+        seconds = interleaved(runs, {"ours": lambda g=group: [ours_text(p) for p in g],
+                                     "bare": lambda g=group: [bare_text(p) for p in g]})
+        got = rates(len(group), seconds)
+        ours_words = [len(ours_text(p).split()) for p in group]
+        bare_words = [len(bare_text(p).split()) for p in group]
+        fewer = [p.name for p, a, b in zip(group, ours_words, bare_words, strict=True) if a < b]
+        print(f"office   {len(group)} .{ext}: ours {got['ours']:.0f} files/s, bare "
+              f"{got['bare']:.0f} files/s, ratio {got['ours'] / got['bare']:.2f}x; text from "
+              f"{sum(w > 0 for w in ours_words)} (bare {sum(w > 0 for w in bare_words)}); "
+              f"words {sum(ours_words)} (bare {sum(bare_words)}); fewer words than bare in "
+              f"{len(fewer)} {fewer[:5]}")
+        out[ext] = {"files": len(group), "files_per_s": got, "ratio": got["ours"] / got["bare"],
+                    "with_text": {"ours": sum(w > 0 for w in ours_words),
+                                  "bare": sum(w > 0 for w in bare_words)},
+                    "words": {"ours": sum(ours_words), "bare": sum(bare_words)},
+                    "fewer_words_than_bare": fewer, "seconds": seconds}
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--office", type=Path, help="a folder of .docx/.pptx (default: generated)")
+    p.add_argument("--pdf", type=Path, nargs="*", default=[], help="real PDFs for the F1")
+    p.add_argument("--big-pages", type=int, default=3000)
+    p.add_argument("--table-pages", type=int, default=300)
+    p.add_argument("--peer-pages", type=int, default=20, help="pages pymupdf4llm converts")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--smoke", action="store_true", help="a few pages and files, one run")
+    args = p.parse_args()
+    if args.smoke:
+        args.big_pages, args.table_pages, args.peer_pages, args.runs = 100, 10, 2, 1
+    from docproc.pdf import pymupdf_version
+
+    print(f"{pymupdf_version()}, {os.cpu_count()} cores, load average "
+          f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}; medians of {args.runs} runs "
+          "(a shared, loaded machine: provisional figures)")
+    with tempfile.TemporaryDirectory(prefix="cllm-bench-formats-") as tmp:
+        work = Path(tmp)
+        results = {
+            "runs": args.runs, "cpu": os.cpu_count(), "smoke": args.smoke,
+            "load_average": os.getloadavg(),
+            "big": bench_big(args.big_pages, args.runs, work),
+            "markdown": bench_markdown(args.table_pages, args.peer_pages, args.runs, args.pdf,
+                                       work),
+            "office": bench_office(office_files(args.office, work, 3 if args.smoke else 20),
+                                   args.runs),
+        }
+    if not args.smoke:
+        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"wrote {RESULTS.relative_to(HERE.parent)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
