@@ -189,13 +189,14 @@ def export_safetensors(checkpoint: Path, out: Path | None = None) -> Path:
     from safetensors.torch import save
 
     state = load_checkpoint(checkpoint)
+    tied = state["model_config"].get("tie_embeddings", True)
     weights = {k: v.contiguous() for k, v in state["model"].items()
-               if k != "lm_head.weight"}  # tied to wte.weight: stored once
+               if not (tied and k == "lm_head.weight")}  # tied to wte.weight: stored once
     tokenizer = state.get("tokenizer", {})
     metadata = {
         "format": "cllm",
         "model_config": json.dumps(state["model_config"], sort_keys=True),
-        "tied": "lm_head.weight=wte.weight",
+        "tied": "lm_head.weight=wte.weight" if tied else "",
         "step": str(state.get("step", 0)),
         "tokenizer_sha256": tokenizer.get("sha256", ""),
         "tokenizer_eos_id": str(tokenizer.get("eos_id", "")),
@@ -231,7 +232,7 @@ def load_safetensors_state(path: Path) -> dict[str, Any]:
         model_config = json.loads(metadata["model_config"])
     except (SafetensorError, OSError, KeyError, ValueError) as e:
         raise CheckpointError(f"{path}: not a readable CLLM export ({_gist(e)})") from None
-    weights["lm_head.weight"] = weights["wte.weight"]
+    weights.setdefault("lm_head.weight", weights["wte.weight"])  # tied: stored once
     vocab = model_config.get("vocab_size")
     eos = metadata.get("tokenizer_eos_id", "")
     return {"format": CHECKPOINT_FORMAT, "model": weights, "model_config": model_config,

@@ -78,6 +78,9 @@ def architecture(cfg: ModelConfig, fmt: ExportFormat = "hf") -> Arch:
     if cfg.symmetry != "none":
         raise ExportError(f"train.symmetry = {cfg.symmetry} (a rotation of each token's "
                           f"embedding by its id) has no {where} architecture; {HOLDERS}")
+    if not cfg.tie_embeddings:  # every exported architecture here ties its head
+        raise ExportError(f"train.tie_embeddings = false (a head of its own) is not exported "
+                          f"to {where}; {HOLDERS}")
     if cfg.position in FIXED_POSITIONS:
         raise ExportError(f"train.position = {cfg.position} (a fixed table added to the "
                           f"embeddings) has no {where} architecture; {HOLDERS}")

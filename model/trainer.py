@@ -110,13 +110,28 @@ def _make_optimizer(model: CLLM, tc: TrainConfig, device: torch.device) -> torch
     import torch
 
     fused = device.type in ("cuda", "cpu", "mps")
+    groups = model.param_groups(tc.weight_decay, decay_embeddings=tc.decay_embeddings)
     try:
-        return torch.optim.AdamW(model.param_groups(tc.weight_decay), lr=tc.lr,
-                                 betas=(tc.beta1, tc.beta2), fused=fused)
+        return torch.optim.AdamW(groups, lr=tc.lr, betas=(tc.beta1, tc.beta2), fused=fused)
     except (RuntimeError, ValueError) as e:  # fused needs a device/dtype this torch supports
         log.info("train: fused AdamW unavailable (%s); using the foreach one", e)
-        return torch.optim.AdamW(model.param_groups(tc.weight_decay), lr=tc.lr,
-                                 betas=(tc.beta1, tc.beta2))
+        return torch.optim.AdamW(groups, lr=tc.lr, betas=(tc.beta1, tc.beta2))
+
+
+def _regrouped(saved: dict[str, Any], model: CLLM, saved_rule: bool,
+               optimizer: torch.optim.AdamW) -> dict[str, Any]:
+    """An AdamW state saved under the decay groups of `saved_rule` (train.decay_embeddings),
+    re-keyed to `optimizer`'s groups: each parameter keeps its own moments."""
+    saved_order = [p for group in model.param_groups(0.0, decay_embeddings=saved_rule)
+                   for p in group["params"]]  # what the saved state's indices point at
+    ours = [p for group in optimizer.param_groups for p in group["params"]]
+    index = {id(p): i for i, p in enumerate(ours)}
+    moved = {index[id(saved_order[int(i)])]: moments for i, moments in saved["state"].items()}
+    groups, start = [], 0
+    for saved_group, group in zip(saved["param_groups"], optimizer.param_groups, strict=True):
+        groups.append({**saved_group, "params": list(range(start, start + len(group["params"])))})
+        start += len(group["params"])
+    return {"state": moved, "param_groups": groups}
 
 
 def _set_seed(seed: int) -> None:
@@ -236,7 +251,16 @@ class Trainer:
         """The checkpoint's AdamW moments, under this config's decay and betas."""
         if not state.get("optimizer"):
             return
-        self.optimizer.load_state_dict(state["optimizer"])
+        # checkpoints from before train.decay_embeddings kept the embeddings out of decay
+        saved_rule = bool(state.get("config", {}).get("train", {}).get("decay_embeddings",
+                                                                        False))
+        saved = state["optimizer"]
+        if saved_rule != self.tc.decay_embeddings:
+            log.info("train: the checkpoint's AdamW state was saved with "
+                     "train.decay_embeddings=%s: its moments follow their parameters into "
+                     "this run's groups", saved_rule)
+            saved = _regrouped(saved, self.model, saved_rule, self.optimizer)
+        self.optimizer.load_state_dict(saved)
         for group, decay in zip(self.optimizer.param_groups, (self.tc.weight_decay, 0.0),
                                 strict=True):  # the config's, not the checkpoint's
             group["weight_decay"] = decay

@@ -362,6 +362,9 @@ class ModelShape:
     embedding_init: EmbeddingInit = "normal"
     lattice_scale: float = 1.0  # multiplies the lattice init (see CRYSTALLINE.md)
     symmetry: Symmetry = "none"
+    # the output head is the token embedding (GPT-2, nanoGPT); false: a head of its own, so
+    # an embedding init (the lattice) reaches the input side only
+    tie_embeddings: bool = True
 
     def __post_init__(self) -> None:
         for name in ("n_layer", "n_head", "n_embd", "block_size"):
@@ -402,6 +405,10 @@ class TrainConfig(ModelShape):
     lr_decay_steps: int = 0
     lr_decay_factor: float = 0.1  # step schedule: multiply lr by this at each decay
     weight_decay: float = 0.1
+    # AdamW decays the embeddings too (token, tied head, learned positions), as nanoGPT
+    # decays every 2-D parameter; false: weight matrices only (norms and biases never decay),
+    # which measured slightly better at equal steps (bench/quality.py)
+    decay_embeddings: bool = False
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0  # 0 = off

@@ -129,3 +129,17 @@ def test_loading_is_weights_only_and_rejects_what_is_not_a_checkpoint(tmp_path: 
         load_checkpoint(plain)
     with pytest.raises(FileNotFoundError):
         resolve_checkpoint(tmp_path)
+
+
+def test_a_checkpoint_from_before_tie_embeddings_loads_with_its_head_tied(tmp_path: Path) -> None:
+    from model.checkpoint import model_from_state, save_checkpoint
+    from model.cllm import CLLM, ModelConfig
+
+    torch.manual_seed(0)
+    model = CLLM(ModelConfig(vocab_size=50, n_layer=1, n_head=2, n_embd=16, block_size=8))
+    config = model.cfg.to_dict()
+    del config["tie_embeddings"]  # what checkpoints saved before the key hold
+    save_checkpoint(tmp_path / "old.pt", {"model": model.state_dict(), "model_config": config})
+    loaded = model_from_state(load_checkpoint(tmp_path / "old.pt"))
+    assert loaded.lm_head.weight is loaded.wte.weight
+    assert torch.equal(loaded.wte.weight, model.wte.weight)

@@ -216,6 +216,7 @@ def test_gguf_reads_back_with_every_tensor_the_metadata_and_the_vocabulary(
     ({"symmetry": "twelvefold"}, "gguf", "train.symmetry = twelvefold"),
     ({"norm": "rmsnorm"}, "hf", "train.position = learned with train.norm = rmsnorm"),
     ({"position": "rope"}, "gguf", "GPT-NeoX recipe"),
+    ({"tie_embeddings": False}, "hf", "train.tie_embeddings = false"),
 ])
 def test_a_recipe_no_architecture_computes_is_refused_naming_the_option(
         options: dict, fmt: str, named: str) -> None:

@@ -85,6 +85,71 @@ def test_outputs_at_a_position_ignore_later_tokens(options: dict) -> None:
     assert not torch.allclose(la[0, 4:], lb[0, 4:], atol=1e-6)
 
 
+def _counts(groups: list[dict]) -> tuple[int, int]:
+    """(decayed, not decayed) parameter counts of AdamW groups."""
+    decay, no_decay = groups
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    return (sum(p.numel() for p in decay["params"]), sum(p.numel() for p in no_decay["params"]))
+
+
+@pytest.mark.parametrize("decay_embeddings", [True, False])
+@pytest.mark.parametrize("tie", [True, False])
+def test_decay_groups_are_what_train_decay_embeddings_says(decay_embeddings: bool,
+                                                           tie: bool) -> None:
+    V, T, C, L = 40, 6, 8, 2
+    model = CLLM(tiny(n_layer=L, bias=True, tie_embeddings=tie))
+    assert (model.lm_head.weight is model.wte.weight) == tie
+    matrices = L * (3 * C * C + C * C + 4 * C * C + 4 * C * C)  # c_attn, c_proj, c_fc, c_proj
+    # ln_1, c_attn, c_proj, ln_2, c_fc, c_proj (weights of norms, biases); ln_f
+    vectors = L * (2 * C + 3 * C + C + 2 * C + 4 * C + C) + 2 * C
+    head = 0 if tie else V * C  # an untied head is a weight matrix: always decayed
+    embeddings = V * C + T * C  # token (the tied head) and learned positions
+    decayed, kept = _counts(model.param_groups(0.1, decay_embeddings=decay_embeddings))
+    if decay_embeddings:  # nanoGPT: every 2-D parameter
+        assert (decayed, kept) == (matrices + head + embeddings, vectors)
+    else:
+        assert (decayed, kept) == (matrices + head, vectors + embeddings)
+    assert decayed + kept == model.num_params()
+
+
+def test_rope_models_have_no_position_table_to_decay() -> None:
+    model = CLLM(tiny(position="rope", norm="rmsnorm", mlp="swiglu"))
+    decayed, kept = _counts(model.param_groups(0.1, decay_embeddings=False))
+    assert kept == 40 * 8 + (2 * 1 + 1) * 8  # wte, and the RMSNorm weights
+    assert decayed + kept == model.num_params()
+
+
+@pytest.mark.parametrize("options", [{}, {"mlp": "swiglu"}, {"norm": "rmsnorm"}])
+@pytest.mark.parametrize("n_layer", [1, 6])
+def test_init_std_per_kind_of_weight_and_the_residual_scaling(options: dict,
+                                                              n_layer: int) -> None:
+    """GPT-2's init: every matrix and embedding N(0, 0.02), the residual projections (the
+    attention's and the MLP's c_proj) N(0, 0.02 / sqrt(2 n_layer)), biases 0, norms 1."""
+    torch.manual_seed(0)
+    model = CLLM(ModelConfig(vocab_size=1000, n_layer=n_layer, n_head=4, n_embd=128,
+                             block_size=64, bias=True, **options))
+    residual = [p.std().item() for n, p in model.named_parameters()
+                if n.endswith("c_proj.weight")]
+    matrices = [p.std().item() for n, p in model.named_parameters()
+                if p.dim() == 2 and not n.endswith("c_proj.weight")]
+    assert residual == pytest.approx([0.02 / math.sqrt(2 * n_layer)] * 2 * n_layer, rel=0.05)
+    assert len(matrices) == 2 + n_layer * (3 if options.get("mlp") == "swiglu" else 2)
+    assert matrices == pytest.approx([0.02] * len(matrices), rel=0.05)
+    for name, p in model.named_parameters():
+        if p.dim() == 1:
+            assert torch.equal(p, torch.full_like(p, 0.0 if name.endswith("bias") else 1.0))
+
+
+def test_an_untied_head_has_its_own_init_and_the_lattice_reaches_the_input_only() -> None:
+    shape = {"vocab_size": 400, "n_embd": 64, "embedding_init": "lattice"}
+    tied, untied = CLLM(tiny(**shape)), CLLM(tiny(**shape, tie_embeddings=False))
+    lattice = lattice_embedding(400, 64)
+    assert torch.allclose(tied.lm_head.weight.double(), lattice, atol=1e-7)
+    assert torch.allclose(untied.wte.weight.double(), lattice, atol=1e-7)
+    assert untied.lm_head.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    assert untied.num_params() == tied.num_params() + 400 * 64
+
+
 @pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(map(str, o.values())) or
                          "default")
 def test_decoding_with_the_cache_gives_the_logits_of_the_whole_sequence(options: dict) -> None:
@@ -103,19 +168,6 @@ def test_decoding_with_the_cache_gives_the_logits_of_the_whole_sequence(options:
     assert torch.allclose(chunked[1], whole[:, -1], atol=1e-5)  # several new after the cached
     with pytest.raises(ValueError, match="longer than block_size"):
         model.decode(idx[:, :1], cache)
-
-
-def test_head_is_tied_to_the_token_embedding_and_norms_are_not_decayed() -> None:
-    model = CLLM(tiny(bias=True))
-    assert model.lm_head.weight is model.wte.weight
-    decay, no_decay = model.param_groups(0.1)
-    decayed = {id(p) for p in decay["params"]}
-    assert id(model.wte.weight) not in decayed and id(model.wpe.weight) not in decayed
-    assert id(model.blocks[0].ln_1.weight) not in decayed
-    assert id(model.blocks[0].attn.c_attn.bias) not in decayed
-    assert id(model.blocks[0].attn.c_attn.weight) in decayed
-    assert no_decay["weight_decay"] == 0.0 and decay["weight_decay"] == 0.1
-    assert sum(p.numel() for g in (decay, no_decay) for p in g["params"]) == model.num_params()
 
 
 def test_a_too_long_sequence_is_refused() -> None:

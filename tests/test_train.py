@@ -330,3 +330,51 @@ def test_tf32_is_on_for_a_cuda_run_and_the_callers_settings_come_back(
             assert (matmul.allow_tf32, cudnn.allow_tf32) == before
     finally:
         matmul.allow_tf32, cudnn.allow_tf32 = saved
+
+
+def test_adamw_moments_follow_their_parameters_into_other_decay_groups() -> None:
+    """A state saved with the embeddings out of decay, loaded under decay_embeddings=True:
+    each parameter gets its own moments back, though its index in the groups moved."""
+    from model.cllm import CLLM, ModelConfig
+    from model.trainer import _make_optimizer, _regrouped
+
+    torch.manual_seed(0)
+    model = CLLM(ModelConfig.from_train(tiny_config().train, 300))
+    before = _make_optimizer(model, TrainConfig(decay_embeddings=False), torch.device("cpu"))
+    model(torch.randint(0, 300, (2, 8)), torch.randint(0, 300, (2, 8)))[1].backward()
+    before.step()
+    after = _make_optimizer(model, TrainConfig(decay_embeddings=True), torch.device("cpu"))
+    assert len(after.param_groups[0]["params"]) == len(before.param_groups[0]["params"]) + 2
+    after.load_state_dict(_regrouped(before.state_dict(), model, False, after))
+    for p in model.parameters():
+        assert torch.equal(after.state[p]["exp_avg"], before.state[p]["exp_avg"])
+        assert torch.equal(after.state[p]["exp_avg_sq"], before.state[p]["exp_avg_sq"])
+
+
+def test_a_checkpoint_from_before_decay_embeddings_continues_its_moments(data: DataRoot,
+                                                                         tmp_path: Path) -> None:
+    """Checkpoints saved before the key existed kept the embeddings out of decay: their AdamW
+    state is regrouped, not refused, and every parameter's step count continues."""
+    from model.checkpoint import save_checkpoint
+
+    first = train(tiny_config(max_steps=5, run="first", decay_embeddings=False), data,
+                  progress=False)
+    old = load_checkpoint(first.last_checkpoint)
+    del old["config"]["train"]["decay_embeddings"]  # as a checkpoint of before the key
+    save_checkpoint(tmp_path / "old.pt", old)
+    second = train(tiny_config(max_steps=1, run="second", decay_embeddings=True), data,
+                   progress=False, init_checkpoint=tmp_path / "old.pt", init_optimizer=True)
+    state = load_checkpoint(second.last_checkpoint)["optimizer"]
+    saved = old["optimizer"]["param_groups"]
+    assert [len(g["params"]) for g in state["param_groups"]] == [
+        len(g["params"]) + d for g, d in zip(saved, (2, -2), strict=True)]  # wte, wpe moved
+    assert {int(s["step"]) for s in state["state"].values()} == {6}
+
+
+def test_an_untied_head_is_exported_and_loaded_with_its_own_weights(data: DataRoot) -> None:
+    result = train(tiny_config(max_steps=2, tie_embeddings=False), data, progress=False)
+    exported = load_safetensors_model(result.export)
+    assert not torch.equal(exported.lm_head.weight, exported.wte.weight)
+    best = model_from_state(load_checkpoint(result.best_checkpoint))
+    ids = torch.randint(0, 300, (1, 16))
+    assert torch.equal(exported(ids)[0], best(ids)[0])
