@@ -2,8 +2,8 @@
 # Set up this project on a fresh Debian machine with Python 3.11 (idempotent; run as root or
 # with sudo). Installs the system tools the stages use, creates .venv, installs torch==2.13.0
 # first (the CPU build; a bare `torch` requirement would pull a multi-GB CUDA build), then the
-# project with its dev, export (transformers, gguf), tensorboard and parquet (pyarrow) extras, which the tests
-# use. Re-running does only what is missing.
+# project with its dev, export (transformers, gguf), tensorboard and parquet (pyarrow) extras,
+# which the tests use. Re-running does only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
