@@ -103,7 +103,7 @@ def test_config_checks_crawl_lists() -> None:
     with pytest.raises(ConfigError, match=r"crawl.exclude_patterns\[0\]"):
         crawl_cfg(exclude_patterns=["("])
     with pytest.raises(ConfigError, match=r"crawl.file_types\[1\]"):
-        crawl_cfg(file_types=["pdf", "zip"])
+        crawl_cfg(file_types=["pdf", "exe"])  # zip is a kind since archives are read
     with pytest.raises(ConfigError, match=r"crawl.private_allowlist\[0\]"):
         crawl_cfg(private_allowlist=["localhost"])
     with pytest.raises(ConfigError, match="crawl.redis_url"):
