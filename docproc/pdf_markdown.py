@@ -4,13 +4,17 @@ bulleted lines as list items, and tables as GitHub-flavoured tables.
 
 Fast by design: `page.find_tables()` costs tens of milliseconds a page, so it runs only on a
 page whose vector graphics could draw a table's rules (MIN_RULES line or rectangle paths),
-and only over the area they cover; a page without them is laid out from one `extractDICT`.
+and only over the area they cover; a page without them is laid out from one `extractDICT`,
+each span read once. The paths come from `get_cdrawings`, not from a text page made with
+TEXT_COLLECT_VECTORS: that would be one run of the page fewer, but MuPDF then splits text
+lines at drawn rules (underscores: "asn1 decode" came out as "asn1" and "decode").
 The OCR decision is made before, on the same text, and is unchanged: OCRed pages stay plain
 text.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import Any
 
@@ -24,22 +28,41 @@ RULE_PAD_PT = 2.0  # around the ruled region: a rule's own width, so no cell edg
 HEADING_RATIOS = ((1.8, 1), (1.4, 2), (1.15, 3))
 HEADING_MAX_CHARS = 200  # a longer "heading" is a paragraph in a big font
 BULLETS = frozenset("•◦▪▫●○■□‣⁃–-*·")
-PATH_ENTRIES = ("fill-path", "stroke-path")
 TEXT_BLOCK = 0  # extractDICT's block type for text
+# a content-stream operator that paints a path (stroke, fill, both) or draws an XObject (a form
+# can hold paths): where none occurs the page draws no rule. A match inside a string or an
+# inline image only costs the full scan
+PAINTS = re.compile(rb"(?:^|(?<=[\s\])>}]))(?:[SsFBb]\*?|f\*?|Do)(?=[\s\[(/<%]|$)")
 
 
 def _ruled_region(page: Any) -> tuple[float, float, float, float] | None:
-    """The area the page's rules cover, where it draws enough paths to rule a table (bboxlog
-    is cheap to get); None where it does not. Dots and specks do not count: pdfTeX draws
-    dozens of them on pages without a table."""
+    """The area the page's rules cover, where it draws enough paths to rule a table; None
+    where it does not. Dots and specks do not count: pdfTeX draws dozens of them on pages
+    without a table."""
     rules, x0, y0, x1, y1 = 0, float("inf"), float("inf"), float("-inf"), float("-inf")
-    for kind, (a, b, c, d) in page.get_bboxlog():
-        if kind in PATH_ENTRIES and max(c - a, d - b) >= MIN_RULE_PT:
-            rules += 1
+    for a, b, c, d, paints in _path_boxes(page):
+        if max(c - a, d - b) >= MIN_RULE_PT:
+            rules += paints
             x0, y0, x1, y1 = min(x0, a), min(y0, b), max(x1, c), max(y1, d)
     if rules < MIN_RULES:
         return None
     return x0 - RULE_PAD_PT, y0 - RULE_PAD_PT, x1 + RULE_PAD_PT, y1 + RULE_PAD_PT
+
+
+def _path_boxes(page: Any) -> list[tuple[float, float, float, float, int]]:
+    """Each drawn path's box, as get_bboxlog's path entries give it (a stroke's box grown by
+    half its width; a fill-and-stroke path counts as two paints), from get_cdrawings: about
+    half get_bboxlog's time on text-heavy pages, which it also logs every span of. None at
+    all where the content paints no path and draws no XObject (half of a manual's pages; the
+    regex is a quarter of get_cdrawings' time)."""
+    if not PAINTS.search(page.read_contents()):
+        return []
+    boxes = []
+    for path in page.get_cdrawings():
+        a, b, c, d = path["rect"]
+        half = (path.get("width") or 0.0) / 2 if "s" in path["type"] else 0.0
+        boxes.append((a - half, b - half, c + half, d + half, len(path["type"])))
+    return boxes
 
 
 def _find_tables(page: Any, region: tuple[float, float, float, float]) -> list[Any]:
@@ -87,24 +110,35 @@ def _inside(box: tuple, area: tuple) -> bool:
     return area[0] <= cx <= area[2] and area[1] <= cy <= area[3]
 
 
-def _body_size(blocks: list[dict]) -> float:
+Line = tuple[str, float]  # a line's text, its biggest span's font size
+
+
+def _block_lines(block: dict) -> list[Line]:
+    """The block's non-blank lines, each span read once (the body size and the heading test
+    both use them: reading spans twice was a fifth of Markdown mode's time)."""
+    lines = []
+    for line in block.get("lines", ()):
+        spans = line["spans"]
+        text = "".join([span["text"] for span in spans])
+        if text.strip():
+            lines.append((text, max([span["size"] for span in spans])))
+    return lines
+
+
+def _body_size(blocks: list[list[Line]]) -> float:
+    """The font size most of the page's characters are set in (by line, 0.1 pt steps)."""
     sizes: Counter[float] = Counter()
-    for block in blocks:
-        for line in block.get("lines", ()):
-            for span in line["spans"]:
-                sizes[round(span["size"], 1)] += len(span["text"])
-    return sizes.most_common(1)[0][0] if sizes else 0.0
+    for lines in blocks:
+        for text, size in lines:
+            sizes[size] += len(text)
+    rounded: Counter[float] = Counter()
+    for size, chars in sizes.items():  # round the few distinct sizes, not every line
+        rounded[round(size, 1)] += chars
+    return rounded.most_common(1)[0][0] if rounded else 0.0
 
 
-def _line_text(line: dict) -> str:
-    return "".join(span["text"] for span in line["spans"])
-
-
-def _block_markdown(block: dict, body: float) -> str:
+def _block_markdown(lines: list[Line], body: float) -> str:
     """One text block's lines, a heading or list items marked up."""
-    lines = [(_line_text(line), max((s["size"] for s in line["spans"]), default=0.0))
-             for line in block.get("lines", ())]
-    lines = [(text, size) for text, size in lines if text.strip()]
     if not lines:
         return ""
     text = "\n".join(t for t, _ in lines)
@@ -129,14 +163,14 @@ def page_markdown(page: Any, flags: int, textpage: Any = None) -> str:
     region = _ruled_region(page)
     tables = _tables(page, flags, region) if region else []
     layout = (textpage or page.get_textpage(flags=flags)).extractDICT()
-    blocks = [b for b in layout["blocks"] if b.get("type") == TEXT_BLOCK]
-    body = _body_size(blocks)
+    blocks = [(b["bbox"], _block_lines(b)) for b in layout["blocks"] if b["type"] == TEXT_BLOCK]
+    body = _body_size([lines for _, lines in blocks])
     items: list[tuple] = []
-    for block in blocks:
-        if any(_inside(block["bbox"], area) for area, _ in tables):
+    for bbox, lines in blocks:
+        if any(_inside(bbox, area) for area, _ in tables):
             continue  # its words are in the table
-        text = _block_markdown(block, body)
+        text = _block_markdown(lines, body)
         if text:
-            items.append((*block["bbox"], text))
+            items.append((*bbox, text))
     items += [(*area, md) for area, md in tables]
     return join_blocks(reading_order(items))
