@@ -157,7 +157,7 @@ def _args_tokenize(p: argparse.ArgumentParser) -> None:
     _config_flag(p, "--tokenizer", key="tokenize.tokenizer", metavar="FILE",
                  help="use this tokenizer.json instead of training one")
     _config_flag(p, "--val-fraction", key="shards.val_fraction", type=float, metavar="F",
-                 help="share of documents in the val split (fixed once shards exist)")
+                 help="share of chunks in the val split (fixed once shards exist)")
     _config_flag(p, "--shard-tokens", key="shards.shard_tokens", type=int, metavar="N",
                  help="tokens per shard")
     _config_flag(p, "--encoder", key="tokenize.encoder", choices=["auto", "hf", "tiktoken"],
