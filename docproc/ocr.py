@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +49,25 @@ def iso_lang(lang: str) -> str:
 
 
 def limit_threads() -> None:
+    """For an extraction worker, a process of its own: every Tesseract it starts runs alone."""
     os.environ[THREAD_LIMIT[0]] = THREAD_LIMIT[1]
+
+
+@contextlib.contextmanager
+def _one_tesseract_thread() -> Iterator[None]:
+    """The limit for one Tesseract run, the caller's environment back after it: a process
+    that OCRs in-process (a legacy tool, `cllm run`) must not hand OMP_THREAD_LIMIT=1 on to
+    what it runs next (torch's bf16 LayerNorm on a CPU returns NaN under it)."""
+    name, value = THREAD_LIMIT
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 def _pytesseract() -> Any:
@@ -126,7 +146,6 @@ def ocr_file(image: Path, *, lang: str, psm: int, dpi: int | None, source: str,
              deadline: float | None = None) -> OcrResult:
     """OCR one image file; `deadline` (time.monotonic) bounds the Tesseract run."""
     pt = _pytesseract()
-    limit_threads()
     timeout = 0.0
     if deadline is not None:
         timeout = deadline - time.monotonic()
@@ -136,8 +155,9 @@ def ocr_file(image: Path, *, lang: str, psm: int, dpi: int | None, source: str,
     with tempfile.TemporaryDirectory(prefix="cllm-ocr-") as tmp:
         base = str(Path(tmp) / "out")
         try:
-            pt.pytesseract.run_tesseract(str(image), base, "txt", lang, config=config,
-                                         timeout=timeout)
+            with _one_tesseract_thread():
+                pt.pytesseract.run_tesseract(str(image), base, "txt", lang, config=config,
+                                             timeout=timeout)
         except pt.TesseractNotFoundError:
             raise _not_found() from None
         except pt.TesseractError as e:

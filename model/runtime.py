@@ -65,7 +65,22 @@ def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextMana
 
     if not bf16:
         return contextlib.nullcontext()
+    if device.type == "cpu":
+        within_omp_thread_limit()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def within_omp_thread_limit() -> None:
+    """At most OMP_THREAD_LIMIT torch CPU threads. torch sizes its pool by the cores whatever
+    the limit, and its bf16 LayerNorm then returns NaN (torch 2.13, 2 threads under a limit of
+    1: a NaN loss at the first step); the fp32 kernels are not affected."""
+    import torch
+
+    limit = os.environ.get("OMP_THREAD_LIMIT", "")
+    if limit.isdigit() and 0 < int(limit) < torch.get_num_threads():
+        log.info("train: %d torch threads, as OMP_THREAD_LIMIT=%s allows (not %d)",
+                 int(limit), limit, torch.get_num_threads())
+        torch.set_num_threads(int(limit))
 
 
 @contextlib.contextmanager
