@@ -44,35 +44,12 @@ from typing import Any
 
 import torch
 from minigpt import MiniGPT, nanogpt_lr
-from quality_data import Data, check_split, load_data, prepare, score
+from quality_data import Data, Setup, check_split, load_data, prepare, score
 from quality_summary import REFERENCE, print_table, save, summarise, tables
 
 from model.data import SplitTokens, TrainWindows
 
 RESULTS = Path(__file__).resolve().parent / "results" / "quality.json"
-
-
-@dataclass(frozen=True, slots=True)
-class Setup:
-    """What every recipe shares: the model's size, the optimisation, the data, the scoring."""
-
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 64
-    block_size: int = 64  # tokens per window
-    batch_size: int = 8  # windows per step
-    steps: int = 200
-    lr: float = 1e-3
-    min_lr: float = 1e-4
-    warmup: int = 20  # steps
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    vocab: int = 2048  # BPE trained by the tokenize stage
-    val_fraction: float = 0.1  # share of documents (by id) in val
-    windows: int = 256  # fixed val windows every recipe is scored on
-    seeds: tuple[int, ...] = (1, 2, 3)
-    modules: tuple[str, ...] = ()  # the corpus's modules; empty = every one (bench/corpus.py)
-    doc_chars: int = 8000  # the longest document a pydoc page is cut into
 
 
 FULL = Setup()  # about a minute a run on a loaded core: both suites in ~30 min on 2 cores

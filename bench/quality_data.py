@@ -1,5 +1,6 @@
-"""bench/quality.py's data and its one evaluator: the fixed corpus through our ingest, extract,
-clean and tokenize stages, and the loss and bits per byte on fixed val windows."""
+"""bench/quality.py's setup (what every recipe shares), its data and its one evaluator: the
+fixed corpus through our ingest, extract, clean and tokenize stages, and the loss and bits per
+byte on fixed val windows."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,8 +19,30 @@ from model.data import SplitTokens, eval_starts
 from pipeline.layout import DataRoot
 from pipeline.shards import Manifest, read_manifest
 
-if TYPE_CHECKING:
-    from quality import Setup
+
+@dataclass(frozen=True, slots=True)
+class Setup:
+    """What every recipe shares: the model's size, the optimisation, the data, the scoring."""
+
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 64
+    block_size: int = 64  # tokens per window
+    batch_size: int = 8  # windows per step
+    steps: int = 200
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup: int = 20  # steps
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    vocab: int = 2048  # BPE trained by the tokenize stage
+    val_fraction: float = 0.1  # share of documents (by id) in val
+    windows: int = 256  # fixed val windows every recipe is scored on
+    seeds: tuple[int, ...] = (1, 2, 3)
+    modules: tuple[str, ...] = ()  # the corpus's modules; empty = every one (bench/corpus.py)
+    doc_chars: int = 8000  # the longest document a pydoc page is cut into
+
+
 
 EVAL_BATCH = 16  # windows per forward of the evaluator
 MIN_VAL_SHARE = 0.01  # the val split must hold at least this share of the tokens
