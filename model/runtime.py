@@ -65,8 +65,6 @@ def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextMana
 
     if not bf16:
         return contextlib.nullcontext()
-    if device.type == "cpu":
-        within_omp_thread_limit()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 

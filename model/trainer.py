@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from model.checkpoint import CheckpointSet, load_checkpoint
 from model.cllm import ModelConfig
 from model.data import SAMPLER, SplitTokens, TrainWindows
-from model.runtime import Dist, all_reduce_sum, autocast, use_bf16
+from model.runtime import Dist, all_reduce_sum, autocast, use_bf16, within_omp_thread_limit
 from model.schedule import Horizon, lr_at
 from pipeline.config import Config, TrainConfig
 from pipeline.errors import ConfigError
@@ -211,6 +211,8 @@ class Trainer:
         if self.tokenizer is None:
             self.tokenizer = _tokenizer_entry(root, manifest)
         self.bf16 = use_bf16(device, self.tc.precision)
+        if self.bf16 and device.type == "cpu":
+            within_omp_thread_limit()
         self.forward_model = self._wrap(self.model)
         self.train_windows = TrainWindows(
             SplitTokens(root.shards, manifest, "train"), block_size=self.model_cfg.block_size,
