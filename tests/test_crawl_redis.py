@@ -21,6 +21,8 @@ from pipeline.config import build_config
 from pipeline.layout import DataRoot
 from pipeline.rawstore import RawStore
 
+pytestmark = pytest.mark.slow  # a Redis server and two crawls, each in its own process
+
 PAGES = 20
 
 

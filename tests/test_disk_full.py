@@ -36,7 +36,7 @@ from pipeline.layout import DataRoot
 from pipeline.rawstore import RawStore
 from pipeline.shards import read_manifest, verify_shards
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # cllm subprocesses
 
 DISK_MB = 32
 DOCS = 12

@@ -43,7 +43,7 @@ from pipeline.ingest import ingest_paths
 from pipeline.layout import DataRoot
 from pipeline.records import Document, Failure
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # cllm subprocesses
 
 # peak memory per process (MB) as the README's "What was tried and held" gives it; a run
 # must come within 1.5x of it either way (else the figure is no longer true: update it)

@@ -37,7 +37,8 @@ from pipeline.layout import DataRoot
 from pipeline.rawstore import RawStore
 from pipeline.stats import StageStats
 
-pytestmark = pytest.mark.timeout(180)  # a hang guard, not a speed test
+# slow: the crawl runs in a child process; the timeout is a hang guard, not a speed test
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 MAX_BYTES = 64 * 1024
 TIMEOUT_S = 2.0
