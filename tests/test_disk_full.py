@@ -310,6 +310,7 @@ def test_crawl_stops_cleanly_and_resumes_without_refetching(disk: SmallDisk,
         print(f"crawl ({disk.mode}): out of space after {len(before)} of {len(expected)} pages;"
               f" stderr: {full.stderr!r}")
         assert 0 < len(before) < len(expected)  # out of space mid-way
+        assert FailureLog(DataRoot.at(root).raw_failures).read() == []  # no page was blamed
         assert_no_half_files(root)
 
         disk.release()
