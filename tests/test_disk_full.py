@@ -9,7 +9,8 @@ the same documents (by id and text), the same shards byte for byte.
 The small file system is a tmpfs (mounting needs root), else a loop-mounted ext2 image:
 a real ENOSPC, filled to leave a few hundred KB, so that each stage has written part of its
 output when the space runs out (each test asserts it did). Where nothing can be mounted the
-tests skip, except under CI=true, where they fail: CI runs as root.
+tests skip, except under CI=true, where they fail: CI runs as root. The neighbouring error,
+a file over `ulimit -f` (EFBIG, no mount needed), is reported the same way: its own test.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import resource
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
@@ -122,18 +125,25 @@ class Run:
     stderr: str
 
 
-def cllm(root: Path, *args: str) -> Run:
+def cllm(root: Path, *args: str, max_file_bytes: int = 0) -> Run:
+    """`cllm --root root -q args`; `max_file_bytes`: its `ulimit -f` (EFBIG past it)."""
+    def file_size_limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG, not death by SIGXFSZ
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
+
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLLM_")}
     proc = subprocess.run([str(VENV_BIN / "cllm"), "--root", str(root), "-q", *args], env=env,
-                          capture_output=True, text=True, timeout=240)
+                          capture_output=True, text=True, timeout=240,
+                          preexec_fn=file_size_limit if max_file_bytes else None)
     return Run(proc.returncode, proc.stdout, proc.stderr)
 
 
-def assert_stopped_for_lack_of_space(run: Run, root: Path) -> None:
+def assert_stopped_for_lack_of_space(run: Run, root: Path,
+                                     says: str = "no space left on device") -> None:
     assert run.code == 3, (run.stdout, run.stderr)
     last = run.stderr.strip().splitlines()[-1]
     assert last.startswith("cllm: "), run.stderr
-    assert "no space left on device" in last, last
+    assert says in last, last
     assert str(root) in last and "run the same command again" in last
     assert "Traceback" not in run.stderr
 
@@ -319,3 +329,18 @@ def test_crawl_stops_cleanly_and_resumes_without_refetching(disk: SmallDisk,
         assert by_path(raw_rows(root), site) == expected
         refetched = [path for path in before if site.hits[path] > 1]
         assert refetched == []  # what was stored before the disk filled came from the store
+
+
+def test_a_file_over_the_file_size_limit_stops_ingest_the_same_way(tmp_path: Path) -> None:
+    corpus, root = tmp_path / "corpus", tmp_path / "data"
+    corpus.mkdir()
+    for i in range(3):  # small files first (ingest walks in sorted order), then a big one
+        (corpus / f"a{i}.txt").write_text(f"Note {i}\n\n{sentences(i, 200)}\n")
+    (corpus / "z-big.txt").write_text(sentences(9, 40_000))  # over the limit below
+    full = cllm(root, "ingest", str(corpus), max_file_bytes=128 * 1024)
+    assert_stopped_for_lack_of_space(full, root, says="file too large")
+    assert sorted(Path(s).name for s in raw_rows(root)) == ["a0.txt", "a1.txt", "a2.txt"]
+    assert_no_half_files(root)
+    again = cllm(root, "ingest", str(corpus))
+    assert again.code == 0, again.stderr
+    assert len(raw_rows(root)) == 4
