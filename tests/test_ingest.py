@@ -155,8 +155,11 @@ def test_size_limit_and_single_file_and_missing_path(
 
 
 def _unprivileged(cmd: list[str]) -> list[str]:
-    """`cmd` run as `nobody` when we are root (root reads files whatever their mode):
-    setpriv (util-linux) drops the ids and the groups before it starts the command."""
+    """`cmd` run as `nobody` when we are root (root reads files whatever their mode).
+
+    setpriv (util-linux) rather than setuid in preexec_fn: it keeps root's capabilities
+    for the exec alone, so an interpreter under /root (pyenv) still starts; the command
+    then runs with nobody's rights and none of root's."""
     if os.geteuid() != 0:
         return cmd
     setpriv = shutil.which("setpriv")
