@@ -187,10 +187,14 @@ def extract_all(cfg: Config, root: DataRoot, progress: bool = True,
                     for doc in docs:
                         tally.count(stats, doc)
                     stats.bytes += outcome.task.size if not outcome.error else 0
+                    # how long a failed file took, against its limit (a member's failure
+                    # is its container's time)
+                    took = (f" (after {outcome.seconds:.2f} s; limit {outcome.limit_s:g} s)"
+                            if outcome.error else "")
                     for failure in failures:
                         stats.fail(failure)
-                        log.warning("extract: %s: [%s] %s", failure.source, failure.error,
-                                    failure.message)
+                        log.warning("extract: %s: [%s] %s%s", failure.source, failure.error,
+                                    failure.message, took)
                     # all its documents kept before (from other files): done all the same
                     dup_only = outcome.task.sha256 if outcome.documents and not docs else ""
                     writer.add(docs, failures, dup_only)

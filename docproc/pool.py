@@ -70,6 +70,7 @@ class Outcome:
     error: str = ""  # failure kind ("corrupt", "timeout", "crash", ...) of the file itself
     message: str = ""
     seconds: float = 0.0
+    limit_s: float = 0.0  # its limit: extract.timeout_s + its pages' allowance (set by the pool)
 
     @property
     def documents(self) -> list[Document]:
@@ -174,13 +175,11 @@ def _limit_memory(extra_mb: int) -> None:
 def _die_with_parent() -> None:
     """Linux: have the kernel kill this worker when its parent dies (even by SIGKILL), so an
     orphan never keeps working or holds the stage lock it inherited."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
 
 
 def _worker_main(conn: Connection, opts: ExtractOptions, timeout_s: float, max_tasks: int) -> None:
@@ -342,7 +341,7 @@ class WorkerPool:
     def _collect(self) -> tuple[list[Outcome], list[Task]]:
         """Wait for results, deaths or deadlines; (outcomes, tasks to hand out again)."""
         busy = [w for w in self._all if w.inflight]
-        next_deadline = min(w.started + self._limit(w) for w in busy)
+        next_deadline = min(w.started + self._limit(w) + self.kill_grace_s for w in busy)
         waitables = [w.conn for w in busy] + [w.proc.sentinel for w in busy]
         ready = set(wait(waitables, timeout=max(0.0, next_deadline - time.monotonic())))
         outcomes: list[Outcome] = []
@@ -362,6 +361,7 @@ class WorkerPool:
                     self._retire(worker, kill=False)  # it leaves by itself after its last task
                 continue
             head, seconds = worker.inflight[0], now - worker.started
+            limit = self._limit(worker)
             if dead:
                 worker.proc.join(timeout=1)
                 if worker.done == 0 and (worker.proc.exitcode or 0) > 0:
@@ -370,13 +370,13 @@ class WorkerPool:
                         f"{worker.proc.exitcode}; its error is above). A script that runs "
                         "the extract stage needs an `if __name__ == '__main__':` guard")
                 outcomes.append(Outcome(head, error="crash", message=_death(worker.proc),
-                                        seconds=seconds))
-            elif seconds >= self._limit(worker):
+                                        seconds=seconds, limit_s=limit))
+            elif seconds >= limit + self.kill_grace_s:
                 log.warning("%s: no result after %.0fs, stopping its worker", head.source,
                             seconds)
-                limit = describe(self.timeout_s, self.opts.timeout_per_page_s, worker.pages)
-                outcomes.append(Outcome(head, error="timeout", seconds=seconds,
-                                        message=f"no result within {limit} (worker stopped)"))
+                keys = describe(self.timeout_s, self.opts.timeout_per_page_s, worker.pages)
+                outcomes.append(Outcome(head, error="timeout", seconds=seconds, limit_s=limit,
+                                        message=f"no result within {keys} (worker stopped)"))
             else:
                 continue
             unstarted.extend(list(worker.inflight)[1:])
@@ -385,9 +385,8 @@ class WorkerPool:
         return outcomes, unstarted
 
     def _limit(self, worker: _Worker) -> float:
-        """Seconds the worker's head task may take before the worker is stopped."""
-        return limit_s(self.timeout_s, self.opts.timeout_per_page_s,
-                       worker.pages) + self.kill_grace_s
+        """Seconds the worker's head task may take; past them and the grace, it is stopped."""
+        return limit_s(self.timeout_s, self.opts.timeout_per_page_s, worker.pages)
 
     def _outcome(self, worker: _Worker, outcome: Outcome) -> Outcome:
         """The head task's outcome as its worker sent it; the next task has begun."""
@@ -395,6 +394,7 @@ class WorkerPool:
         now = time.monotonic()
         # the parent's own task and clock (from when the worker took the task up)
         outcome.task, outcome.seconds, worker.started = task, now - worker.started, now
+        outcome.limit_s = self._limit(worker)
         worker.done += 1
         worker.pages = 0
         return outcome.checked()

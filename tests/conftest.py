@@ -20,6 +20,14 @@ VENV_BIN = Path(sys.executable).parent
 OPT_IN = "llamacpp"  # builds llama-cpp-python from source: half an hour on two cores
 
 
+def skip_unless_ci(why: str) -> None:
+    """A test that needs what CI provides (root, redis-server) and this machine lacks: skip
+    on a developer's machine, fail under CI=true, where it must run."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{why} (CI=true: CI must run this test)")
+    pytest.skip(why)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The opt-in tests run only when -m names their marker (then -m decides, as always):
     a plain run, `-m slow` or `-k ...` leaves them out."""

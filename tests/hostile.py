@@ -10,9 +10,14 @@ the corpus takes well under a second and no memory.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import os
+import socket
 import struct
+import threading
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass
@@ -669,3 +674,106 @@ def gzip_bomb(expanded: int) -> bytes:
     import gzip
 
     return gzip.compress(bytes(expanded), 9)
+
+
+# --- a tripwire on every local address ------------------------------------------------------
+
+
+def own_addresses() -> list[str]:
+    """This machine's addresses besides 127.0.0.1 and ::1 that are not public (Linux: from
+    /proc), e.g. a container's 172.17.0.2 or fd00::2; link-local ones need a zone, left out."""
+    import ipaddress
+
+    found: set[str] = set()
+    with contextlib.suppress(OSError):
+        lines = Path("/proc/net/fib_trie").read_text().splitlines()
+        # "|-- 192.0.2.2" followed by "/32 host LOCAL": an address of this host
+        found |= {prev.split()[-1] for prev, line in zip(lines, lines[1:], strict=False)
+                  if line.strip() == "/32 host LOCAL"}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/net/if_inet6").read_text().splitlines():
+            hexa = line.split()[0]
+            found.add(str(ipaddress.IPv6Address(bytes.fromhex(hexa))))
+    addrs = [ipaddress.ip_address(a) for a in found]
+    return sorted(str(a) for a in addrs if not (a.is_loopback or a.is_link_local or a.is_global))
+
+
+class Tripwire:
+    """Listeners on one port of every local address (the IPv4 and IPv6 wildcards): whatever
+    address of this machine a connection to that port was made to, it is heard and recorded
+    (the address as the connection's own end saw it), then closed."""
+
+    def __init__(self) -> None:
+        self.heard: list[str] = []
+        self.ipv6 = False  # an IPv6 listener too (False only where the machine has no IPv6)
+        self._sockets: list[socket.socket] = []
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return self._sockets[0].getsockname()[1]
+
+    def start(self) -> Tripwire:
+        for _ in range(20):  # the IPv6 side of a free IPv4 port may be taken: try another
+            v4 = socket.create_server(("0.0.0.0", 0))
+            try:
+                v6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            except OSError:  # no IPv6 in this kernel
+                self._sockets = [v4]
+                break
+            v6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                v6.bind(("::", v4.getsockname()[1]))
+            except OSError as e:
+                v6.close()
+                if e.errno == errno.EADDRINUSE:
+                    v4.close()
+                    continue
+                self._sockets = [v4]  # no IPv6 address to bind: nothing reaches ::1 either
+                break
+            v6.listen()
+            self._sockets, self.ipv6 = [v4, v6], True
+            break
+        else:
+            raise RuntimeError("no port free on both IPv4 and IPv6")
+        self._thread = threading.Thread(target=self._listen, name="tripwire", daemon=True)
+        self._thread.start()
+        return self
+
+    def _listen(self) -> None:
+        import selectors
+
+        with selectors.DefaultSelector() as sel:
+            for s in self._sockets:
+                sel.register(s, selectors.EVENT_READ)
+            while not self._stopping.is_set():
+                for key, _ in sel.select(timeout=0.05):
+                    conn, _ = key.fileobj.accept()  # type: ignore[union-attr]
+                    self.heard.append(conn.getsockname()[0])
+                    conn.close()
+
+    def reaches(self, address: str) -> bool:
+        """Connect to `address` at the port as the crawler would; whether it was heard."""
+        before = len(self.heard)
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.settimeout(2.0)
+            try:
+                s.connect((address, self.port))
+            except OSError:
+                return False
+        deadline = time.monotonic() + 2.0
+        while len(self.heard) == before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if len(self.heard) == before:
+            return False
+        del self.heard[before:]  # our own connection, not the crawler's
+        return True
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        for s in self._sockets:
+            s.close()

@@ -1,5 +1,6 @@
 """Scale-out: two crawl workers (two data roots, as on two machines) share one frontier
-through a real Redis server started by the test."""
+through a real Redis server started by the test. Without redis-server the test skips, except
+under CI=true, where it fails: CI installs it (scripts/setup.sh)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import skip_unless_ci
 
 from crawler.job import read_refused
 from crawler.localsite import LocalSite, Page, html
@@ -18,6 +20,8 @@ from crawler.run import crawl
 from pipeline.config import build_config
 from pipeline.layout import DataRoot
 from pipeline.rawstore import RawStore
+
+pytestmark = pytest.mark.slow  # a Redis server and two crawls, each in its own process
 
 PAGES = 20
 
@@ -32,7 +36,7 @@ def free_port() -> int:
 def redis_url(tmp_path: Path) -> Iterator[str]:
     exe = shutil.which("redis-server")
     if exe is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+        skip_unless_ci("redis-server is not installed (apt-get install redis-server)")
     import redis
 
     port = free_port()
@@ -48,7 +52,7 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
                 break
             except redis.ConnectionError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.skip("could not start redis-server")
+                    skip_unless_ci("could not start redis-server")
                 time.sleep(0.05)
         yield f"redis://127.0.0.1:{port}/0"
     finally:

@@ -1,15 +1,16 @@
 """Hostile files through `cllm ingest` and `cllm extract` (tests/hostile.py makes them).
 
 Every file ends as a correct document or as one failure row whose reason names it, within
-the per-document time limit, without taking more than a few hundred MB, and the batch goes
-on to extract every good file. The stages run as the user runs them: `cllm` subprocesses,
-measured for peak memory (the largest process of each command's tree, workers and
-Tesseract included).
+the per-document time limit, with the peak memory the README gives (within 1.5x), and the
+batch goes on to extract every good file. The stages run as the user runs them: `cllm`
+subprocesses, measured for peak memory (the largest process of each command's tree, workers
+and Tesseract included).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from hostile import (
     one_page_pdf,
 )
 
+from docproc.budget import limit_s
 from docproc.extract import extract_all
 from docproc.options import ExtractOptions
 from docproc.pool import Task, WorkerPool
@@ -41,9 +43,18 @@ from pipeline.ingest import ingest_paths
 from pipeline.layout import DataRoot
 from pipeline.records import Document, Failure
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # cllm subprocesses
 
-PEAK_MB = 600  # no process of a hostile run may hold more (worker cap: MAX_MEMORY_MB more)
+# peak memory per process (MB) as the README's "What was tried and held" gives it; a run
+# must come within 1.5x of it either way (else the figure is no longer true: update it)
+PUBLISHED_PEAK_MB = {"ingest": 27, "extract": 176}
+PEAK_SLACK = 1.5
+# the extract stage's warning for a failed file ends with its time against its limit
+FAILED_IN = re.compile(r" W docproc\.extract: extract: (?P<source>.+?): \[(?P<error>\w+)\] "
+                       r".*\(after (?P<seconds>[\d.]+) s; limit (?P<limit>[\d.]+) s\)$")
+# the parent stops a worker at its limit plus the grace (WorkerPool.kill_grace_s); it wakes
+# at that deadline, give or take the scheduling of a loaded machine
+WAKE_SLACK_S = 1.0
 # Runs a command and reports the peak RSS of its process tree: RUSAGE_CHILDREN's maxrss
 # covers every descendant that was waited for (workers, Tesseract), not just the child.
 MEASURE = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
@@ -158,18 +169,42 @@ def test_the_batch_completes_and_extracts_every_good_file(hostile: Outcome) -> N
     assert "timeout=1" in hostile.extract.stdout  # content-bomb.pdf, below
 
 
-def test_documents_finish_within_the_time_limit_and_memory_stays_bounded(
-        hostile: Outcome) -> None:
-    # the pool stops a worker at the limit plus a grace of at most the limit again
-    slowest = max(doc.stats["seconds"] for doc in hostile.docs.values())
-    assert slowest <= 2 * TIMEOUT_S
-    timeouts = [r for rows in hostile.failures.values() for r in rows if r.error == "timeout"]
+def failure_times(root: DataRoot) -> dict[str, tuple[str, float, float]]:
+    """source -> (error, seconds, limit) of each file extract failed, from its log."""
+    lines = (root.logs / "cllm.log").read_text(encoding="utf-8").splitlines()
+    return {m["source"]: (m["error"], float(m["seconds"]), float(m["limit"]))
+            for line in lines if (m := FAILED_IN.search(line))}
+
+
+def test_every_file_ends_within_its_time_limit(hostile: Outcome) -> None:
+    # documents: within extract.timeout_s + their pages' allowance
+    for name, doc in hostile.docs.items():
+        limit = limit_s(TIMEOUT_S, TIMEOUT_PER_PAGE_S, doc.pages)
+        assert doc.stats["seconds"] <= limit, f"{name}: {doc.stats['seconds']} s > {limit} s"
+    # failures too: each failed file's time against the limit it had
+    timed = failure_times(hostile.root)
+    failed = [r for name, rows in hostile.failures.items() for r in rows
+              if r.stage == "extract" and r.source == str(hostile.folder / name)]  # no members
+    assert failed and sorted(timed) == sorted(r.source for r in failed)
+    grace = WorkerPool(ExtractOptions(), workers=1, timeout_s=TIMEOUT_S,
+                       tasks_per_worker=1).kill_grace_s
+    for source, (error, seconds, limit) in timed.items():
+        assert limit >= TIMEOUT_S, source
+        if error in ("timeout", "crash"):  # a worker that did not stop by itself was stopped
+            assert seconds <= limit + grace + WAKE_SLACK_S, (source, seconds, limit)
+        else:
+            assert seconds <= limit, (source, error, seconds, limit)
+    timeouts = [r for r in failed if r.error == "timeout"]
     assert [Path(r.source).name for r in timeouts] == ["content-bomb.pdf"]
     assert f"extract.timeout_s={TIMEOUT_S:g}s" in timeouts[0].message
-    print(f"peak RSS: ingest {hostile.ingest.peak_mb:.0f} MB, "
-          f"extract {hostile.extract.peak_mb:.0f} MB")
-    assert hostile.ingest.peak_mb < PEAK_MB
-    assert hostile.extract.peak_mb < PEAK_MB
+
+
+def test_peak_memory_is_the_published_figure(hostile: Outcome) -> None:
+    peaks = {"ingest": hostile.ingest.peak_mb, "extract": hostile.extract.peak_mb}
+    print("peak RSS: " + ", ".join(f"{stage} {mb:.0f} MB" for stage, mb in peaks.items()))
+    for stage, mb in peaks.items():
+        published = PUBLISHED_PEAK_MB[stage]
+        assert published / PEAK_SLACK <= mb <= published * PEAK_SLACK, (stage, mb, published)
 
 
 def test_a_rerun_adds_nothing_and_keeps_one_row_per_failure(hostile: Outcome) -> None:

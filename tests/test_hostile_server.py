@@ -2,6 +2,8 @@
 tests/hostile.py): slow-loris, endless and lying bodies, bombs, redirect games, private
 addresses, broken robots.txt, 429s and link traps. Each case is handled and counted (a
 stored page, a refusal or a failure, with its reason) and the crawl ends within its budget.
+The redirects and meta refreshes to this machine's other addresses all name one port, on
+which a tripwire listens on every local address: it must hear nothing.
 """
 
 from __future__ import annotations
@@ -14,42 +16,60 @@ from pathlib import Path
 
 import pytest
 from hostile import (
+    Tripwire,
     chunked_body,
     declared_length,
     dribble,
     endless,
     gzip_bomb,
     not_http,
+    own_addresses,
     silent,
 )
 
 from crawler.job import read_refused
 from crawler.localsite import LocalSite, Page, Request, html, redirect
 from crawler.run import crawl
+from crawler.settings import RETRY_BACKOFF_MAX_S
 from pipeline.config import build_config
 from pipeline.failures import FailureLog
 from pipeline.layout import DataRoot
 from pipeline.rawstore import RawStore
 from pipeline.stats import StageStats
 
-pytestmark = pytest.mark.timeout(180)  # a hang guard, not a speed test
+# slow: the crawl runs in a child process; the timeout is a hang guard, not a speed test
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 MAX_BYTES = 64 * 1024
 TIMEOUT_S = 2.0
 MAX_PAGES = 80  # more than the site holds within MAX_DEPTH: the traps must end by themselves
 MAX_DEPTH = 5
-PRIVATE_TARGETS = {  # redirect targets that must be refused after the redirect
+OWN = own_addresses()  # this machine's other addresses (a container's, ...), none public
+# redirect targets that must be refused after the redirect; {port} is the tripwire's
+PRIVATE_TARGETS = {
     "/to-metadata": "http://169.254.169.254/latest/meta-data/",
     "/to-rfc1918": "http://10.0.0.1/admin",
     "/to-loopback-2": "http://127.0.0.2:{port}/",
+    "/to-loopback-3": "http://127.0.0.3:{port}/",
     "/to-decimal-ip": "http://2130706434:{port}/",  # 127.0.0.2 spelled as one number
     "/to-hex-ip": "http://0x7f.0.0.2:{port}/",
     "/to-mapped-v6": "http://[::ffff:127.0.0.2]:{port}/",
     "/to-v6-loopback": "http://[::1]:{port}/",
     "/to-unspecified": "http://0.0.0.0:{port}/",
+    **{f"/to-own-{i}": f"http://{a if ':' not in a else f'[{a}]'}:{{port}}/"
+       for i, a in enumerate(OWN)},
 }
-PRIVATE_HOSTS = ["169.254.169.254", "10.0.0.1", "127.0.0.2", "2130706434", "0x7f.0.0.2",
-                 "::ffff:127.0.0.2", "::ffff:7f00:2", "::1", "0.0.0.0"]
+REFRESH_TARGETS = {  # meta refresh (not a redirect) to private addresses
+    "/refresh-private": "http://169.254.169.254/",
+    "/refresh-loopback-2": "http://127.0.0.2:{port}/",
+    "/refresh-v6-loopback": "http://[::1]:{port}/",
+}
+# the addresses the {port} targets reach: the tripwire must hear each one (else it proves
+# nothing), but never from the crawler
+TRIPWIRE_ADDRESSES = ["127.0.0.2", "127.0.0.3", "::ffff:127.0.0.2", "::1", "0.0.0.0", *OWN]
+PRIVATE_HOSTS = ["169.254.169.254", "10.0.0.1", "127.0.0.2", "127.0.0.3", "2130706434",
+                 "0x7f.0.0.2", "::ffff:127.0.0.2", "::ffff:7f00:2", "::1", "0.0.0.0", *OWN]
+LONG_RETRY_AFTER_S = 3600
 SECRET = b"<html><body>instance credentials</body></html>"
 
 
@@ -90,7 +110,7 @@ def trap(req: Request) -> Page:
     return Page(status=404, body=b"<html><body>not found</body></html>")
 
 
-def hostile_routes(clock: Clock) -> dict[str, object]:
+def hostile_routes(clock: Clock, tripwire_port: int) -> dict[str, object]:
     chain = {f"/chain/{i}": redirect(f"/chain/{i + 1}") for i in range(30)}
     short = {"/hop/1": redirect("/hop/2", 301), "/hop/2": redirect("/hop/3", 307),
              "/hop/3": Page(body=html("After three hops"))}
@@ -110,17 +130,19 @@ def hostile_routes(clock: Clock) -> dict[str, object]:
         "/loop-b": redirect("/loop-a"),
         "/self": redirect("/self"),
         "/to-file": redirect("file:///etc/passwd"),
-        "/refresh-private": Page(body=html("Refresh", head='<meta http-equiv="refresh" '
-                                           'content="0; url=http://169.254.169.254/">')),
         "/retry-once": clock(429, "1"),
         "/retry-date": clock(503, http_date(2)),  # whole seconds: a wait of 1 to 2 s
         "/retry-tomorrow": clock(429, http_date(86400), times=99),
         "/retry-seconds": clock(429, "86400", times=99),
+        "/retry-hour": clock(503, str(LONG_RETRY_AFTER_S), times=99),
         **chain, **short,
     }
     for path, target in PRIVATE_TARGETS.items():
-        routes[path] = lambda req, t=target: redirect(t.format(port=req.headers["host"]
-                                                               .rsplit(":", 1)[1]))
+        routes[path] = redirect(target.format(port=tripwire_port))
+    for path, target in REFRESH_TARGETS.items():
+        url = target.format(port=tripwire_port)
+        routes[path] = Page(body=html("Refresh", head='<meta http-equiv="refresh" '
+                                      f'content="0; url={url}">'))
     links = [p for p in routes if not p.startswith(("/chain/", "/hop/", "/loop-b"))]
     routes["/"] = Page(body=html("Hostile home", [*links, "/chain/0", "/hop/1", "/calendar?day=0",
                                                   "/deeper", "/again", "/shop"]))
@@ -160,13 +182,16 @@ class Crawled:
     refused: dict[str, dict[str, object]]  # URL -> refused.jsonl row
     clock: Clock
     wall_s: float
+    tripped: list[str]  # local addresses the tripwire heard a connection to during the crawl
+    unheard: list[str]  # TRIPWIRE_ADDRESSES a test connection after the crawl did not reach
 
 
 @pytest.fixture(scope="module")
 def crawled(tmp_path_factory: pytest.TempPathFactory):
     root = DataRoot.at(tmp_path_factory.mktemp("hostile-server") / "data")
     clock = Clock()
-    site = LocalSite(hostile_routes(clock), fallback=trap).start()
+    tripwire = Tripwire().start()
+    site = LocalSite(hostile_routes(clock, tripwire.port), fallback=trap).start()
     robots = {}
     for name, answer in ROBOTS.items():
         robots[name] = LocalSite({"/robots.txt": answer, "/robots-b.txt": redirect("/robots.txt"),
@@ -184,14 +209,20 @@ def crawled(tmp_path_factory: pytest.TempPathFactory):
         seeds = [site.url("/")] + [s.url(p) for s in robots.values() for p in ("/", "/twin")]
         stats = crawl(seeds, cfg, root, progress=False)
         wall_s = time.monotonic() - started
+        tripped = list(tripwire.heard)
+        # the tripwire hears each address (IPv6 ones where the machine has IPv6 at all)
+        unheard = [a for a in TRIPWIRE_ADDRESSES
+                   if (tripwire.ipv6 or ":" not in a) and not tripwire.reaches(a)]
     finally:
+        tripwire.stop()
         for s in [site, *robots.values()]:
             s.stop()
     with RawStore(root) as store:
         stored = {r.source: r for r in store.iter_sources()}
     failed = {f.source: f for f in FailureLog(root.raw_failures).read()}
     refused = {r["url"]: r for r in read_refused(Path(stats.extra["refused_log"]))}
-    return Crawled(site, robots, stats, stored, failed, refused, clock, wall_s)
+    return Crawled(site, robots, stats, stored, failed, refused, clock, wall_s, tripped,
+                   unheard)
 
 
 def outcome(c: Crawled, url: str) -> tuple[str, str]:
@@ -216,9 +247,9 @@ def outcome(c: Crawled, url: str) -> tuple[str, str]:
     ("/chain/0", ("failed", "too_many_redirects")),
     ("/retry-tomorrow", ("failed", "http_429")),
     ("/retry-seconds", ("failed", "http_429")),
+    ("/retry-hour", ("failed", "http_503")),
     ("/to-file", ("failed", "http_302")),  # not followed: file:// is no URL we fetch
-    ("/refresh-private", ("refused", "private_address")),
-    *[(path, ("refused", "private_address")) for path in PRIVATE_TARGETS],
+    *[(path, ("refused", "private_address")) for path in [*PRIVATE_TARGETS, *REFRESH_TARGETS]],
     ("/short-length", ("stored", "stored")),
     ("/hop/1", ("stored", "stored")),
     ("/retry-once", ("stored", "stored")),
@@ -245,8 +276,12 @@ def test_reasons_say_what_happened(crawled: Crawled) -> None:
 
 
 def test_no_private_address_was_contacted_and_nothing_leaked(crawled: Crawled) -> None:
-    """The loopback targets on the site's own port are other addresses of this machine:
-    none may have been reached (a request there would show in the site's log)."""
+    """The targets on the tripwire's port are other addresses of this machine: no
+    connection reached any of them (the tripwire, on every local address, heard each one
+    when the test itself connected). The metadata and RFC 1918 targets are not this
+    machine's: their refusal rows (above) say they were refused before any connection."""
+    assert crawled.unheard == []
+    assert crawled.tripped == []
     hosts = {headers.get("host", "").rsplit(":", 1)[0] for _, headers in crawled.site.requests}
     assert hosts == {"127.0.0.1"}
     assert not any(SECRET in r.final_url.encode() for r in crawled.stored.values())
@@ -257,9 +292,14 @@ def test_retry_after_is_honoured_and_never_waited_on_for_long(crawled: Crawled) 
     assert len(once) == 2 and once[1] - once[0] >= 0.9  # asked for 1 s
     dated = crawled.clock.times["/retry-date"]
     assert len(dated) == 2 and dated[1] - dated[0] >= 0.5
-    # a day's wait is more than the crawl waits (60 s): one request, then a failure
-    assert len(crawled.clock.times["/retry-tomorrow"]) == 1
-    assert len(crawled.clock.times["/retry-seconds"]) == 1
+    # a day's or an hour's wait is more than the crawl waits (60 s): one request, a failure
+    for path in ("/retry-tomorrow", "/retry-seconds", "/retry-hour"):
+        assert len(crawled.clock.times[path]) == 1, path
+    assert f"Retry-After: {LONG_RETRY_AFTER_S}" in crawled.failed[
+        crawled.site.url("/retry-hour")].message
+    # and nothing waited on them: the whole crawl ended before even the longest wait it
+    # honours could have passed (an outcome bound, far under the hour asked for)
+    assert crawled.wall_s < RETRY_BACKOFF_MAX_S < LONG_RETRY_AFTER_S
 
 
 def test_link_traps_end_at_the_limits(crawled: Crawled) -> None:

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import io
 import os
+import pwd
+import shutil
+import subprocess
+import tempfile
 import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import VENV_BIN, skip_unless_ci
 from docsite import DocSite, build_docsite
 
 from pipeline.config import Config, replace
@@ -149,13 +154,57 @@ def test_size_limit_and_single_file_and_missing_path(
     assert "not found" in reasons["missing"]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
-def test_unreadable_file_is_a_failure(tree: Path, root: DataRoot, cfg: Config) -> None:
-    secret = tree / "docs/secret.txt"
-    secret.write_text("secret")
-    secret.chmod(0)
-    stats = ingest_paths([secret], cfg, root, progress=False)
-    assert stats.failed == {"unreadable": 1}
+def _unprivileged(cmd: list[str]) -> list[str]:
+    """`cmd` run as `nobody` when we are root (root reads files whatever their mode).
+
+    setpriv (util-linux) rather than setuid in preexec_fn: it keeps root's capabilities
+    for the exec alone, so an interpreter under /root (pyenv) still starts; the command
+    then runs with nobody's rights and none of root's."""
+    if os.geteuid() != 0:
+        return cmd
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        skip_unless_ci("setpriv (util-linux) is needed to run a command as nobody")
+    user = pwd.getpwnam("nobody")
+    return [setpriv, f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups", *cmd]
+
+
+def test_unreadable_files_and_folders_are_failures() -> None:
+    """`cllm ingest` run by an unprivileged user (root drops to nobody) over a file and a
+    folder it may not read: each is one `unreadable` row, the readable file is stored."""
+    nobody = pwd.getpwnam("nobody")
+    # not under pytest's tmp_path, which only its owner may enter
+    with tempfile.TemporaryDirectory(prefix="cllm-unreadable-") as tmp:
+        base = Path(tmp)
+        base.chmod(0o755)
+        tree, data = base / "tree", base / "data"
+        (tree / "locked").mkdir(parents=True)
+        (tree / "readable.txt").write_text("anyone may read this")
+        (tree / "secret.txt").write_text("secret")
+        (tree / "locked" / "inner.txt").write_text("behind a locked door")
+        data.mkdir()
+        if os.geteuid() == 0:
+            os.chown(data, nobody.pw_uid, nobody.pw_gid)
+        (tree / "secret.txt").chmod(0)
+        (tree / "locked").chmod(0)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CLLM_")}
+        try:
+            run = subprocess.run(_unprivileged([str(VENV_BIN / "cllm"), "--root", str(data),
+                                                "-q", "ingest", str(tree)]),
+                                 env={**env, "HOME": str(data)}, text=True,
+                                 capture_output=True, timeout=120)
+        finally:
+            (tree / "locked").chmod(0o755)  # a non-root owner could not clean it up
+        assert run.returncode == 0, run.stderr
+        root = DataRoot.at(data)
+        if os.geteuid() == 0:  # the stage ran as nobody: what it wrote is nobody's
+            assert root.raw_index.stat().st_uid == nobody.pw_uid
+        assert _rows(root) == {"readable.txt": ("stored", "text/plain")}
+        failures = {Path(f.source).name: f for f in FailureLog(root.raw_failures).read()}
+        assert set(failures) == {"secret.txt", "locked"}
+        assert {(f.error, f.message) for f in failures.values()} == {
+            ("unreadable", "permission denied")}
+        assert "2 failed (unreadable=2)" in run.stdout
 
 
 # --- static web assets ---------------------------------------------------------------------
