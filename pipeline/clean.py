@@ -127,6 +127,29 @@ def _clean_workers(cfg: CleanConfig, todo: list[Path]) -> int:
     return min(workers, len(todo))
 
 
+class _SignPart:
+    """The (id, MinHash signature) of each kept document of a cleaned part, picklable."""
+
+    def __init__(self, cfg: CleanConfig, root: DataRoot) -> None:
+        self.cfg, self.root = cfg, root
+
+    def __call__(self, name: str) -> list[tuple[str, bytes]]:
+        return [(doc.id, fingerprint(doc.text, self.cfg).sig)
+                for doc in iter_clean_documents(self.root, [name])]
+
+
+def _resign(index: DedupIndex, cfg: CleanConfig, root: DataRoot, stats: StageStats) -> None:
+    """Sign the kept documents again when the index's signatures were made with other settings
+    (clean.shingle_words, clean.minhash_perm, or an older version's defaults): the cleaned
+    parts hold the kept text, so no document is cleaned again and no decision changes."""
+    names = sorted(index.done_parts(), key=part_number)
+    paths = [part_path(clean_dir(root), part_number(name)) for name in names]
+    workers = _clean_workers(cfg, [p for p in paths if p.is_file()])  # a missing one: below
+    signed = (pair for _, pairs in ordered_map(_SignPart(cfg, root), names, workers)
+              for pair in pairs)
+    stats.extra["resigned"] = index.resign(signed)
+
+
 class _CleanPart:
     """`clean_part` with its config bound, picklable for the worker processes."""
 
@@ -194,6 +217,8 @@ def clean_documents(cfg: Config, root: DataRoot, progress: bool = True) -> Stage
     with stage_lock(root.state, CLEAN_STAGE), DedupIndex(root.dedup_index, cfg.clean) as index:
         remove_orphan_temps(out)
         save_resolved(cfg, out)
+        if index.stale:
+            _resign(index, cfg.clean, root, stats)
         done = index.done_parts()
         todo = []
         for path in list_parts(root.docs):

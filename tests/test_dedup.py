@@ -11,7 +11,6 @@ from pipeline.clean import clean_documents
 from pipeline.config import Config, build_config
 from pipeline.dedup import DedupIndex, dedup_text, estimated_jaccard, fingerprint, shingles
 from pipeline.docstore import write_part
-from pipeline.errors import ConfigError
 from pipeline.layout import DataRoot
 from pipeline.records import Document
 
@@ -98,8 +97,25 @@ def test_switches_and_thresholds(root: DataRoot) -> None:
     # off, the exact copy is caught as a (Jaccard 1.0) near duplicate instead
     assert dict(stats.dropped) == {"near_duplicate": 2}
 
-    with pytest.raises(ConfigError, match="clean.minhash_perm"):
-        clean_documents(_cfg(minhash_perm=64), root, progress=False)
+
+def test_an_index_signed_with_other_settings_is_signed_again(root: DataRoot) -> None:
+    old = {"shingle_words": 5, "near_jaccard": 0.8}  # the defaults before 3 words and 0.6
+    write_part(root.docs, [_doc("base", BASE), _doc("other", OTHER), _doc("dup", BASE)])
+    assert clean_documents(_cfg(**old), root, progress=False).kept == 2
+    near = _edit_words(OTHER, 20, seed=7)  # 5% of the words: ~0.63 at 5 words, ~0.75 at 3
+    write_part(root.docs, [_doc("near", near)])
+    stats = clean_documents(_cfg(), root, progress=False)
+    assert stats.extra["resigned"] == 2 and dict(stats.dropped) == {"near_duplicate": 1}
+    with DedupIndex(root.dedup_index, _cfg().clean) as index:
+        assert index.stale is None and doc_id("other") in index.decision(doc_id("near"))[1]
+        assert index.decision(doc_id("dup"))[0] == "exact_duplicate"  # decisions stay
+    with DedupIndex(root.dedup_index, _cfg(minhash_perm=64).clean) as index:
+        assert index.stale == "minhash_perm 128 -> 64"
+        with pytest.raises(RuntimeError, match="resign first"):
+            index.find_duplicate(fingerprint(BASE, _cfg(minhash_perm=64).clean))
+    write_part(root.docs, [_doc("again", _edit_words(BASE, 50, seed=8))])
+    stats = clean_documents(_cfg(minhash_perm=64), root, progress=False)
+    assert stats.extra["resigned"] == 2 and dict(stats.dropped) == {"near_duplicate": 1}
 
 
 def test_near_dedup_can_be_switched_off(root: DataRoot) -> None:
