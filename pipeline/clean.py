@@ -30,7 +30,7 @@ from pipeline.errors import CorruptInput, EnvironmentProblem, InputError
 from pipeline.failures import FailureLog
 from pipeline.filters import KEEP, Drop, Verdict, normalize_text, quality_verdict
 from pipeline.langid import REASON as LANGUAGE
-from pipeline.langid import language_drop
+from pipeline.langid import drop_reason, identify_document
 from pipeline.layout import DataRoot
 from pipeline.lock import check_input_free, stage_lock
 from pipeline.parallel import ordered_map
@@ -104,7 +104,7 @@ def _clean_document(doc: Document, cfg: CleanConfig) -> _Cleaned:
     pii = None
     if cfg.pii == "replace" and not isinstance(verdict, Drop):
         doc.text, pii = scrub(doc.text)
-    if cfg.languages and not isinstance(verdict, Drop):
+    if not isinstance(verdict, Drop):
         verdict = _language_verdict(doc, cfg)
     if isinstance(verdict, Drop):
         doc.text = ""  # not needed any more: spare sending it back from the worker
@@ -113,10 +113,11 @@ def _clean_document(doc: Document, cfg: CleanConfig) -> _Cleaned:
 
 
 def _language_verdict(doc: Document, cfg: CleanConfig) -> Verdict:
-    """Identify the document's language into `lang` and `stats["lang_score"]` (replacing what
-    extraction put in `lang`, e.g. the OCR languages); Drop it if not one of clean.languages."""
-    doc.lang, score, why = language_drop(doc.text, cfg.languages, cfg.min_language_score)
+    """Identify the document's language (and its pages') into `lang` and
+    `stats["lang_score"]`, always; Drop it if clean.languages lists others."""
+    code, score = identify_document(doc)
     doc.stats["lang_score"] = round(score, 4)
+    why = drop_reason(code, score, cfg.languages, cfg.min_language_score)
     return Drop(LANGUAGE, why) if why else KEEP
 
 

@@ -265,7 +265,8 @@ class CleanConfig:
     shingle_words: int = 3
     workers: int = 0  # processes that filter and fingerprint documents; 0 = number of cores
     # ISO 639-1 codes of the languages to keep (py3langid's, pipeline/langid.py); a document in
-    # another is dropped with reason `language`; empty keeps all and identifies nothing
+    # another is dropped with reason `language`; empty keeps all (every kept document's
+    # language is identified either way, into its `lang`, and a PDF's per page)
     languages: list[str] = field(default_factory=list)
     min_language_score: float = 0.5  # with languages: the identification score to reach (0..1)
     # replace: e-mail addresses, phone numbers, IP addresses, card numbers, IBANs and secrets

@@ -33,7 +33,8 @@ def _schema() -> Any:
     import pyarrow as pa
 
     page = pa.struct([("number", pa.int32()), ("chars", pa.int64()), ("ocr", pa.bool_()),
-                      ("reason", pa.string()), ("confidence", pa.float64())])
+                      ("reason", pa.string()), ("confidence", pa.float64()),
+                      ("lang", pa.string())])
     return pa.schema([
         ("id", pa.string()), ("source", pa.string()), ("mime", pa.string()),
         ("title", pa.string()), ("lang", pa.string()), ("pages", pa.int32()),
