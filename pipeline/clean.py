@@ -20,10 +20,20 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from pipeline.atomic import remove_orphan_temps
 from pipeline.config import CleanConfig, Config, save_resolved
 from pipeline.decontam import REASON as CONTAMINATED
-from pipeline.decontam import contamination, eval_index
+from pipeline.decontam import (
+    Recheck,
+    decontam_dir,
+    load_index,
+    persist_index,
+    read_recheck,
+    save_recheck,
+    shared_ngrams,
+)
 from pipeline.dedup import DedupIndex, Fingerprint, PartRecord, fingerprint
 from pipeline.docstore import PART_RE, list_parts, part_path, read_part, write_part
 from pipeline.errors import CorruptInput, EnvironmentProblem, InputError
@@ -75,8 +85,9 @@ class _PartResult:
     error: Failure | None = None  # the whole part is unreadable
 
 
-def clean_part(path: Path, cfg: CleanConfig) -> _PartResult:
-    """Normalise, filter and fingerprint the documents of one docs part (no shared state)."""
+def clean_part(path: Path, cfg: CleanConfig, eval_ngrams: Path | None = None) -> _PartResult:
+    """Normalise, filter and fingerprint the documents of one docs part (no shared state);
+    `eval_ngrams`: the saved evaluation n-gram index (clean.decontaminate)."""
     result = _PartResult(size=path.stat().st_size)
     bad: list[CorruptInput] = []
     try:
@@ -87,19 +98,20 @@ def clean_part(path: Path, cfg: CleanConfig) -> _PartResult:
         return result
     result.failures = [Failure(source=e.source, stage=CLEAN_STAGE, error=e.kind,
                                message=e.reason) for e in bad]
+    index = load_index(eval_ngrams) if eval_ngrams is not None else None
     for doc in docs:
-        result.items.append(_clean_document(doc, cfg))
+        result.items.append(_clean_document(doc, cfg, index))
     return result
 
 
-def _clean_document(doc: Document, cfg: CleanConfig) -> _Cleaned:
+def _clean_document(doc: Document, cfg: CleanConfig, eval_ngrams: np.ndarray | None) -> _Cleaned:
     """Normalise, filter, scrub and fingerprint one document, in this order: decontamination
     before PII scrubbing (which would change words the evaluation text has), scrubbing before
     language identification and the fingerprint (copies that differ in them are duplicates)."""
     doc.text = normalize_text(doc.text)
     verdict = quality_verdict(doc.text, cfg)
-    if cfg.decontaminate and not isinstance(verdict, Drop):
-        shared = contamination(doc.text, cfg.decontaminate, cfg.decontaminate_n)
+    if eval_ngrams is not None and not isinstance(verdict, Drop):
+        shared = shared_ngrams(doc.text, eval_ngrams, cfg.decontaminate_n)
         verdict = Drop(CONTAMINATED, shared) if shared else verdict
     pii = None
     if cfg.pii == "replace" and not isinstance(verdict, Drop):
@@ -119,6 +131,37 @@ def _language_verdict(doc: Document, cfg: CleanConfig) -> Verdict:
     doc.stats["lang_score"] = round(score, 4)
     why = drop_reason(code, score, cfg.languages, cfg.min_language_score)
     return Drop(LANGUAGE, why) if why else KEEP
+
+
+def _eval_index(cfg: CleanConfig, root: DataRoot, index: DedupIndex, stats: StageStats
+                ) -> Path | None:
+    """The saved evaluation n-gram index (None without clean.decontaminate); when the
+    evaluation files changed, the documents cleaned before are checked against them too."""
+    if not cfg.decontaminate:
+        return None
+    folder = decontam_dir(root.state)
+    path, state = persist_index(folder, cfg.decontaminate, cfg.decontaminate_n)
+    ngrams = load_index(path)
+    stats.extra["decontaminate_ngrams"] = int(ngrams.size)
+    last = read_recheck(folder)
+    if last is not None and last.get("eval") == state:
+        return path  # the documents cleaned so far were checked against these files
+    # a report even when nothing was cleaned before: it says against what the corpus is clean
+    recheck = Recheck(eval=state)
+    for name in sorted(index.done_parts(), key=part_number):
+        for doc in iter_clean_documents(root, [name]):
+            recheck.add(doc.id, doc.source, name,
+                        shared_ngrams(doc.text, ngrams, cfg.decontaminate_n))
+    save_recheck(folder, recheck)
+    if recheck.checked:
+        stats.extra["decontaminate_recheck"] = recheck.summary()
+    if recheck.contaminated:
+        log.warning("clean: %d of the %d documents cleaned before share %d-grams with the "
+                    "evaluation text; they stay in state/clean/ and the shards until "
+                    "`cllm tokenize --rebuild` leaves them out (%s)",
+                    len(recheck.contaminated), recheck.checked, cfg.decontaminate_n,
+                    folder / "recheck.json")
+    return path
 
 
 def _clean_workers(cfg: CleanConfig, todo: list[Path]) -> int:
@@ -154,11 +197,11 @@ def _resign(index: DedupIndex, cfg: CleanConfig, root: DataRoot, stats: StageSta
 class _CleanPart:
     """`clean_part` with its config bound, picklable for the worker processes."""
 
-    def __init__(self, cfg: CleanConfig) -> None:
-        self.cfg = cfg
+    def __init__(self, cfg: CleanConfig, eval_ngrams: Path | None) -> None:
+        self.cfg, self.eval_ngrams = cfg, eval_ngrams
 
     def __call__(self, path: Path) -> _PartResult:
-        return clean_part(path, self.cfg)
+        return clean_part(path, self.cfg, self.eval_ngrams)
 
 
 def _decide(index: DedupIndex, part: str, item: _Cleaned, stats: StageStats) -> bool:
@@ -212,14 +255,12 @@ def clean_documents(cfg: Config, root: DataRoot, progress: bool = True) -> Stage
     failures: list[Failure] = []
     succeeded: list[str] = []
     check_input_free(root.docs, CLEAN_STAGE)
-    if cfg.clean.decontaminate:  # a missing or unreadable eval file fails here, not in a worker
-        stats.extra["decontaminate_ngrams"] = int(
-            eval_index(cfg.clean.decontaminate, cfg.clean.decontaminate_n).size)
     with stage_lock(root.state, CLEAN_STAGE), DedupIndex(root.dedup_index, cfg.clean) as index:
         remove_orphan_temps(out)
         save_resolved(cfg, out)
         if index.stale:
             _resign(index, cfg.clean, root, stats)
+        eval_ngrams = _eval_index(cfg.clean, root, index, stats)
         done = index.done_parts()
         todo = []
         for path in list_parts(root.docs):
@@ -234,7 +275,8 @@ def clean_documents(cfg: Config, root: DataRoot, progress: bool = True) -> Stage
         workers = _clean_workers(cfg.clean, todo)
         try:
             with Progress(stats, total=len(todo), unit="part", enabled=progress) as bar:
-                for path, result in ordered_map(_CleanPart(cfg.clean), todo, workers):
+                for path, result in ordered_map(_CleanPart(cfg.clean, eval_ngrams), todo,
+                                                workers):
                     for failure in result.failures:
                         stats.fail(failure)
                     failures.extend(result.failures)
