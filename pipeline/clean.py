@@ -99,15 +99,26 @@ def clean_part(path: Path, cfg: CleanConfig, eval_ngrams: Path | None = None) ->
     result.failures = [Failure(source=e.source, stage=CLEAN_STAGE, error=e.kind,
                                message=e.reason) for e in bad]
     index = load_index(eval_ngrams) if eval_ngrams is not None else None
-    for doc in docs:
-        result.items.append(_clean_document(doc, cfg, index))
+    items = [_filter_document(doc, cfg, index) for doc in docs]
+    # identified in one loop over the part: the model's tables (about 70 MB) stay in the CPU
+    # caches from one document to the next (one at a time between the other steps: 0.6x)
+    for item in items:
+        if not isinstance(item.verdict, Drop):
+            item.verdict = _language_verdict(item.doc, cfg)
+    for item in items:
+        if isinstance(item.verdict, Drop):
+            item.doc.text = ""  # not needed any more: spare sending it back from the worker
+        else:
+            item.fp = fingerprint(item.doc.text, cfg)
+    result.items = items
     return result
 
 
-def _clean_document(doc: Document, cfg: CleanConfig, eval_ngrams: np.ndarray | None) -> _Cleaned:
-    """Normalise, filter, scrub and fingerprint one document, in this order: decontamination
-    before PII scrubbing (which would change words the evaluation text has), scrubbing before
-    language identification and the fingerprint (copies that differ in them are duplicates)."""
+def _filter_document(doc: Document, cfg: CleanConfig, eval_ngrams: np.ndarray | None
+                     ) -> _Cleaned:
+    """Normalise, filter and scrub one document, in this order: decontamination before PII
+    scrubbing (which would change words the evaluation text has); language identification and
+    the fingerprint come after scrubbing (copies that differ in it are duplicates)."""
     doc.text = normalize_text(doc.text)
     verdict = quality_verdict(doc.text, cfg)
     if eval_ngrams is not None and not isinstance(verdict, Drop):
@@ -116,12 +127,7 @@ def _clean_document(doc: Document, cfg: CleanConfig, eval_ngrams: np.ndarray | N
     pii = None
     if cfg.pii == "replace" and not isinstance(verdict, Drop):
         doc.text, pii = scrub(doc.text)
-    if not isinstance(verdict, Drop):
-        verdict = _language_verdict(doc, cfg)
-    if isinstance(verdict, Drop):
-        doc.text = ""  # not needed any more: spare sending it back from the worker
-        return _Cleaned(doc=doc, verdict=verdict, fp=None)
-    return _Cleaned(doc=doc, verdict=verdict, fp=fingerprint(doc.text, cfg), pii=pii)
+    return _Cleaned(doc=doc, verdict=verdict, fp=None, pii=pii)
 
 
 def _language_verdict(doc: Document, cfg: CleanConfig) -> Verdict:
