@@ -213,8 +213,9 @@ class DedupIndex:
         changed = [f"{key} {meta[key]} -> {value}"
                    for key, value in self._signature_params().items()
                    if has_sigs and meta.get(key, str(value)) != str(value)]
-        self.stale = ", ".join(changed) or None
-        if self.stale:
+        # with near dedup off the signatures are not used: they stay as made, and so does meta
+        self.stale = (", ".join(changed) or None) if self.cfg.dedup_near else None
+        if changed:
             return
         lsh = f"jaccard {self.cfg.near_jaccard}, weights {LSH_WEIGHTS}"
         if has_sigs and meta.get("lsh") not in (None, lsh):

@@ -109,6 +109,8 @@ def test_an_index_signed_with_other_settings_is_signed_again(root: DataRoot) -> 
     with DedupIndex(root.dedup_index, _cfg().clean) as index:
         assert index.stale is None and doc_id("other") in index.decision(doc_id("near"))[1]
         assert index.decision(doc_id("dup"))[0] == "exact_duplicate"  # decisions stay
+    with DedupIndex(root.dedup_index, _cfg(minhash_perm=64, dedup_near=False).clean) as index:
+        assert index.stale is None  # signatures unused: left as they are
     with DedupIndex(root.dedup_index, _cfg(minhash_perm=64).clean) as index:
         assert index.stale == "minhash_perm 128 -> 64"
         with pytest.raises(RuntimeError, match="resign first"):
