@@ -238,6 +238,36 @@ def score(removed: set, originals: list[Document], truth: dict) -> dict[str, dic
     return rows
 
 
+def margins(originals: list[Document], others: list[Document], truth: dict) -> dict:
+    """How far the defaults' threshold is from each side: the lowest true Jaccard (shingle
+    sets) of the copies per kind, and the highest true and estimated Jaccard of a
+    non-duplicate with any original (they share the boilerplate)."""
+    import numpy as np
+
+    from pipeline.dedup import SIG_DTYPE, fingerprint, shingle_hashes
+
+    clean = build_config([]).clean
+    sets = {d.id: set(shingle_hashes(d.text, clean.shingle_words).tolist())
+            for d in [*originals, *others]}
+    sigs = np.stack([np.frombuffer(fingerprint(d.text, clean).sig, dtype=SIG_DTYPE)
+                     for d in originals])
+    lowest: dict[str, float] = {}
+    nondup = {"true": 0.0, "estimated": 0.0}
+    for d in others:
+        original, kind, _ = truth[d.id]
+        if original is not None:
+            a, b = sets[d.id], sets[original]
+            lowest[kind] = min(lowest.get(kind, 1.0), len(a & b) / len(a | b))
+            continue
+        estimates = (sigs == np.frombuffer(fingerprint(d.text, clean).sig, dtype=SIG_DTYPE)
+                     ).mean(axis=1)
+        trues = [len(sets[d.id] & sets[o.id]) / len(sets[d.id] | sets[o.id]) for o in originals]
+        nondup = {"true": max(nondup["true"], max(trues)),
+                  "estimated": max(nondup["estimated"], float(estimates.max()))}
+    return {"copies_lowest_true_jaccard": {k: round(v, 3) for k, v in lowest.items()},
+            "nondup_highest_jaccard": {k: round(v, 3) for k, v in nondup.items()}}
+
+
 TARGET_KINDS = ("edit1", "edit2", "edit5")  # the target: recall >= 0.95 at every length
 
 
@@ -270,6 +300,7 @@ def report(result: dict) -> None:
         print(f"{who}: recall {a['recall']}, precision {a['precision']} "
               f"({a['false_positives']} false positives)")
     print("targets met:", result["targets"])
+    print("margins at the defaults:", result["margins"])
 
 
 def main() -> None:
@@ -305,7 +336,8 @@ def main() -> None:
     result = {"documents": len(originals) + len(others), "per_kind": args.per_kind,
               "runs": args.runs, "smoke": args.smoke, "seconds": med,
               "speed_ratio_ours_vs_datatrove": ratio, "defaults": defaults(),
-              "targets": targets(scores["ours"], ratio), "scores": scores,
+              "targets": targets(scores["ours"], ratio),
+              "margins": margins(originals, others, truth), "scores": scores,
               "machine": machine() | {"datatrove": PEER_VERSION[-1] if PEER_VERSION else
                                       (dist_version("datatrove") if peer else None)}}
     report(result)
