@@ -124,3 +124,23 @@ def test_near_dedup_can_be_switched_off(root: DataRoot) -> None:
     write_part(root.docs, [_doc("base", BASE), _doc("near", _edit_words(BASE, 100, seed=6))])
     stats = clean_documents(_cfg(dedup_near=False), root, progress=False)
     assert stats.kept == 2
+
+
+def test_short_pages_in_one_template_are_kept_and_their_light_edits_dropped(root: DataRoot
+                                                                            ) -> None:
+    """The defaults on the hard case: 30-word bodies inside the same 23 words of header and
+    footer (a site's pages) are not near-duplicates of each other; 5% of the words (2 of
+    30) replaced is one."""
+    header = "Documentation for this release. See the index for other topics."
+    footer = "Back to the table of contents | Search | Report a bug on this page"
+    rng = random.Random(9)
+    bodies = [" ".join(make_text(rng, 40).split()[:30]) for _ in range(12)]
+    pages = [_doc(f"page{i}", f"{header}\n\n{body}\n\n{footer}") for i, body in enumerate(bodies)]
+    words = bodies[0].split()
+    words[7], words[21] = "lighthouse", "parliament"
+    edited = _doc("edited", f"{header}\n\n{' '.join(words)}\n\n{footer}")
+    write_part(root.docs, [*pages, edited])
+    stats = clean_documents(_cfg(min_chars=0, min_words=0), root, progress=False)
+    assert stats.kept == 12 and dict(stats.dropped) == {"near_duplicate": 1}
+    with DedupIndex(root.dedup_index, _cfg().clean) as index:
+        assert doc_id("page0") in index.decision(doc_id("edited"))[1]
