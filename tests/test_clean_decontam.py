@@ -119,7 +119,6 @@ def test_a_rebuild_leaves_out_what_a_new_eval_file_finds_in_the_shards(root: Dat
 
 def _clean_status_line(root: DataRoot) -> str:
     from flows.stages import STAGES
-
     from pipeline.status import data_root_status, status_lines
 
     return next(line for line in status_lines(data_root_status(root, STAGES))
