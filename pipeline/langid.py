@@ -18,6 +18,7 @@ import functools
 import io
 import logging
 import os
+import zipfile
 from array import array
 from collections import Counter
 from importlib.metadata import version
@@ -71,7 +72,7 @@ def _identifier() -> Any:
             ptc, pc, classes = data["ptc"], data["pc"], data["classes"].tolist()
             nextmove, row = _array(data["nextmove"]), _array(data["nextmove_row"])
             output = data["out_feat"].tolist()
-    except (OSError, ValueError, KeyError):  # none yet, or unreadable: unpack the wheel's
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # none, or damaged
         ptc, pc, classes, nextmove, row, output = load_model(MODEL_DIR / MODEL_FILE)
         _save_model(cache, ptc, pc, classes, nextmove, row, output)
     return LanguageIdentifier(np.asarray(ptc), np.asarray(pc), classes, nextmove, output,
