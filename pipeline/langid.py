@@ -29,6 +29,7 @@ import numpy as np
 
 from pipeline.atomic import atomic_write_bytes
 from pipeline.records import Document, page_ends
+from pipeline.text import letter_count
 
 log = logging.getLogger(__name__)
 
@@ -110,10 +111,6 @@ def identify(text: str, chars: int = SAMPLE_CHARS, windows: int = SAMPLE_WINDOWS
     return code, float(score)
 
 
-def _letters(text: str) -> int:
-    return sum(1 for c in text if c.isalpha())
-
-
 def identify_document(doc: Document) -> tuple[str, float]:
     """Identify the document's language into `doc.lang` (replacing what extraction put there,
     e.g. the OCR languages) and, for several pages, each page's into `page_info`; returns
@@ -128,7 +125,7 @@ def identify_document(doc: Document) -> tuple[str, float]:
     for page, end in zip(doc.page_info, ends, strict=True):
         text = doc.text[start:round(end)]
         start = round(end)
-        n = _letters(text)
+        n = letter_count(text)
         page.lang, score = identify(text, PAGE_SAMPLE_CHARS, 2) if n >= PAGE_MIN_LETTERS \
             else ("", 0.0)
         if page.lang:
