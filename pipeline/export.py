@@ -42,7 +42,7 @@ def _schema() -> Any:
 
     page = pa.struct([("number", pa.int32()), ("chars", pa.int64()), ("ocr", pa.bool_()),
                       ("reason", pa.string()), ("confidence", pa.float64()),
-                      ("lang", pa.string())])
+                      ("lang", pa.string()), ("lang_score", pa.float64())])
     return pa.schema([
         ("id", pa.string()), ("source", pa.string()), ("mime", pa.string()),
         ("title", pa.string()), ("lang", pa.string()), ("pages", pa.int32()),

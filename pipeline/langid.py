@@ -128,6 +128,7 @@ def identify_document(doc: Document) -> tuple[str, float]:
         n = letter_count(text)
         page.lang, score = identify(text, PAGE_SAMPLE_CHARS, 2) if n >= PAGE_MIN_LETTERS \
             else ("", 0.0)
+        page.lang_score = round(score, 4) if page.lang else None
         if page.lang:
             letters[page.lang] += n
             weighted[page.lang] += n * score

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Self
 
-# 2: PageInfo.lang (the clean stage's per-page language); version 1 records read as before
+# 2: PageInfo.lang and lang_score (the clean stage's per-page language); version 1 records
+# read as before
 FORMAT_VERSION = 2
 VERSION_KEY = "v"
 
@@ -83,6 +84,7 @@ class PageInfo(_Record):
     reason: str  # why OCR was or was not used, e.g. "no_text_layer", "has_text"
     confidence: float | None = None  # mean Tesseract word confidence (0-100) when OCRed
     lang: str = ""  # ISO 639-1 code the clean stage identified for this page ("" if too little)
+    lang_score: float | None = None  # its score (0..1): low on pages of code, tables, figures
 
 
 @dataclass(kw_only=True, slots=True)

@@ -133,6 +133,8 @@ def test_a_bilingual_pdf_gets_a_language_per_page_and_the_majority(root: DataRoo
     assert clean_documents(cfg, root, progress=False).kept == 1
     (cleaned,) = iter_clean_documents(root, ["part-00000.jsonl.zst"])
     assert [p.lang for p in cleaned.page_info] == ["en"] * 4 + ["de"] * 3 + [""]
+    assert all(p.lang_score > 0.5 for p in cleaned.page_info[:7])
+    assert cleaned.page_info[7].lang_score is None
     assert cleaned.lang == "en" and cleaned.stats["lang_score"] > 0.9
     cfg = build_config([{"clean": {"workers": 1, "languages": ["de"]}}])
     shutil.rmtree(root.state)  # clean again, keeping only German: the majority decides

@@ -53,7 +53,8 @@ def test_parquet_of_the_cleaned_documents_in_row_groups(root: DataRoot, tmp_path
     assert pq.ParquetFile(out).num_row_groups == 3  # 3 + 3 + 1
     row = table.slice(2, 1).to_pylist()[0]
     assert row["page_info"] == [{"number": 1, "chars": 10, "ocr": True,
-                                 "reason": "no_text_layer", "confidence": 91.5, "lang": ""}]
+                                 "reason": "no_text_layer", "confidence": 91.5, "lang": "",
+                                 "lang_score": None}]
     # clean identifies the language ("eng", the OCR setting, was extraction's)
     assert row["ocr_pages"] == [1] and row["lang"] == "en" and row["pages"] == 1
     assert _as_dict(row["stats"]) == {k: float(v) for k, v in kept[2].stats.items()}
