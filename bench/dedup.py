@@ -2,8 +2,13 @@
 ours (the clean stage's exact + MinHash LSH dedup at the defaults) next to datatrove's MinHash
 (its defaults: 5-grams, 14 buckets x 8 hashes), and the time of each on the same documents.
 
-    pip install datatrove "xxhash<4" spacy   # into .venv: only this benchmark uses them
-    .venv/bin/python bench/dedup.py [--per-kind 10] [--runs 3] [--smoke]
+    python3.11 -m venv /work/venvs/dt && /work/venvs/dt/bin/pip install datatrove \
+        "xxhash<4" spacy regex tokenizers
+    .venv/bin/python bench/dedup.py --datatrove-python /work/venvs/dt/bin/python \
+        [--per-kind 10] [--runs 3] [--smoke]
+
+datatrove runs in a venv of its own (bench/dedup_datatrove.py, which imports nothing of ours):
+it pins versions this project's venv should not take. Each side times only its own dedup.
 
 Real text: the docstrings of the Python standard library on this machine, as paragraphs.
 For each length (30, 100, 300, 1000, 5000 words) and each kind, --per-kind originals (fewer
@@ -22,13 +27,18 @@ import argparse
 import ast
 import hashlib
 import json
+import os
+import platform
 import random
 import shutil
 import statistics
+import subprocess
 import sys
 import sysconfig
 import tempfile
 import time
+from datetime import UTC, datetime
+from importlib.metadata import version as dist_version
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -43,6 +53,7 @@ from pipeline.records import Document  # noqa: E402
 RESULTS = HERE / "results" / "dedup.json"
 LENGTHS = (30, 100, 300, 1000, 5000)
 KINDS = ("edit1", "edit2", "edit5", "edit10", "insert", "delete", "reorder", "boilerplate")
+PEER_VERSION: list[str] = []  # datatrove's version, as the peer interpreter reports it
 HEADERS = ("Documentation for this release. See the index for other topics.",
            "Back to the table of contents | Search | Report a bug on this page")
 
@@ -142,6 +153,13 @@ def dataset(per_kind_max: int, seed: int = 0) -> tuple[list[Document], list[Docu
     return originals, others, truth
 
 
+def defaults() -> dict:
+    """The clean settings that decide near-duplicates, as the config has them."""
+    clean = build_config([]).clean
+    return {"near_jaccard": clean.near_jaccard, "shingle_words": clean.shingle_words,
+            "minhash_perm": clean.minhash_perm}
+
+
 def ours(workdir: Path, originals: list[Document], others: list[Document]) -> tuple[set, float]:
     """Removed ids and seconds of the clean stage (filters off, dedup at its defaults)."""
     root = DataRoot.at(workdir / "ours")
@@ -163,43 +181,42 @@ def ours(workdir: Path, originals: list[Document], others: list[Document]) -> tu
     return removed, seconds
 
 
-def datatrove(workdir: Path, originals: list[Document], others: list[Document]
-              ) -> tuple[set, float]:
-    from datatrove.data import Document as DtDocument
-    from datatrove.executor import LocalPipelineExecutor
-    from datatrove.pipeline.dedup.minhash import (
-        MinhashConfig,
-        MinhashDedupBuckets,
-        MinhashDedupCluster,
-        MinhashDedupFilter,
-        MinhashDedupSignature,
-    )
+def datatrove(workdir: Path, docs: list[Document], python: str | None) -> tuple[set, float]:
+    """Removed ids and seconds of datatrove's MinHash dedup, in this process or, with
+    `python`, in that interpreter (a venv of its own: datatrove pins what this project uses)."""
+    if python is None:
+        from dedup_datatrove import removed_by_datatrove
 
-    base = workdir / "datatrove"
-    shutil.rmtree(base, ignore_errors=True)
-    docs = [DtDocument(text=d.text, id=d.id) for d in [*originals, *others]]
-    config = MinhashConfig()
-    kept: list[str] = []
+        return removed_by_datatrove([(d.id, d.text) for d in docs], workdir)
+    src, out = workdir / "dt-docs.jsonl", workdir / "dt-out.json"
+    src.write_text("".join(json.dumps({"id": d.id, "text": d.text}) + "\n" for d in docs),
+                   encoding="utf-8")
+    run = subprocess.run([python, str(HERE / "dedup_datatrove.py"), str(src), str(workdir),
+                          str(out)], capture_output=True, text=True)
+    if run.returncode:
+        sys.exit(f"{python} bench/dedup_datatrove.py failed:\n{run.stderr[-2000:]}")
+    answer = json.loads(out.read_text(encoding="utf-8"))
+    PEER_VERSION.append(answer["version"])
+    return set(answer["removed"]), answer["seconds"]
 
-    def collect(data, rank: int = 0, world_size: int = 1):  # noqa: ANN001, ANN202
-        for d in data:
-            kept.append(d.id)
-            yield d
 
-    stages = [
-        ([docs, MinhashDedupSignature(output_folder=str(base / "sigs"), config=config)], 1),
-        ([MinhashDedupBuckets(input_folder=str(base / "sigs"), output_folder=str(base / "bkt"),
-                              config=config)], config.num_buckets),
-        ([MinhashDedupCluster(input_folder=str(base / "bkt"), output_folder=str(base / "rm"),
-                              config=config)], 1),
-        ([docs, MinhashDedupFilter(input_folder=str(base / "rm")), collect], 1),
-    ]
-    started = time.perf_counter()
-    for i, (pipeline, tasks) in enumerate(stages):
-        LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=1,
-                              logging_dir=str(base / f"logs{i}")).run()
-    seconds = time.perf_counter() - started
-    return {d.id for d in docs} - set(kept), seconds
+def datatrove_available(python: str | None) -> bool:
+    if python is not None:
+        return True
+    try:
+        import datatrove  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def machine() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+               platform.processor())
+    return {"date": datetime.now(UTC).isoformat(timespec="seconds"), "cpu": cpu,
+            "threads": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
+            "python": platform.python_version(), "datasketch": dist_version("datasketch")}
 
 
 def score(removed: set, originals: list[Document], truth: dict) -> dict[str, dict]:
@@ -221,44 +238,112 @@ def score(removed: set, originals: list[Document], truth: dict) -> dict[str, dic
     return rows
 
 
+def margins(originals: list[Document], others: list[Document], truth: dict) -> dict:
+    """How far the defaults' threshold is from each side: the lowest true Jaccard (shingle
+    sets) of the copies per kind, and the highest true and estimated Jaccard of a
+    non-duplicate with any original (they share the boilerplate)."""
+    import numpy as np
+
+    from pipeline.dedup import SIG_DTYPE, fingerprint, shingle_hashes
+
+    clean = build_config([]).clean
+    sets = {d.id: set(shingle_hashes(d.text, clean.shingle_words).tolist())
+            for d in [*originals, *others]}
+    sigs = np.stack([np.frombuffer(fingerprint(d.text, clean).sig, dtype=SIG_DTYPE)
+                     for d in originals])
+    lowest: dict[str, float] = {}
+    nondup = {"true": 0.0, "estimated": 0.0}
+    for d in others:
+        original, kind, _ = truth[d.id]
+        if original is not None:
+            a, b = sets[d.id], sets[original]
+            lowest[kind] = min(lowest.get(kind, 1.0), len(a & b) / len(a | b))
+            continue
+        estimates = (sigs == np.frombuffer(fingerprint(d.text, clean).sig, dtype=SIG_DTYPE)
+                     ).mean(axis=1)
+        trues = [len(sets[d.id] & sets[o.id]) / len(sets[d.id] | sets[o.id]) for o in originals]
+        nondup = {"true": max(nondup["true"], max(trues)),
+                  "estimated": max(nondup["estimated"], float(estimates.max()))}
+    return {"copies_lowest_true_jaccard": {k: round(v, 3) for k, v in lowest.items()},
+            "nondup_highest_jaccard": {k: round(v, 3) for k, v in nondup.items()}}
+
+
+TARGET_KINDS = ("edit1", "edit2", "edit5")  # the target: recall >= 0.95 at every length
+
+
+def targets(scores: dict, ratio: float | None) -> dict[str, bool]:
+    """Which of the issue's targets ours meets at the defaults."""
+    low = {k: v["recall"] for k, v in scores.items()
+           if k.split("@")[0] in TARGET_KINDS and v["recall"] < 0.95}
+    met = {"recall_edits_up_to_5pct": not low, "precision_0.99": scores["all"]["precision"] >= 0.99}
+    if ratio is not None:
+        met["speed_2x_datatrove"] = ratio >= 2.0
+    return met
+
+
+def report(result: dict) -> None:
+    scores, med = result["scores"], result["seconds"]
+    print(f"{result['documents']} documents; medians of {result['runs']} interleaved runs")
+    peer = "datatrove" in scores
+    if peer:
+        print(f"ours {med['ours']:.2f} s, datatrove {med['datatrove']:.2f} s: ours "
+              f"{result['speed_ratio_ours_vs_datatrove']}x datatrove's speed")
+    else:
+        print(f"ours {med['ours']:.2f} s (datatrove not installed: no peer run)")
+    print(f"{'kind@length':18} {'ours':>6} {'datatrove' if peer else '':>9}")
+    for key in scores["ours"]:
+        if key != "all":
+            other = f"{scores['datatrove'][key]['recall']:9.2f}" if peer else ""
+            print(f"{key:18} {scores['ours'][key]['recall']:6.2f} {other}")
+    for who in scores:
+        a = scores[who]["all"]
+        print(f"{who}: recall {a['recall']}, precision {a['precision']} "
+              f"({a['false_positives']} false positives)")
+    print("targets met:", result["targets"])
+    print("margins at the defaults:", result["margins"])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--per-kind", type=int, default=20,
                    help="pairs per kind and length (fewer at lengths the text cannot fill)")
     p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--smoke", action="store_true", help="2 per kind, one run")
+    p.add_argument("--datatrove-python", metavar="PYTHON",
+                   help="run datatrove's half in this interpreter (a venv that has datatrove)")
+    p.add_argument("--smoke", action="store_true",
+                   help="2 per kind, one run, no results file (datatrove only if it is there)")
     args = p.parse_args()
     if args.smoke:
         args.per_kind, args.runs = 2, 1
+    peer = datatrove_available(args.datatrove_python)
+    if not peer and not args.smoke:
+        p.error("datatrove is not importable: pip install datatrove 'xxhash<4' spacy regex "
+                "tokenizers into a venv of its own and pass --datatrove-python VENV/bin/python")
     originals, others, truth = dataset(args.per_kind)
-    times: dict[str, list[float]] = {"ours": [], "datatrove": []}
+    times: dict[str, list[float]] = {"ours": [], **({"datatrove": []} if peer else {})}
     removed: dict[str, set] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.runs):  # interleaved
             removed["ours"], seconds = ours(Path(tmp), originals, others)
             times["ours"].append(seconds)
-            removed["datatrove"], seconds = datatrove(Path(tmp), originals, others)
-            times["datatrove"].append(seconds)
+            if peer:
+                removed["datatrove"], seconds = datatrove(Path(tmp), [*originals, *others],
+                                                          args.datatrove_python)
+                times["datatrove"].append(seconds)
     med = {k: statistics.median(v) for k, v in times.items()}
     scores = {k: score(v, originals, truth) for k, v in removed.items()}
+    ratio = round(med["datatrove"] / med["ours"], 2) if peer else None
     result = {"documents": len(originals) + len(others), "per_kind": args.per_kind,
               "runs": args.runs, "smoke": args.smoke, "seconds": med,
-              "speed_ratio_ours_vs_datatrove": round(med["datatrove"] / med["ours"], 2),
-              "scores": scores}
-    print(f"{result['documents']} documents; medians of {args.runs} interleaved runs")
-    print(f"ours {med['ours']:.2f} s, datatrove {med['datatrove']:.2f} s: ours "
-          f"{result['speed_ratio_ours_vs_datatrove']}x datatrove's speed")
-    print(f"{'kind@length':18} {'ours':>6} {'datatrove':>9}")
-    for key in scores["ours"]:
-        if key != "all":
-            print(f"{key:18} {scores['ours'][key]['recall']:6.2f} "
-                  f"{scores['datatrove'][key]['recall']:9.2f}")
-    for who in ("ours", "datatrove"):
-        a = scores[who]["all"]
-        print(f"{who}: recall {a['recall']}, precision {a['precision']} "
-              f"({a['false_positives']} false positives)")
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+              "speed_ratio_ours_vs_datatrove": ratio, "defaults": defaults(),
+              "targets": targets(scores["ours"], ratio),
+              "margins": margins(originals, others, truth), "scores": scores,
+              "machine": machine() | {"datatrove": PEER_VERSION[-1] if PEER_VERSION else
+                                      (dist_version("datatrove") if peer else None)}}
+    report(result)
+    if not args.smoke:
+        RESULTS.parent.mkdir(exist_ok=True)
+        RESULTS.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pipeline.records import page_ends
 from pipeline.split import is_val as is_val  # the rule; chunks are its units
 
 if TYPE_CHECKING:
@@ -139,8 +140,7 @@ def page_range(pages: list[tuple[int, int]], text_chars: int, lo: int, hi: int) 
     now (cleaning changes it a little): an estimate, exact at the document's ends."""
     if not pages or text_chars <= 0:
         return []
-    bounds = np.cumsum([chars + 2 for _, chars in pages], dtype=np.float64)
-    bounds *= text_chars / bounds[-1]
+    bounds = page_ends([chars for _, chars in pages], text_chars)
     first, last = (min(int(np.searchsorted(bounds, x, side="right")), len(pages) - 1)
                    for x in (lo, max(hi - 1, lo)))
     return [pages[first][0], pages[last][0]]

@@ -253,12 +253,20 @@ class CleanConfig:
     short_line_chars: int = 20
     dedup_exact: bool = True  # drop documents whose normalised text was seen before
     dedup_near: bool = True  # drop near-duplicates (MinHash LSH)
-    near_jaccard: float = 0.8  # Jaccard similarity at or above which a document is a near-dup
-    minhash_perm: int = 128
-    shingle_words: int = 5
+    # Jaccard similarity of the shingle sets at or above which a document is a near-dup; with
+    # 3-word shingles 0.6 is about 9% of the words replaced (bench/dedup.py: every copy with up
+    # to 5% of its words edited found, at every length, and no document that only shares
+    # boilerplate); changing it rebuilds the LSH bands, not the signatures
+    near_jaccard: float = 0.6
+    minhash_perm: int = 128  # MinHash permutations (signature values) per document
+    # words per shingle: 3 rather than datatrove's 5, since one replaced word breaks this many
+    # shingles (5% edits leave a Jaccard of about 0.75 at 3, 0.63 at 5); changing it or
+    # minhash_perm signs the kept documents again from state/clean/
+    shingle_words: int = 3
     workers: int = 0  # processes that filter and fingerprint documents; 0 = number of cores
     # ISO 639-1 codes of the languages to keep (py3langid's, pipeline/langid.py); a document in
-    # another is dropped with reason `language`; empty keeps all and identifies nothing
+    # another is dropped with reason `language`; empty keeps all (every kept document's
+    # language is identified either way, into its `lang`, and a PDF's per page)
     languages: list[str] = field(default_factory=list)
     min_language_score: float = 0.5  # with languages: the identification score to reach (0..1)
     # replace: e-mail addresses, phone numbers, IP addresses, card numbers, IBANs and secrets

@@ -7,6 +7,8 @@ and rows for the Jaccard threshold); LSH candidates are confirmed by their estim
 The index lives in SQLite under the data root (`state/dedup.sqlite`), so documents that arrive
 in later runs are compared with every document kept before. It also remembers each document
 id's decision and which docs parts are done, which is what makes the clean stage resumable.
+Signatures made with other settings (an index from before the 3-word, 0.6 defaults) are made
+again from the kept text in state/clean/ when the clean stage opens the index (`resign`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import re
 import sqlite3
 import unicodedata
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +28,6 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import CleanConfig
-from pipeline.errors import ConfigError
 from pipeline.filters import Drop
 from pipeline.records import utc_now
 
@@ -36,7 +38,11 @@ MINHASH_SCHEME = "affine32"  # datasketch's 32-bit scheme: 4 bytes per permutati
 SHINGLE_HASH = "crc32-poly64"  # how shingles are hashed (signatures depend on it)
 _POLY = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier of the shingle polynomial
 SIG_DTYPE = np.dtype("<u4")
-LSH_WEIGHTS = (0.05, 0.95)  # datasketch's (false positive, false negative) weights
+# datasketch's (false positive, false negative) weights when it picks bands and rows: at 0.6 and
+# 128 permutations, 25 bands of 5 rows: a pair at Jaccard 0.75 (5% of words edited) is a
+# candidate 99.9% of the time, one at 0.3 (pages that share boilerplate) 6% (24 x 4, from
+# (0.05, 0.95): 18%, each a signature to read and compare)
+LSH_WEIGHTS = (0.1, 0.9)
 KEPT = "kept"
 SCHEMA_VERSION = 1
 _WORD = re.compile(r"\w+")
@@ -125,8 +131,7 @@ def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
     """(bands, rows per band) that datasketch's MinHashLSH chooses for this threshold.
 
     Every LSH candidate is confirmed by its estimated Jaccard, so a false positive costs one
-    comparison while a false negative keeps a duplicate: weigh misses heavily (at 0.8 and 128
-    permutations: 16 bands of 8 rows find 95% of pairs at the threshold, 9x13 only 40%).
+    comparison while a false negative keeps a duplicate: weigh misses more (LSH_WEIGHTS).
     """
     from datasketch import MinHashLSH
 
@@ -200,25 +205,51 @@ class DedupIndex:
                             [(k, str(v)) for k, v in values.items()])
 
     def _check_params(self) -> None:
+        """Note in `stale` what the stored signatures were made with, if not with what this
+        config and version make (`resign` makes them again); rebuild the LSH bands if only the
+        threshold changed."""
         meta = self._meta()
         has_sigs = self.db.execute("SELECT 1 FROM sigs LIMIT 1").fetchone() is not None
-        settings = {"minhash_perm": self.cfg.minhash_perm,
-                    "shingle_words": self.cfg.shingle_words}
-        built_by = {"schema": SCHEMA_VERSION, "minhash_seed": MINHASH_SEED,
-                    "minhash_scheme": MINHASH_SCHEME, "shingle_hash": SHINGLE_HASH}
-        for key, value in (settings | built_by).items():
-            if not has_sigs or meta.get(key, str(value)) == str(value):
-                continue
-            what = (f"clean.{key} is {value} but the dedup index {self.path} was built with "
-                    f"{meta[key]}; keep the old value, or" if key in settings else
-                    f"the dedup index {self.path} was built by another version ({key} "
-                    f"{meta[key]}, this version uses {value});")
-            raise ConfigError(f"{what} delete state/dedup.sqlite and state/clean/ to clean "
-                              "every document again")
+        changed = [f"{key} {meta[key]} -> {value}"
+                   for key, value in self._signature_params().items()
+                   if has_sigs and meta.get(key, str(value)) != str(value)]
+        # with near dedup off the signatures are not used: they stay as made, and so does meta
+        self.stale = (", ".join(changed) or None) if self.cfg.dedup_near else None
+        if changed:
+            return
         lsh = f"jaccard {self.cfg.near_jaccard}, weights {LSH_WEIGHTS}"
         if has_sigs and meta.get("lsh") not in (None, lsh):
             self._rebuild_bands(meta["lsh"], lsh)
-        self._set_meta(lsh=lsh, **settings, **built_by)
+        self._set_meta(lsh=lsh, **self._signature_params())
+
+    def _signature_params(self) -> dict[str, Any]:
+        """What a stored signature depends on: two settings and how this version hashes."""
+        return {"minhash_perm": self.cfg.minhash_perm, "shingle_words": self.cfg.shingle_words,
+                "schema": SCHEMA_VERSION, "minhash_seed": MINHASH_SEED,
+                "minhash_scheme": MINHASH_SCHEME, "shingle_hash": SHINGLE_HASH}
+
+    def resign(self, signed: Iterable[tuple[str, bytes]]) -> int:
+        """Replace every stored signature and band by (id, signature) pairs made with the
+        current settings (of the kept documents, from state/clean/); returns how many."""
+        log.warning("clean: the dedup index %s was signed with %s: signing the kept documents "
+                    "again from state/clean/", self.path, self.stale)
+        self.db.execute("BEGIN")
+        try:
+            self.db.execute("DELETE FROM sigs")
+            self.db.execute("DELETE FROM bands")
+            count = 0
+            for doc_id, sig in signed:
+                self.db.execute("INSERT OR REPLACE INTO sigs VALUES (?, ?)", (doc_id, sig))
+                self._add_bands(doc_id, sig)
+                count += 1
+            self._set_meta(lsh=f"jaccard {self.cfg.near_jaccard}, weights {LSH_WEIGHTS}",
+                           **self._signature_params())
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.stale = None
+        return count
 
     def _rebuild_bands(self, old: str, new: str) -> None:
         log.info("clean.near_jaccard changed (LSH %s -> %s): rebuilding the band index", old, new)
@@ -255,6 +286,8 @@ class DedupIndex:
 
     def find_duplicate(self, fp: Fingerprint) -> Drop | None:
         """A Drop naming the earlier kept document that `fp` duplicates, if any."""
+        if self.stale:
+            raise RuntimeError(f"{self.path}: signatures made with {self.stale}; resign first")
         if self.cfg.dedup_exact:
             row = self.db.execute("SELECT id FROM exact WHERE hash = ?", (fp.exact,)).fetchone()
             if row:

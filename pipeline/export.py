@@ -29,17 +29,26 @@ StageName = Literal["extracted", "cleaned"]
 ROW_GROUP_DOCS = 1000  # documents per Parquet row group (and per write)
 
 
+def _entries(value: Any) -> Any:
+    """A dict as a list of {key, value}: what an Arrow map holds, as a type that `datasets`
+    reads too (it has no map type: load_dataset("parquet") refused map columns)."""
+    import pyarrow as pa
+
+    return pa.list_(pa.struct([("key", pa.string()), ("value", value)]))
+
+
 def _schema() -> Any:
     import pyarrow as pa
 
     page = pa.struct([("number", pa.int32()), ("chars", pa.int64()), ("ocr", pa.bool_()),
-                      ("reason", pa.string()), ("confidence", pa.float64())])
+                      ("reason", pa.string()), ("confidence", pa.float64()),
+                      ("lang", pa.string()), ("lang_score", pa.float64())])
     return pa.schema([
         ("id", pa.string()), ("source", pa.string()), ("mime", pa.string()),
         ("title", pa.string()), ("lang", pa.string()), ("pages", pa.int32()),
         ("ocr_pages", pa.list_(pa.int32())), ("page_info", pa.list_(page)),
-        ("extractor", pa.string()), ("stats", pa.map_(pa.string(), pa.float64())),
-        ("created_at", pa.string()), ("meta", pa.map_(pa.string(), pa.string())),
+        ("extractor", pa.string()), ("stats", _entries(pa.float64())),
+        ("created_at", pa.string()), ("meta", _entries(pa.string())),
         ("decision", pa.string()),
         ("decision_detail", pa.string()), ("text", pa.string()),
     ])
@@ -79,8 +88,8 @@ class _Decisions:
 def _row(doc: Document, decision: tuple[str, str]) -> dict[str, Any]:
     row = doc.to_dict()
     row.pop("v", None)
-    row["stats"] = [(k, float(v)) for k, v in doc.stats.items()]
-    row["meta"] = list(doc.meta.items())
+    row["stats"] = [{"key": k, "value": float(v)} for k, v in doc.stats.items()]
+    row["meta"] = [{"key": k, "value": v} for k, v in doc.meta.items()]
     row["decision"], row["decision_detail"] = decision
     return row
 
@@ -133,7 +142,8 @@ def _write_jsonl(fh: Any, batches: Iterator[list[dict[str, Any]]]) -> int:
     count = 0
     for batch in batches:
         for row in batch:
-            row["stats"], row["meta"] = dict(row["stats"]), dict(row["meta"])
+            row["stats"], row["meta"] = (
+                {e["key"]: e["value"] for e in row[name]} for name in ("stats", "meta"))
             fh.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode()
                      + b"\n")
         count += len(batch)

@@ -25,6 +25,13 @@ from pipeline.text import (
 REASONS = ("too_short", "too_few_words", "low_alpha", "symbol_heavy", "repeated_lines",
            "short_lines")
 
+# Scripts written without spaces between words: each character counts as a word (as word
+# processors count Chinese and Japanese; a Chinese word is 1-2 characters): Han (with its
+# extensions and compatibility forms), Hiragana, Katakana and their half-width forms (not
+# the katakana middle dot, a punctuation mark).
+# Korean puts spaces between words and is counted by them.
+_CJK = re.compile("[\u3041-\u309f\u30a1-\u30fa\u30fc-\u30ff\u31f0-\u31ff\u3400-\u4dbf"
+                  "\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003134f]")
 _TRAILING_SPACE = re.compile(r"[ \t\u00a0\u3000]+$", re.MULTILINE)
 _NOT_DIGIT = re.compile(r"\D+")
 
@@ -123,12 +130,24 @@ def _repeated_chars(lines: list[str], min_words: int) -> int:
     return repeated
 
 
+def word_count(text: str) -> int:
+    """Words: runs between spaces, except that each CJK character is a word of its own (and
+    in a text with CJK, a run of punctuation alone is none)."""
+    if text.isascii():
+        return len(text.split())
+    cjk = len(_CJK.findall(text))
+    if not cjk:
+        return len(text.split())
+    # what is left between CJK characters: punctuation that clung to them is no word
+    rest = _CJK.sub(" ", text).split()
+    return cjk + sum(1 for token in rest if any(c.isalnum() for c in token))
+
+
 def text_stats(text: str, short_line_chars: int, repeated_min_words: int) -> TextStats:
-    words = text.split()
     lines = [stripped for line in text.split("\n") if (stripped := line.strip())]
     return TextStats(
         chars=len(text),
-        words=len(words),
+        words=word_count(text),
         nonspace=nonspace_count(text),
         letters=letter_count(text),
         digits=len(_NOT_DIGIT.sub("", text)),

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import json
 import typing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Self
 
-FORMAT_VERSION = 1
+# 2: PageInfo.lang and lang_score (the clean stage's per-page language); version 1 records
+# read as before
+FORMAT_VERSION = 2
 VERSION_KEY = "v"
 
 
@@ -80,6 +83,8 @@ class PageInfo(_Record):
     ocr: bool  # True when the text came from Tesseract
     reason: str  # why OCR was or was not used, e.g. "no_text_layer", "has_text"
     confidence: float | None = None  # mean Tesseract word confidence (0-100) when OCRed
+    lang: str = ""  # ISO 639-1 code the clean stage identified for this page ("" if too little)
+    lang_score: float | None = None  # its score (0..1): low on pages of code, tables, figures
 
 
 @dataclass(kw_only=True, slots=True)
@@ -102,6 +107,15 @@ class Document(_Record):
     # document that came out of another (an archive member, an attachment), "blob": the
     # sha256 of the raw file it came out of
     meta: dict[str, str] = field(default_factory=dict)
+
+
+def page_ends(page_chars: list[int], text_chars: int) -> list[float]:
+    """Where each page ends in a document's text, its pages of `page_chars` characters having
+    been joined by blank lines when extracted; scaled to the length of the text now (cleaning
+    changes it a little): an estimate, exact at the document's ends."""
+    ends = list(itertools.accumulate(chars + 2 for chars in page_chars))
+    scale = text_chars / ends[-1] if ends and ends[-1] else 0.0
+    return [end * scale for end in ends]
 
 
 MEMBER_OF = "blob"  # Document.meta key: the raw blob an archive member or attachment is from

@@ -60,7 +60,29 @@ def _clean_status(root: DataRoot) -> dict[str, Any]:
             db.close()
     except sqlite3.Error:
         return {}
-    return {"parts": parts, "documents": counts}
+    return {"parts": parts, "documents": counts, **_recheck_status(root)}
+
+
+def _recheck_status(root: DataRoot) -> dict[str, Any]:
+    """The last decontamination re-check of the documents cleaned before an evaluation file
+    changed (pipeline/decontam.py), and how many of those it found are in the shards now."""
+    from pipeline.decontam import decontam_dir, read_recheck
+
+    report = read_recheck(decontam_dir(root.state))
+    if not report or not report.get("checked"):
+        return {}
+    found = {row["id"] for row in report.get("contaminated", [])}
+    in_shards = 0
+    if found and root.manifest.is_file():
+        from pipeline.provenance import read_provenance
+        from pipeline.shards import read_manifest
+
+        for info in read_manifest(root.manifest).shards:
+            in_shards += sum(row["doc"] in found for row in read_provenance(root.shards, info))
+    files = report.get("eval", {}).get("files", [])
+    return {"recheck": {"checked": report["checked"], "contaminated": len(found),
+                        "entries_in_shards": in_shards, "eval_files": len(files),
+                        "n": report.get("eval", {}).get("n"), "at": report.get("at")}}
 
 
 def _tokenizer_status(root: DataRoot) -> dict[str, Any]:
@@ -157,7 +179,8 @@ def _handoff_line(name: str, state: dict[str, Any]) -> str:
                 f"{_counts(state['failure_kinds'])}")
     if name == "clean":
         decided = ", ".join(f"{k} {v}" for k, v in sorted(state["documents"].items()))
-        return f"clean: {state['parts']} parts cleaned ({decided or 'no documents'})"
+        line = f"clean: {state['parts']} parts cleaned ({decided or 'no documents'})"
+        return line + _recheck_line(state["recheck"]) if "recheck" in state else line
     if name == "tokenizer":
         return "tokenizer: trained"
     if name == "shards":
@@ -165,6 +188,13 @@ def _handoff_line(name: str, state: dict[str, Any]) -> str:
     if name == "runs":
         return f"runs: {len(state['runs'])} ({', '.join(state['runs'])})"
     return f"{name}: {len(state['promoted'])} promoted" if state["promoted"] else f"{name}: none"
+
+
+def _recheck_line(recheck: dict[str, Any]) -> str:
+    return (f"; decontamination re-check {recheck['at']}: {recheck['contaminated']} of "
+            f"{recheck['checked']} documents cleaned before share {recheck['n']}-grams with the "
+            f"evaluation text ({recheck['eval_files']} files), {recheck['entries_in_shards']} "
+            "shard entries of them (`cllm tokenize --rebuild` leaves them out)")
 
 
 def status_lines(status: dict[str, Any]) -> list[str]:

@@ -95,6 +95,17 @@ def test_a_rebuild_leaves_out_what_a_new_eval_file_finds_in_the_shards(root: Dat
     later = {"decontaminate": [str(evals)]}
     again = tokenize_dataset(small_config(clean=later), root, progress=False)
     assert again.kept == 0  # shards are append-only: what is in them stays until a rebuild
+    # ... but the clean stage re-checked the 6 documents cleaned before and says so
+    report = json.loads((root.state / "decontam" / "recheck.json").read_text())
+    assert report["checked"] == 6 and [r["source"] for r in report["contaminated"]] == \
+        ["/rb/4.txt"] and "shared 13-grams" in report["contaminated"][0]["detail"]
+    assert (root.state / "decontam" / "ngrams.npy").is_file()
+    line = _clean_status_line(root)
+    assert "re-check" in line and "1 of 6 documents cleaned before share 13-grams" in line
+    assert "0 shard entries" not in line
+    index_state = (root.state / "decontam" / "index.json").stat().st_mtime_ns
+    assert tokenize_dataset(small_config(clean=later), root, progress=False).kept == 0
+    assert (root.state / "decontam" / "index.json").stat().st_mtime_ns == index_state
     rebuilt = tokenize_dataset(small_config(clean=later, tokenize={"rebuild": True}), root,
                                progress=False)
     assert rebuilt.kept == 5 and dict(rebuilt.dropped) == {"contaminated": 1}
@@ -103,3 +114,12 @@ def test_a_rebuild_leaves_out_what_a_new_eval_file_finds_in_the_shards(root: Dat
                for line in (root.shards / f"{s.name}.prov.jsonl").read_text().splitlines()}
     assert sources == {d.source for d in docs} - {"/rb/4.txt"}
     assert verify_shards(root.shards, manifest, root.tokenizer_json).ok
+    assert "0 shard entries of them" in _clean_status_line(root)  # the rebuild left it out
+
+
+def _clean_status_line(root: DataRoot) -> str:
+    from flows.stages import STAGES
+    from pipeline.status import data_root_status, status_lines
+
+    return next(line for line in status_lines(data_root_status(root, STAGES))
+                if line.startswith("clean "))

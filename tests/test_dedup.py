@@ -11,7 +11,6 @@ from pipeline.clean import clean_documents
 from pipeline.config import Config, build_config
 from pipeline.dedup import DedupIndex, dedup_text, estimated_jaccard, fingerprint, shingles
 from pipeline.docstore import write_part
-from pipeline.errors import ConfigError
 from pipeline.layout import DataRoot
 from pipeline.records import Document
 
@@ -98,11 +97,50 @@ def test_switches_and_thresholds(root: DataRoot) -> None:
     # off, the exact copy is caught as a (Jaccard 1.0) near duplicate instead
     assert dict(stats.dropped) == {"near_duplicate": 2}
 
-    with pytest.raises(ConfigError, match="clean.minhash_perm"):
-        clean_documents(_cfg(minhash_perm=64), root, progress=False)
+
+def test_an_index_signed_with_other_settings_is_signed_again(root: DataRoot) -> None:
+    old = {"shingle_words": 5, "near_jaccard": 0.8}  # the defaults before 3 words and 0.6
+    write_part(root.docs, [_doc("base", BASE), _doc("other", OTHER), _doc("dup", BASE)])
+    assert clean_documents(_cfg(**old), root, progress=False).kept == 2
+    near = _edit_words(OTHER, 20, seed=7)  # 5% of the words: ~0.63 at 5 words, ~0.75 at 3
+    write_part(root.docs, [_doc("near", near)])
+    stats = clean_documents(_cfg(), root, progress=False)
+    assert stats.extra["resigned"] == 2 and dict(stats.dropped) == {"near_duplicate": 1}
+    with DedupIndex(root.dedup_index, _cfg().clean) as index:
+        assert index.stale is None and doc_id("other") in index.decision(doc_id("near"))[1]
+        assert index.decision(doc_id("dup"))[0] == "exact_duplicate"  # decisions stay
+    with DedupIndex(root.dedup_index, _cfg(minhash_perm=64, dedup_near=False).clean) as index:
+        assert index.stale is None  # signatures unused: left as they are
+    with DedupIndex(root.dedup_index, _cfg(minhash_perm=64).clean) as index:
+        assert index.stale == "minhash_perm 128 -> 64"
+        with pytest.raises(RuntimeError, match="resign first"):
+            index.find_duplicate(fingerprint(BASE, _cfg(minhash_perm=64).clean))
+    write_part(root.docs, [_doc("again", _edit_words(BASE, 50, seed=8))])
+    stats = clean_documents(_cfg(minhash_perm=64), root, progress=False)
+    assert stats.extra["resigned"] == 2 and dict(stats.dropped) == {"near_duplicate": 1}
 
 
 def test_near_dedup_can_be_switched_off(root: DataRoot) -> None:
     write_part(root.docs, [_doc("base", BASE), _doc("near", _edit_words(BASE, 100, seed=6))])
     stats = clean_documents(_cfg(dedup_near=False), root, progress=False)
     assert stats.kept == 2
+
+
+def test_short_pages_in_one_template_are_kept_and_their_light_edits_dropped(root: DataRoot
+                                                                            ) -> None:
+    """The defaults on the hard case: 30-word bodies inside the same 23 words of header and
+    footer (a site's pages) are not near-duplicates of each other; 5% of the words (2 of
+    30) replaced is one."""
+    header = "Documentation for this release. See the index for other topics."
+    footer = "Back to the table of contents | Search | Report a bug on this page"
+    rng = random.Random(9)
+    bodies = [" ".join(make_text(rng, 40).split()[:30]) for _ in range(12)]
+    pages = [_doc(f"page{i}", f"{header}\n\n{body}\n\n{footer}") for i, body in enumerate(bodies)]
+    words = bodies[0].split()
+    words[7], words[21] = "lighthouse", "parliament"
+    edited = _doc("edited", f"{header}\n\n{' '.join(words)}\n\n{footer}")
+    write_part(root.docs, [*pages, edited])
+    stats = clean_documents(_cfg(min_chars=0, min_words=0), root, progress=False)
+    assert stats.kept == 12 and dict(stats.dropped) == {"near_duplicate": 1}
+    with DedupIndex(root.dedup_index, _cfg().clean) as index:
+        assert doc_id("page0") in index.decision(doc_id("edited"))[1]

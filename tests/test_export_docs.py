@@ -37,6 +37,11 @@ def _root(root: DataRoot) -> list[Document]:
     return docs
 
 
+def _as_dict(entries: list[dict]) -> dict:
+    """A stats or meta column's {key, value} list (no map type: `datasets` cannot read one)."""
+    return {e["key"]: e["value"] for e in entries}
+
+
 def test_parquet_of_the_cleaned_documents_in_row_groups(root: DataRoot, tmp_path: Path) -> None:
     _root(root)
     out = tmp_path / "cleaned.parquet"
@@ -48,11 +53,13 @@ def test_parquet_of_the_cleaned_documents_in_row_groups(root: DataRoot, tmp_path
     assert pq.ParquetFile(out).num_row_groups == 3  # 3 + 3 + 1
     row = table.slice(2, 1).to_pylist()[0]
     assert row["page_info"] == [{"number": 1, "chars": 10, "ocr": True,
-                                 "reason": "no_text_layer", "confidence": 91.5}]
-    assert row["ocr_pages"] == [1] and row["lang"] == "eng" and row["pages"] == 1
-    assert dict(row["stats"]) == {k: float(v) for k, v in kept[2].stats.items()}
+                                 "reason": "no_text_layer", "confidence": 91.5, "lang": "",
+                                 "lang_score": None}]
+    # clean identifies the language ("eng", the OCR setting, was extraction's)
+    assert row["ocr_pages"] == [1] and row["lang"] == "en" and row["pages"] == 1
+    assert _as_dict(row["stats"]) == {k: float(v) for k, v in kept[2].stats.items()}
     assert row["decision"] == "" and row["source"] == kept[2].source
-    assert dict(row["meta"]) == {"subject": "Minutes", "blob": "b" * 64}
+    assert _as_dict(row["meta"]) == {"subject": "Minutes", "blob": "b" * 64}
 
 
 def test_extracted_with_decisions_and_jsonl(root: DataRoot, tmp_path: Path,
