@@ -9,10 +9,12 @@ below `total` (from the stage taking its lock), with the time until the next one
 A round draws `kills` sorted units spread over all of them, one per stratum, the first unit
 (before the first commit) and the last (after the last-but-one) always among them; run i
 waits until the measure reaches its unit, then a seeded extra delay within that unit's time
-(so that kills land between commits as well as on them; within its first half for the first
-and last units, which a slightly faster run would otherwise leave before the kill), and is
-killed. The run after the last kill completes. A run that finishes before its kill ends the
-round early; `crash_rounds` then starts a fresh round (on a fresh copy of the input) until
+(within its first half for the first and last units, which a slightly faster run would
+otherwise leave before the kill), cut short when the unit ends (its next commit) so that the
+kill does not overshoot it, and is killed: kills land between commits and on them. The run
+after the last kill completes. A kill that finds all the work committed (it cut what follows
+the last commit) goes straight to that run; a run that finishes before its kill ends the round
+early. `crash_rounds` then starts a fresh round (on a fresh copy of the input) until
 enough kills landed.
 
 A kill is SIGKILL to the stage's process, and in "tree" mode to all its descendants at the
@@ -252,6 +254,19 @@ def _unit_of(units: Sequence[Unit], progress: int) -> int:
     return max((i for i, u in enumerate(units) if u.start <= progress), default=0)
 
 
+def _sleep_in_unit(proc: subprocess.Popen[bytes], delay_s: float, ended: Callable[[], bool]
+                   ) -> None:
+    """Wait `delay_s`, or less if the unit ends first (its next commit) or the process exits:
+    units run at other speeds than in the uninterrupted run (workers finish in another order,
+    the machine is busier or less busy), and the kill must not overshoot its unit by far."""
+    deadline = time.monotonic() + delay_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        with contextlib.suppress(Exception):  # a file being replaced: not ended yet
+            if ended():
+                return
+        time.sleep(POLL_S)
+
+
 def kill_and_resume(stage: Stage, root: Path, env: dict[str, str], reference: Run,
                     rng: random.Random, *, kills: int, number: int, log: Path,
                     landed_before: int = 0, first_mode: int = 0) -> Round:
@@ -265,21 +280,20 @@ def kill_and_resume(stage: Stage, root: Path, env: dict[str, str], reference: Ru
     last = len(units) - 1
     for n, aimed in enumerate(aimed_units(rng, len(units), kills)):
         mode = stage.modes[(first_mode + landed_before + len(result.kills)) % len(stage.modes)]
-        edge = aimed in (0, last)
-        delay = rng.uniform(0.0, units[aimed].seconds / (2 if edge else 1))
+        delay = rng.uniform(0.0, units[aimed].seconds / (2 if aimed in (0, last) else 1))
         before = lock_owner(lock_file)
-        # a resumed run starts where the last one stopped: kill it after it has done at least
-        # one unit of work of its own, or a fast stage would be killed before doing anything
-        # and then finish all its work inside the random delay of the next kill
-        goal = aimed if n == 0 else max(aimed, min(_unit_of(units, stage.progress(root)) + 1,
-                                                   last))
+        # a resumed run starts where the last one stopped: when that is past the unit aimed
+        # at, kill it in the unit it redoes (its wait then ends at once, its delay at the
+        # unit's commit), never in one it has no work left in
+        goal = max(aimed, _unit_of(units, stage.progress(root)))
         target = units[goal].start
+        end = units[goal + 1].start if goal < last else reference.total
         proc = _start(stage.argv(root), env, log)
         result.runs += 1
         try:
             if _wait_for(proc, _holds_lock(lock_file, before), "lock") and _wait_for(
                     proc, lambda t=target: stage.progress(root) >= t, f"progress {target}"):
-                time.sleep(delay)
+                _sleep_in_unit(proc, delay, lambda e=end: stage.progress(root) >= e)
             landed = _kill(proc, mode)
         except BaseException:
             kill_tree(proc)
@@ -295,6 +309,11 @@ def kill_and_resume(stage: Stage, root: Path, env: dict[str, str], reference: Ru
         if stage.finished is not None and stage.finished(root):
             kill.note = "after its work was complete"
             return result
+        if kill.progress >= reference.total:
+            # all its work committed, what follows it (an export, the summary) cut: the next
+            # run must finish that; more kills would only cut runs with nothing left to do
+            kill.note = "after its last commit"
+            break
     final = run_to_end(stage, root, env, log)
     result.runs += 1
     assert final.returncode == 0, f"{stage.name} resume failed; log: {log}"
@@ -333,15 +352,17 @@ def landed_kills(rounds: Sequence[Round]) -> int:
 
 def assert_spread(stage: Stage, reference: Run, rounds: Sequence[Round], kills: int) -> None:
     """Each kill mode landed (given kills enough for all), and so did kills in the first unit
-    of the work (before its first commit) and in its last (after its last-but-one)."""
+    of the work (up to its first commit) and in its last (after its last-but-one)."""
     landed = [k for r in rounds for k in r.kills]
     if kills >= len(stage.modes):
         modes = {k.mode for k in landed}
         assert modes == set(stage.modes), f"{stage.name}: only {sorted(modes)} kills landed"
     if kills >= 2 and len(reference.units) >= 2:
+        # before the first commit, or the moment it is seen where this run outpaced the
+        # uninterrupted one (the wait ends at the unit's end: the kill cannot fall later)
         second = reference.units[1].start
-        assert any(k.unit == 0 and k.progress < second for k in landed), \
-            f"{stage.name}: no kill landed before the first commit"
+        assert any(k.unit == 0 and k.progress <= second for k in landed), \
+            f"{stage.name}: no kill landed in the first unit of the work"
         assert any(k.unit == len(reference.units) - 1 for k in landed), \
             f"{stage.name}: no kill landed in the last unit of the work"
 
