@@ -335,13 +335,16 @@ def record_entry(reference: Run, rounds: list[Round], seed: int, outcome: str
 
 def write_record(path: Path, stage: str, entry: dict[str, Any]) -> None:
     """Merge one stage's entry into the record file (each test adds its own)."""
+    from importlib.metadata import version
+
     from pipeline.atomic import atomic_write
 
     record = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     record.update(command=f"CLLM_CRASH_KILLS={KILLS} CLLM_CRASH_SEED={SEED} "
                           "python -m pytest tests/test_crash_resume.py",
-                  kills_per_stage=KILLS, seed=SEED, python=sys.version.split()[0],
-                  cpu=cpu_model(), cpus=os.cpu_count())
+                  kills_per_stage=KILLS, seed=SEED, cpu=cpu_model(), cpus=os.cpu_count(),
+                  versions={"python": sys.version.split()[0],
+                            **{name: version(name) for name in ("torch", "scrapy", "pymupdf")}})
     entry["date"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     record.setdefault("stages", {})[stage] = entry
     record["total_kills"] = sum(e["kills"] for e in record["stages"].values())
