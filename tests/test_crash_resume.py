@@ -324,6 +324,8 @@ def record_entry(reference: Run, rounds: list[Round], seed: int, outcome: str
         "modes": dict(Counter(k.mode for k in kills)),
         "mid_work": len(mid_work(rounds, total)),
         "first_unit": sum(k.unit == 0 for k in kills),
+        "before_first_commit": sum(k.unit == 0 and k.progress < units[1].start for k in kills)
+        if len(units) > 1 else 0,
         "last_unit": sum(k.unit == len(units) - 1 for k in kills),
         "after_complete": sum(k.progress >= total for k in kills),
         "rounds": len(rounds), "runs": sum(r.runs for r in rounds),
