@@ -67,3 +67,16 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def missing_tesseract(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """TESSERACT_CMD names no binary; pytesseract's command (which docproc.ocr sets from it)
+    is put back after the test, pass or fail, so no later test inherits the missing one."""
+    import pytesseract
+
+    missing = tmp_path / "nowhere" / "tesseract"
+    monkeypatch.setattr(pytesseract.pytesseract, "tesseract_cmd",
+                        pytesseract.pytesseract.tesseract_cmd)
+    monkeypatch.setenv("TESSERACT_CMD", str(missing))
+    return missing

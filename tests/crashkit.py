@@ -3,17 +3,24 @@ of its work, run the same command again until it completes, and record what each
 
 Kill points are placed by the stage's own progress, so that they fall in the work and not in
 the imports: each stage names a measure of its committed work under a data root (sources
-indexed, docs parts written, checkpoint step, ...). An uninterrupted run gives the measure's
-final value `total` and the time from the stage taking its lock to its exit, `work_s`. A round
-draws `kills` sorted targets in [0, total); run i waits until the measure reaches target i,
-then a seeded extra delay of up to one unit of work (`work_s / total`, so that kills land
-between commits as well as on them), and is killed. The run after the last kill completes.
-A run that finishes before its kill ends the round early; `crash_rounds` then starts a fresh
-round (on a fresh copy of the input) until enough kills landed.
+indexed, docs parts written, checkpoint step, ...). An uninterrupted run, sampled as it goes,
+gives the measure's final value `total` and its units of work: each value the measure took
+below `total` (from the stage taking its lock), with the time until the next one.
+A round draws `kills` sorted units spread over all of them, one per stratum, the first unit
+(before the first commit) and the last (after the last-but-one) always among them; run i
+waits until the measure reaches its unit, then a seeded extra delay within that unit's time
+(within its first half for the first and last units, which a slightly faster run would
+otherwise leave before the kill), cut short when the unit ends (its next commit) so that the
+kill does not overshoot it, and is killed: kills land between commits and on them. The run
+after the last kill completes. A kill that finds all the work committed (it cut what follows
+the last commit) goes straight to that run; a run that finishes before its kill ends the round
+early. `crash_rounds` then starts a fresh round (on a fresh copy of the input) until
+enough kills landed.
 
 A kill is SIGKILL to the stage's process, and in "tree" mode to all its descendants at the
 same moment (worker pools, the crawl's child process): the power-cut case. In "main" mode only
-the stage's process dies, as `kill -9 PID` does, and what it started must end by itself.
+the stage's process dies, as `kill -9 PID` does, and what it started must end by itself. The
+modes take turns over the kills that land (from a seeded first), so that each lands.
 """
 
 from __future__ import annotations
@@ -69,6 +76,14 @@ class Stage:
 
 
 @dataclass(slots=True)
+class Unit:
+    """A unit of a stage's work, as an uninterrupted run did it."""
+
+    start: int  # the progress measure when it began (at the lock, or a commit)
+    seconds: float  # until the measure changed again
+
+
+@dataclass(slots=True)
 class Run:
     """One run of a stage to its end."""
 
@@ -78,6 +93,7 @@ class Run:
     work_s: float  # lock taken to exit
     output: str  # stdout and stderr
     total: int = 0  # the stage's progress measure at the end
+    units: list[Unit] = field(default_factory=list)  # its work, from the lock to the last commit
 
 
 @dataclass(slots=True)
@@ -85,6 +101,7 @@ class Kill:
     round: int
     number: int  # within its round
     mode: str  # "tree" | "main"
+    unit: int  # index of the unit of work it was aimed at
     target: int  # progress waited for
     delay_s: float  # extra wait after the target was reached
     progress: int = -1  # committed work when it died
@@ -126,9 +143,34 @@ def _holds_lock(lock_file: Path, before: str) -> Callable[[], bool]:
     return lambda: lock_owner(lock_file) not in ("", before)
 
 
+def _progress(stage: Stage, root: Path) -> int | None:
+    try:
+        return stage.progress(root)
+    except Exception:  # noqa: BLE001 - a file being replaced, a database being written
+        return None
+
+
+def _sample_units(proc: subprocess.Popen[bytes], stage: Stage, root: Path, locked: float,
+                  deadline: float) -> list[Unit]:
+    """Poll the stage's progress until it exits: the units of work it went through."""
+    seen: list[tuple[int, float]] = []
+    while proc.poll() is None:
+        if time.monotonic() > deadline:
+            kill_tree(proc)
+            raise AssertionError(f"{proc.args} ran over its time")
+        value = _progress(stage, root)
+        if value is not None and (not seen or value > seen[-1][0]):
+            seen.append((value, time.monotonic() - locked))
+        time.sleep(POLL_S)
+    ended = time.monotonic() - locked
+    ends = [at for _, at in seen[1:]] + [ended]
+    return [Unit(start=value, seconds=end - at) for (value, at), end in zip(seen, ends,
+                                                                             strict=True)]
+
+
 def run_to_end(stage: Stage, root: Path, env: dict[str, str], log: Path,
                timeout_s: float = RUN_TIMEOUT_S) -> Run:
-    """Run the stage uninterrupted; measures its work time and final progress."""
+    """Run the stage uninterrupted; measures its work time, units and final progress."""
     argv = stage.argv(root)
     lock_file = stage.lock_file(root)
     before = lock_owner(lock_file)
@@ -136,15 +178,14 @@ def run_to_end(stage: Stage, root: Path, env: dict[str, str], log: Path,
     proc = _start(argv, env, log)
     locked = time.monotonic() if _wait_for(proc, _holds_lock(lock_file, before), "lock") \
         else started
-    try:
-        proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        kill_tree(proc)
-        raise AssertionError(f"{argv} ran over {timeout_s} s; log: {log}") from None
+    units = _sample_units(proc, stage, root, locked, started + LOCK_WAIT_S + timeout_s)
     ended = time.monotonic()
+    total = stage.progress(root)
+    if len(units) > 1 and units[-1].start == total:
+        units.pop()  # from the final commit to the exit: no work left, the last unit ended
     return Run(argv=argv, returncode=proc.returncode, seconds=ended - started,
                work_s=ended - locked, output=log.read_text(encoding="utf-8", errors="replace"),
-               total=stage.progress(root))
+               total=total, units=units)
 
 
 def _descendants(pid: int) -> list[psutil.Process]:
@@ -196,29 +237,63 @@ def temp_files(root: Path) -> list[str]:
                   if is_temp_name(p.name) and p.is_file())
 
 
+def aimed_units(rng: random.Random, units: int, kills: int) -> list[int]:
+    """`kills` sorted unit indices, one from each of `kills` equal strata of the units, the
+    first and the last unit always among them."""
+    if kills == 1:
+        return [rng.randrange(units)]
+    strata = [(i * units // kills, max(i * units // kills + 1, (i + 1) * units // kills))
+              for i in range(kills)]
+    picks = [rng.randrange(lo, hi) for lo, hi in strata]
+    picks[0], picks[-1] = 0, units - 1
+    return picks
+
+
+def _unit_of(units: Sequence[Unit], progress: int) -> int:
+    """The index of the unit a progress value falls in."""
+    return max((i for i, u in enumerate(units) if u.start <= progress), default=0)
+
+
+def _sleep_in_unit(proc: subprocess.Popen[bytes], delay_s: float, ended: Callable[[], bool]
+                   ) -> None:
+    """Wait `delay_s`, or less if the unit ends first (its next commit) or the process exits:
+    units run at other speeds than in the uninterrupted run (workers finish in another order,
+    the machine is busier or less busy), and the kill must not overshoot its unit by far."""
+    deadline = time.monotonic() + delay_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        with contextlib.suppress(Exception):  # a file being replaced: not ended yet
+            if ended():
+                return
+        time.sleep(POLL_S)
+
+
 def kill_and_resume(stage: Stage, root: Path, env: dict[str, str], reference: Run,
-                    rng: random.Random, *, kills: int, number: int, log: Path) -> Round:
-    """One round on `root`: kill the stage at seeded points, then let the next run finish."""
+                    rng: random.Random, *, kills: int, number: int, log: Path,
+                    landed_before: int = 0, first_mode: int = 0) -> Round:
+    """One round on `root`: kill the stage at seeded points, then let the next run finish.
+
+    Kill modes take turns over all landed kills (`landed_before` landed in earlier rounds).
+    """
     result = Round(number=number)
     lock_file = stage.lock_file(root)
-    unit_s = reference.work_s / max(reference.total, 1)
-    # targets in the first three quarters of the work: a kill aimed at the last units of a
-    # fast stage lands, after its random delay, when the work is already complete
-    span = max(1, reference.total * 3 // 4)
-    for n, target in enumerate(sorted(rng.randrange(span) for _ in range(kills))):
-        mode = rng.choice(stage.modes)
-        delay = rng.uniform(0.0, unit_s)
+    units = reference.units or [Unit(start=0, seconds=reference.work_s)]
+    last = len(units) - 1
+    for n, aimed in enumerate(aimed_units(rng, len(units), kills)):
+        mode = stage.modes[(first_mode + landed_before + len(result.kills)) % len(stage.modes)]
+        delay = rng.uniform(0.0, units[aimed].seconds / (2 if aimed in (0, last) else 1))
         before = lock_owner(lock_file)
-        # a resumed run starts where the last one stopped: kill it after it has done at least
-        # one unit of work of its own, or a fast stage would be killed before doing anything
-        # and then finish all its work inside the random delay of the next kill
-        goal = max(target, min(stage.progress(root) + 1, reference.total - 1))
+        # a resumed run starts where the last one stopped: when that is past the unit aimed
+        # at, kill it in the unit it redoes (its wait then ends at once, its delay at the
+        # unit's commit), never in one it has no work left in
+        goal = max(aimed, _unit_of(units, stage.progress(root)))
+        target = units[goal].start
+        end = units[goal + 1].start if goal < last else reference.total
         proc = _start(stage.argv(root), env, log)
         result.runs += 1
         try:
             if _wait_for(proc, _holds_lock(lock_file, before), "lock") and _wait_for(
-                    proc, lambda t=goal: stage.progress(root) >= t, f"progress {goal}"):
-                time.sleep(delay)
+                    proc, lambda t=target: stage.progress(root) >= t, f"progress {target}"):
+                _sleep_in_unit(proc, delay, lambda e=end: stage.progress(root) >= e)
             landed = _kill(proc, mode)
         except BaseException:
             kill_tree(proc)
@@ -226,14 +301,19 @@ def kill_and_resume(stage: Stage, root: Path, env: dict[str, str], reference: Ru
         if not landed:  # it finished first: this round's remaining kills cannot land
             assert proc.returncode == 0, f"{stage.name} failed; log: {log}"
             return result
-        kill = Kill(round=number, number=n, mode=mode, target=target, delay_s=delay,
-                    progress=stage.progress(root), temps=temp_files(root))
+        kill = Kill(round=number, number=n, mode=mode, unit=goal, target=target,
+                    delay_s=delay, progress=stage.progress(root), temps=temp_files(root))
         if stage.after_kill is not None:
             stage.after_kill(root, kill)
         result.kills.append(kill)
         if stage.finished is not None and stage.finished(root):
             kill.note = "after its work was complete"
             return result
+        if kill.progress >= reference.total:
+            # all its work committed, what follows it (an export, the summary) cut: the next
+            # run must finish that; more kills would only cut runs with nothing left to do
+            kill.note = "after its last commit"
+            break
     final = run_to_end(stage, root, env, log)
     result.runs += 1
     assert final.returncode == 0, f"{stage.name} resume failed; log: {log}"
@@ -242,23 +322,48 @@ def kill_and_resume(stage: Stage, root: Path, env: dict[str, str], reference: Ru
 
 def crash_rounds(stage: Stage, fresh_root: Callable[[int], Path], env: dict[str, str],
                  reference: Run, seed: int, *, kills: int, max_rounds: int, log_dir: Path,
-                 check: Callable[[Path], None]) -> list[Round]:
+                 check: Callable[[Path], None], rounds: list[Round] | None = None
+                 ) -> list[Round]:
     """Rounds of kill_and_resume, each on a fresh copy of the input, until `kills` landed.
 
-    `check(root)` compares a round's completed outputs with the uninterrupted run's.
+    `check(root)` compares a round's completed outputs with the uninterrupted run's. The rounds
+    are appended to `rounds` when given (what a failing run did stays readable).
     """
     rng = random.Random(seed)
-    rounds: list[Round] = []
-    while sum(len(r.kills) for r in rounds) < kills and len(rounds) < max_rounds:
+    first_mode = rng.randrange(len(stage.modes))
+    rounds = [] if rounds is None else rounds
+    while landed_kills(rounds) < kills and len(rounds) < max_rounds:
         number = len(rounds)
         root = fresh_root(number)
         done = kill_and_resume(stage, root, env, reference, rng, kills=kills, number=number,
-                               log=log_dir / f"{stage.name}-round{number}.log")
+                               log=log_dir / f"{stage.name}-round{number}.log",
+                               landed_before=landed_kills(rounds), first_mode=first_mode)
         rounds.append(done)
         check(root)
-    landed = sum(len(r.kills) for r in rounds)
+    landed = landed_kills(rounds)
     assert landed >= kills, f"{stage.name}: only {landed} of {kills} kills landed"
+    assert_spread(stage, reference, rounds, kills)
     return rounds
+
+
+def landed_kills(rounds: Sequence[Round]) -> int:
+    return sum(len(r.kills) for r in rounds)
+
+
+def assert_spread(stage: Stage, reference: Run, rounds: Sequence[Round], kills: int) -> None:
+    """Each kill mode landed (given kills enough for all), and so did kills aimed at the first
+    unit of the work (before its first commit) and at its last (after its last-but-one)."""
+    landed = [k for r in rounds for k in r.kills]
+    if kills >= len(stage.modes):
+        modes = {k.mode for k in landed}
+        assert modes == set(stage.modes), f"{stage.name}: only {sorted(modes)} kills landed"
+    if kills >= 2 and len(reference.units) >= 2:
+        # aimed there: waiting for the lock alone, and cut short at the first commit seen; on
+        # a fast stage (ingest: ms a unit) the poll and the kill may still come a few later
+        assert any(k.unit == 0 for k in landed), \
+            f"{stage.name}: no kill landed in the first unit of the work"
+        assert any(k.unit == len(reference.units) - 1 for k in landed), \
+            f"{stage.name}: no kill landed in the last unit of the work"
 
 
 def mid_work(rounds: Sequence[Round], total: int) -> list[Kill]:
@@ -270,12 +375,12 @@ def describe(stage: str, reference: Run, rounds: Sequence[Round]) -> str:
     """Where the kills fell: one line per round."""
     total = reference.total
     lines = [f"{stage}: uninterrupted {reference.seconds:.2f} s (work {reference.work_s:.2f} s,"
-             f" progress {total}); {sum(len(r.kills) for r in rounds)} kills, "
+             f" progress {total}, {len(reference.units)} units); {landed_kills(rounds)} kills, "
              f"{len(mid_work(rounds, total))} mid-work, {sum(r.runs for r in rounds)} runs"]
     for r in rounds:
         kills = []
         for k in r.kills:
-            text = f"{k.mode}@{k.progress}/{total}"
+            text = f"{k.mode}@{k.progress}/{total} (unit {k.unit})"
             if k.temps:
                 text += f" +{len(k.temps)} temp"
             if k.note:

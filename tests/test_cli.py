@@ -7,6 +7,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from flows.shell.cllm import main
 from flows.shell.runner import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from pipeline.layout import DataRoot
@@ -169,6 +171,7 @@ def test_a_stage_whose_input_is_being_written_says_so_and_exits_3(tmp_path: Path
     assert "ingest is writing now" in extract.stderr
 
 
+@pytest.mark.slow
 def test_a_stage_in_the_one_list_appears_in_help_status_and_the_flows(
         tmp_path: Path, cli_env: dict[str, str]) -> None:
     from flows.stages import STAGES

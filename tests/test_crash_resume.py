@@ -19,8 +19,14 @@ And for all: the same set of files (nothing orphaned, e.g. a stage's scratch), n
 of pipeline.atomic anywhere, every file readable whole (no half file under a real name), no
 duplicate rows, no process of a killed run left running.
 
+Each stage's kills take in both kill modes and spread over all of its work, the first unit
+(before its first commit) and the last (after its last-but-one) included (crashkit.py).
+
 Run with `-s` to see where the kills fell; `CLLM_CRASH_SEED` picks other kill points and
-`CLLM_CRASH_KILLS` more of them (exploration: `CLLM_CRASH_KILLS=25` takes about 8 minutes).
+`CLLM_CRASH_KILLS` more of them. The many-kill run, `CLLM_CRASH_KILLS=25 CLLM_CRASH_SEED=2`
+(about 8 minutes on a quiet machine), writes its record to bench/results/crash_resume.json,
+or to `CLLM_CRASH_RECORD` when set (which also makes a default run write one): per stage the
+kills that landed by mode and by where they fell, the runs, the seed and the outcome.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +54,7 @@ from crashkit import (
     Round,
     Run,
     Stage,
+    Unit,
     cllm,
     crash_rounds,
     describe,
@@ -72,6 +80,11 @@ MAX_ROUNDS = 3  # fresh starts allowed when runs outpace their kill points
 MID_WORK = KILLS // 2 + 1  # kills that must fall after some work was committed, before all
 SEED = int(os.environ.get("CLLM_CRASH_SEED", "20240808"))
 VENV_BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[1]
+# where a run's record goes: none for the default run, unless asked for
+RECORD = os.environ.get("CLLM_CRASH_RECORD") or (
+    str(REPO / "bench" / "results" / "crash_resume.json")
+    if "CLLM_CRASH_KILLS" in os.environ else "")
 
 EXTRACT_ARGS = ["extract", "--workers", "2", "--set", "extract.part_docs=6"]
 # the language filter on (the documents are English: identified, kept, `lang` written), and
@@ -84,6 +97,8 @@ TRAIN_SETTINGS = {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32, "ba
 TRAIN_ARGS = ["train", "--run", "crash", "--resume", "--device", "cpu", "--threads", "1",
               *(f"--set=train.{k}={v}" for k, v in TRAIN_SETTINGS.items())]
 CRAWL_PAGES = 40
+
+pytestmark = pytest.mark.slow  # every test but one runs `cllm` stages as processes, many times
 
 
 # --- the inputs: files to ingest, and a site to crawl --------------------------------------
@@ -273,14 +288,79 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Chain:
 def survive_kills(chain: Chain, stage: str, tmp_path: Path,
                   same: Callable[[Path, Path], None]) -> list[Round]:
     reference = chain.reference(stage)
-    rounds = crash_rounds(
-        stages(chain.inputs)[stage],
-        lambda n: copy_root(chain.before(stage), tmp_path / f"round{n}"),
-        chain.env, chain.runs[stage], SEED + CHAIN.index(stage), kills=KILLS,
-        max_rounds=MAX_ROUNDS, log_dir=tmp_path, check=lambda root: same(reference, root))
-    print("\n" + describe(stage, chain.runs[stage], rounds))
-    assert len(mid_work(rounds, chain.runs[stage].total)) >= MID_WORK
+    rounds: list[Round] = []
+    seed = SEED + CHAIN.index(stage)
+    with recorded(stage, chain.runs[stage], rounds, seed):
+        crash_rounds(
+            stages(chain.inputs)[stage],
+            lambda n: copy_root(chain.before(stage), tmp_path / f"round{n}"),
+            chain.env, chain.runs[stage], seed, kills=KILLS, max_rounds=MAX_ROUNDS,
+            log_dir=tmp_path, check=lambda root: same(reference, root), rounds=rounds)
+        print("\n" + describe(stage, chain.runs[stage], rounds))
+        assert len(mid_work(rounds, chain.runs[stage].total)) >= MID_WORK
     return rounds
+
+
+@contextlib.contextmanager
+def recorded(stage: str, reference: Run, rounds: list[Round], seed: int):
+    """Write the stage's entry in the run's record (RECORD), whatever the outcome."""
+    outcome = "held"
+    try:
+        yield
+    except BaseException as exc:
+        outcome = f"failed: {type(exc).__name__}: {str(exc)[:300]}"
+        raise
+    finally:
+        if RECORD:
+            write_record(Path(RECORD), stage, record_entry(reference, rounds, seed, outcome))
+
+
+def record_entry(reference: Run, rounds: list[Round], seed: int, outcome: str
+                 ) -> dict[str, Any]:
+    kills = [k for r in rounds for k in r.kills]
+    total, units = reference.total, reference.units
+    return {
+        "kills": len(kills), "kills_asked": KILLS, "seed": seed, "outcome": outcome,
+        "modes": dict(Counter(k.mode for k in kills)),
+        "mid_work": len(mid_work(rounds, total)),
+        "first_unit": sum(k.unit == 0 for k in kills),
+        "before_first_commit": sum(k.unit == 0 and k.progress < units[1].start for k in kills)
+        if len(units) > 1 else 0,
+        "last_unit": sum(k.unit == len(units) - 1 for k in kills),
+        "after_complete": sum(k.progress >= total for k in kills),
+        "rounds": len(rounds), "runs": sum(r.runs for r in rounds),
+        "progress_total": total, "units": len(units),
+        "uninterrupted_s": round(reference.seconds, 2),
+        "where": [f"{k.mode}@{k.progress}/{total}" for k in kills],
+    }
+
+
+def write_record(path: Path, stage: str, entry: dict[str, Any]) -> None:
+    """Merge one stage's entry into the record file (each test adds its own)."""
+    from importlib.metadata import version
+
+    from pipeline.atomic import atomic_write
+
+    record = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    record.update(command=f"CLLM_CRASH_KILLS={KILLS} CLLM_CRASH_SEED={SEED} "
+                          "python -m pytest tests/test_crash_resume.py",
+                  kills_per_stage=KILLS, seed=SEED, cpu=cpu_model(), cpus=os.cpu_count(),
+                  versions={"python": sys.version.split()[0],
+                            **{name: version(name) for name in ("torch", "scrapy", "pymupdf")}})
+    entry["date"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    record.setdefault("stages", {})[stage] = entry
+    record["total_kills"] = sum(e["kills"] for e in record["stages"].values())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path, "w") as fh:
+        fh.write(json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return ""
 
 
 # --- what every stage must leave -----------------------------------------------------------
@@ -376,7 +456,6 @@ def same_ingest(reference: Path, resumed: Path) -> None:
     assert raw_store(resumed) == raw_store(reference)
 
 
-@pytest.mark.slow
 def test_ingest_killed_anywhere_resumes_to_the_same_raw_store(chain: Chain, tmp_path: Path
                                                               ) -> None:
     survive_kills(chain, "ingest", tmp_path, same_ingest)
@@ -414,7 +493,6 @@ def same_extract(reference: Path, resumed: Path) -> None:
     assert_same_files(reference, resumed, skip)
 
 
-@pytest.mark.slow
 def test_extract_killed_anywhere_resumes_to_the_same_documents(chain: Chain, tmp_path: Path
                                                                ) -> None:
     survive_kills(chain, "extract", tmp_path, same_extract)
@@ -453,7 +531,6 @@ def same_tokenize(reference: Path, resumed: Path) -> None:
         sqlite_rows(reference / "state" / "dedup.sqlite", {"done_at"})
 
 
-@pytest.mark.slow
 def test_tokenize_killed_anywhere_resumes_to_the_same_shards(chain: Chain, tmp_path: Path
                                                              ) -> None:
     survive_kills(chain, "tokenize", tmp_path, same_tokenize)
@@ -464,7 +541,6 @@ def test_tokenize_killed_anywhere_resumes_to_the_same_shards(chain: Chain, tmp_p
     assert not any(d["source"].endswith("note07.txt") for d in kept)  # contaminated
 
 
-@pytest.mark.slow
 def test_tokenize_killed_right_after_its_commit_leaves_no_spools(tmp_path: Path) -> None:
     """The window between the manifest commit and the removal of the encoded spools is too
     narrow for random kills to find often; a kill there used to leave the spools forever."""
@@ -551,7 +627,6 @@ def safetensors(path: Path) -> tuple[dict[str, str], dict[str, bytes]]:
         return fh.metadata(), tensors
 
 
-@pytest.mark.slow
 def test_train_killed_anywhere_resumes_to_the_same_losses_and_weights(
         chain: Chain, tmp_path: Path) -> None:
     survive_kills(chain, "train", tmp_path, same_train)
@@ -612,7 +687,6 @@ def same_crawl(reference: Path, resumed: Path) -> None:
         assert json.loads(job.read_text())["status"] == "finished"
 
 
-@pytest.mark.slow
 def test_crawl_killed_anywhere_resumes_without_refetching(tmp_path: Path) -> None:
     env = isolated_env()
     empty = tmp_path / "empty"
@@ -633,10 +707,12 @@ def test_crawl_killed_anywhere_resumes_without_refetching(tmp_path: Path) -> Non
             watch.check()
             same_crawl(reference, root)
 
-        rounds = crash_rounds(stage, fresh, env, run, SEED + 10, kills=KILLS,
-                              max_rounds=MAX_ROUNDS, log_dir=tmp_path, check=check)
-    print("\n" + describe("crawl", run, rounds))
-    assert len(mid_work(rounds, run.total)) >= MID_WORK
+        rounds: list[Round] = []
+        with recorded("crawl", run, rounds, SEED + 10):
+            crash_rounds(stage, fresh, env, run, SEED + 10, kills=KILLS,
+                         max_rounds=MAX_ROUNDS, log_dir=tmp_path, check=check, rounds=rounds)
+            print("\n" + describe("crawl", run, rounds))
+            assert len(mid_work(rounds, run.total)) >= MID_WORK
     store = raw_store(reference)
     assert len(store["rows"]["sources"]) == CRAWL_PAGES + 2  # the pages, home and the PDF
     assert [(f[1].rsplit("/", 1)[1], f[3]) for f in store["failures"]] == \
@@ -667,7 +743,6 @@ def test_a_crawl_job_save_cut_by_a_kill_leaves_no_temp_file(tmp_path: Path) -> N
     assert resumed and (state.generation, state.runs) == (1, 2)
 
 
-@pytest.mark.slow
 def test_a_crawl_whose_parent_alone_is_killed_stops_quietly_and_resumes(tmp_path: Path) -> None:
     """`kill -9` of `cllm crawl` alone: its crawl process notices, stops gracefully (the job
     paused, its queue saved) without a traceback on the dead parent's terminal, and the same
@@ -687,8 +762,9 @@ def test_a_crawl_whose_parent_alone_is_killed_stops_quietly_and_resumes(tmp_path
             states.append(json.loads(job.read_text())["status"])
 
         stage.after_kill = after_kill
+        # one unit: from half the pages stored, killed within 0.05 s
         half = Run(argv=[], returncode=0, seconds=0.0, work_s=1.0, output="",
-                   total=CRAWL_PAGES // 2)
+                   total=CRAWL_PAGES // 2, units=[Unit(start=CRAWL_PAGES // 2, seconds=0.1)])
         (done,) = crash_rounds(stage, lambda n: tmp_path / "data", isolated_env(), half, SEED,
                                kills=1, max_rounds=1, log_dir=tmp_path,
                                check=lambda root: watch.check())

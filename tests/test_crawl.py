@@ -15,6 +15,8 @@ from pipeline.failures import FailureLog
 from pipeline.layout import DataRoot
 from pipeline.rawstore import RawStore
 
+pytestmark = pytest.mark.slow  # every test crawls: a Scrapy process per crawl
+
 MAX_BYTES = 64 * 1024
 
 

@@ -16,6 +16,8 @@ from pipeline.layout import DataRoot
 from pipeline.rawstore import RawStore
 from tests.test_crawl import test_cfg
 
+pytestmark = pytest.mark.slow  # every test crawls: a Scrapy process per crawl
+
 BUDGET = 12
 LINKED = 3 * BUDGET  # pages the home page links to: the site is larger than the budget
 SLOW_S = 0.5  # a page this slow on a re-crawl answers after many others have

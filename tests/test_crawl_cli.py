@@ -17,6 +17,8 @@ from pipeline.config import build_config
 from pipeline.layout import DataRoot
 from pipeline.rawstore import RawStore
 
+pytestmark = pytest.mark.slow  # every test crawls: a Scrapy process per crawl
+
 SLOW_PAGES = 40
 SLOW_PAGE_S = 0.5  # one page at a time: the crawl takes SLOW_PAGES * SLOW_PAGE_S at least
 WAIT_S = 60.0

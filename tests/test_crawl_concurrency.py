@@ -18,6 +18,8 @@ from crawler.run import crawl
 from pipeline.config import build_config
 from pipeline.layout import DataRoot
 
+pytestmark = pytest.mark.slow  # every test crawls: a Scrapy process per crawl
+
 PAGES = 60
 PER_DOMAIN = 4
 # each answer takes this long, so the crawler always has its full share in flight

@@ -322,25 +322,25 @@ def test_retry_waits() -> None:
 
 
 def test_polite_throttle_honours_crawl_delay_and_spares_loopback() -> None:
-    from types import SimpleNamespace
-
     from scrapy import Request
     from scrapy.core.downloader import Slot
+    from scrapy.core.engine import ExecutionEngine
     from scrapy.http import Response
     from scrapy.robotstxt import ProtegoRobotParser
-    from scrapy.settings import Settings
-    from scrapy.signalmanager import SignalManager
+    from scrapy.utils.test import get_crawler
 
     from crawler.extensions import PoliteThrottle
 
-    slots = {h: Slot(4, 0.25, 0.0) for h in ("docs.example.org", "b.org", "127.0.0.1")}
-    crawler = SimpleNamespace(
-        settings=Settings({"AUTOTHROTTLE_ENABLED": True, "DOWNLOAD_DELAY": 0.25,
-                           "AUTOTHROTTLE_START_DELAY": 0.25, "AUTOTHROTTLE_MAX_DELAY": 60.0,
-                           "AUTOTHROTTLE_TARGET_CONCURRENCY": 1.0,
-                           "ROBOTSTXT_USER_AGENT": "cllm-crawler"}),
-        signals=SignalManager(), engine=SimpleNamespace(downloader=SimpleNamespace(slots=slots)))
-    throttle = PoliteThrottle(crawler)
+    crawler = get_crawler(settings_dict={
+        "AUTOTHROTTLE_ENABLED": True, "DOWNLOAD_DELAY": 0.25, "AUTOTHROTTLE_START_DELAY": 0.25,
+        "AUTOTHROTTLE_MAX_DELAY": 60.0, "AUTOTHROTTLE_TARGET_CONCURRENCY": 1.0,
+        "ROBOTSTXT_USER_AGENT": "cllm-crawler",
+        # no download handlers: nothing is fetched, and they would want a running reactor
+        "DOWNLOAD_HANDLERS": {"http": None, "https": None}})
+    crawler.engine = ExecutionEngine(crawler, lambda _: None)  # its real downloader's slots
+    slots = crawler.engine.downloader.slots
+    slots.update({h: Slot(4, 0.25, 0.0) for h in ("docs.example.org", "b.org", "127.0.0.1")})
+    throttle = PoliteThrottle.from_crawler(crawler)
     robots = ProtegoRobotParser(b"User-agent: cllm-crawler\nCrawl-delay: 2\n", None)
     throttle._robots_parsed(robots, Request("https://docs.example.org/robots.txt"))
     assert slots["docs.example.org"].delay == 2.0

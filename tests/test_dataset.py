@@ -151,6 +151,7 @@ def test_a_run_without_new_documents_changes_nothing(root: DataRoot) -> None:
     assert root.manifest.read_text() == manifest_text
 
 
+@pytest.mark.slow
 def test_rerun_on_a_fresh_root_is_byte_identical_whatever_the_worker_count(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(clean, "POOL_MIN_BYTES", 0)  # worker processes even for tiny input
@@ -343,6 +344,7 @@ def test_clean_run_separately_then_tokenize_uses_its_output(root: DataRoot) -> N
     assert sum(read_manifest(root.manifest).totals()[s]["docs"] for s in SPLITS) == 24
 
 
+@pytest.mark.slow
 def test_cllm_tokenize_and_shards_commands(root: DataRoot, cli_env: dict[str, str]) -> None:
     add_parts(root, [27])
     base = [str(Path(sys.executable).parent / "cllm"), "--root", str(root.path),

@@ -108,17 +108,12 @@ def test_missing_language_names_the_package_to_install() -> None:
 
 
 def test_missing_tesseract_gives_the_install_command(tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TESSERACT_CMD", str(tmp_path / "no-such-tesseract"))
+                                                     missing_tesseract: Path) -> None:
     with pytest.raises(EnvironmentProblem, match="apt-get install tesseract-ocr"):
         check_tesseract("eng")
     path = write(tmp_path / "p.png", page_image(SHORT, dpi=72))
     with pytest.raises(EnvironmentProblem, match="not installed"):
         extract_file(path, ExtractOptions())
-    monkeypatch.delenv("TESSERACT_CMD")
-    import pytesseract
-
-    pytesseract.pytesseract.tesseract_cmd = "tesseract"
 
 
 def test_epub_chapters_and_title(tmp_path: Path) -> None:

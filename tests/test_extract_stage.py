@@ -160,20 +160,15 @@ def test_new_blobs_go_to_a_new_part_and_old_failures_clear_when_they_succeed(
 
 
 def test_missing_tesseract_stops_the_stage_before_any_work(
-        root: DataRoot, cfg: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        root: DataRoot, cfg: Config, missing_tesseract: Path) -> None:
     _put(root, scanned_pdf_bytes(text_pdf_bytes(page_texts(1)), dpi=50), "scan.pdf",
          "application/pdf", "pdf")
-    monkeypatch.setenv("TESSERACT_CMD", str(tmp_path / "nowhere" / "tesseract"))
     with pytest.raises(EnvironmentProblem, match="apt-get install tesseract-ocr"):
         extract_all(_cfg(cfg), root, progress=False)
     assert list_parts(root.docs) == [] and FailureLog(root.doc_failures).read() == []
     # with OCR off nothing needs Tesseract: the page is recorded as not OCRed, doc empty
     stats = extract_all(_cfg(cfg, ocr="never"), root, progress=False)
     assert stats.failed == {"empty": 1}
-    monkeypatch.delenv("TESSERACT_CMD")
-    import pytesseract
-
-    pytesseract.pytesseract.tesseract_cmd = "tesseract"
 
 
 def _slow_tasks(tmp_path: Path, n: int) -> list[Task]:

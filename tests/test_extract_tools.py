@@ -48,6 +48,7 @@ def pdfs(tmp_path: Path) -> dict[str, Path]:
     }
 
 
+@pytest.mark.slow
 def test_pdf_extract_type_page_metadata_and_failures(pdfs: dict[str, Path],
                                                      cli_env: dict[str, str]) -> None:
     types = run("cllm_pdf_extract", "-t", pdfs["text"], pdfs["scan"], pdfs["mixed"],

@@ -144,6 +144,7 @@ def test_the_fit_spends_the_time_left_but_its_margin_on_measured_costs() -> None
 # --- the trainer: a real tiny model on real shards, on the tests' steady clock ---------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheduler", ["cosine", "linear", "step"])
 def test_a_time_bounded_run_completes_its_decay_by_the_time_it_stops(
         data: DataRoot, steady_clock: list[float], scheduler: str,
@@ -172,6 +173,7 @@ def test_a_time_bounded_run_completes_its_decay_by_the_time_it_stops(
         assert fit[key] > 0, key  # what the fit was made from: measured, not assumed
 
 
+@pytest.mark.slow
 def test_a_constant_lr_run_needs_no_horizon_and_stops_by_the_clock(
         data: DataRoot, steady_clock: list[float]) -> None:
     cfg = tiny_config(**{**TIME_BOUNDED, "max_seconds": 1.0}, scheduler="constant")
@@ -196,6 +198,7 @@ def killed_after(source: DataRoot, step: int, dest: Path) -> DataRoot:
     return root
 
 
+@pytest.mark.slow
 def test_a_resumed_time_bounded_run_follows_the_saved_horizon_exactly(
         data: DataRoot, steady_clock: list[float], tmp_path: Path,
         caplog: pytest.LogCaptureFixture) -> None:
@@ -223,6 +226,7 @@ def test_a_resumed_time_bounded_run_follows_the_saved_horizon_exactly(
     assert same_rows(read_metrics(again.metrics)) == same_rows(read_metrics(whole.metrics))
 
 
+@pytest.mark.slow
 def test_a_run_killed_before_a_checkpoint_held_its_horizon_fits_again(
         data: DataRoot, steady_clock: list[float], tmp_path: Path) -> None:
     cfg = tiny_config(**TIME_BOUNDED)
@@ -244,6 +248,7 @@ def test_a_run_killed_before_a_checkpoint_held_its_horizon_fits_again(
     assert steps_of(rows)[-1]["lr"] <= tc.min_lr * 1.03
 
 
+@pytest.mark.slow
 def test_a_resume_with_another_budget_plans_its_schedule_anew(
         data: DataRoot, steady_clock: list[float], tmp_path: Path,
         caplog: pytest.LogCaptureFixture) -> None:

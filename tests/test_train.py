@@ -93,6 +93,30 @@ def test_early_stopping_after_patience_evaluations_without_improvement(
     assert load_checkpoint(result.last_checkpoint)["step"] == 8  # saved at the stop
 
 
+def test_early_stopping_on_a_real_validation_loss_that_rises(tmp_path: Path) -> None:
+    """The model memorises one document (train) at a high learning rate, while val is other
+    text of the same grammar: the real validation loss falls, then rises, and training stops
+    `patience` evaluations after its best."""
+    memorised = corpus(docs=1, sentences=12, seed=3)[0]
+    other = corpus(docs=20, seed=1)
+    data = DataRoot.at(tmp_path / "data")
+    make_shards(data, [t for text in other for t in (text, memorised)], val_every=2)
+    cfg = tiny_config(max_steps=200, eval_interval=3, save_interval=100, patience=2, lr=3e-2,
+                      min_lr=3e-3)
+    seen: list[StepInfo] = []
+    result = train(cfg, data, progress=False, on_step=seen.append)
+    assert result.stop_reason == "early_stop" and result.steps < 200
+    evals = [(s.step, s.val_loss) for s in seen if s.val_loss is not None]
+    best_step, best = min(evals, key=lambda e: e[1])
+    assert evals[0][1] > best, "val loss never fell"
+    after = [loss for step, loss in evals if step > best_step]
+    assert len(after) == 2 and all(loss > best for loss in after), evals  # rose: overfitting
+    assert result.steps == best_step + 2 * 3 and result.best_val_loss == pytest.approx(best)
+    assert load_checkpoint(result.best_checkpoint)["step"] == best_step
+    losses = [s.loss for s in seen]
+    assert losses[-1] < losses[0] - 1.0  # still learning its train set as val got worse
+
+
 def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(data: DataRoot) -> None:
     def poison(info: StepInfo) -> None:
         if info.step == 12:  # after the step-10 checkpoint: the next loss is NaN
