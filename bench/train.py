@@ -302,7 +302,7 @@ def ablation(args: argparse.Namespace) -> None:
         print(f"{name:44} {loss:9.4f} {loss - plain:+9.4f}")
 
 
-SIZES = {"smoke": ("tiny", 2, 1, 1), "quick": ("issue", 4, 2, 3), "full": ("issue", 8, 2, 5)}
+SIZES = {"smoke": ("tiny", 2, 1, 1), "quick": ("default", 4, 2, 3), "full": ("issue", 8, 2, 5)}
 
 
 def main() -> None:

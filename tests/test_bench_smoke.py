@@ -43,7 +43,8 @@ def _smoke(bench: Path, name: str, out: Path | None) -> subprocess.CompletedProc
     cmd = [sys.executable, str(bench / f"{name}.py"), "--smoke"]
     if out is not None:
         cmd += ["--out", str(out)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # the repository, and tests/ for the helpers a benchmark shares with the tests (formatkit)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
 
 
