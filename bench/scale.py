@@ -4,9 +4,11 @@
     .venv/bin/python bench/scale.py --quick | --smoke
 
 Each size runs in a fresh process: generated documents are written as docs parts (untimed),
-then `clean_documents` (quality filters, exact and near dedup) and `tokenize_dataset`
-(tokenizer training, encoding, shards) are timed, each with its peak RSS (this process and
-its workers, sampled every 20 ms), and then both are run again with nothing new.
+then `clean_documents` (quality filters, exact and near dedup, its worker processes at every
+size) and `tokenize_dataset` (tokenizer training, encoding, shards), then the shards again
+from scratch with the tokenizer just trained given (encoding and shards alone) are timed,
+each with its peak RSS (this process and its workers, sampled every 20 ms), and each is run
+again with nothing new.
 
 The text looks like prose, not repeated lines: a Zipf vocabulary of 30k words (common English
 words first), sentences of 5-28 words, paragraphs of 2-7 sentences, documents of 1-20 kB
@@ -31,13 +33,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tokenization import PeakRss, generated_documents, write_docs
+from tokenization import PeakRss, generated_documents, reset_shards, write_docs
 
 from pipeline.records import Document
 
 FACTORS = (1, 4, 16)
 NEAR_RATE = 0.05  # share of documents that are a near-copy (1% of words changed) of another
 EXACT_RATE = 0.02  # share that are exact copies
+STAGES = {"clean": "clean + dedup", "tokenize": "tokenize (train the BPE + shards)",
+          "shards": "tokenize with that tokenizer given (encode + shards)"}
 SIZES = {"smoke": 0.1, "quick": 1.0, "full": 64.0}  # MB at 1x
 
 
@@ -73,11 +77,13 @@ def _edit(text: str, rng: random.Random) -> str:
 
 def run_size(mb: float, workdir: Path) -> dict[str, Any]:
     """One size in this process: write, clean, tokenize, then both again with nothing new."""
+    from pipeline import clean
     from pipeline.clean import clean_documents
     from pipeline.config import build_config
     from pipeline.layout import DataRoot
     from pipeline.tokenization import tokenize_dataset
 
+    clean.POOL_MIN_BYTES = 0  # clean workers at every size (as at 16x), so the sizes compare
     root = DataRoot.at(Path(tempfile.mkdtemp(prefix="scale-", dir=workdir)))
     try:
         copies: dict[str, int] = {}
@@ -85,16 +91,28 @@ def run_size(mb: float, workdir: Path) -> dict[str, Any]:
         write_docs(root, iter(docs))
         text_mb = sum(len(d.text.encode()) for d in docs) / 1e6
         cfg = build_config([{"tokenize": {"vocab_size": 8192}}])
+        tokenizer = root.path / "given-tokenizer.json"
+        given = build_config([{"tokenize": {"vocab_size": 8192, "tokenizer": str(tokenizer)}}])
+
+        def shards_only() -> Any:  # the tokenizer trained above given: encoding and shards
+            shutil.copyfile(root.tokenizer_json, tokenizer)
+            reset_shards(root)
+            return tokenize_dataset(given, root, progress=False)
+
         out: dict[str, Any] = {"mb": round(text_mb, 2), "documents": len(docs),
                                "copies_made": copies}
         for stage, call in (("clean", lambda: clean_documents(cfg, root, progress=False)),
-                            ("tokenize", lambda: tokenize_dataset(cfg, root, progress=False))):
+                            ("tokenize", lambda: tokenize_dataset(cfg, root, progress=False)),
+                            ("shards", shards_only)):
             with PeakRss() as peak:
                 began = time.perf_counter()
                 stats = call()
                 seconds = time.perf_counter() - began
             again = time.perf_counter()
-            call()
+            if stage == "shards":
+                tokenize_dataset(given, root, progress=False)
+            else:
+                call()
             out[stage] = {"seconds": round(seconds, 3), "s_per_mb": round(seconds / text_mb, 4),
                           "peak_rss_mb": round(peak.peak_total / 2**20, 1),
                           "peak_rss_self_mb": round(peak.peak_self / 2**20, 1),
@@ -116,7 +134,7 @@ def child(mb: float, workdir: Path) -> dict[str, Any]:
 def summarise(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
     small, large = runs[min(runs)], runs[max(runs)]
     summary = {}
-    for stage in ("clean", "tokenize"):
+    for stage in STAGES:
         a, b = small[stage], large[stage]
         summary[stage] = {
             "time_per_mb_16x_over_1x": round(b["s_per_mb"] / a["s_per_mb"], 3),
@@ -132,7 +150,7 @@ def table(base: float, runs: dict[int, dict[str, Any]], summary: dict[str, Any]
 
     sizes = " / ".join(f"{runs[f]['mb']:.0f} MB ({runs[f]['documents']} docs)" for f in runs)
     rows = []
-    for stage, what in (("clean", "clean + dedup"), ("tokenize", "tokenize (train + shards)")):
+    for stage, what in STAGES.items():
         s = summary[stage]
         per = " / ".join(f"{runs[f][stage]['s_per_mb']:.2f}" for f in runs)
         rss = " / ".join(f"{runs[f][stage]['peak_rss_mb']:.0f}" for f in runs)
@@ -168,7 +186,7 @@ def main() -> None:
             f"{st} {r[st]['seconds']:.1f} s ({r[st]['s_per_mb']:.2f} s/MB), peak RSS "
             f"{r[st]['peak_rss_mb']:.0f} MB, re-run {r[st]['rerun_seconds']:.2f} s, dropped "
             f"{r[st]['dropped']}"
-            for st in ("clean", "tokenize")), flush=True)
+            for st in STAGES), flush=True)
     summary = summarise(runs)
     for stage, s in summary.items():
         print(f"{stage}: time per MB 16x/1x {s['time_per_mb_16x_over_1x']:.2f}x (target <= "
