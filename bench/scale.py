@@ -53,7 +53,7 @@ def with_duplicates(docs: Iterator[Document], copies: dict[str, int], seed: int 
     kept: list[Document] = []
     for n, doc in enumerate(docs):
         yield doc
-        if len(kept) < 2000:
+        if len(kept) < 200:  # small: this process's RSS is what the stages measure
             kept.append(doc)
         else:
             kept[rng.randrange(len(kept))] = doc  # a reservoir: copies from all over the run
@@ -87,9 +87,16 @@ def run_size(mb: float, workdir: Path) -> dict[str, Any]:
     root = DataRoot.at(Path(tempfile.mkdtemp(prefix="scale-", dir=workdir)))
     try:
         copies: dict[str, int] = {}
-        docs = list(with_duplicates(generated_documents(mb, seed=3), copies))
-        write_docs(root, iter(docs))
-        text_mb = sum(len(d.text.encode()) for d in docs) / 1e6
+        sizes: list[int] = []
+
+        def counted(docs: Iterator[Document]) -> Iterator[Document]:
+            for doc in docs:
+                sizes.append(len(doc.text.encode()))
+                yield doc
+
+        # streamed to disk, never held: the RSS measured below is the stages', not the input's
+        write_docs(root, counted(with_duplicates(generated_documents(mb, seed=3), copies)))
+        text_mb = sum(sizes) / 1e6
         cfg = build_config([{"tokenize": {"vocab_size": 8192}}])
         tokenizer = root.path / "given-tokenizer.json"
         given = build_config([{"tokenize": {"vocab_size": 8192, "tokenizer": str(tokenizer)}}])
@@ -99,7 +106,7 @@ def run_size(mb: float, workdir: Path) -> dict[str, Any]:
             reset_shards(root)
             return tokenize_dataset(given, root, progress=False)
 
-        out: dict[str, Any] = {"mb": round(text_mb, 2), "documents": len(docs),
+        out: dict[str, Any] = {"mb": round(text_mb, 2), "documents": len(sizes),
                                "copies_made": copies}
         for stage, call in (("clean", lambda: clean_documents(cfg, root, progress=False)),
                             ("tokenize", lambda: tokenize_dataset(cfg, root, progress=False)),
