@@ -19,19 +19,18 @@ On each shape, three crawls, every one a whole process timed from its start to i
 The same settings on every side: cookies off, downloader stats off, robots.txt obeyed, no
 delay, no AutoThrottle, no retries, the same concurrency and per-domain concurrency.
 Rates are pages per second of whole-process time, medians of --runs runs in rotating order.
-A second row times our crawl of the docs site at per-domain concurrency 1, 2, 4, 8 and 16
-under a global concurrency of 16. Results go to bench/results/crawl.json.
+Two more rows time our crawl of the docs site at per-domain concurrency 1, 2, 4, 8 and 16
+under a global concurrency of 16: one site, and four sites of a quarter of the pages each
+served at once (on 127.0.0.1-4). Results go to bench/results/crawl.json.
 
-    .venv/bin/python bench/crawl.py [--pages 500] [--runs 3] [--concurrency 16]
-    .venv/bin/python bench/crawl.py --smoke        # a few seconds, nothing recorded
+    .venv/bin/python bench/crawl.py [--pages 500] [--runs 5] [--concurrency 16]
+    .venv/bin/python bench/crawl.py --quick | --smoke   # see bench/common.py
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import random
 import shutil
 import statistics
@@ -39,7 +38,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +54,8 @@ WORDS = ("the of and to a in is that for it as with be on not this by are or fro
          "fetch parse robots sitemap budget depth domain function module class return value "
          "argument object method attribute exception keyword default string number").split()
 INDEX_PAGES = 3  # genindex-like pages, linked from every page's sidebar
-ANCHORS_PER_PAGE = 6  # an index links each page this many times (its entries' anchors)
+ANCHORS_PER_PAGE = 18  # an index links each page this many times (its entries' anchors):
+# 500 pages give 3 index pages of ~3000 links, as the Python docs' genindex pages have
 
 
 # --- the sites ----------------------------------------------------------------------------
@@ -102,7 +101,8 @@ def html_paths(routes: dict[str, Any]) -> list[str]:
 # --- the crawls, each a process ---------------------------------------------------------
 
 
-def run_cllm(url: str, pages: int, concurrency: int, per_domain: int) -> dict[str, Any]:
+def run_cllm(url: str | list[str], pages: int, concurrency: int, per_domain: int
+             ) -> dict[str, Any]:
     cfg = build_config([{"crawl": {
         "allow_private": True, "delay_s": 0.0, "autothrottle": False, "obey_robots": True,
         "concurrency": concurrency, "per_domain_concurrency": per_domain,
@@ -110,7 +110,8 @@ def run_cllm(url: str, pages: int, concurrency: int, per_domain: int) -> dict[st
     tmp = tempfile.mkdtemp(prefix="bench-crawl-")
     try:
         began = time.perf_counter()
-        stats = crawl([url], cfg, DataRoot.at(tmp), progress=False)
+        seeds = [url] if isinstance(url, str) else url
+        stats = crawl(seeds, cfg, DataRoot.at(tmp), progress=False)
         seconds = time.perf_counter() - began
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -249,47 +250,62 @@ def sweep(routes: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
             "runs": {str(p): r for p, r in runs.items()}}
 
 
-def environment() -> dict[str, Any]:
-    import scrapy
-    import twisted
-
-    cpu = platform.processor()
+def four_sites_sweep(args: argparse.Namespace) -> dict[str, Any]:
+    """The sweep with four docs sites of a quarter of the pages each, served at once on
+    127.0.0.1-4 (four hosts: Scrapy's per-domain slots are per host, whatever the port)."""
+    quarter = max(args.pages // 4, 8)
+    sites = [LocalSite(docs_site(quarter, seed=k), host=f"127.0.0.{k + 1}") for k in range(4)]
+    levels = args.sweep
+    runs: dict[int, list[dict[str, Any]]] = {p: [] for p in levels}
+    print(f"per-domain sweep on four docs sites at once ({quarter} pages each), concurrency "
+          f"{args.concurrency}:", flush=True)
+    for site in sites:
+        site.start()
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in
-                   Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"date": datetime.now(UTC).isoformat(timespec="seconds"), "cpu": cpu,
-            "threads": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
-            "python": platform.python_version(), "scrapy": scrapy.__version__,
-            "twisted": twisted.__version__}
+        seeds = [site.url("/") for site in sites]
+        pages = 4 * len(html_paths(docs_site(quarter)))
+        for n in range(args.runs):
+            for per in levels if n % 2 == 0 else levels[::-1]:
+                runs[per].append(run_cllm(seeds, pages, args.concurrency, per))
+    finally:
+        for site in sites:
+            site.stop()
+    seconds = {p: statistics.median(r["process_s"] for r in runs[p]) for p in levels}
+    print("  " + " | ".join(f"per-domain {p}: {s:.1f} s" for p, s in seconds.items()),
+          flush=True)
+    return {"concurrency": args.concurrency, "pages": pages, "sites": 4,
+            "process_s": {str(p): round(s, 2) for p, s in seconds.items()},
+            "runs": {str(p): r for p, r in runs.items()}}
+
+
+SIZES = {"smoke": (12, 1, [4]), "quick": (200, 3, [1, 4, 16]), "full": (500, 5, list(SWEEP))}
 
 
 def main() -> None:
+    from common import add_mode_args, environment, mode, write_results
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--pages", type=int, default=500, help="pages of each site")
+    p.add_argument("--pages", type=int, help="pages of each site (full: 500)")
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--per-domain", type=int, default=16,
                    help="per-domain concurrency of the comparison (one site: the same)")
-    p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--sweep", type=int, nargs="*", default=list(SWEEP),
-                   help="per-domain concurrencies of the sweep (none: no sweep)")
-    p.add_argument("--smoke", action="store_true", help="tiny sites, one run, no results file")
-    p.add_argument("--out", type=Path, default=None, help=f"results file (default {RESULTS})")
+    p.add_argument("--runs", type=int)
+    p.add_argument("--sweep", type=int, nargs="*",
+                   help="per-domain concurrencies of the sweeps (none: no sweep)")
+    add_mode_args(p)
     p.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         kind, url, conc, per, urls_file = args.child
         child(kind, url, int(conc), int(per), urls_file)
         return
-    if args.smoke:
-        args.pages, args.runs, args.sweep = 30, 1, [4]
-    env = environment()
+    for key, value in zip(("pages", "runs", "sweep"), SIZES[mode(args)], strict=True):
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    env = environment("scrapy", "twisted")
     print(f"{env['cpu']}, {env['threads']} threads, load {env['load_avg_1m']}: figures on a "
           "shared, loaded machine are provisional", flush=True)
-    result = {"benchmark": "crawl", "smoke": args.smoke, "environment": env,
-              "settings": {"concurrency": args.concurrency, "per_domain": args.per_domain,
+    result = {"settings": {"concurrency": args.concurrency, "per_domain": args.per_domain,
                            "runs": args.runs, "cookies": False, "robots": True,
                            "delay_s": 0.0, "autothrottle": False, "retries": 0,
                            "timed": "whole process, start to exit"},
@@ -297,11 +313,8 @@ def main() -> None:
                          compare("dense", dense_site(args.pages), args)]}
     if args.sweep:
         result["per_domain_sweep"] = sweep(docs_site(args.pages), args)
-    out = args.out or (None if args.smoke else RESULTS)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-        print(f"wrote {out}")
+        result["four_sites_sweep"] = four_sites_sweep(args)
+    write_results("crawl", result, args, "scrapy", "twisted")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ Writes bench/results/pii.json.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import shutil
 import statistics
@@ -30,7 +29,6 @@ from pipeline.layout import DataRoot  # noqa: E402
 from pipeline.pii import scrub  # noqa: E402
 from pipeline.records import Document  # noqa: E402
 
-RESULTS = HERE / "results" / "pii.json"
 WORDS = ("the of and to in is was for that with as on by at from which this be are or had "
          "not but have were their one all been has there when who more they into time than "
          "river mountain garden winter harbour library engine letter market village station "
@@ -71,13 +69,15 @@ def stage_seconds(workdir: Path, docs: list[Document], pii: str) -> float:
 
 
 def main() -> None:
+    from common import add_mode_args, mode, write_results
+
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--mb", type=float, default=20.0)
-    p.add_argument("--runs", type=int, default=5)
-    p.add_argument("--smoke", action="store_true", help="1 MB, one run")
+    p.add_argument("--mb", type=float, help="generated prose (default 20, --quick 5)")
+    p.add_argument("--runs", type=int, help="interleaved runs (default 5, --quick 3)")
+    add_mode_args(p)
     args = p.parse_args()
-    if args.smoke:
-        args.mb, args.runs = 1.0, 1
+    size = {"smoke": (1.0, 1), "quick": (5.0, 3), "full": (20.0, 5)}[mode(args)]
+    args.mb, args.runs = args.mb or size[0], args.runs or size[1]
     docs = documents(args.mb)
     mb = sum(len(d.text.encode()) for d in docs) / 1e6
     runs: dict[str, list[float]] = {"off": [], "replace": [], "scrub": []}
@@ -90,7 +90,7 @@ def main() -> None:
             runs["scrub"].append(time.perf_counter() - started)
     med = {k: statistics.median(v) for k, v in runs.items()}
     result = {"mb": round(mb, 2), "documents": len(docs), "replaced": replaced,
-              "runs": args.runs, "smoke": args.smoke,
+              "runs": args.runs,
               "clean_off_mb_per_s": round(mb / med["off"], 2),
               "clean_pii_mb_per_s": round(mb / med["replace"], 2),
               "ratio_on_vs_off": round(med["off"] / med["replace"], 3),
@@ -102,8 +102,7 @@ def main() -> None:
     print(f"clean, pii replace: {result['clean_pii_mb_per_s']} MB/s "
           f"({result['ratio_on_vs_off']}x of off)")
     print(f"scrub alone:        {result['scrub_alone_mb_per_s']} MB/s")
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_results("pii", result, args)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ the same stage and exits, and against what extract's "what is done" cost when it
 every docs part (today it reads each part's id record).
 
     .venv/bin/python bench/rerun.py [--docs 100000] [--runs 5] [--workdir DIR]
+    .venv/bin/python bench/rerun.py --quick | --smoke   # see bench/common.py
 
 The data root is built once per workdir by the real stages (ingest of generated text files,
 extract, tokenize) and kept for later runs. Prints medians; writes bench/results/rerun.json.
@@ -22,7 +23,6 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results" / "rerun.json"
 CLLM = [sys.executable, "-m", "flows.shell.cllm"]
 WORDS = ("data model token shard crawl page text train batch loss layer head attention vector "
          "weight update step river stone cloud light garden market winter summer").split()
@@ -86,11 +86,16 @@ def old_done_scan(root: Path) -> float:
 
 
 def main() -> int:
+    from common import add_mode_args, mode, row, write_results
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--docs", type=int, default=100_000)
-    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--docs", type=int, help="documents (default 100000, --quick 10000)")
+    p.add_argument("--runs", type=int, help="interleaved runs (default 5, --quick 3)")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/cllm-bench-rerun"))
+    add_mode_args(p)
     args = p.parse_args()
+    size = {"smoke": (200, 1), "quick": (10_000, 3), "full": (100_000, 5)}[mode(args)]
+    args.docs, args.runs = args.docs or size[0], args.runs or size[1]
     args.workdir.mkdir(parents=True, exist_ok=True)
     root = build(args.workdir, args.docs)
     settings = ["--set", "clean.min_chars=20", "--set", "clean.min_words=5",
@@ -121,9 +126,13 @@ def main() -> int:
               f"target < 2 s)")
     print(f"reading every docs part to learn what is done (before the id records): "
           f"{results['old_extract_done_scan_s_median']:.2f} s")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    results["table"] = [row(
+        f"re-run with nothing new, {args.docs} documents: `cllm extract` / `cllm tokenize`, "
+        "whole processes", f"{med['extract']:.2f} / {med['tokenize']:.2f} s",
+        f"{med['extract_floor']:.2f} / {med['tokenize_floor']:.2f} s (a process importing "
+        "the same code and exiting)", f"{med['extract'] / med['extract_floor']:.1f}x / "
+        f"{med['tokenize'] / med['tokenize_floor']:.1f}x of the floor", "< 2 s")]
+    write_results("rerun", results, args)
     return 0
 
 

@@ -18,7 +18,6 @@ Writes bench/results/sample.json (or --out).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import statistics
@@ -36,11 +35,9 @@ from model.cllm import CLLM, ModelConfig
 from model.export import export_model
 from model.sample import generate_ids
 from model.tiny import corpus
-from pipeline.atomic import atomic_write_text
 from pipeline.config import SampleConfig
 from pipeline.tokenizer import eos_id, train_bpe
 
-RESULTS = Path(__file__).resolve().parent / "results" / "sample.json"
 TARGETS = {"no_cache": 3.0, "transformers": 1.0}  # ours / theirs at least
 PRESETS = {
     "default": {"n_layer": 6, "n_embd": 384, "n_head": 6, "vocab": 8192, "prompt": 128,
@@ -75,11 +72,13 @@ def timed(call: Callable[[], list[int]]) -> tuple[float, list[int]]:
 
 
 def parse_args() -> argparse.Namespace:
+    from common import add_mode_args
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="a tiny model, one run (CI)")
-    parser.add_argument("--runs", type=int, help="interleaved runs of each (default 5)")
+    parser.add_argument("--runs", type=int, help="interleaved runs of each (default 5, "
+                        "--quick 3)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    add_mode_args(parser)
     return parser.parse_args()
 
 
@@ -135,7 +134,7 @@ def main() -> None:
     args = parse_args()
     logging.basicConfig(level=logging.WARNING)
     preset = dict(PRESETS["smoke" if args.smoke else "default"])
-    runs = args.runs or preset["runs"]
+    runs = args.runs or (3 if args.quick else preset["runs"])
     if args.threads:
         torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -161,9 +160,18 @@ def main() -> None:
         "same_tokens": {name: tokens[name] == tokens["ours"] for name in TARGETS},
     }
     print_result(result)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    from common import row, write_results
+
+    result["table"] = [row(
+        f"sampling, {preset['new']} new tokens after {len(prompt)}, {preset['n_layer']} x "
+        f"{preset['n_embd']} model, fp32, {result['threads']} threads",
+        f"{rate['ours']:.0f} tokens/s (KV cache; without it {rate['no_cache']:.0f})",
+        f"{rate['transformers']:.0f} tokens/s (transformers `generate`, the same weights)",
+        f"{result['ratio']['transformers']:.2f}x",
+        f"≥ {TARGETS['transformers']:g}x, the same tokens: "
+        f"{'yes' if result['same_tokens']['transformers'] else 'NO'}")]
+    write_results("sample", result, args, "torch", "transformers",
+                  threads=result["threads"])
 
 
 if __name__ == "__main__":

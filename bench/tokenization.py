@@ -3,6 +3,7 @@
     python bench/tokenization.py                      # ~50 MB of generated prose
     python bench/tokenization.py --corpus DIR         # every text file under DIR is a document
     python bench/tokenization.py --mb 10 --repeat 5 --threads 2
+    python bench/tokenization.py --quick | --smoke   # see bench/common.py
 
 One run measures, over the same cleaned texts and with the same tokenizer and threads:
   - the stage (`tokenize_dataset` with the tokenizer already trained and the documents already
@@ -219,7 +220,7 @@ def _rss_line(label: str, small: dict[str, float], large: dict[str, float]) -> s
             f"{large['total_mb'] / small['total_mb']:.2f}x)")
 
 
-def report_rss(args: argparse.Namespace) -> str:
+def report_rss(args: argparse.Namespace) -> dict[str, object]:
     """Peak RSS at 1x and 10x, with the tokenizer trained in the run and given to it."""
     tok = Path(tempfile.mkstemp(prefix="bench-tok-", suffix=".json", dir=args.workdir)[1])
     try:
@@ -229,7 +230,7 @@ def report_rss(args: argparse.Namespace) -> str:
                  child_rss(10 * args.rss_mb, args, "--child-tokenizer", str(tok)))
     finally:
         tok.unlink(missing_ok=True)
-    return "\n".join([
+    text = "\n".join([
         f"peak RSS of a fresh process running the stage (sampled every 20 ms; it held "
         f"{whole[0]['before_mb']:.0f} MB before the stage):",
         f"  {'':34} {args.rss_mb:6g} MB {10 * args.rss_mb:6g} MB  10x/1x   (text)",
@@ -237,79 +238,157 @@ def report_rss(args: argparse.Namespace) -> str:
         _rss_line("clean + train tokenizer + shards", *whole),
         "  target <= 1.3x; training holds the BPE word counts, which grow with distinct words "
         "(capped by tokenize.train_max_mb)"])
+    return {"text": text, "small_mb": args.rss_mb, "large_mb": 10 * args.rss_mb,
+            "given": [round(r["self_mb"], 1) for r in given],
+            "trained": [round(r["self_mb"], 1) for r in whole]}
+
+
+def shard_digest(root: DataRoot) -> str:
+    """sha256 over every shard's token bytes, in name order: equal iff the ids are equal."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for path in sorted(root.shards.glob("*.bin")):
+        h.update(path.read_bytes())
+    return h.hexdigest()
 
 
 def measure(args: argparse.Namespace, root: DataRoot, texts: list[str], threads: int
-            ) -> dict[str, list[tuple[float, float]]]:
-    """Stage and bare encoders over the same texts, alternating, --repeat times."""
-    from pipeline.encoders import HFEncoder, to_tiktoken
+            ) -> tuple[dict[str, list[tuple[float, float]]], dict[str, set[str]]]:
+    """Stage and bare encoders over the same texts, alternating, --repeat times; and the
+    digest of the shards each stage run wrote."""
+    from pipeline.encoders import to_tiktoken
     from pipeline.tokenization import tokenize_dataset
     from pipeline.tokenizer import load_tokenizer
 
     tok = load_tokenizer(root.tokenizer_json)
-    hf = HFEncoder(tok)
-    enc = to_tiktoken(tok)
+    tok.encode_special_tokens = True  # as the stage sets it: "<|endoftext|>" in a text is text
+    enc = to_tiktoken(tok)  # the same ranks as the stage's tiktoken encoder
     batch = bench_config(args).tokenize.batch_docs
+
+    def bare_hf(size: int) -> None:
+        for i in range(0, len(texts), size):
+            tok.encode_batch_fast(texts[i:i + size], add_special_tokens=False)
+
     runs: dict[str, list[tuple[float, float]]] = {
         k: [] for k in ("stage", "stage_hf", "bare_hf", "bare_hf_whole", "bare_tiktoken")}
-    for _ in range(args.repeat):
-        for key, encoder in (("stage", "auto"), ("stage_hf", "hf")):
+    digests: dict[str, set[str]] = {"stage": set(), "stage_hf": set()}
+    for n in range(args.repeat):
+        stage_runs = [("stage", "auto"), ("stage_hf", "hf")]
+        for key, encoder in stage_runs[::-1] if n % 2 else stage_runs:
             reset_shards(root)
             cfg = bench_config(args, tokenizer=str(root.tokenizer_json), encoder=encoder)
             runs[key].append(timed(lambda c=cfg: tokenize_dataset(c, root, progress=False)))
-        runs["bare_hf"].append(timed(lambda: [hf.encode_batch(texts[i:i + batch])
-                                              for i in range(0, len(texts), batch)]))
-        runs["bare_hf_whole"].append(timed(lambda: hf.encode_batch(texts)))
+            digests[key].add(shard_digest(root))
+        runs["bare_hf"].append(timed(lambda: bare_hf(batch)))
+        runs["bare_hf_whole"].append(timed(lambda: bare_hf(len(texts))))
         runs["bare_tiktoken"].append(timed(lambda: enc.encode_ordinary_batch(
             texts, num_threads=threads)))
-    return runs
+    return runs, digests
+
+
+def bare_ids_equal(root: DataRoot, texts: list[str], threads: int) -> bool:
+    """Bare tiktoken and bare HF give the same ids for every text of the corpus."""
+    from pipeline.encoders import to_tiktoken
+    from pipeline.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(root.tokenizer_json)
+    tok.encode_special_tokens = True
+    hf = [e.ids for e in tok.encode_batch_fast(texts, add_special_tokens=False)]
+    return hf == to_tiktoken(tok).encode_ordinary_batch(texts, num_threads=threads)
 
 
 def report(runs: dict[str, list[tuple[float, float]]], mb: float, tokens: int, repeat: int,
-           encoder: str, batch: int) -> None:
+           encoder: str, batch: int) -> dict[str, object]:
     bare_key = min(("bare_hf", "bare_hf_whole"),  # the bare encoder at its best
                    key=lambda k: statistics.median(wall for wall, _ in runs[k]))
-    bare = median_rate(runs[bare_key], mb)
-    print(f"\n{'(median of ' + str(repeat) + ')':38} {'MB/s':>7} {'Mtok/s':>7} {'vs bare HF':>10}"
-          f" {'CPU s':>7}")
+    rates = {k: median_rate(v, mb) for k, v in runs.items()}
+    bare_hf, bare_tt = rates[bare_key], rates["bare_tiktoken"]
+    print(f"\n{'(median of ' + str(repeat) + ')':38} {'MB/s':>7} {'Mtok/s':>7} {'vs HF':>7}"
+          f" {'vs tiktoken':>11} {'CPU s':>7}")
     rows = [(f"stage, encoder={encoder}", "stage"), ("stage, encoder=hf", "stage_hf"),
             ("bare HF encode_batch_fast" + (" (whole list)" if bare_key.endswith("whole")
                                             else f" ({batch}/batch)"), bare_key),
             ("bare tiktoken encode_ordinary_batch", "bare_tiktoken")]
     for label, key in rows:
-        rate = median_rate(runs[key], mb)
-        print(f"{label:38} {rate:7.2f} {median_rate(runs[key], tokens) / 1e6:7.2f} "
-              f"{rate / bare:9.2f}x {median_cpu(runs[key]):7.2f}")
-    own = [f"hf {median_rate(runs['stage_hf'], mb) / bare:.2f}x"]
-    if encoder == "tiktoken":
-        tt = median_rate(runs["stage"], mb) / median_rate(runs["bare_tiktoken"], mb)
-        own.append(f"tiktoken {tt:.2f}x")
-    print("stage / its bare encoder: " + ", ".join(own))
-    print("targets: stage >= 0.85x its bare encoder; with tiktoken >= 2x bare HF")
+        print(f"{label:38} {rates[key]:7.2f} {median_rate(runs[key], tokens) / 1e6:7.2f} "
+              f"{rates[key] / bare_hf:6.2f}x {rates[key] / bare_tt:10.2f}x "
+              f"{median_cpu(runs[key]):7.2f}")
+    print("targets: the stage >= 0.85x bare tiktoken (same ranks); forced to hf >= 0.85x "
+          "bare HF")
     print("all runs (wall s): " + ", ".join(f"{k}={[round(w, 2) for w, _ in v]}"
                                             for k, v in runs.items()))
+    return {"mb": round(mb, 2), "tokens": tokens, "encoder": encoder, "bare_hf_batching":
+            "whole list" if bare_key.endswith("whole") else f"{batch} per call",
+            "mb_per_s": {k: round(v, 3) for k, v in rates.items()},
+            "stage_over_bare_tiktoken": round(rates["stage"] / bare_tt, 3),
+            "stage_over_bare_hf": round(rates["stage"] / bare_hf, 3),
+            "stage_hf_over_bare_hf": round(rates["stage_hf"] / bare_hf, 3),
+            "runs_wall_s": {k: [round(w, 3) for w, _ in v] for k, v in runs.items()}}
+
+
+def table_rows(fig: dict[str, object], identity: dict[str, object], rss: dict[str, object]
+               ) -> list[dict[str, str]]:
+    from common import row
+
+    r = fig["mb_per_s"]
+    same = "shard bytes equal on the whole corpus" if identity["shards_equal"] \
+        else "SHARD BYTES DIFFER"
+    rows = [
+        row(f"tokenize + shard, {fig['mb']:.0f} MB generated prose, tokenizer given",
+            f"{r['stage']:.1f} MB/s (stage, {fig['encoder']} encoder)",
+            f"{r['bare_tiktoken']:.1f} MB/s (bare tiktoken `encode_ordinary_batch`, "
+            "same ranks)", f"{fig['stage_over_bare_tiktoken']:.2f}x", "≥ 0.85x"),
+        row("the same stage against bare Hugging Face (same run)",
+            f"{r['stage']:.1f} MB/s ({same})",
+            f"{r[min(('bare_hf', 'bare_hf_whole'), key=lambda k: -r[k])]:.1f} MB/s "
+            f"(`encode_batch_fast`, {fig['bare_hf_batching']})",
+            f"{fig['stage_over_bare_hf']:.2f}x"),
+        row("the same stage forced to the Hugging Face encoder (same run)",
+            f"{r['stage_hf']:.1f} MB/s", "bare `encode_batch_fast` as above",
+            f"{fig['stage_hf_over_bare_hf']:.2f}x", "≥ 0.85x")]
+    if rss:
+        rows.append(row(f"tokenize peak RSS, {rss['large_mb']:g} MB vs {rss['small_mb']:g} MB "
+                        "corpus (clean + shards, tokenizer given / trained)",
+                        f"{rss['given'][1]:.0f} / {rss['given'][0]:.0f} MB; "
+                        f"{rss['trained'][1]:.0f} / {rss['trained'][0]:.0f} MB", "",
+                        f"{rss['given'][1] / rss['given'][0]:.2f}x / "
+                        f"{rss['trained'][1] / rss['trained'][0]:.2f}x", "≤ 1.3x"))
+    return rows
+
+
+SIZES = {  # mode: (MB of generated text, repeats, 1x corpus of the RSS runs, vocabulary)
+    "smoke": (0.3, 1, 0.0, 512), "quick": (5.0, 3, 1.0, 8192), "full": (50.0, 5, 5.0, 8192)}
 
 
 def main() -> None:
+    from common import add_mode_args, mode, write_results
+
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--corpus", type=Path, help="folder of text files (default: generated)")
-    p.add_argument("--mb", type=float, default=50.0, help="generated corpus size in MB")
-    p.add_argument("--vocab", type=int, default=8192)
+    p.add_argument("--mb", type=float, help="generated corpus size in MB (full: 50)")
+    p.add_argument("--vocab", type=int)
     p.add_argument("--threads", type=int, default=0, help="encoder threads (0 = cores)")
-    p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--rss-mb", type=float, default=5.0, help="1x corpus for the RSS runs; "
-                   "0 = skip them")
+    p.add_argument("--repeat", type=int)
+    p.add_argument("--rss-mb", type=float, help="1x corpus for the RSS runs; 0 = skip them")
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()))
+    add_mode_args(p)
     p.add_argument("--child", type=float, help=argparse.SUPPRESS)
     p.add_argument("--child-tokenizer", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--save-tokenizer", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
+    defaults = dict(zip(("mb", "repeat", "rss_mb", "vocab"), SIZES[mode(args)], strict=True))
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     if args.child is not None:
         run_child(args.child, args)
         return
     logging.basicConfig(level=logging.WARNING)
     # first, while this process is small: a child's peak RSS counts from its parent's at fork
-    rss = report_rss(args) if args.rss_mb else ""
+    rss = report_rss(args) if args.rss_mb else {}
+    if rss:
+        print(rss.pop("text"))
 
     from pipeline.clean import clean_documents, iter_clean_documents
     from pipeline.encoders import set_threads
@@ -334,13 +413,25 @@ def main() -> None:
               f"training {first.extra['tokenizer_seconds']:.1f}s "
               f"(vocab {manifest.tokenizer.vocab_size})")
 
-        runs = measure(args, root, texts, threads)
-        report(runs, mb, tokens, args.repeat, first.extra["encoder"], cfg.tokenize.batch_docs)
+        runs, digests = measure(args, root, texts, threads)
+        fig = report(runs, mb, tokens, args.repeat, first.extra["encoder"],
+                     cfg.tokenize.batch_docs)
+        identity = {"shards_equal": len(digests["stage"] | digests["stage_hf"]) == 1,
+                    "shard_sha256": sorted(digests["stage"] | digests["stage_hf"]),
+                    "bare_ids_equal": bare_ids_equal(root, texts, threads),
+                    "documents": len(texts)}
+        same = {k: "equal" if identity[k] else "DIFFER"
+                for k in ("shards_equal", "bare_ids_equal")}
+        print(f"id identity on the whole corpus ({len(texts)} documents): shards of the "
+              f"{fig['encoder']} and hf stage runs {same['shards_equal']}; bare tiktoken and "
+              f"bare HF ids {same['bare_ids_equal']}")
     finally:
         shutil.rmtree(root.path, ignore_errors=True)
-    if rss:
-        print("\n" + rss)
-
+    write_results("tokenization", {
+        "corpus": str(args.corpus) if args.corpus else f"generated {args.mb:g} MB",
+        "vocab": args.vocab, "repeat": args.repeat, "figures": fig, "identity": identity,
+        "rss": rss, "table": table_rows(fig, identity, rss)}, args, "tokenizers", "tiktoken",
+        threads=threads)
 
 
 if __name__ == "__main__":

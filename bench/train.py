@@ -1,15 +1,26 @@
-"""Training benchmarks: throughput and MFU against a bare PyTorch loop; the crystalline ablation.
+"""Training benchmarks: throughput and MFU against a bare minimal GPT; the crystalline ablation.
 
 Throughput (default): the issue's model (6 layers, 384 wide, 6 heads, 256 context, batch 8,
-vocab 8192) trained by `model.train.train` in several set-ups, next to a bare loop of the same
-model (random windows from an in-memory tensor, plain AdamW, fp32) measured in the same run,
-and the machine's matmul peak (fp32 on CPU, bf16 on GPU), also measured in the run:
+vocab 8192) trained by `model.train.train`, next to nanoGPT's loop over bench/minigpt.py (an
+independent minimal GPT of the same shape, not our class; batches from np.memmap of the same
+shard, as nanoGPT's get_batch), both with fused AdamW and clipping at 1.0, in an fp32 row and a
+bf16-autocast row (each side the same precision), TF32 set explicitly per row (on for the CUDA
+fp32 row, as our trainer sets it; off on a CPU, which has none).
 
-    .venv/bin/python bench/train.py                       # CPU, the issue's model
-    .venv/bin/python bench/train.py --device cuda --preset gpt2-small
+    .venv/bin/python bench/train.py [--quick | --smoke]   # CPU, the issue's model
+    .venv/bin/python bench/train.py --device cuda --preset gpt2-small   # with torch.compile
 
-MFU = 6 x parameters x tokens/s / measured peak. Each figure is the median of --repeats runs,
-each the median step time over --steps steps after --warmup steps.
+The clock: time.perf_counter at the end of every iteration on both sides (ours through
+train()'s on_step callback), so an iteration is everything from one step's end to the next's
+(batch, forward, backward, clip, AdamW, the loss read back, the trainer's bookkeeping). Each
+figure is the median iteration over --steps steps after --warmup steps, then the median of
+--repeats runs in alternating order.
+
+MFU (nanoGPT's estimate_mfu): FLOPs per token = 6 N + 12 L H Q T (N parameters without the
+position embedding, L layers, H heads, Q head size, T context), times tokens/s, over the
+theoretical peak from the hardware's spec (CPU: cores x clock x FLOPs per cycle per core for
+the precision, the derivation printed; GPU: the bf16 dense tensor peak of its model). A second
+column gives the same FLOPs over the matmul rate measured in this run.
 
 Ablation: validation loss after the same number of steps, on the same shards (the standard
 library's documentation as pydoc renders it), for the plain model and each crystalline option:
@@ -20,6 +31,7 @@ library's documentation as pydoc renders it), for the plain model and each cryst
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import statistics
 import tempfile
@@ -28,9 +40,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from hardware import spec_peak
+from minigpt import MiniGPT
 
 from model.cllm import CLLM, ModelConfig
-from model.flops import flops_per_token, matmul_peak
+from model.flops import matmul_peak
 from model.metrics import read_metrics
 from model.runtime import cpu_has_bf16
 from model.tiny import make_shards
@@ -46,6 +60,9 @@ PRESETS = {
     # train.* defaults (what `cllm train` and the demo use unless configured)
     "default": {"n_layer": 4, "n_embd": 128, "n_head": 4, "block_size": 128, "batch_size": 16,
                 "vocab": 8192},
+    # a few seconds: what --smoke runs
+    "tiny": {"n_layer": 2, "n_embd": 32, "n_head": 2, "block_size": 32, "batch_size": 4,
+             "vocab": 512},
     # GPT-2 small (124M), for a GPU
     "gpt2-small": {"n_layer": 12, "n_embd": 768, "n_head": 12, "block_size": 1024,
                    "batch_size": 16, "vocab": 50304},
@@ -81,101 +98,167 @@ def random_shards(root: DataRoot, vocab: int, tokens: int, seed: int = 0) -> Non
         dtype=dtype, val_fraction=0.05, shards=infos))
 
 
-def bare_loop(preset: dict[str, Any], device: torch.device, steps: int, warmup: int) -> float:
-    """tokens/s of a plain loop: the same model, in-memory random windows, AdamW, fp32."""
+def nanogpt_flops_per_token(preset: dict[str, Any], n_params: int) -> float:
+    """nanoGPT's estimate_mfu: 6N + 12 L H Q T per token (N without the positions)."""
+    L, H, T = preset["n_layer"], preset["n_head"], preset["block_size"]
+    Q = preset["n_embd"] // H
+    return 6 * n_params + 12 * L * H * Q * T
+
+
+def minigpt(preset: dict[str, Any]) -> MiniGPT:
+    return MiniGPT(vocab_size=preset["vocab"], block_size=preset["block_size"],
+                   n_layer=preset["n_layer"], n_head=preset["n_head"], n_embd=preset["n_embd"])
+
+
+def set_tf32(on: bool) -> None:
+    torch.backends.cuda.matmul.allow_tf32 = on
+    torch.backends.cudnn.allow_tf32 = on
+
+
+def bare_loop(preset: dict[str, Any], root: DataRoot, device: torch.device, precision: str,
+              compile_: bool, steps: int, warmup: int) -> float:
+    """tokens/s of nanoGPT's loop over bench/minigpt.py: median whole iteration."""
     torch.manual_seed(0)
-    mc = ModelConfig(vocab_size=preset["vocab"], n_layer=preset["n_layer"],
-                     n_head=preset["n_head"], n_embd=preset["n_embd"],
-                     block_size=preset["block_size"])
-    model = CLLM(mc).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1)
-    data = torch.randint(1, preset["vocab"], (1 << 20,))
+    model = minigpt(preset).to(device)
+    opt = model.configure_optimizer(weight_decay=0.1, lr=3e-4, device_type=device.type)
+    step_fn = torch.compile(model) if compile_ else model
+    dtype = shards.dtype_for_vocab(preset["vocab"])
+    data = np.memmap(sorted(root.shards.glob("train-*.bin"))[0], dtype=dtype, mode="r")
     B, T = preset["batch_size"], preset["block_size"]
-    times = []
-    for step in range(warmup + steps):
-        t0 = time.perf_counter()
-        ix = torch.randint(0, len(data) - T - 1, (B,))
-        x = torch.stack([data[i:i + T] for i in ix]).to(device)
-        y = torch.stack([data[i + 1:i + T + 1] for i in ix]).to(device)
-        _, loss = model(x, y)
+    ctx = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" \
+        else contextlib.nullcontext()
+    ends = [time.perf_counter()]
+    for _ in range(warmup + steps):
+        ix = torch.randint(len(data) - T - 1, (B,))
+        x = torch.stack([torch.from_numpy(data[i:i + T].astype(np.int64)) for i in ix])
+        y = torch.stack([torch.from_numpy(data[i + 1:i + 1 + T].astype(np.int64)) for i in ix])
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with ctx:
+            _, loss = step_fn(x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        float(loss.detach())  # wait for the step, as the trainer does
-        if step >= warmup:
-            times.append(time.perf_counter() - t0)
-    return B * T / statistics.median(times)
+        float(loss.detach())  # the loss read back every step, as the trainer does
+        ends.append(time.perf_counter())
+    return B * T / statistics.median(np.diff(ends[warmup:]))
 
 
 def trainer_run(preset: dict[str, Any], root: DataRoot, device: str, steps: int, warmup: int,
                 run: str, **train: Any) -> float:
-    """tokens/s of model.train.train over the same steps (median step after warmup)."""
+    """tokens/s of model.train.train: median whole iteration, on_step to on_step."""
     settings = {"n_layer": preset["n_layer"], "n_head": preset["n_head"],
                 "n_embd": preset["n_embd"], "block_size": preset["block_size"],
-                "batch_size": preset["batch_size"], "max_steps": warmup + steps,
+                "batch_size": preset["batch_size"], "max_steps": warmup + steps + 1,
                 "warmup_steps": 2, "eval_interval": 1 << 30, "save_interval": 1 << 30,
-                "device": device, "run": run, **train}
-    result = train_fn(build_config([{"train": settings}]), root)
-    rows = [r for r in read_metrics(result.metrics) if "tokens_per_s" in r][warmup:]
-    return statistics.median(r["tokens_per_s"] for r in rows)
+                "decay_embeddings": True, "device": device, "run": run, **train}
+    ends: list[float] = []
+    train_fn(build_config([{"train": settings}]), root,
+             on_step=lambda _: ends.append(time.perf_counter()))
+    return preset["batch_size"] * preset["block_size"] / statistics.median(
+        np.diff(ends[warmup:]))
 
 
-def train_fn(cfg: Any, root: DataRoot) -> Any:
-    return train(cfg, root, progress=False)
+def train_fn(cfg: Any, root: DataRoot, **kwargs: Any) -> Any:
+    return train(cfg, root, progress=False, **kwargs)
 
 
-def throughput(args: argparse.Namespace) -> None:
+def throughput(args: argparse.Namespace) -> dict[str, Any]:
     preset = PRESETS[args.preset]
     device = torch.device(args.device)
-    peak_dtype = "bfloat16" if device.type == "cuda" else "float32"
-    peak = matmul_peak(device.type, peak_dtype, seconds=2.0)
-    n_params = CLLM(ModelConfig(vocab_size=preset["vocab"], n_layer=preset["n_layer"],
-                                n_head=preset["n_head"], n_embd=preset["n_embd"],
-                                block_size=preset["block_size"])).num_params()
-    variants: list[tuple[str, dict[str, Any]]] = [("trainer fp32 (fused AdamW)",
-                                                   {"precision": "fp32"})]
-    bf16_ok = device.type == "cuda" or cpu_has_bf16()
-    if bf16_ok:
-        variants.append(("trainer bf16 autocast", {"precision": "bf16"}))
-    if args.compile:
-        variants.append(("trainer fp32 + compile", {"precision": "fp32", "compile": True}))
-        if bf16_ok:
-            variants.append(("trainer bf16 + compile", {"precision": "bf16", "compile": True}))
-    print(f"model {args.preset}: {n_params / 1e6:.1f}M parameters, batch "
-          f"{preset['batch_size']} x {preset['block_size']}, vocab {preset['vocab']}; device "
-          f"{device}, {torch.get_num_threads()} threads; torch {torch.__version__}")
-    print(f"measured matmul peak ({peak_dtype}): {peak / 1e9:.1f} GFLOP/s"
-          + (f"; bf16: {matmul_peak('cpu', 'bfloat16', seconds=1.0) / 1e9:.1f} GFLOP/s"
-             if device.type == "cpu" and cpu_has_bf16() else ""))
-    results: dict[str, list[float]] = {"bare loop (fp32, AdamW)": []}
-    results.update({name: [] for name, _ in variants})
+    threads = torch.get_num_threads()
+    n_all = minigpt(preset).num_params()
+    n_params = n_all - preset["block_size"] * preset["n_embd"]  # nanoGPT: without positions
+    ours_n = CLLM(ModelConfig(vocab_size=preset["vocab"], n_layer=preset["n_layer"],
+                              n_head=preset["n_head"], n_embd=preset["n_embd"],
+                              block_size=preset["block_size"])).num_params()
+    fpt = nanogpt_flops_per_token(preset, n_params)
+    precisions = ["fp32"] + (["bf16"] if device.type == "cuda" or cpu_has_bf16() else [])
+    peaks = {p: spec_peak(device, p, threads) for p in precisions}
+    measured = {p: matmul_peak(device.type, "bfloat16" if p == "bf16" else "float32",
+                               seconds=0.1 if args.smoke else 1.0) for p in precisions}
+    print(f"model {args.preset}: {n_all / 1e6:.2f}M parameters (ours {ours_n / 1e6:.2f}M), "
+          f"batch {preset['batch_size']} x {preset['block_size']}, vocab {preset['vocab']}; "
+          f"device {device}, {threads} threads; torch {torch.__version__}; compile "
+          f"{args.compile}")
+    print(f"FLOPs per token (nanoGPT estimate_mfu, 6N + 12LHQT, N = {n_params:,}): {fpt:,.0f}")
+    for p in precisions:
+        print(f"peak {p}: {peaks[p]['flops'] / 1e9:,.1f} GFLOP/s from the spec "
+              f"({peaks[p]['derivation']}); measured matmul {measured[p] / 1e9:,.1f} GFLOP/s")
     with tempfile.TemporaryDirectory() as tmp:
         root = DataRoot.at(tmp)
         random_shards(root, preset["vocab"], tokens=max(200_000, 4 * preset["batch_size"] *
                                                         preset["block_size"] * 8))
-        for repeat in range(args.repeats):
-            # odd repeats run in reverse order: slow drift of a shared machine's load then
-            # favours no set-up
-            order = [("bare", {})] + list(enumerate(variants))
-            for i, item in order[::-1] if repeat % 2 else order:
-                if i == "bare":
-                    results["bare loop (fp32, AdamW)"].append(
-                        bare_loop(preset, device, args.steps, args.warmup))
-                    continue
-                name, extra = item
-                results[name].append(trainer_run(preset, root, args.device, args.steps,
-                                                 args.warmup, f"r{repeat}v{i}", **extra))
-            print(f"  repeat {repeat + 1}/{args.repeats}: " + ", ".join(
-                f"{name.split(' (')[0]} {vals[-1]:.0f}" for name, vals in results.items()),
-                flush=True)
-    bare = statistics.median(results["bare loop (fp32, AdamW)"])
-    print(f"\n{'set-up':34} {'tokens/s':>10} {'MFU':>6} {'vs bare':>8}   (median of "
-          f"{args.repeats} runs x {args.steps} steps; MFU against the {peak_dtype} peak)")
-    for name, vals in results.items():
-        rate = statistics.median(vals)
-        mfu = flops_per_token(n_params) * rate / peak
-        print(f"{name:34} {rate:10.0f} {mfu:6.2f} {rate / bare:7.2f}x")
+        rows = [measure_row(p, preset, root, device, args) for p in precisions]
+    print(f"\n{'row':6} {'tf32':>5} {'ours tok/s':>11} {'bare tok/s':>11} {'ratio':>6} "
+          f"{'MFU ours':>9} {'bare':>6} {'of measured':>12}   (median of {args.repeats} runs "
+          f"x {args.steps} iterations)")
+    for r in rows:
+        peak, rate = peaks[r["precision"]]["flops"], measured[r["precision"]]
+        r["mfu"] = {k: round(fpt * r["tokens_per_s"][k] / peak, 4) for k in ("ours", "bare")}
+        r["of_measured_matmul"] = {k: round(fpt * r["tokens_per_s"][k] / rate, 4)
+                                   for k in ("ours", "bare")}
+        print(f"{r['precision']:6} {str(r['tf32']):>5} {r['tokens_per_s']['ours']:11.0f} "
+              f"{r['tokens_per_s']['bare']:11.0f} {r['ratio']:5.2f}x {r['mfu']['ours']:9.3f} "
+              f"{r['mfu']['bare']:6.3f} {r['of_measured_matmul']['ours']:7.3f} / "
+              f"{r['of_measured_matmul']['bare']:.3f}")
+    return {"preset": args.preset, "shape": preset, "device": args.device,
+            "compile": args.compile, "params": n_all, "params_nanogpt_n": n_params,
+            "params_ours": ours_n, "flops_per_token": fpt, "peaks": peaks,
+            "measured_matmul_flops": measured, "steps": args.steps, "warmup": args.warmup,
+            "repeats": args.repeats, "rows": rows,
+            "clock": "time.perf_counter at each iteration's end, both sides; median iteration",
+            "table": train_table(args, preset, rows, threads)}
+
+
+def measure_row(precision: str, preset: dict[str, Any], root: DataRoot, device: torch.device,
+                args: argparse.Namespace) -> dict[str, Any]:
+    """Ours and bare at one precision, alternating; TF32 as the trainer sets it."""
+    tf32 = device.type == "cuda" and precision == "fp32"
+    runs: dict[str, list[float]] = {"ours": [], "bare": []}
+    for n in range(args.repeats):
+        for side in ("ours", "bare") if n % 2 == 0 else ("bare", "ours"):
+            set_tf32(tf32)
+            if side == "bare":
+                runs[side].append(bare_loop(preset, root, device, precision, args.compile,
+                                            args.steps, args.warmup))
+            else:
+                runs[side].append(trainer_run(preset, root, args.device, args.steps,
+                                              args.warmup, f"{precision}{n}",
+                                              precision=precision, compile=args.compile))
+        print(f"  {precision} run {n + 1}: ours {runs['ours'][-1]:.0f}, bare "
+              f"{runs['bare'][-1]:.0f} tokens/s", flush=True)
+    set_tf32(False)
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    return {"precision": precision, "tf32": tf32, "tokens_per_s": med,
+            "ratio": round(med["ours"] / med["bare"], 3), "runs": runs}
+
+
+def spread(runs: dict[str, list[float]]) -> str:
+    """The lowest and highest ratio of paired runs: how far a loaded machine moved it."""
+    ratios = [o / b for o, b in zip(runs["ours"], runs["bare"], strict=True)]
+    return f"{min(ratios):.2f}-{max(ratios):.2f}x"
+
+
+def train_table(args: argparse.Namespace, preset: dict[str, Any], rows: list[dict[str, Any]],
+                threads: int) -> list[dict[str, str]]:
+    from common import row
+
+    shape = (f"{preset['n_layer']} x {preset['n_embd']}, context {preset['block_size']}, "
+             f"batch {preset['batch_size']}")
+    table = []
+    for r in rows:
+        t = r["tokens_per_s"]
+        table.append(row(
+            f"train, {args.preset} model ({shape}), {r['precision']} both sides, TF32 "
+            f"{'on' if r['tf32'] else 'off'}, {args.device}, {threads} threads"
+            + (", torch.compile" if args.compile else ""),
+            f"{t['ours']:.0f} tokens/s; MFU {r['mfu']['ours']:.2f} of the spec peak, "
+            f"{r['of_measured_matmul']['ours']:.2f} of the measured matmul rate",
+            f"{t['bare']:.0f} tokens/s (nanoGPT loop over bench/minigpt.py, fused AdamW); MFU "
+            f"{r['mfu']['bare']:.2f}", f"{r['ratio']:.2f}x (runs {spread(r['runs'])})",
+            "≥ 40% MFU (GPU)" if args.device == "cuda" else "≥ 0.9x"))
+    return table
 
 
 def pydoc_corpus() -> list[str]:
@@ -225,25 +308,39 @@ def ablation(args: argparse.Namespace) -> None:
         print(f"{name:44} {loss:9.4f} {loss - plain:+9.4f}")
 
 
+SIZES = {"smoke": ("tiny", 2, 1, 1), "quick": ("default", 4, 2, 3), "full": ("issue", 8, 2, 5)}
+
+
 def main() -> None:
+    from common import add_mode_args, mode, write_results
+
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"])
-    p.add_argument("--preset", default="issue", choices=sorted(PRESETS))
-    p.add_argument("--steps", type=int, default=5, help="timed steps per run")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--compile", action="store_true", help="also time torch.compile set-ups")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="model (default: issue)")
+    p.add_argument("--steps", type=int, help="timed iterations per run")
+    p.add_argument("--warmup", type=int, help="untimed iterations first")
+    p.add_argument("--repeats", type=int)
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile both sides (default on with --device cuda)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     p.add_argument("--ablation", action="store_true", help="run the ablation instead")
     p.add_argument("--ablation-steps", type=int, default=300)
+    add_mode_args(p)
     args = p.parse_args()
+    for key, value in zip(("preset", "steps", "warmup", "repeats"), SIZES[mode(args)],
+                          strict=True):
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    args.compile = args.compile or args.device == "cuda"
     logging.basicConfig(level=logging.ERROR)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.threads or args.smoke:  # a tiny model gains nothing from a second thread
+        torch.set_num_threads(args.threads or 1)
     if args.ablation:
         ablation(args)
-    else:
-        throughput(args)
+        return
+    result = throughput(args)
+    name = "train" if args.device == "cpu" else f"train-{args.device}"
+    write_results(name, result, args, "torch", threads=torch.get_num_threads())
 
 
 if __name__ == "__main__":

@@ -150,17 +150,21 @@ def train(cfg: Config, root: DataRoot, progress: bool = True,
     import torch
 
     tc = cfg.train
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
-    dist = dist_from_env()
-    device = resolve_device(tc.device)
-    if dist.active:
-        device = init_process_group(dist, device)
-    run_dir = root.run(tc.run)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with _session(dist, run_dir), tf32_matmuls(device):  # TF32 on CUDA, restored on return
-        return _train_session(cfg, root, run_dir, dist, device, progress and dist.main,
-                              init_checkpoint, init_optimizer, on_step)
+    threads = torch.get_num_threads()  # the process's: the caller finds it again on return
+    try:
+        if tc.threads:
+            torch.set_num_threads(tc.threads)
+        dist = dist_from_env()
+        device = resolve_device(tc.device)
+        if dist.active:
+            device = init_process_group(dist, device)
+        run_dir = root.run(tc.run)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with _session(dist, run_dir), tf32_matmuls(device):  # TF32 on CUDA, restored on return
+            return _train_session(cfg, root, run_dir, dist, device, progress and dist.main,
+                                  init_checkpoint, init_optimizer, on_step)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _train_session(cfg: Config, root: DataRoot, run_dir: Path, dist: Dist, device: torch.device,

@@ -356,6 +356,18 @@ def test_tf32_is_on_for_a_cuda_run_and_the_callers_settings_come_back(
         matmul.allow_tf32, cudnn.allow_tf32 = saved
 
 
+def test_train_threads_apply_to_the_run_only(data: DataRoot) -> None:
+    before = torch.get_num_threads()
+    seen: list[int] = []
+    try:
+        torch.set_num_threads(2)
+        train(tiny_config(max_steps=1, threads=1), data, progress=False,
+              on_step=lambda _: seen.append(torch.get_num_threads()))
+        assert seen == [1] and torch.get_num_threads() == 2  # the caller's count is back
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_adamw_moments_follow_their_parameters_into_other_decay_groups() -> None:
     """A state saved with the embeddings out of decay, loaded under decay_embeddings=True:
     each parameter gets its own moments back, though its index in the groups moved."""
