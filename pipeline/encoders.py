@@ -8,6 +8,7 @@ Long texts are encoded in segments cut where the pre-tokenizer has a piece bound
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -16,9 +17,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from pipeline.atomic import atomic_write_bytes
 from pipeline.config import EncoderKind
+from pipeline.usercache import cache_dir
 
 if TYPE_CHECKING:
     import tiktoken
@@ -201,8 +205,30 @@ def to_tiktoken(tok: Tokenizer, check: bool = True) -> tiktoken.Encoding:
         special_tokens={t["content"]: t["id"] for t in spec.get("added_tokens", [])},
     )
     if check:
-        check_identity(tok, enc)
+        check_identity_once(tok, enc)
     return enc
+
+
+def check_identity_once(tok: Tokenizer, enc: tiktoken.Encoding) -> None:
+    """`check_identity`, skipped when it already passed for this very tokenizer and these
+    library versions (a mark in the user cache): it encodes the whole vocabulary both ways,
+    a fixed cost of every tokenize run and pool worker that is the same answer each time."""
+    mark = _identity_mark(tok)
+    if mark.exists():
+        return
+    check_identity(tok, enc)
+    try:
+        atomic_write_bytes(mark, b"ok\n", durable=False)
+    except OSError as e:  # an unwritable cache only costs the next process the check again
+        log.info("cannot keep the tiktoken identity mark in %s (%s)", mark.parent, e)
+
+
+def _identity_mark(tok: Tokenizer) -> Path:
+    from importlib.metadata import version
+
+    key = hashlib.sha256(tok.to_str().encode())
+    key.update(f"{version('tiktoken')} {version('tokenizers')}".encode())
+    return cache_dir() / "tiktoken-identity" / f"{key.hexdigest()}.ok"
 
 
 def check_identity(tok: Tokenizer, enc: tiktoken.Encoding) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import io
 import logging
-import os
 import zipfile
 from array import array
 from collections import Counter
@@ -30,6 +29,7 @@ import numpy as np
 from pipeline.atomic import atomic_write_bytes
 from pipeline.records import Document, page_ends
 from pipeline.text import letter_count
+from pipeline.usercache import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +51,8 @@ def sample(text: str, chars: int = SAMPLE_CHARS, windows: int = SAMPLE_WINDOWS) 
 
 
 def model_cache() -> Path:
-    """Where the unpacked model is kept between processes: $CLLM_CACHE_DIR, else the user's
-    cache folder ($XDG_CACHE_HOME or ~/.cache, then cllm/)."""
-    explicit = os.environ.get("CLLM_CACHE_DIR")
-    base = Path(explicit) if explicit else \
-        Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "cllm"
-    return base / f"py3langid-{version('py3langid')}-model.npz"
+    """Where the unpacked model is kept between processes (the per-user cache folder)."""
+    return cache_dir() / f"py3langid-{version('py3langid')}-model.npz"
 
 
 @functools.cache

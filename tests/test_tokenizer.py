@@ -237,3 +237,26 @@ def test_tool_parsers_accept_the_legacy_flags() -> None:
     assert isinstance(args, argparse.Namespace)
     assert (args.output, args.size, args.recursive, args.ext, args.verbose, args.paths) == \
         ("o", 9, True, ["txt"], True, ["p1", "p2"])
+
+
+def test_the_identity_check_runs_once_per_tokenizer_and_library_versions(
+        tok, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    """The whole-vocabulary check passes once, is remembered in the user cache, and a
+    tokenizer with other merges is checked again (a failing check still refuses it)."""
+    from tokenizers import Tokenizer
+
+    from pipeline import encoders
+
+    monkeypatch.setenv("CLLM_CACHE_DIR", str(tmp_path / "cache"))
+    to_tiktoken(tok)
+    assert len(list((tmp_path / "cache" / "tiktoken-identity").glob("*.ok"))) == 1
+
+    def disagree(*_: object) -> None:
+        raise UnsupportedTokenizer("tiktoken gives other ids than tokenizers")
+
+    monkeypatch.setattr(encoders, "check_identity", disagree)
+    to_tiktoken(tok)  # remembered: not checked again
+    other = Tokenizer.from_str(tok.to_str())
+    other.add_special_tokens(["<|other|>"])
+    with pytest.raises(UnsupportedTokenizer, match="other ids"):
+        to_tiktoken(other)
