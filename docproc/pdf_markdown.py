@@ -4,10 +4,11 @@ bulleted lines as list items, and tables as GitHub-flavoured tables.
 
 Fast by design: `page.find_tables()` costs tens of milliseconds a page, so it runs only on a
 page whose vector graphics could draw a table's rules (MIN_RULES line or rectangle paths),
-and only over the area they cover; a page without them is laid out from one `extractDICT`,
-each span read once. The paths come from `get_cdrawings`, not from a text page made with
-TEXT_COLLECT_VECTORS: that would be one run of the page fewer, but MuPDF then splits text
-lines at drawn rules (underscores: "asn1 decode" came out as "asn1" and "decode").
+and only over the area they cover; a page without them is laid out from text mode's own
+blocks, each line's font size read from the text page text mode made. The paths come from
+`get_cdrawings`, not from a text page made with TEXT_COLLECT_VECTORS: that would be one run
+of the page fewer, but MuPDF then splits text lines at drawn rules (underscores: "asn1
+decode" came out as "asn1" and "decode").
 The OCR decision is made before, on the same text, and is unchanged: OCRed pages stay plain
 text.
 """
@@ -28,7 +29,7 @@ RULE_PAD_PT = 2.0  # around the ruled region: a rule's own width, so no cell edg
 HEADING_RATIOS = ((1.8, 1), (1.4, 2), (1.15, 3))
 HEADING_MAX_CHARS = 200  # a longer "heading" is a paragraph in a big font
 BULLETS = frozenset("•◦▪▫●○■□‣⁃–-*·")
-TEXT_BLOCK = 0  # extractDICT's block type for text
+TEXT_BLOCK = 0  # MuPDF's block type for text
 # a content-stream operator that paints a path (stroke, fill, both) or draws an XObject (a form
 # can hold paths): where none occurs the page draws no rule. A match inside a string or an
 # inline image only costs the full scan
@@ -110,19 +111,38 @@ def _inside(box: tuple, area: tuple) -> bool:
     return area[0] <= cx <= area[2] and area[1] <= cy <= area[3]
 
 
-Line = tuple[str, float]  # a line's text, its biggest span's font size
+Line = tuple[str, float]  # a line's text, its font size
 
 
-def _block_lines(block: dict) -> list[Line]:
-    """The block's non-blank lines, each span read once (the body size and the heading test
-    both use them: reading spans twice was a fifth of Markdown mode's time)."""
-    lines = []
-    for line in block.get("lines", ()):
-        spans = line["spans"]
-        text = "".join([span["text"] for span in spans])
-        if text.strip():
-            lines.append((text, max([span["size"] for span in spans])))
-    return lines
+def _line_sizes(textpage: Any) -> dict[int, list[float]]:
+    """Text block number (as extractBLOCKS numbers blocks) -> each line's font size: the
+    bigger of its first and last character's. Read from MuPDF's own text page, not from
+    extractDICT: that builds a dict for every span, and pdfTeX's synthesized spaces start a
+    new span at each word gap (13 spans a line in a manual: the dict was 2-3x the text
+    page itself). A line's ends give its size but for one set in two sizes in the middle."""
+    sizes = {}
+    for number, block in enumerate(textpage.this):
+        if block.m_internal.type != TEXT_BLOCK:
+            continue
+        lines = []
+        first = next(iter(block), None)
+        line = first.m_internal if first is not None else None  # the raw list: fewer wrappers
+        while line is not None:
+            lines.append(max(line.first_char.size, line.last_char.size))
+            line = line.next
+        sizes[number] = lines
+    return sizes
+
+
+def _block_lines(block: tuple, sizes: dict[int, list[float]]) -> list[Line]:
+    """The non-blank lines of an extractBLOCKS text block, each with its font size."""
+    texts = block[4].split("\n")
+    if texts and not texts[-1]:
+        texts.pop()  # every line ends in a line break
+    line_sizes = sizes.get(block[5], [])
+    if len(line_sizes) != len(texts):  # a line left out of the block's text: one size for all
+        line_sizes = [min(line_sizes, default=0.0)] * len(texts)
+    return [(t, s) for t, s in zip(texts, line_sizes, strict=True) if t.strip()]
 
 
 def _body_size(blocks: list[list[Line]]) -> float:
@@ -157,13 +177,14 @@ def _block_markdown(lines: list[Line], body: float) -> str:
     return "\n".join(out)
 
 
-def page_markdown(page: Any, flags: int, textpage: Any = None) -> str:
-    """The page's text layer (read with the text-mode `flags`, or from `textpage`, made with
-    them) as Markdown: headings, list items, tables."""
+def page_markdown(page: Any, flags: int, textpage: Any, text_blocks: list[tuple]) -> str:
+    """The page's text layer as Markdown (headings, list items, tables): `text_blocks` are
+    text mode's, from extractBLOCKS of `textpage` (made with the text-mode `flags`), so both
+    modes hold the same words in the same order."""
     region = _ruled_region(page)
     tables = _tables(page, flags, region) if region else []
-    layout = (textpage or page.get_textpage(flags=flags)).extractDICT()
-    blocks = [(b["bbox"], _block_lines(b)) for b in layout["blocks"] if b["type"] == TEXT_BLOCK]
+    sizes = _line_sizes(textpage)
+    blocks = [(b[:4], _block_lines(b, sizes)) for b in text_blocks]
     body = _body_size([lines for _, lines in blocks])
     items: list[tuple] = []
     for bbox, lines in blocks:
