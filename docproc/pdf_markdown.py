@@ -25,6 +25,10 @@ from docproc.reading import join_blocks, reading_order
 MIN_RULES = 4  # stroked/filled paths a page needs before its tables are looked for
 MIN_RULE_PT = 10.0  # a path this long (points) on one side could be a table's rule or cell
 RULE_PAD_PT = 2.0  # around the ruled region: a rule's own width, so no cell edge is cut off
+THIN_PT = 3.0  # a path at most this high (wide) is a line across (down), not an area
+GRID_LINES = 3  # lines across, and lines down, that rule a table of 2 rows and 2 columns
+TOUCH_PT = 5.0  # lines this close touch (the finder snaps and joins within 3 points)
+MAX_GRID_PAIRS = 40_000  # line pairs beyond which the grid test is not worth its time
 # a line whose font is this much bigger than the page's body text is a heading of the level
 HEADING_RATIOS = ((1.8, 1), (1.4, 2), (1.15, 3))
 HEADING_MAX_CHARS = 200  # a longer "heading" is a paragraph in a big font
@@ -39,15 +43,57 @@ PAINTS = re.compile(rb"(?:^|(?<=[\s\])>}]))(?:[SsFBb]\*?|f\*?|Do)(?=[\s\[(/<%]|$
 def _ruled_region(page: Any) -> tuple[float, float, float, float] | None:
     """The area the page's rules cover, where it draws enough paths to rule a table; None
     where it does not. Dots and specks do not count: pdfTeX draws dozens of them on pages
-    without a table."""
+    without a table. Nor do thin lines that cannot form a grid of 2 x 2 cells, which is what
+    PyMuPDF's line-based finder needs to see a table (`_may_rule_a_grid`: a framed code
+    listing, rules under headings); a path with an area (a rectangle, a polyline) can be any
+    number of cell edges, and always counts."""
     rules, x0, y0, x1, y1 = 0, float("inf"), float("inf"), float("-inf"), float("-inf")
+    across: list[tuple] = []
+    down: list[tuple] = []
+    areas = 0
     for a, b, c, d, paints in _path_boxes(page):
         if max(c - a, d - b) >= MIN_RULE_PT:
             rules += paints
             x0, y0, x1, y1 = min(x0, a), min(y0, b), max(x1, c), max(y1, d)
-    if rules < MIN_RULES:
+            if d - b <= THIN_PT:
+                across.append((a, b, c, d))
+            elif c - a <= THIN_PT:
+                down.append((a, b, c, d))
+            else:
+                areas += 1
+    if rules < MIN_RULES or not (areas or _may_rule_a_grid(across, down)):
         return None
     return x0 - RULE_PAD_PT, y0 - RULE_PAD_PT, x1 + RULE_PAD_PT, y1 + RULE_PAD_PT
+
+
+def _may_rule_a_grid(across: list[tuple], down: list[tuple]) -> bool:
+    """Whether some GRID_LINES lines across and GRID_LINES down touch one another, directly or
+    through each other: the lines of a table of 2 rows and 2 columns do (a header cell over
+    both columns, or rules drawn a cell at a time, too: the finder joins what touches), two
+    framed boxes do not."""
+    if len(across) < GRID_LINES or len(down) < GRID_LINES:
+        return False
+    lines = across + down
+    if len(lines) ** 2 > 2 * MAX_GRID_PAIRS:
+        return True  # too many to pair up cheaply: let the finder look
+    parent = list(range(len(lines)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, (a, b, c, d) in enumerate(lines):
+        for j in range(i + 1, len(lines)):
+            e, f, g, h = lines[j]
+            if e <= c + TOUCH_PT and g >= a - TOUCH_PT and f <= d + TOUCH_PT and h >= b - TOUCH_PT:
+                parent[root(i)] = root(j)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(lines)):
+        groups.setdefault(root(i), [0, 0])[i >= len(across)] += 1
+    return any(n_across >= GRID_LINES and n_down >= GRID_LINES
+               for n_across, n_down in groups.values())
 
 
 def _path_boxes(page: Any) -> list[tuple[float, float, float, float, int]]:
