@@ -239,5 +239,7 @@ def page_markdown(page: Any, flags: int, textpage: Any, text_blocks: list[tuple]
         text = _block_markdown(lines, body)
         if text:
             items.append((*bbox, text))
+    if not tables:  # text mode's blocks, in text mode's order already
+        return join_blocks(items)
     items += [(*area, md) for area, md in tables]
     return join_blocks(reading_order(items))
