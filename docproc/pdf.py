@@ -12,15 +12,17 @@ from pathlib import Path
 from typing import Any
 
 # PyMuPDF 2 imports its optional layout analyser, which loads an ONNX model and starts a
-# native thread pool (0.45 s of the 0.9 s import) that text extraction never uses. Blocking
-# that one import keeps workers and the cllm_* tools quick to start; it is unblocked
-# afterwards, so code that wants `pymupdf.layout` can still import it.
-if "pymupdf" not in sys.modules and "pymupdf.layout" not in sys.modules:
-    sys.modules["pymupdf.layout"] = None  # type: ignore[assignment]
+# native thread pool (0.45 s of the 0.9 s import), and pymupdf4llm where installed (numpy and
+# onnxruntime: 0.66 s more), for wrappers text extraction never uses. Blocking those imports
+# keeps workers and the cllm_* tools quick to start; they are unblocked afterwards, so code
+# that wants `pymupdf.layout` or `pymupdf4llm` can still import them.
+if "pymupdf" not in sys.modules and sys.modules.keys().isdisjoint(
+        ("pymupdf.layout", "pymupdf4llm")):
+    sys.modules.update(dict.fromkeys(("pymupdf.layout", "pymupdf4llm")))  # None: "absent"
     try:
         import pymupdf
     finally:
-        del sys.modules["pymupdf.layout"]
+        del sys.modules["pymupdf.layout"], sys.modules["pymupdf4llm"]
 import pymupdf  # noqa: E402
 
 from docproc.budget import TimeBudget
