@@ -1,6 +1,6 @@
 """Benchmark the new formats and Markdown mode: ours next to the bare peers, in one run.
 
-    python bench/formats.py [--office DIR] [--pdf FILE ...] [--runs 3] [--smoke]
+    python bench/formats.py [--office DIR] [--pdf FILE ...] [--runs 3] [--smoke] [--out PATH]
 
 Sections (each a median of --runs interleaved runs on the same files, one process, one clock):
   big:      one 3000-page PDF with the default settings (no page cap in the way) vs a bare
@@ -13,7 +13,8 @@ Sections (each a median of --runs interleaved runs on the same files, one proces
   office:   .docx/.pptx files (--office DIR, e.g. python-docx's and python-pptx's test files;
             default: generated ones): our extract_file vs the bare library walking paragraphs,
             tables and notes; files/s, files that give text, files where we get fewer words.
-Writes bench/results/formats.json. --smoke: a few pages and files, one run (seconds).
+Writes bench/results/formats.json (--out: elsewhere). --smoke: a few pages and files, one run
+(seconds), no results file.
 """
 
 from __future__ import annotations
@@ -273,6 +274,50 @@ def bench_office(files: list[Path], runs: int) -> dict:
     return out
 
 
+def environment() -> dict:
+    import importlib.metadata
+    import platform
+    from datetime import UTC, datetime
+
+    from extract import cpu_model  # bench/extract.py's: one reading of /proc/cpuinfo
+
+    from docproc.pdf import pymupdf_version
+
+    versions = {"python": platform.python_version(), "pymupdf": pymupdf_version()}
+    for name in ("pymupdf4llm", "python-docx", "python-pptx"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return {"date": datetime.now(UTC).isoformat(timespec="seconds"), "cpu": cpu_model(),
+            "cores": os.cpu_count(), "threads": os.cpu_count(),
+            "load_avg_1m": round(os.getloadavg()[0], 2), "versions": versions}
+
+
+def table(results: dict) -> list[dict]:
+    """The README's rows, from the figures."""
+    big, md = results["big"], results["markdown"]
+    rows = [{"benchmark": f"one {big['pages']}-page PDF, default settings",
+             "ours": f"{big['pages_per_s']['ours']:.0f} pages/s",
+             "peer": f"{big['pages_per_s']['bare']:.0f} pages/s (`page.get_text()` loop)",
+             "ratio": f"{big['ratio']:.2f}x", "target": "about 1x, not refused"}]
+    for pdf in md["real_pdfs"]:
+        rows.append({"benchmark": f"Markdown vs text mode, {pdf['file']} ({pdf['pages']} pages)",
+                     "ours": f"{pdf['pages_per_s']['markdown']:.0f} pages/s, word-bag F1 "
+                             f"{pdf['word_bag_f1']:.4f}",
+                     "peer": f"{pdf['pages_per_s']['text']:.0f} pages/s (our text mode)",
+                     "ratio": f"{pdf['ratio']:.2f}x", "target": "≥ 0.5x, F1 ≥ 0.98"})
+    cells, peer = md["cells_recovered"], md["peer_pages_per_s"]
+    rows.append({"benchmark": f"Markdown vs pymupdf4llm, {md['peer_pages']} generated pages with "
+                              "ruled tables",
+                 "ours": f"{peer['ours']:.0f} pages/s, {cells['ours_on_peer_pages']:.0%} of table "
+                         "cells",
+                 "peer": f"{peer['pymupdf4llm']:.1f} pages/s, {cells['pymupdf4llm']:.0%}",
+                 "ratio": f"{peer['ours'] / peer['pymupdf4llm']:.1f}x",
+                 "target": "at least as complete"})
+    return rows
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--office", type=Path, help="a folder of .docx/.pptx (default: generated)")
@@ -282,18 +327,19 @@ def main() -> int:
     p.add_argument("--peer-pages", type=int, default=20, help="pages pymupdf4llm converts")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--smoke", action="store_true", help="a few pages and files, one run")
+    p.add_argument("--out", type=Path, help=f"results file (default {RESULTS}; --smoke: none)")
     args = p.parse_args()
     if args.smoke:
         args.big_pages, args.table_pages, args.peer_pages, args.runs = 100, 10, 2, 1
-    from docproc.pdf import pymupdf_version
-
-    print(f"{pymupdf_version()}, {os.cpu_count()} cores, load average "
+    env = environment()
+    print(f"{env['versions']['pymupdf']}, {env['cpu']}, {env['threads']} threads, load average "
           f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}; medians of {args.runs} runs "
           "(a shared, loaded machine: provisional figures)")
     with tempfile.TemporaryDirectory(prefix="cllm-bench-formats-") as tmp:
         work = Path(tmp)
         results = {
-            "runs": args.runs, "cpu": os.cpu_count(), "smoke": args.smoke,
+            "benchmark": "formats", "mode": "smoke" if args.smoke else "full",
+            "command": sys.argv, "runs": args.runs, "smoke": args.smoke,
             "load_average": os.getloadavg(),
             "big": bench_big(args.big_pages, args.runs, work),
             "markdown": bench_markdown(args.table_pages, args.peer_pages, args.runs, args.pdf,
@@ -301,9 +347,13 @@ def main() -> int:
             "office": bench_office(office_files(args.office, work, 3 if args.smoke else 20),
                                    args.runs),
         }
-    if not args.smoke:
-        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"wrote {RESULTS.relative_to(HERE.parent)}")
+    results["environment"] = env
+    results["table"] = table(results)
+    out = args.out or (None if args.smoke else RESULTS)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"wrote {out}")
     return 0
 
 

@@ -5,8 +5,8 @@ mail's that documents came out of) are skipped, and so are sources that failed b
 unless `extract.retry_failed`. Parts are written whole and atomically, so a killed run loses
 at most the documents of its unwritten part, which the next run redoes; all documents of one
 raw file go into one part. An archive that gave no new document (every member a duplicate)
-is listed as done in the id record of the next part written; when none is (the run's last
-files), the next run reads it again and again adds nothing.
+is listed as done in the id record of the next part written; when no part follows (the run's
+last files), the run ends with a part of no documents whose id record lists them.
 """
 
 from __future__ import annotations
@@ -94,12 +94,14 @@ class _PartWriter:
                 time.monotonic() - self.last_flush >= FLUSH_EVERY_S):
             self.flush()
 
-    def flush(self) -> None:
+    def flush(self, last: bool = False) -> None:
+        """Write what is buffered; `last`: the run's end, where blobs waiting to be marked
+        done get a part of their own even with no document to go with them."""
         # Failures first: an archive's member failures recorded before the part that marks
         # the archive done, so a kill between the two redoes the archive, never loses a row.
         if self.failed:
             self.failures.record(self.failed)
-        if self.docs:
+        if self.docs or (last and self.done):
             path = write_part(self.docs_dir, self.docs, done=self.done)
             self.done = []
             self.parts.append(path.name)
@@ -200,7 +202,7 @@ def extract_all(cfg: Config, root: DataRoot, progress: bool = True,
                     writer.add(docs, failures, dup_only)
                     bar.update(pages=stats.units, ocr=tally.ocr_pages)
         finally:
-            writer.flush()
+            writer.flush(last=True)
     stats.extra.update(workers=workers, parts_written=writer.parts, ocr_pages=tally.ocr_pages,
                        page_reasons=dict(tally.page_reasons), by_mime=dict(tally.by_mime),
                        members=tally.members, cut=dict(tally.cut))

@@ -12,15 +12,17 @@ from pathlib import Path
 from typing import Any
 
 # PyMuPDF 2 imports its optional layout analyser, which loads an ONNX model and starts a
-# native thread pool (0.45 s of the 0.9 s import) that text extraction never uses. Blocking
-# that one import keeps workers and the cllm_* tools quick to start; it is unblocked
-# afterwards, so code that wants `pymupdf.layout` can still import it.
-if "pymupdf" not in sys.modules and "pymupdf.layout" not in sys.modules:
-    sys.modules["pymupdf.layout"] = None  # type: ignore[assignment]
+# native thread pool (0.45 s of the 0.9 s import), and pymupdf4llm where installed (numpy and
+# onnxruntime: 0.66 s more), for wrappers text extraction never uses. Blocking those imports
+# keeps workers and the cllm_* tools quick to start; they are unblocked afterwards, so code
+# that wants `pymupdf.layout` or `pymupdf4llm` can still import them.
+if "pymupdf" not in sys.modules and sys.modules.keys().isdisjoint(
+        ("pymupdf.layout", "pymupdf4llm")):
+    sys.modules.update(dict.fromkeys(("pymupdf.layout", "pymupdf4llm")))  # None: "absent"
     try:
         import pymupdf
     finally:
-        del sys.modules["pymupdf.layout"]
+        del sys.modules["pymupdf.layout"], sys.modules["pymupdf4llm"]
 import pymupdf  # noqa: E402
 
 from docproc.budget import TimeBudget
@@ -152,18 +154,38 @@ class _Probe:
         return any(OCR_LAYER_FONT in (font[3] or "") for font in self.page.get_fonts())
 
 
-def page_text(page: Any, textpage: Any = None) -> tuple[str, list[tuple]]:
-    """(text layer in reading order, image blocks) of a page (`textpage`: made for it)."""
+def page_blocks(page: Any, textpage: Any = None) -> tuple[list[tuple], list[tuple]]:
+    """(text blocks in reading order, image blocks) of a page (`textpage`: made for it)."""
     blocks = (textpage or page.get_textpage(flags=TEXT_FLAGS)).extractBLOCKS()
     text_blocks = [b for b in blocks if b[6] == TEXT_BLOCK]
     images = [b for b in blocks if b[6] == IMAGE_BLOCK]
-    return join_blocks(reading_order(text_blocks)), images
+    return reading_order(text_blocks), images
+
+
+def page_text(page: Any, textpage: Any = None) -> tuple[str, list[tuple]]:
+    """(text layer in reading order, image blocks) of a page (`textpage`: made for it)."""
+    text_blocks, images = page_blocks(page, textpage)
+    return join_blocks(text_blocks), images
 
 
 def decide_page(page: Any, mode: OcrMode, redo: bool = False, textpage: Any = None
                 ) -> tuple[str, OcrDecision]:
     text, images = page_text(page, textpage)
     return text, decide(mode, text, _Probe(page, images), redo)
+
+
+def _markdown_page(page: Any, mode: OcrMode, redo: bool) -> tuple[str, OcrDecision]:
+    """Markdown mode's page: the OCR decision on text mode's text, then, where the text layer
+    is kept, that layer marked up from the same text page and blocks."""
+    from docproc.pdf_markdown import page_markdown
+
+    textpage = page.get_textpage(flags=TEXT_FLAGS)
+    text_blocks, images = page_blocks(page, textpage)
+    text = join_blocks(text_blocks)
+    decision = decide(mode, text, _Probe(page, images), redo)
+    if decision.ocr or not text:
+        return text, decision
+    return page_markdown(page, TEXT_FLAGS, textpage, text_blocks), decision
 
 
 def render_dpi(page: Any, dpi: int, max_pixels: int) -> int:
@@ -199,13 +221,7 @@ def iter_pages(doc: Any, numbers: Sequence[int], *, mode: OcrMode, redo: bool, l
             budget.check(source, f"page {number} of {doc.page_count}")
         try:
             page = doc.load_page(number - 1)
-            # Markdown reads the page twice (blocks, then spans): from one text page
-            textpage = page.get_textpage(flags=TEXT_FLAGS) if markdown else None
-            text, decision = decide_page(page, mode, redo, textpage)
-            if markdown and not decision.ocr and text:
-                from docproc.pdf_markdown import page_markdown
-
-                text = page_markdown(page, TEXT_FLAGS, textpage)
+            text, decision = (_markdown_page if markdown else decide_page)(page, mode, redo)
         except (*MUPDF_ERRORS, MemoryError) as e:
             raise input_error(source, f"page {number}", e) from None
         confidence = None

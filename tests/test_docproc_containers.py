@@ -187,3 +187,21 @@ def test_the_stage_marks_an_archive_done_and_keeps_one_copy_of_a_member(tmp_path
     lines = status_lines(data_root_status(root, STAGES))
     assert "raw: 3 sources, 3 stored files (zip 2, txt 1), 0 failures" in "\n".join(lines)
     assert "docs: 1 parts, 1 failures (corrupt 1)" in "\n".join(lines)
+
+
+def test_a_duplicate_only_archive_last_in_a_run_is_not_read_again(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "minutes.txt").write_bytes(NOTE)
+    root = DataRoot.at(tmp_path / "data")
+    _store(root, folder)
+    cfg = build_config([{"extract": {"workers": 1, "ocr": "never"}}])
+    assert extract_all(cfg, root, progress=False).kept == 1
+    # the next run's only file: an archive of what is already extracted
+    (folder / "copy.zip").write_bytes(zip_bytes({"copy-of-minutes.txt": NOTE}))
+    _store(root, folder)
+    dup = extract_all(cfg, root, progress=False)
+    assert dup.kept == 0 and dup.skipped["duplicate_member"] == 1
+    again = extract_all(cfg, root, progress=False)
+    assert dict(again.skipped) == {"already_extracted": 2}  # the archive is not read again
+    assert [d.id for d in iter_documents(root.docs)] == [sha(NOTE)]  # no document twice
