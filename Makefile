@@ -19,8 +19,8 @@ lint: setup
 # Every benchmark in its quick mode (bench/common.py), each writing bench/results/<name>.json,
 # then the README's table from those files. Minutes each; under 10 minutes in all on 2 cores.
 # langid and dedup take explicit small sizes until they accept --quick; dedup's peer needs
-# datatrove (see bench/dedup.py); extract is added when it accepts --quick.
-BENCH_QUICK := tokenization train crawl pii rerun sample scale
+# datatrove in a venv of its own (see bench/dedup.py).
+BENCH_QUICK := extract tokenization train crawl pii rerun sample scale
 bench: setup
 	@set -e; for b in $(BENCH_QUICK); do \
 	  echo "== bench/$$b.py --quick"; PYTHONPATH=. $(VENV)/python bench/$$b.py --quick; done

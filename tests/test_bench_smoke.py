@@ -17,15 +17,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 # benchmarks following bench/common.py: their smoke run writes a results file with --out
-RECORDED = ("tokenization", "train", "crawl", "pii", "rerun", "scale")
-SMOKE_ONLY = ("langid", "formats", "sample")  # --smoke, no --out yet (other owners' scripts)
+RECORDED = ("extract", "tokenization", "train", "crawl", "pii", "rerun", "scale")
+SMOKE_ONLY = ("langid", "formats", "sample", "dedup")  # --smoke, no --out yet
 ELSEWHERE = {
     "quality": "tests/test_quality_bench.py runs its --smoke",
-    "extract": "being reworked (helper pdf): gains --smoke/--quick/--out of bench/common.py",
-    "dedup": "its --smoke needs datatrove, which CI lacks (helper curation2)",
 }
 NOT_BENCHMARKS = {"common", "report", "hardware", "minigpt", "corpus", "quality_data",
-                  "quality_summary"}
+                  "quality_summary", "dedup_datatrove"}  # helpers, and dedup's peer in its venv
 
 
 def _load(name: str):  # noqa: ANN202
