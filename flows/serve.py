@@ -171,9 +171,10 @@ def serve(cfg: Config, root: DataRoot, config_path: Path | None, overrides: list
                 os.environ["PREFECT_API_URL"] = api_url
                 crash_orphaned_runs(root)
                 code = _serve_on(cfg, root, config_path, overrides)
-        except (KeyboardInterrupt, SystemExit):  # our own SIGINT when the server died
+        except BaseException:  # our own SIGINT, or a refused connection, when the server died
             if not SERVER_DIED.is_set():
                 raise
+            log.debug("cllm serve stopped: its Prefect server died", exc_info=True)
         return EXIT_SERVER_DIED if SERVER_DIED.is_set() else code
 
 
