@@ -45,11 +45,10 @@ def die_with_serve() -> None:
     """In a flow run's process that `cllm serve` started: die when it dies. Prefect's runner
     does not stop its flow runs when it is killed; they would go on without anyone to report
     to, holding the stage locks, while the next `cllm serve` starts the same work."""
+    # only the flow run's own process calls this (its children run no flows)
     serve_pid = os.environ.get(SERVE_PID_ENV)
     if not serve_pid or "PREFECT__FLOW_RUN_ID" not in os.environ:
         return
-    if os.getppid() != int(serve_pid):
-        return  # not a flow run process serve started (a flow run in-process, or deeper)
     die_with_parent(signal.SIGKILL)
     if os.getppid() != int(serve_pid):  # it died before the kernel was told to tell us
         os._exit(1)

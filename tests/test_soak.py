@@ -58,6 +58,12 @@ FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 FIRST_PAGES, PAGES_PER_RETRAIN = 3, 2
 
 
+def _ctrl_c_as_a_terminal_sends_it() -> None:
+    """A pytest started in the background (`nohup ... &`) ignores SIGINT, and so would the
+    serve processes it starts: they must stop on it as a user's does."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @dataclass(slots=True)
 class Soak:
     """What the soak drives and what it saw."""
@@ -88,7 +94,8 @@ class Soak:
         log = open(self.project / f"serve-{self.serves}.log", "w")  # noqa: SIM115 (the child's)
         self.proc = subprocess.Popen([str(VENV_BIN / "cllm"), "serve"], cwd=self.project,
                                      env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                     text=True, start_new_session=True)
+                                     text=True, start_new_session=True,
+                                     preexec_fn=_ctrl_c_as_a_terminal_sends_it)
         self.serves += 1
         # the deployments outlive a serve in the server's database: wait for this one's
         found = wait_for("cllm serve to serve", lambda: "serving validate, retrain" in
@@ -293,6 +300,7 @@ def _write_results(result: dict[str, Any]) -> None:
     path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 
 
+@pytest.mark.timeout(int(MINUTES * 60) + 1200)  # the window, the starts, the drain
 def test_soak_of_the_scheduled_service(tmp_path: Path, cli_env: dict[str, str]) -> None:
     from crawler.localsite import LocalSite
 
