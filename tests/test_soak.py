@@ -4,7 +4,7 @@ the serve process and its Prefect server are SIGKILLed at seeded random moments 
 again. Afterwards no run is lost, the registry is whole, nothing is left running, and the serve
 process's memory stays flat run over run.
 
-The short version (CI) lasts about two minutes: besides the schedule it triggers runs through
+The short version (CI) takes a few minutes: besides the schedule it triggers runs through
 the API whenever none is in flight, so that several happen, and kills the serve process once in
 a retrain and the server once. The long version lets the schedule alone drive the runs, kills
 at random (about every four minutes) and writes bench/results/soak.json:
