@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import signal
 import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -24,6 +25,33 @@ from pipeline.stats import StageStats
 log = logging.getLogger(__name__)
 
 GENERATION_FILE = ".generation"
+SERVE_PID_ENV = "CLLM_SERVE_PID"  # set by `cllm serve` for the flow runs it starts
+PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h)
+
+
+def die_with_parent(sig: int) -> None:
+    """Have the kernel send `sig` to this process when its parent dies, even by SIGKILL
+    (Linux only; elsewhere nothing happens)."""
+    import contextlib
+    import ctypes
+    import ctypes.util
+
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+
+
+def die_with_serve() -> None:
+    """In a flow run's process that `cllm serve` started: die when it dies. Prefect's runner
+    does not stop its flow runs when it is killed; they would go on without anyone to report
+    to, holding the stage locks, while the next `cllm serve` starts the same work."""
+    # only the flow run's own process calls this (its children run no flows)
+    serve_pid = os.environ.get(SERVE_PID_ENV)
+    if not serve_pid or "PREFECT__FLOW_RUN_ID" not in os.environ:
+        return
+    die_with_parent(signal.SIGKILL)
+    if os.getppid() != int(serve_pid):  # it died before the kernel was told to tell us
+        os._exit(1)
 
 
 def use_prefect_home_under(root: DataRoot) -> None:
@@ -45,6 +73,7 @@ def resolve(root: str, config: str | None = None, overrides: Iterable[str] = (),
 
     `base` is a preset under the user's settings (the demo's small model, for instance).
     """
+    die_with_serve()
     return (load_config(config, overrides, base=base, default_file=False), DataRoot.at(root))
 
 

@@ -15,20 +15,26 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from flows.common import SERVE_PID_ENV, die_with_parent
 from pipeline.config import Config
 from pipeline.errors import EnvironmentProblem
 from pipeline.layout import DataRoot
+from pipeline.lock import stage_lock
 
 log = logging.getLogger(__name__)
 
 SERVER_START_TIMEOUT_S = 120.0
+SHUTDOWN_GRACE_S = 30.0  # after the server died, for the runner to stop before we exit
+EXIT_SERVER_DIED = 3  # an environment problem (the shell's EXIT_ENVIRONMENT)
 DEPLOYMENT_NAMES = ("validate", "retrain")
+SERVER_DIED = threading.Event()
 
 
 def _healthy(api_url: str) -> bool:
@@ -58,29 +64,39 @@ def local_server(cfg: Config, root: DataRoot) -> Iterator[str]:
     (root.state / "prefect").mkdir(parents=True, exist_ok=True)
     log_path = root.state / "prefect" / "server.log"
     with open(log_path, "ab") as server_log:
+        # SIGTERM it when `cllm serve` dies, even by SIGKILL: no server outlives its command
         proc = subprocess.Popen(
             [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port",
              str(port)], env=server_env(root), stdout=server_log, stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=_die_with_parent)
+            start_new_session=True, preexec_fn=lambda: die_with_parent(signal.SIGTERM))
+    stopping = threading.Event()
     try:
         _wait_until_healthy(api_url, proc, log_path)
         log.info("started a local Prefect server: UI at http://%s:%d (log %s)", host, port,
                  log_path)
+        threading.Thread(target=_stop_serving_if_it_dies, args=(proc, stopping, log_path),
+                         name="prefect-server-watch", daemon=True).start()
         yield api_url
     finally:
+        stopping.set()
         _stop_process_group(proc)
 
 
-def _die_with_parent() -> None:
-    """In the server's process, before it runs: SIGTERM it when `cllm serve` dies, even by
-    SIGKILL, so that no server outlives the command that started it (Linux only)."""
-    import ctypes
-    import ctypes.util
-
-    pr_set_pdeathsig = 1
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+def _stop_serving_if_it_dies(proc: subprocess.Popen, stopping: threading.Event,
+                             log_path: Path) -> None:
+    """A served deployment without its server runs nothing and reports nothing: when the
+    server dies (killed, out of memory), stop serving so that whatever restarts `cllm serve`
+    (systemd, the user) starts both again; the flow runs in progress die with us and the
+    next `cllm serve` reports them crashed."""
+    proc.wait()
+    if stopping.is_set():
+        return
+    log.error("the Prefect server exited with code %s (see %s); cllm serve stops: start it "
+              "again", proc.returncode, log_path)
+    SERVER_DIED.set()
+    os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C: Prefect's serve stops its runner
+    if not stopping.wait(SHUTDOWN_GRACE_S):  # it may wait on the dead server's API for ever
+        os._exit(EXIT_SERVER_DIED)
 
 
 def _stop_process_group(proc: subprocess.Popen) -> None:
@@ -140,15 +156,57 @@ def _sigterm_interrupts(signum: int, frame: object) -> None:
 
 
 def serve(cfg: Config, root: DataRoot, config_path: Path | None, overrides: list[str]) -> int:
-    """Serve until interrupted (SIGINT/SIGTERM)."""
+    """Serve until interrupted (SIGINT/SIGTERM); exit 3 when the Prefect server we started
+    died. One `cllm serve` per data root: a second one is refused (LockedError)."""
     # until Prefect's runner takes SIGTERM over, it stops us like Ctrl-C, so that the server
     # we started is stopped too (the default action would end the process on the spot)
     signal.signal(signal.SIGTERM, _sigterm_interrupts)
-    if os.environ.get("PREFECT_API_URL"):
-        return _serve_on(cfg, root, config_path, overrides)
-    with local_server(cfg, root) as api_url:
-        os.environ["PREFECT_API_URL"] = api_url
-        return _serve_on(cfg, root, config_path, overrides)
+    with stage_lock(root.state / "prefect", "serve"):
+        os.environ[SERVE_PID_ENV] = str(os.getpid())  # flow runs die with us (flows.common)
+        if os.environ.get("PREFECT_API_URL"):
+            return _serve_on(cfg, root, config_path, overrides)
+        code = EXIT_SERVER_DIED
+        try:
+            with local_server(cfg, root) as api_url:
+                os.environ["PREFECT_API_URL"] = api_url
+                crash_orphaned_runs(root)
+                code = _serve_on(cfg, root, config_path, overrides)
+        except BaseException:  # our own SIGINT, or a refused connection, when the server died
+            if not SERVER_DIED.is_set():
+                raise
+            log.debug("cllm serve stopped: its Prefect server died", exc_info=True)
+        return EXIT_SERVER_DIED if SERVER_DIED.is_set() else code
+
+
+def crash_orphaned_runs(root: DataRoot) -> int:
+    """Report Crashed, with the reason, every run of our deployments on this data root that
+    is still pending or running: with the serve lock held no other `cllm serve` of this root
+    lives, and the flow runs of a dead one died with it, so nobody will ever finish them.
+    Returns how many."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Crashed
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(
+                any_=[StateType.PENDING, StateType.RUNNING, StateType.CANCELLING]))),
+            deployment_filter=DeploymentFilter(name=DeploymentFilterName(
+                any_=list(DEPLOYMENT_NAMES))))
+        orphans = [r for r in runs if r.parameters.get("root") == str(root.path)]
+        for run in orphans:
+            message = (f"cllm serve ended while this run was {run.state_name or 'in progress'}"
+                       " (killed, or its Prefect server died); the run's process died with it")
+            client.set_flow_run_state(run.id, Crashed(message=message), force=True)
+            log.warning("flow run %s (%s): reported crashed: %s", run.name, run.id, message)
+    return len(orphans)
 
 
 def _serve_on(cfg: Config, root: DataRoot, config_path: Path | None, overrides: list[str]
