@@ -29,6 +29,7 @@ from docproc.budget import Granted, TimeBudget, describe, limit_s
 from docproc.container import extract_source
 from docproc.options import ExtractOptions
 from pipeline.errors import EnvironmentProblem, InputError, TooLargeInput, disk_full_error
+from pipeline.parallel import die_with_parent
 from pipeline.records import Document, Failure
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,6 @@ KILL_GRACE_S = 5.0  # a worker past its deadline gets up to this long to report 
 # Tasks queued per worker: the next one waits in its pipe, so a worker never sits idle
 # while the parent wakes up to send it more (milliseconds a document on busy cores).
 PREFETCH = 2
-PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h)
 PRELOAD = ["docproc.pool", "docproc.pdf", "docproc.image", "docproc.html", "docproc.text",
            "docproc.office", "docproc.odf", "docproc.rtf", "docproc.mail", "docproc.archive",
            "docx", "pptx", "openpyxl", "odf.opendocument", "striprtf.striprtf",
@@ -172,18 +172,8 @@ def _limit_memory(extra_mb: int) -> None:
         log.debug("cannot limit worker memory: %s", e)
 
 
-def _die_with_parent() -> None:
-    """Linux: have the kernel kill this worker when its parent dies (even by SIGKILL), so an
-    orphan never keeps working or holds the stage lock it inherited."""
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
 def _worker_main(conn: Connection, opts: ExtractOptions, timeout_s: float, max_tasks: int) -> None:
-    _die_with_parent()
+    die_with_parent()  # an orphan never keeps working or holds the stage lock it inherited
     # Own process group: a timeout kills the worker and its Tesseract child together.
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)

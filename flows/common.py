@@ -20,25 +20,13 @@ from typing import Any
 
 from pipeline.config import Config, load_config
 from pipeline.layout import DataRoot
+from pipeline.parallel import die_with_parent
 from pipeline.stats import StageStats
 
 log = logging.getLogger(__name__)
 
 GENERATION_FILE = ".generation"
 SERVE_PID_ENV = "CLLM_SERVE_PID"  # set by `cllm serve` for the flow runs it starts
-PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h)
-
-
-def die_with_parent(sig: int) -> None:
-    """Have the kernel send `sig` to this process when its parent dies, even by SIGKILL
-    (Linux only; elsewhere nothing happens)."""
-    import contextlib
-    import ctypes
-    import ctypes.util
-
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
 
 
 def die_with_serve() -> None:

@@ -22,11 +22,12 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from flows.common import SERVE_PID_ENV, die_with_parent
+from flows.common import SERVE_PID_ENV
 from pipeline.config import Config
 from pipeline.errors import EnvironmentProblem
 from pipeline.layout import DataRoot
 from pipeline.lock import stage_lock
+from pipeline.parallel import die_with_parent
 
 log = logging.getLogger(__name__)
 
