@@ -374,17 +374,9 @@ def bench_workers(sets: dict[str, list[Path]], dpi: int, runs: int, work: Path) 
 
 # --- the results file -------------------------------------------------------------------------
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def environment() -> dict:
+    from common import cpu_model
+
     from docproc.ocr import tesseract_version
     from docproc.pdf import pymupdf_version
 
