@@ -279,7 +279,7 @@ def environment() -> dict:
     import platform
     from datetime import UTC, datetime
 
-    from extract import cpu_model  # bench/extract.py's: one reading of /proc/cpuinfo
+    from common import cpu_model  # one reading of /proc/cpuinfo for every benchmark
 
     from docproc.pdf import pymupdf_version
 
