@@ -22,26 +22,35 @@ from pipeline.split import is_val as is_val  # the rule; chunks are its units
 if TYPE_CHECKING:
     from pipeline.records import Document
 
-NEWLINE, SPACE = 0x0A, 0x20
 _SPACES = b" \t\n\r\x0b\x0c"
 
 
 @dataclass(frozen=True, slots=True)
 class TokenTable:
-    """Per token id: its UTF-8 byte length, and what its bytes start and end with."""
+    """Per token id: its UTF-8 byte length, and flags for what its bytes start and end with
+    (the bits below), so that finding a document's cut points is one lookup per token."""
 
     nbytes: np.ndarray  # int64 (V,)
-    first: np.ndarray  # uint8 (V,): first byte (0 for an empty token)
-    last: np.ndarray  # uint8 (V,): last byte
-    before_last: np.ndarray  # int16 (V,): the byte before the last, -1 for a 1-byte token
+    flags: np.ndarray  # uint8 (V,)
+
+    ENDS_NEWLINE = 1  # last byte "\n"
+    STARTS_TEXT = 2  # first byte not white space (an empty token counts as text)
+    STARTS_SPACE = 4  # first byte " "
+    ENDS_SPACE = 8  # last byte " "
+    NEWLINE_BEFORE_LAST = 16  # the byte before the last is "\n"
+    ONE_BYTE = 32  # at most one byte: "before the last" lies in the token before
 
     @classmethod
     def from_bytes(cls, tokens: list[bytes]) -> TokenTable:
+        def flags(t: bytes) -> int:
+            return ((t[-1:] == b"\n") * cls.ENDS_NEWLINE
+                    | (not t or t[0] not in _SPACES) * cls.STARTS_TEXT
+                    | (t[:1] == b" ") * cls.STARTS_SPACE | (t[-1:] == b" ") * cls.ENDS_SPACE
+                    | (t[-2:-1] == b"\n") * cls.NEWLINE_BEFORE_LAST
+                    | (len(t) <= 1) * cls.ONE_BYTE)
+
         return cls(nbytes=np.array([len(t) for t in tokens], dtype=np.int64),
-                   first=np.array([t[0] if t else 0 for t in tokens], dtype=np.uint8),
-                   last=np.array([t[-1] if t else 0 for t in tokens], dtype=np.uint8),
-                   before_last=np.array([t[-2] if len(t) > 1 else -1 for t in tokens],
-                                        dtype=np.int16))
+                   flags=np.array([flags(t) for t in tokens], dtype=np.uint8))
 
     def byte_ends(self, ids: np.ndarray) -> np.ndarray:
         """The UTF-8 byte offset, in the document's text, where each token ends."""
@@ -73,14 +82,15 @@ def token_table(tokenizer_json: Path) -> TokenTable:
 
 def _cuts(ids: np.ndarray, table: TokenTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Positions i (cut before token i) that start a paragraph, a line, or a word."""
-    prev_last = table.last[ids[:-1]]
-    starts_text = ~np.isin(table.first[ids[1:]], list(_SPACES))
-    line = (prev_last == NEWLINE) & starts_text
+    t = TokenTable
+    f = table.flags[ids]
+    prev, nxt = f[:-1], f[1:]
+    line = (prev & t.ENDS_NEWLINE).astype(bool) & (nxt & t.STARTS_TEXT).astype(bool)
     # "\n\n" before the cut: in the previous token, or split over the two before it
-    prev_before = table.before_last[ids[:-1]]
-    two_back = np.concatenate([[0], table.last[ids[:-2]]]) if len(ids) > 1 else prev_last
-    blank = (prev_before == NEWLINE) | ((prev_before == -1) & (two_back == NEWLINE))
-    word = (table.first[ids[1:]] == SPACE) | (prev_last == SPACE)
+    two_back = np.concatenate([[0], f[:-2]]).astype(np.uint8) if len(ids) > 1 else prev
+    blank = (prev & t.NEWLINE_BEFORE_LAST).astype(bool) | (
+        (prev & t.ONE_BYTE).astype(bool) & (two_back & t.ENDS_NEWLINE).astype(bool))
+    word = ((nxt & t.STARTS_SPACE) | (prev & t.ENDS_SPACE)).astype(bool)
     offset = 1  # index k of these arrays is the cut before token k + 1
     return (np.flatnonzero(line & blank) + offset, np.flatnonzero(line) + offset,
             np.flatnonzero(word) + offset)
@@ -163,6 +173,7 @@ class Chunker:
         self.tokenizer_json = tokenizer_json
         self.chunk_tokens = chunk_tokens  # 0: documents are never cut
         self.val_fraction = val_fraction
+        self._table: TokenTable | None = None
 
     def entries(self, doc: Document, ids: np.ndarray, text_bytes: int
                 ) -> list[tuple[Entry, dict[str, Any]]]:
@@ -171,7 +182,9 @@ class Chunker:
             entry = Entry(split="val" if is_val(doc.id, self.val_fraction) else "train",
                           first=0, last=0, start=0, end=len(ids))
             return [(entry, self._row(doc, entry, 1, [0, text_bytes], [0, len(doc.text)]))]
-        table = token_table(self.tokenizer_json)
+        if self._table is None:
+            self._table = token_table(self.tokenizer_json)
+        table = self._table
         ends = chunk_ends(ids, table, self.chunk_tokens)
         byte_ends = table.byte_ends(ids)
         out = []

@@ -132,13 +132,14 @@ def read_part(path: Path, bad: list[CorruptInput] | None = None) -> Iterator[Doc
     goes on past it). A part that cannot be read at all raises CorruptInput either way."""
     import zstandard
 
+    path = Path(path)
     try:
         with open(path, "rb") as fh, zstandard.ZstdDecompressor().stream_reader(fh) as zr:
             for n, line in enumerate(io.TextIOWrapper(zr, encoding="utf-8"), 1):
                 if not line.strip():
                     continue
                 try:
-                    yield _record(line, Path(path), n)
+                    yield _record(line, path, n)
                 except CorruptInput as e:
                     if bad is None:
                         raise

@@ -47,6 +47,8 @@ from pipeline.shards import (
 from pipeline.stats import StageStats
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from pipeline.encoders import TextEncoder
 
 log = logging.getLogger(__name__)
@@ -162,14 +164,12 @@ class _SpoolWriters:
                                            stem=f"{_stem(name)}.{split}", durable=False)
                         for split in SPLITS}
 
-    def write(self, spool: Spool, batch: list[Document], ids: list[list[int]]) -> int:
+    def write(self, spool: Spool, batch: list[Document], ids: list[np.ndarray]) -> int:
         """Append one encoded batch; returns its tokens (an EOS after each entry included)."""
-        import numpy as np
-
         by_split: dict[str, list[np.ndarray]] = {split: [] for split in SPLITS}
         counts: dict[str, list[int]] = {split: [] for split in SPLITS}
         for doc, doc_ids in zip(batch, ids, strict=True):
-            arr = np.array(doc_ids, dtype=self.dtype)
+            arr = doc_ids.astype(self.dtype, copy=False)
             text_bytes = len(doc.text.encode("utf-8"))
             for entry, row in self.chunker.entries(doc, arr, text_bytes):
                 by_split[entry.split].append(arr[entry.start:entry.end])
@@ -209,7 +209,7 @@ def encode_part(root: DataRoot, name: str, encoder: TextEncoder, cfg: Config,
     writers = _SpoolWriters(folder, name, info, chunker)
     try:
         with ThreadPoolExecutor(1, thread_name_prefix="encode") as pool:
-            previous: tuple[list[Document], Future[list[list[int]]]] | None = None
+            previous: tuple[list[Document], Future[list[np.ndarray]]] | None = None
             docs = iter_clean_documents(root, [name])
             if _rechecks(cfg):
                 docs = _uncontaminated(docs, cfg, spool)
@@ -233,7 +233,7 @@ def encode_part(root: DataRoot, name: str, encoder: TextEncoder, cfg: Config,
               "shards": {k: asdict(s) if s else None for k, s in spool.shards.items()},
               "prov": spool.prov}
     with atomic_write(_marker(folder, name), "w", durable=False) as fh:
-        json.dump(marker, fh)
+        fh.write(json.dumps(marker, separators=(",", ":")))  # dump() would use the Python encoder
     return spool
 
 

@@ -15,6 +15,7 @@ from test_dataset_support import make_text
 
 from flows.shell.legacy_text import tokenize_main, vocab_build_main
 from pipeline.encoders import (
+    IDENTITY_PROBE,
     HFEncoder,
     TiktokenEncoder,
     UnsupportedTokenizer,
@@ -99,7 +100,7 @@ def test_segments_cut_at_piece_boundaries_give_the_ids_of_the_whole(tok, name: s
     assert all(len(p) <= 1000 for p in pieces) and all(len(p) >= 500 for p in pieces[:-1])
     whole = HFEncoder(tok).encode_batch([text])[0]
     for encoder in (HFEncoder(tok), TiktokenEncoder(to_tiktoken(tok), 2)):
-        ids = encode_texts(encoder, [text], 1000)[0]
+        ids = encode_texts(encoder, [text], 1000)[0].tolist()
         assert decode(tok, ids) == text
         if name != "no spaces":  # a hard cut inside a word may merge differently
             assert ids == whole
@@ -131,9 +132,14 @@ def test_tiktoken_matches_tokenizers_with_a_full_size_vocabulary() -> None:
         if size > 3_000_000:
             break
     tok = train_bpe(texts, vocab_size=8192)
+    texts.append("text that names <|endoftext|> is encoded as text " + IDENTITY_PROBE)
     hf = HFEncoder(tok).encode_batch(texts)
-    assert TiktokenEncoder(to_tiktoken(tok), 2).encode_batch(texts) == hf
+    tiktoken_encoder = TiktokenEncoder(to_tiktoken(tok), 2)
+    assert tiktoken_encoder.encode_batch(texts) == hf
     assert sum(map(len, hf)) > 500_000
+    # the stage's path: each text's ids as one array, from either encoder
+    for encoder in (tiktoken_encoder, HFEncoder(tok)):
+        assert [a.tolist() for a in encoder.encode_arrays(texts)] == hf
 
 
 def test_tokenizers_tiktoken_cannot_reproduce_fall_back_to_tokenizers(tok) -> None:  # noqa: ANN001

@@ -114,7 +114,7 @@ def _tokenize(args: argparse.Namespace) -> str:
     else:
         text = data
         choice = make_encoder(tok, TokenizeConfig().encoder)
-        ids = encode_texts(choice.encoder, [text], TokenizeConfig().segment_chars)[0]
+        ids = encode_texts(choice.encoder, [text], TokenizeConfig().segment_chars)[0].tolist()
     stats = token_stats(text, ids)
     if args.json:
         out: dict[str, Any] = {"text": text} if args.decode else {"ids": ids}
