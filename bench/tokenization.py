@@ -10,7 +10,8 @@ One run measures, over the same cleaned texts and with the same tokenizer and th
     cleaned: read cleaned parts, encode, write spools, cut shards, write the manifest), with
     the encoder it picks by default (tiktoken when exact) and with tokenizers forced;
   - bare `Tokenizer.encode_batch_fast` on the texts in memory (best of whole list and
-    stage-sized batches), and bare tiktoken `encode_ordinary_batch`;
+    stage-sized batches; each Encoding's ids read out, the least a user of them does), and
+    bare tiktoken `encode_ordinary_batch` (which returns the ids);
 and prints MB/s, tokens/s, their ratio (medians of --repeat runs), the one-off cost of cleaning
 and training, and the peak RSS of a fresh process running the whole stage (clean, train,
 shards) on generated corpora of --rss-mb and 10x that.
@@ -266,9 +267,9 @@ def measure(args: argparse.Namespace, root: DataRoot, texts: list[str], threads:
     enc = to_tiktoken(tok)  # the same ranks as the stage's tiktoken encoder
     batch = bench_config(args).tokenize.batch_docs
 
-    def bare_hf(size: int) -> None:
+    def bare_hf(size: int) -> None:  # the ids read out, as any user of them must
         for i in range(0, len(texts), size):
-            tok.encode_batch_fast(texts[i:i + size], add_special_tokens=False)
+            [e.ids for e in tok.encode_batch_fast(texts[i:i + size], add_special_tokens=False)]
 
     runs: dict[str, list[tuple[float, float]]] = {
         k: [] for k in ("stage", "stage_hf", "bare_hf", "bare_hf_whole", "bare_tiktoken")}

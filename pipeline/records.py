@@ -47,10 +47,9 @@ class _Record:
                 f"{cls.__name__} format version {version!r} is newer than this code reads "
                 f"({FORMAT_VERSION}); upgrade cllm-pipeline"
             )
-        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        unknown = sorted(set(data) - names)
+        unknown = data.keys() - _field_names(cls)
         if unknown:
-            raise RecordFormatError(f"{cls.__name__} has no fields {unknown}")
+            raise RecordFormatError(f"{cls.__name__} has no fields {sorted(unknown)}")
         nested = _nested_record_fields(cls)
         for name, item_cls in nested.items():
             if name in data and data[name] is not None:
@@ -60,6 +59,11 @@ class _Record:
     @classmethod
     def from_json(cls, line: str) -> Self:
         return cls.from_dict(json.loads(line))
+
+
+@functools.cache  # from_dict runs once per record read
+def _field_names(cls: type) -> frozenset[str]:
+    return frozenset(f.name for f in dataclasses.fields(cls))
 
 
 @functools.cache  # get_type_hints is slow, and from_dict runs once per record read
