@@ -5,7 +5,7 @@ ours (the clean stage's exact + MinHash LSH dedup at the defaults) next to datat
     python3.11 -m venv /work/venvs/dt && /work/venvs/dt/bin/pip install datatrove \
         "xxhash<4" spacy regex tokenizers
     .venv/bin/python bench/dedup.py --datatrove-python /work/venvs/dt/bin/python \
-        [--per-kind 10] [--runs 3] [--smoke]
+        [--per-kind 10] [--runs 3] [--quick | --smoke] [--out F]   # see bench/common.py
 
 datatrove runs in a venv of its own (bench/dedup_datatrove.py, which imports nothing of ours):
 it pins versions this project's venv should not take. Each side times only its own dedup.
@@ -27,8 +27,6 @@ import argparse
 import ast
 import hashlib
 import json
-import os
-import platform
 import random
 import shutil
 import statistics
@@ -37,7 +35,6 @@ import sys
 import sysconfig
 import tempfile
 import time
-from datetime import UTC, datetime
 from importlib.metadata import version as dist_version
 from pathlib import Path
 
@@ -50,7 +47,7 @@ from pipeline.docstore import write_part  # noqa: E402
 from pipeline.layout import DataRoot  # noqa: E402
 from pipeline.records import Document  # noqa: E402
 
-RESULTS = HERE / "results" / "dedup.json"
+SIZES = {"smoke": (2, 1), "quick": (3, 1), "full": (20, 3)}  # pairs per kind and length, runs
 LENGTHS = (30, 100, 300, 1000, 5000)
 KINDS = ("edit1", "edit2", "edit5", "edit10", "insert", "delete", "reorder", "boilerplate")
 PEER_VERSION: list[str] = []  # datatrove's version, as the peer interpreter reports it
@@ -210,15 +207,6 @@ def datatrove_available(python: str | None) -> bool:
     return True
 
 
-def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
-               platform.processor())
-    return {"date": datetime.now(UTC).isoformat(timespec="seconds"), "cpu": cpu,
-            "threads": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
-            "python": platform.python_version(), "datasketch": dist_version("datasketch")}
-
-
 def score(removed: set, originals: list[Document], truth: dict) -> dict[str, dict]:
     """Recall and precision per kind and length (the non-duplicates' row: false positives)."""
     rows: dict[str, dict] = {}
@@ -304,17 +292,20 @@ def report(result: dict) -> None:
 
 
 def main() -> None:
+    from common import add_mode_args, mode, write_results
+
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--per-kind", type=int, default=20,
-                   help="pairs per kind and length (fewer at lengths the text cannot fill)")
-    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--per-kind", type=int,
+                   help="pairs per kind and length, fewer at lengths the text cannot fill "
+                        "(full: 20)")
+    p.add_argument("--runs", type=int, help="full: 3")
     p.add_argument("--datatrove-python", metavar="PYTHON",
                    help="run datatrove's half in this interpreter (a venv that has datatrove)")
-    p.add_argument("--smoke", action="store_true",
-                   help="2 per kind, one run, no results file (datatrove only if it is there)")
+    add_mode_args(p)  # smoke: datatrove only if it is there
     args = p.parse_args()
-    if args.smoke:
-        args.per_kind, args.runs = 2, 1
+    for key, value in zip(("per_kind", "runs"), SIZES[mode(args)], strict=True):
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     peer = datatrove_available(args.datatrove_python)
     if not peer and not args.smoke:
         p.error("datatrove is not importable: pip install datatrove 'xxhash<4' spacy regex "
@@ -334,16 +325,14 @@ def main() -> None:
     scores = {k: score(v, originals, truth) for k, v in removed.items()}
     ratio = round(med["datatrove"] / med["ours"], 2) if peer else None
     result = {"documents": len(originals) + len(others), "per_kind": args.per_kind,
-              "runs": args.runs, "smoke": args.smoke, "seconds": med,
+              "runs": args.runs, "seconds": med,
               "speed_ratio_ours_vs_datatrove": ratio, "defaults": defaults(),
               "targets": targets(scores["ours"], ratio),
               "margins": margins(originals, others, truth), "scores": scores,
-              "machine": machine() | {"datatrove": PEER_VERSION[-1] if PEER_VERSION else
-                                      (dist_version("datatrove") if peer else None)}}
+              "datatrove": PEER_VERSION[-1] if PEER_VERSION else
+              (dist_version("datatrove") if peer else None)}
     report(result)
-    if not args.smoke:
-        RESULTS.parent.mkdir(exist_ok=True)
-        RESULTS.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_results("dedup", result, args, "datasketch")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@ records every document's language) vs without it (the stage's identification rep
 no-op, in this process), next to the bare library (py3langid's `classify` on each whole text,
 and on the same sample ours reads), and its accuracy (ours on its sample, and the whole text).
 
-    .venv/bin/python bench/langid.py [--docs-per-language 60] [--runs 5] [--smoke]
+    .venv/bin/python bench/langid.py [--docs-per-language 60] [--runs 5]
+    .venv/bin/python bench/langid.py --quick | --smoke   # see bench/common.py
 
 The multilingual set is built from material on the machine: the gettext translations under
 /usr/share/locale (<lang>/LC_MESSAGES/*.mo; every msgstr of a language's catalogues, in
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import gettext
-import json
 import shutil
 import statistics
 import sys
@@ -41,7 +41,7 @@ from pipeline.langid import SAMPLE_CHARS, SAMPLE_WINDOWS, _identifier, identify,
 from pipeline.layout import DataRoot  # noqa: E402
 from pipeline.records import Document  # noqa: E402
 
-RESULTS = HERE / "results" / "langid.json"
+SIZES = {"smoke": (3, 1), "quick": (20, 3), "full": (60, 5)}  # docs per language, runs
 LOCALES = Path("/usr/share/locale")
 LANGUAGES = ("de", "fr", "es", "it", "pt_BR", "nl", "ru", "ja", "zh_CN", "pl", "sv", "cs", "tr",
              "uk", "fi", "hu", "da")
@@ -124,14 +124,17 @@ def whole_text_accuracy(docs: list[tuple[str, str]]) -> float:
 
 
 def main() -> None:
+    from common import add_mode_args, mode, write_results
+
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--docs-per-language", type=int, default=60)
+    p.add_argument("--docs-per-language", type=int, help="full: 60")
     p.add_argument("--doc-chars", type=int, default=1500)
-    p.add_argument("--runs", type=int, default=5)
-    p.add_argument("--smoke", action="store_true", help="a few documents, one run")
+    p.add_argument("--runs", type=int, help="full: 5")
+    add_mode_args(p)
     args = p.parse_args()
-    if args.smoke:
-        args.docs_per_language, args.runs = 3, 1
+    for key, value in zip(("docs_per_language", "runs"), SIZES[mode(args)], strict=True):
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     docs = multilingual_docs(args.docs_per_language, args.doc_chars)
     if not docs:
         raise SystemExit(f"no gettext catalogues under {LOCALES}")
@@ -153,7 +156,7 @@ def main() -> None:
     bare_sample_rate = n / med["bare_sample"]
     result = {
         "documents": n, "languages": len(LANGUAGES), "chars": sum(map(len, texts)),
-        "runs": args.runs, "smoke": args.smoke,
+        "runs": args.runs,
         "stage_off_docs_per_s": round(n / med["off"], 1),
         "stage_on_docs_per_s": round(n / med["on"], 1),
         "identification_docs_per_s": round(ident_rate, 1),
@@ -181,9 +184,7 @@ def main() -> None:
     print(f"accuracy at ~{args.doc_chars} chars: {acc:.3f} (bare on the whole text "
           f"{result['accuracy_bare_whole_text']:.3f}); per language: {per_language}")
     print(f"accuracy at ~200 chars: {short_acc:.3f}; per language: {short_per_language}")
-    if not args.smoke:
-        RESULTS.parent.mkdir(exist_ok=True)
-        RESULTS.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_results("langid", result, args, "py3langid")
 
 
 if __name__ == "__main__":

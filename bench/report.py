@@ -74,14 +74,17 @@ def pii_rows(r: dict[str, Any]) -> list[Row]:
 
 def dedup_rows(r: dict[str, Any]) -> list[Row]:
     sec, met = r["seconds"], r.get("targets", {})
-    ours, peer = f"{sec['ours']:.2f} s", f"{sec['datatrove']:.1f} s"
+    ours = f"{sec['ours']:.2f} s"
+    peer = f"{sec['datatrove']:.1f} s" if "datatrove" in sec else "datatrove not run"
     if "scores" in r:
         ours += f"; recall {_recall(r['scores']['ours']):.3f} (all kinds)"
-        peer += f"; recall {_recall(r['scores']['datatrove']):.3f}"
-    verdict = " (met)" if met and all(met.values()) else ""
+        if "datatrove" in r["scores"]:
+            peer += f"; recall {_recall(r['scores']['datatrove']):.3f}"
+    ratio = r["speed_ratio_ours_vs_datatrove"]
+    verdict = " (met)" if ratio and met and all(met.values()) else ""
     return [_row(f"near-duplicates, {r['documents']} documents, 8 kinds of near-copy",
                  ours, peer + " (datatrove MinHash, its defaults)",
-                 f"{r['speed_ratio_ours_vs_datatrove']:.2f}x the speed",
+                 f"{ratio:.2f}x the speed" if ratio else "",
                  "recall ≥ 0.95 for edits ≤ 5%, precision ≥ 0.99, ≥ 2x datatrove" + verdict)]
 
 

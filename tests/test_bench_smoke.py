@@ -17,8 +17,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 # benchmarks following bench/common.py: their smoke run writes a results file with --out
-RECORDED = ("extract", "tokenization", "train", "crawl", "pii", "rerun", "scale")
-SMOKE_ONLY = ("langid", "formats", "sample", "dedup")  # --smoke, no --out yet
+RECORDED = ("extract", "tokenization", "train", "crawl", "pii", "rerun", "scale", "langid",
+            "sample", "dedup")
+SMOKE_ONLY = ("formats",)  # --smoke, no --out yet
 ELSEWHERE = {
     "quality": "tests/test_quality_bench.py runs its --smoke",
 }
