@@ -11,8 +11,15 @@ Sections (each a median of --runs interleaved runs on the same files, one proces
             right row and column. On --pdf files (real ones): both modes' pages/s and the
             word-bag F1 of Markdown against text (target >= 0.98).
   office:   .docx/.pptx files (--office DIR, e.g. python-docx's and python-pptx's test files;
-            default: generated ones): our extract_file vs the bare library walking paragraphs,
-            tables and notes; files/s, files that give text, files where we get fewer words.
+            default: generated ones): our extract_file (text mode) vs markitdown (--markitdown-
+            python: its own venv) vs the bare library walking paragraphs, tables, headers and
+            notes. Whole processes (bench/formats_office.py): per extension and round, one
+            process per side converts all the files, timed start to exit by this process's
+            perf_counter (imports and start-up included, as a user running it pays them),
+            rounds interleaved, medians; each process's own loop seconds are kept too. Words
+            per file counted the same on every side (office_words: Markdown punctuation,
+            comments, images and their alt text left out); files/s, files that give text,
+            files where we get fewer words than each peer.
 Writes bench/results/formats.json (--out: elsewhere). --smoke: a few pages and files, one run
 (seconds), no results file.
 """
@@ -24,6 +31,7 @@ import json
 import os
 import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -194,46 +202,24 @@ def bench_real_pdf(path: Path, runs: int) -> dict:
 
 # --- office -----------------------------------------------------------------------------------
 
-def bare_docx(path: Path) -> str:
-    import docx
-
-    doc = docx.Document(str(path))
-    parts = [p.text for p in doc.paragraphs]
-    parts += [cell.text for table in doc.tables for row in table.rows for cell in row.cells]
-    for section in doc.sections:
-        parts += [p.text for p in section.header.paragraphs + section.footer.paragraphs]
-    return "\n".join(parts)
-
-
-def bare_pptx(path: Path) -> str:
-    import pptx
-
-    parts = []
-    for slide in pptx.Presentation(str(path)).slides:
-        for shape in slide.shapes:
-            if shape.has_text_frame:
-                parts.append(shape.text_frame.text)
-            if getattr(shape, "has_table", False) and shape.has_table:
-                parts += [cell.text for row in shape.table.rows for cell in row.cells]
-        if slide.has_notes_slide:
-            parts.append(slide.notes_slide.notes_text_frame.text)
-    return "\n".join(parts)
+MD_NOISE = re.compile(  # what the tools add that is not the file's text
+    r"<!--.*?-->"  # markitdown's "<!-- Slide number: 3 -->"
+    r"|</?[A-Za-z][^>\n]*>"  # HTML tags in its Markdown (mammoth's <u>)
+    r"|!\[[^\]]*\]\([^)]*\)"  # images, with their alt text
+    r"|\[unsupported chart\]"
+    r"|^#* ?(?:Notes|Chart)\b:?"  # its "### Notes:", "### Chart: title"; our "Notes: "
+    r"|^\| Category(?= \|)|(?<=\| )None(?= \|)"  # its chart tables' header, empty values
+    r"|^ *(?:[-*+]|\d+[.)]) ",  # list markers: "1." is the list's numbering, not text
+    re.MULTILINE | re.DOTALL)
+MD_LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
+WORD = re.compile(r"[^\W_]+(?:['’.-][^\W_]+)*")  # letters/digits; inner ' . - kept ("4.3")
 
 
-def ours_text(path: Path) -> str:
-    from pipeline.errors import InputError
-
-    try:
-        return extract_file(path, TEXT).text
-    except InputError:
-        return ""
-
-
-def bare_text(path: Path) -> str:
-    try:
-        return (bare_docx if path.suffix == ".docx" else bare_pptx)(path)
-    except Exception:  # the bare loop has no error handling of its own: a file it can't read
-        return ""
+def office_words(text: str) -> int:
+    """Words of a text, counted the same way on every side: MD_NOISE dropped, a link counted
+    by its text, then runs of letters and digits (Markdown's | # * _ ` > and escapes, table
+    rules, are not words)."""
+    return len(WORD.findall(MD_LINK.sub(r"\1", MD_NOISE.sub(" ", text))))
 
 
 def office_files(folder: Path | None, work: Path, n: int) -> list[Path]:
@@ -249,29 +235,89 @@ def office_files(folder: Path | None, work: Path, n: int) -> list[Path]:
     return paths
 
 
-def bench_office(files: list[Path], runs: int) -> dict:
-    out = {}
+def convert_all(python: str, side: str, files: list[Path], work: Path) -> tuple[float, dict]:
+    """Seconds of one whole process of `side` converting `files` (start to exit), its answer."""
+    out = work / f"office-{side}.json"
+    t0 = time.perf_counter()
+    run = subprocess.run([python, str(HERE / "formats_office.py"), side, str(out),
+                          *map(str, files)], capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if run.returncode:
+        sys.exit(f"{python} bench/formats_office.py {side} failed:\n{run.stderr[-2000:]}")
+    return seconds, json.loads(out.read_text(encoding="utf-8"))
+
+
+def office_sides(markitdown_python: str | None) -> dict[str, str]:
+    """Each side's interpreter: ours and the bare walk in this one, markitdown in its venv
+    (or in this one when it has markitdown)."""
+    import importlib.util
+
+    sides = {"ours": sys.executable, "bare": sys.executable}
+    if markitdown_python or importlib.util.find_spec("markitdown") is not None:
+        sides["markitdown"] = markitdown_python or sys.executable
+    return sides
+
+
+def bench_office(files: list[Path], runs: int, sides: dict[str, str], work: Path) -> dict:
+    """Per extension: `runs` interleaved rounds, each one process per side over all files
+    (the sides' order rotated from round to round)."""
+    out = {"sides": list(sides), "load_average_before": os.getloadavg()}
     for ext in ("docx", "pptx"):
         group = [p for p in files if p.suffix == f".{ext}"]
         if not group:
             continue
-        seconds = interleaved(runs, {"ours": lambda g=group: [ours_text(p) for p in g],
-                                     "bare": lambda g=group: [bare_text(p) for p in g]})
-        got = rates(len(group), seconds)
-        ours_words = [len(ours_text(p).split()) for p in group]
-        bare_words = [len(bare_text(p).split()) for p in group]
-        fewer = [p.name for p, a, b in zip(group, ours_words, bare_words, strict=True) if a < b]
-        print(f"office   {len(group)} .{ext}: ours {got['ours']:.0f} files/s, bare "
-              f"{got['bare']:.0f} files/s, ratio {got['ours'] / got['bare']:.2f}x; text from "
-              f"{sum(w > 0 for w in ours_words)} (bare {sum(w > 0 for w in bare_words)}); "
-              f"words {sum(ours_words)} (bare {sum(bare_words)}); fewer words than bare in "
-              f"{len(fewer)} {fewer[:5]}")
-        out[ext] = {"files": len(group), "files_per_s": got, "ratio": got["ours"] / got["bare"],
-                    "with_text": {"ours": sum(w > 0 for w in ours_words),
-                                  "bare": sum(w > 0 for w in bare_words)},
-                    "words": {"ours": sum(ours_words), "bare": sum(bare_words)},
-                    "fewer_words_than_bare": fewer, "seconds": seconds}
+        seconds: dict[str, list[float]] = {side: [] for side in sides}
+        loop: dict[str, list[float]] = {side: [] for side in sides}
+        answers: dict[str, dict] = {}
+        order = list(sides)
+        for n in range(runs):  # each round in another order: no side always runs first
+            for side in order[n % len(order):] + order[:n % len(order)]:
+                s, answers[side] = convert_all(sides[side], side, group, work)
+                seconds[side].append(s)
+                loop[side].append(answers[side]["loop_seconds"])
+        words = {side: [office_words(t) for t in a["texts"]] for side, a in answers.items()}
+        peers = [side for side in sides if side != "ours"]
+        short = {peer: [{"file": p.name, "ours": w, peer: pw}
+                        for p, w, pw in zip(group, words["ours"], words[peer], strict=True)
+                        if w < pw] for peer in peers}
+        got, in_loop = rates(len(group), seconds), rates(len(group), loop)
+        with_text = {side: sum(w > 0 for w in ws) for side, ws in words.items()}
+        print(f"office   {len(group)} .{ext}, whole processes: " + ", ".join(
+            f"{side} {got[side]:.0f} files/s ({in_loop[side]:.0f} in its loop), text from "
+            f"{with_text[side]}, {sum(words[side])} words" for side in sides))
+        for peer in peers:
+            print(f"office   .{ext}: fewer words than {peer} in {len(short[peer])} files "
+                  f"{[(d['file'], d['ours'], d[peer]) for d in short[peer]][:8]}")
+        out[ext] = {"files": len(group), "files_per_s": got, "files_per_s_in_loop": in_loop,
+                    "with_text": with_text, "words": {s: sum(w) for s, w in words.items()},
+                    "fewer_words": short, "seconds": seconds, "loop_seconds": loop,
+                    "per_file_words": {p.name: {s: words[s][i] for s in sides}
+                                       for i, p in enumerate(group)},
+                    "errors": {s: a["errors"] for s, a in answers.items()},
+                    "versions": {s: a["version"] for s, a in answers.items()}}
+    out["load_average_after"] = os.getloadavg()
     return out
+
+
+def office_rows(office: dict, folder: str) -> list[dict]:
+    """The README's Office rows: ours next to markitdown where it ran, else the bare walk."""
+    rows = []
+    for ext in ("docx", "pptx"):
+        if ext not in office:
+            continue
+        r = office[ext]
+        peer = "markitdown" if "markitdown" in r["files_per_s"] else "bare"
+        fps, text, words = r["files_per_s"], r["with_text"], r["words"]
+        rows.append({"benchmark": f".{ext}, {folder}, whole processes",
+                     "ours": f"{fps['ours']:.0f} files/s, text from {text['ours']} of "
+                             f"{r['files']}, {words['ours']} words",
+                     "peer": f"{fps[peer]:.0f} files/s ({peer}), {text[peer]}, {words[peer]} "
+                             f"words; fewer words than {peer} in {len(r['fewer_words'][peer])}"
+                             " files",
+                     "ratio": f"{fps['ours'] / fps[peer]:.2f}x",
+                     "target": "≥ 1x, at least as many words from each file"
+                               if peer == "markitdown" else "(markitdown not run)"})
+    return rows
 
 
 def environment() -> dict:
@@ -315,7 +361,7 @@ def table(results: dict) -> list[dict]:
                  "peer": f"{peer['pymupdf4llm']:.1f} pages/s, {cells['pymupdf4llm']:.0%}",
                  "ratio": f"{peer['ours'] / peer['pymupdf4llm']:.1f}x",
                  "target": "at least as complete"})
-    return rows
+    return rows + office_rows(results["office"], Path(results["office_folder"]).name)
 
 
 def main() -> int:
@@ -325,6 +371,9 @@ def main() -> int:
     p.add_argument("--big-pages", type=int, default=3000)
     p.add_argument("--table-pages", type=int, default=300)
     p.add_argument("--peer-pages", type=int, default=20, help="pages pymupdf4llm converts")
+    p.add_argument("--markitdown-python", metavar="PYTHON",
+                   help="run markitdown's Office side in this interpreter (a venv that has "
+                        "markitdown[docx,pptx]); default: here if importable, else not run")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--smoke", action="store_true", help="a few pages and files, one run")
     p.add_argument("--out", type=Path, help=f"results file (default {RESULTS}; --smoke: none)")
@@ -345,7 +394,8 @@ def main() -> int:
             "markdown": bench_markdown(args.table_pages, args.peer_pages, args.runs, args.pdf,
                                        work),
             "office": bench_office(office_files(args.office, work, 3 if args.smoke else 20),
-                                   args.runs),
+                                   args.runs, office_sides(args.markitdown_python), work),
+            "office_folder": str(args.office) if args.office else "generated files",
         }
     results["environment"] = env
     results["table"] = table(results)

@@ -157,11 +157,24 @@ def _first_filled(lines: Sequence[str], indexes: range) -> list[int]:
     return found
 
 
+def _table_row(line: str) -> bool:
+    return " | " in line or line.lstrip().startswith("|")
+
+
+def _in_table(lines: Sequence[str], i: int) -> bool:
+    """A row of a table of two rows or more (text mode's "a | b" or Markdown's "| a | b |"
+    on the line next to another): its data, even when the same rows are on every slide."""
+    return _table_row(lines[i]) and any(
+        0 <= j < len(lines) and _table_row(lines[j]) for j in (i - 1, i + 1))
+
+
 def _edge_keys(lines: Sequence[str]) -> dict[int, str]:
-    """Line index -> key, for the first and last non-empty lines of a page (short ones)."""
+    """Line index -> key, for the first and last non-empty lines of a page (short ones that
+    are not rows of a table)."""
     edges = _first_filled(lines, range(len(lines)))
     edges += _first_filled(lines, range(len(lines) - 1, -1, -1))
-    return {i: _line_key(lines[i]) for i in edges if len(lines[i]) <= RUNNING_MAX_CHARS}
+    return {i: _line_key(lines[i]) for i in edges
+            if len(lines[i]) <= RUNNING_MAX_CHARS and not _in_table(lines, i)}
 
 
 def _only_edges(lines: Sequence[str], edges: dict[int, str]) -> bool:

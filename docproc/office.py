@@ -97,17 +97,31 @@ def _paragraph_block(paragraph: Any, numbered_styles: set[str]) -> Block | None:
     return Para(text)
 
 
-def _docx_table(table: Any) -> Table:
-    rows = []
-    for row in table.rows:
-        cells, seen = [], set()
-        for cell in row.cells:  # a merged cell comes back once per grid column it spans
-            if id(cell._tc) in seen:
-                continue
+def _row_cells(row: Any) -> list[Any]:
+    """A row's cells, a merged cell once (python-docx gives it once per grid column)."""
+    cells, seen = [], set()
+    for cell in row.cells:
+        if id(cell._tc) not in seen:
             seen.add(id(cell._tc))
-            cells.append(cell.text)
-        rows.append(cells)
-    return Table(table_rows(rows))
+            cells.append(cell)
+    return cells
+
+
+def _cell_text(cell: Any) -> str:
+    """A cell's paragraphs, and any table inside it a line per row (python-docx's cell.text
+    leaves nested tables out)."""
+    parts = []
+    for item in cell.iter_inner_content():
+        if hasattr(item, "rows"):
+            parts += [" ".join(t for t in map(_cell_text, _row_cells(row)) if t.strip())
+                      for row in item.rows]
+        else:
+            parts.append(item.text)
+    return "\n".join(parts)
+
+
+def _docx_table(table: Any) -> Table:
+    return Table(table_rows([_cell_text(c) for c in _row_cells(row)] for row in table.rows))
 
 
 def _story_blocks(story: Any) -> Iterator[Block]:
@@ -183,6 +197,9 @@ def _shape_blocks(shape: Any) -> Iterator[Block]:
         for inner in _reading_order(shape.shapes):
             yield from _shape_blocks(inner)
         return
+    if getattr(shape, "has_chart", False) and shape.has_chart:
+        yield from _chart_blocks(shape.chart)
+        return
     if getattr(shape, "has_table", False) and shape.has_table:
         rows = [[cell.text for cell in row.cells] for row in shape.table.rows]
         table = Table(table_rows(rows))
@@ -197,6 +214,31 @@ def _shape_blocks(shape: Any) -> Iterator[Block]:
             if not text.strip():
                 continue
             yield Item(text, paragraph.level - 1) if paragraph.level else Para(text)
+
+
+def _chart_number(value: float | None) -> str:
+    if value is None:
+        return ""
+    return str(int(value)) if value.is_integer() else str(value)  # 12.0 as "12"
+
+
+def _chart_blocks(chart: Any) -> Iterator[Block]:
+    """A chart's title, then its data as a table: a row per category, a column per series
+    (the values PowerPoint cached in the chart part; an XY chart has no categories)."""
+    try:
+        title = (chart.chart_title.text_frame.text  # text_frame would add one where none is
+                 if chart.has_title and chart.chart_title.has_text_frame else "")
+        series = [(s.name, list(s.values)) for s in chart.series]
+        categories = [c.label for c in chart.plots[0].categories] if len(chart.plots) else []
+    except (*LIBRARY_ERRORS, NotImplementedError):  # a plot or series type python-pptx does
+        return  # not read (a 3-D area chart), or a damaged chart part: the slide's other text
+    if title.strip():
+        yield Para(title)
+    rows = [["", *(name for name, _ in series)]]
+    rows += [[str(label), *(_chart_number(v[i]) if i < len(v) else "" for _, v in series)]
+             for i, label in enumerate(categories)]
+    if table := table_rows(rows):
+        yield Table(table)
 
 
 def _reading_order(shapes: Any) -> list[Any]:

@@ -24,7 +24,8 @@ ELSEWHERE = {
     "quality": "tests/test_quality_bench.py runs its --smoke",
 }
 NOT_BENCHMARKS = {"common", "report", "hardware", "minigpt", "corpus", "quality_data",
-                  "quality_summary", "dedup_datatrove"}  # helpers, and dedup's peer in its venv
+                  "quality_summary", "dedup_datatrove",  # helpers, and dedup's peer in its venv
+                  "formats_office"}  # one side of formats.py's Office part, in its own process
 
 
 def _load(name: str):  # noqa: ANN202

@@ -49,6 +49,17 @@ def test_running_headers_footers_and_page_numbers_are_removed() -> None:
     assert all("ACME" not in p for p in out)
 
 
+def test_a_table_on_most_pages_stays_while_the_running_header_goes() -> None:
+    # the same chart's data on every slide (as text and as Markdown): at the pages' edges and
+    # repeated, but rows of a table; the header line and the page number are not
+    tables = ["Imports | Exports\nNorth | 12 | 3\nSouth | 4 | 5", "| | Imports |\n| --- | --- |"]
+    for table in tables:
+        bodies = [f"{table}\n{words}" for words in ("Tonnage rose.\nAs planned.", "It fell.",
+                                                      "Flat.\nNo change.", "Up again.")]
+        pages = [f"ACME Review | Q{n}\n\n{body}\nPage {n}" for n, body in enumerate(bodies, 1)]
+        assert remove_running_lines(pages) == ["\n" + body for body in bodies]
+
+
 def test_lines_repeated_on_few_pages_or_in_the_body_stay() -> None:
     pages = ["Title\nbody one\nSee the table.", "body two\nSee the table.\nend two",
              "body three\nend three", "Title\nbody four"]

@@ -86,6 +86,78 @@ def test_a_slide_line_break_keeps_the_words_apart(tmp_path: Path) -> None:
     assert "Solid Line\ndash dot" in doc.text
 
 
+def test_a_table_inside_a_docx_cell_keeps_its_text(tmp_path: Path) -> None:
+    import io
+
+    import docx
+
+    made = docx.Document()
+    outer = made.add_table(rows=1, cols=2)
+    outer.cell(0, 0).text = "Text before"
+    inner = outer.cell(0, 0).add_table(rows=2, cols=2)  # python-docx's cell.text skips it
+    for r, row in enumerate((("Pier", "North"), ("Depth", "12 m"))):
+        for c, value in enumerate(row):
+            inner.cell(r, c).text = value
+    outer.cell(0, 0).add_paragraph("Text after")
+    outer.cell(0, 1).text = "Right cell"
+    buf = io.BytesIO()
+    made.save(buf)
+    doc = extract(tmp_path / "nested.docx", buf.getvalue(), ExtractOptions())
+    assert doc.text == "Text before Pier North Depth 12 m Text after | Right cell"
+    md = extract(tmp_path / "nested-md.docx", buf.getvalue()).text
+    assert md == "| Text before Pier North Depth 12 m Text after | Right cell |\n| --- | --- |"
+
+
+def _chart_deck(title: str | None) -> bytes:
+    import io
+
+    import pptx
+    from pptx.chart.data import CategoryChartData
+    from pptx.enum.chart import XL_CHART_TYPE
+    from pptx.util import Inches
+
+    deck = pptx.Presentation()
+    slide = deck.slides.add_slide(deck.slide_layouts[5])  # title only
+    slide.shapes.title.text = "Tonnage by quay"
+    data = CategoryChartData()
+    data.categories = ["North quay", "South quay"]
+    data.add_series("Imports", (12.0, 4.5))
+    data.add_series("Exports", (3.25, None))
+    frame = slide.shapes.add_chart(XL_CHART_TYPE.AREA, Inches(1), Inches(2), Inches(6),
+                                   Inches(4), data)
+    if title:
+        frame.chart.has_title = True
+        frame.chart.chart_title.text_frame.text = title
+    buf = io.BytesIO()
+    deck.save(buf)
+    return buf.getvalue()
+
+
+def test_a_chart_gives_its_title_series_categories_and_values(tmp_path: Path) -> None:
+    doc = extract(tmp_path / "chart.pptx", _chart_deck("Tonnes per quay"), ExtractOptions())
+    assert doc.text == ("Tonnage by quay\n\nTonnes per quay\n\nImports | Exports\n"
+                        "North quay | 12 | 3.25\nSouth quay | 4.5")
+    md = extract(tmp_path / "chart-md.pptx", _chart_deck(None)).text
+    assert md == ("## Tonnage by quay\n\n| | Imports | Exports |\n| --- | --- | --- |\n"
+                  "| North quay | 12 | 3.25 |\n| South quay | 4.5 | |")
+
+
+def test_a_chart_python_pptx_cannot_read_leaves_the_slide_text(tmp_path: Path) -> None:
+    import io
+    import zipfile
+
+    src = zipfile.ZipFile(io.BytesIO(_chart_deck("Tonnes per quay")))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as out:  # a 3-D area chart: python-pptx has no series type
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename.startswith("ppt/charts/chart"):
+                data = data.replace(b"c:areaChart>", b"c:area3DChart>")
+            out.writestr(info, data)
+    doc = extract(tmp_path / "3d.pptx", buf.getvalue(), ExtractOptions())
+    assert doc.text == "Tonnage by quay"
+
+
 def test_xlsx_each_sheet_a_table_and_the_row_cap_counted(tmp_path: Path) -> None:
     doc = extract(tmp_path / "parts.xlsx", xlsx_bytes(sheets=("Parts", "Spares")))
     assert doc.text == f"## Parts\n\n{GFM_TABLE}\n\n## Spares\n\n{GFM_TABLE}"
