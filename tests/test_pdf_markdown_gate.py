@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pymupdf
 
-from docproc.pdf_markdown import PAINTS, _find_tables, _path_boxes, _ruled_region
+from docproc.pdf_markdown import MIN_RULES, PAINTS, _find_tables, _path_boxes, _ruled_region
 
 
 def _page(draw: bool) -> pymupdf.Page:
@@ -26,7 +26,7 @@ def test_a_text_only_page_is_not_listed_for_paths() -> None:
 def test_a_page_that_strokes_a_rule_is_listed_with_the_stroke_width() -> None:
     page = _page(draw=True)
     assert PAINTS.search(page.read_contents())
-    (a, b, c, d, paints), = _path_boxes(page)
+    (a, b, c, d, paints, _), = _path_boxes(page)
     assert paints == 1 and (a, c) == (71.75, 300.25)
 
 
@@ -57,3 +57,30 @@ def test_framed_boxes_are_not_searched_for_tables_and_a_grid_drawn_piecewise_is(
     assert region is not None
     (table,) = _find_tables(page, region)
     assert len(table.rows) == 2 and len(table.rows[0].cells) == 3
+
+
+def test_a_page_painting_fewer_paths_than_a_table_needs_is_not_listed_unless_it_draws_a_form(
+) -> None:
+    page = _ruled_page(_box(72, 100, 432, 130)[:3])  # 3 strokes: fewer than MIN_RULES
+    assert len(_path_boxes(page)) == 3
+    assert _path_boxes(page, MIN_RULES) == []
+    doc = pymupdf.open()
+    form = doc.new_page()
+    form.show_pdf_page(form.rect, page.parent, page.number)  # the rules inside an XObject
+    assert b"Do" in form.read_contents() and len(_path_boxes(form, MIN_RULES)) == 3
+
+
+def test_the_region_is_the_grid_not_the_header_rule_and_a_one_column_grid_is_not_one() -> None:
+    xs, ys = (72, 192, 312, 432), (100, 120, 140, 160)
+    grid = [((72, y), (432, y)) for y in ys]
+    grid += [((x, ys[0]), (x, ys[-1])) for x in xs]
+    page = _ruled_page([((72, 40), (540, 40))] + grid)  # a header rule far above
+    x0, y0, x1, y1 = _ruled_region(page)
+    assert 60 < x0 < 72 and 90 < y0 < 100 and 432 < x1 < 440 and 160 < y1 < 170
+    (table,) = _find_tables(page, (x0, y0, x1, y1))
+    assert len(table.rows) == 3 and len(table.rows[0].cells) == 3
+    # rules across and only the frame down: one column, which the finder drops
+    one_column = [((72, y), (432, y)) for y in ys] + [((x, ys[0]), (x, ys[-1])) for x in (72, 432)]
+    page = _ruled_page(one_column)
+    assert _ruled_region(page) is None
+    assert _find_tables(page, (0, 0, 612, 792)) == []
