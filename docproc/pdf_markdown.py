@@ -34,6 +34,8 @@ HEADING_RATIOS = ((1.8, 1), (1.4, 2), (1.15, 3))
 HEADING_MAX_CHARS = 200  # a longer "heading" is a paragraph in a big font
 BULLETS = frozenset("•◦▪▫●○■□‣⁃–-*·")
 TEXT_BLOCK = 0  # MuPDF's block type for text
+# a line that `_block_markdown` makes a list item (leading white space as str.lstrip strips it)
+BULLET_LINE = re.compile(rf"^\s*[{re.escape(''.join(sorted(BULLETS)))}] ", re.MULTILINE)
 # a content-stream operator that paints a path (stroke, fill, both: B and b count two, as
 # get_cdrawings lists them) or draws an XObject (a form can hold any number of paths): where
 # fewer than MIN_RULES occur the page cannot rule a table. A match inside a string or an
@@ -269,6 +271,8 @@ def _block_markdown(lines: list[Line], body: float) -> str:
         level = next((lvl for ratio, lvl in HEADING_RATIOS if size >= ratio * body), 0)
         if level:
             return f"{'#' * level} {' '.join(text.split())}"
+    if not BULLET_LINE.search(text):
+        return text  # most blocks: no line to mark up, none to look at one by one
     out = []
     for line, _ in lines:
         stripped = line.lstrip()
