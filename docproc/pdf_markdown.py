@@ -3,12 +3,14 @@ order as text mode, with headings (lines set well above the page's body size) as
 bulleted lines as list items, and tables as GitHub-flavoured tables.
 
 Fast by design: `page.find_tables()` costs tens of milliseconds a page, so it runs only on a
-page whose vector graphics could draw a table's rules (MIN_RULES line or rectangle paths),
-and only over the area they cover; a page without them is laid out from text mode's own
-blocks, each line's font size read from the text page text mode made. The paths come from
-`get_cdrawings`, not from a text page made with TEXT_COLLECT_VECTORS: that would be one run
-of the page fewer, but MuPDF then splits text lines at drawn rules (underscores: "asn1
-decode" came out as "asn1" and "decode").
+page whose vector graphics could draw a table's rules (MIN_RULES paths, some of them touching
+so as to rule 2 x 2 cells), and only over the area those cover; a page without them is laid
+out from text mode's own blocks, each line's font size read from the text page text mode
+made. The content stream is counted for paint operators first: most pages of a manual paint
+too few paths to rule a table and are never listed. The paths come from `get_cdrawings`,
+not from a text page made with TEXT_COLLECT_VECTORS: that would be one run of the page
+fewer, but MuPDF then splits text lines at drawn rules (underscores: "asn1 decode" came out
+as "asn1" and "decode").
 The OCR decision is made before, on the same text, and is unchanged: OCRed pages stay plain
 text.
 """

@@ -90,3 +90,25 @@ def test_paint_operators_are_matched_as_whole_operators_after_a_delimiter() -> N
     found = [m.group() for m in PAINTS.finditer(
         b"S\n0 0 m 1 1 l S (f) Tj [S] TJ /Fm0 Do x B* y bo ]f* aS D Dx b\n")]
     assert found == [b"S", b"S", b"Do", b"B*", b"f*", b"b"]
+
+
+def test_a_grid_drawn_as_paths_of_cells_is_searched_and_a_framed_curve_is_not() -> None:
+    page = _ruled_page([])
+    for y in (100, 120, 140, 160):  # a row's cells as the rectangles of one path each
+        shape = page.new_shape()
+        for x in (72, 192, 312):
+            shape.draw_rect(pymupdf.Rect(x, y, x + 120, y + 20))
+        shape.finish(color=(0, 0, 0), width=0.5)
+        shape.commit()
+    region = _ruled_region(page)
+    assert region is not None
+    (table,) = _find_tables(page, region)
+    assert len(table.rows) == 4 and len(table.rows[0].cells) == 3
+    plot = _ruled_page([])
+    plot.draw_rect(pymupdf.Rect(72, 100, 432, 300), color=(0, 0, 0), width=0.5)  # the frame
+    plot.draw_polyline([(72 + 9 * i, 300 - (i * 37) % 190) for i in range(40)],
+                       color=(0, 0, 0), width=0.5)  # a curve of slanted segments
+    assert len(_path_boxes(plot, MIN_RULES)) == 0  # 2 paints: not even listed
+    for y in (320, 340):
+        plot.draw_line((72, y), (432, y), color=(0, 0, 0), width=0.5)
+    assert len(_path_boxes(plot, MIN_RULES)) == 4 and _ruled_region(plot) is None
