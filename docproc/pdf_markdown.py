@@ -3,12 +3,14 @@ order as text mode, with headings (lines set well above the page's body size) as
 bulleted lines as list items, and tables as GitHub-flavoured tables.
 
 Fast by design: `page.find_tables()` costs tens of milliseconds a page, so it runs only on a
-page whose vector graphics could draw a table's rules (MIN_RULES line or rectangle paths),
-and only over the area they cover; a page without them is laid out from text mode's own
-blocks, each line's font size read from the text page text mode made. The paths come from
-`get_cdrawings`, not from a text page made with TEXT_COLLECT_VECTORS: that would be one run
-of the page fewer, but MuPDF then splits text lines at drawn rules (underscores: "asn1
-decode" came out as "asn1" and "decode").
+page whose vector graphics could draw a table's rules (MIN_RULES paths, some of them touching
+so as to rule 2 x 2 cells), and only over the area those cover; a page without them is laid
+out from text mode's own blocks, each line's font size read from the text page text mode
+made. The content stream is counted for paint operators first: most pages of a manual paint
+too few paths to rule a table and are never listed. The paths come from `get_cdrawings`,
+not from a text page made with TEXT_COLLECT_VECTORS: that would be one run of the page
+fewer, but MuPDF then splits text lines at drawn rules (underscores: "asn1 decode" came out
+as "asn1" and "decode").
 The OCR decision is made before, on the same text, and is unchanged: OCRed pages stay plain
 text.
 """
@@ -28,55 +30,54 @@ RULE_PAD_PT = 2.0  # around the ruled region: a rule's own width, so no cell edg
 THIN_PT = 3.0  # a path at most this high (wide) is a line across (down), not an area
 GRID_LINES = 3  # lines across, and lines down, that rule a table of 2 rows and 2 columns
 TOUCH_PT = 5.0  # lines this close touch (the finder snaps and joins within 3 points)
-MAX_GRID_PAIRS = 40_000  # line pairs beyond which the grid test is not worth its time
+SNAP_PT = 3.0  # the finder's snap tolerance: lines this close are one line to it
 # a line whose font is this much bigger than the page's body text is a heading of the level
 HEADING_RATIOS = ((1.8, 1), (1.4, 2), (1.15, 3))
 HEADING_MAX_CHARS = 200  # a longer "heading" is a paragraph in a big font
 BULLETS = frozenset("•◦▪▫●○■□‣⁃–-*·")
 TEXT_BLOCK = 0  # MuPDF's block type for text
-# a content-stream operator that paints a path (stroke, fill, both) or draws an XObject (a form
-# can hold paths): where none occurs the page draws no rule. A match inside a string or an
-# inline image only costs the full scan
-PAINTS = re.compile(rb"(?:^|(?<=[\s\])>}]))(?:[SsFBb]\*?|f\*?|Do)(?=[\s\[(/<%]|$)")
+# a line that `_block_markdown` makes a list item (leading white space as str.lstrip strips it)
+BULLET_LINE = re.compile(rf"^\s*[{re.escape(''.join(sorted(BULLETS)))}] ", re.MULTILINE)
+# a content-stream operator that paints a path (stroke, fill, both: B and b count two, as
+# get_cdrawings lists them) or draws an XObject (a form can hold any number of paths): where
+# fewer than MIN_RULES occur the page cannot rule a table. A match inside a string or an
+# inline image only costs the full scan. The operator's letter first, the delimiter before it
+# looked behind at: the regex engine then skips to those letters, 4x faster on manuals
+PAINTS = re.compile(rb"[SsFBbfD](?<![^\s\])>}].)(?:(?<=D)o|(?<!D)\*?)(?=[\s\[(/<%]|$)")
+
+
+Rule = tuple[float, float, float, float, int, list]  # box, paints, the path's items
 
 
 def _ruled_region(page: Any) -> tuple[float, float, float, float] | None:
-    """The area the page's rules cover, where it draws enough paths to rule a table; None
-    where it does not. Dots and specks do not count: pdfTeX draws dozens of them on pages
-    without a table. Nor do thin lines that cannot form a grid of 2 x 2 cells, which is what
-    PyMuPDF's line-based finder needs to see a table (`_may_rule_a_grid`: a framed code
-    listing, rules under headings); a path with an area (a rectangle, a polyline) can be any
-    number of cell edges, and always counts."""
-    rules, x0, y0, x1, y1 = 0, float("inf"), float("inf"), float("-inf"), float("-inf")
-    across: list[tuple] = []
-    down: list[tuple] = []
-    areas = 0
-    for a, b, c, d, paints in _path_boxes(page):
-        if max(c - a, d - b) >= MIN_RULE_PT:
-            rules += paints
-            x0, y0, x1, y1 = min(x0, a), min(y0, b), max(x1, c), max(y1, d)
-            if d - b <= THIN_PT:
-                across.append((a, b, c, d))
-            elif c - a <= THIN_PT:
-                down.append((a, b, c, d))
-            else:
-                areas += 1
-    if rules < MIN_RULES or not (areas or _may_rule_a_grid(across, down)):
+    """The area of the page's rules that could rule a table, where it draws enough paths to
+    rule one; None where it does not. Dots and specks do not count: pdfTeX draws dozens of
+    them on pages without a table. Rules that touch, directly or through each other, form a
+    group, and a group counts where it could rule a grid of 2 x 2 cells, which is what
+    PyMuPDF's line-based finder needs to see a table (`_may_rule_a_grid`); not a framed code
+    listing, a rule under a heading, the page's header rule, nor a table with no rules down
+    inside it (one column: the finder drops it). The area is that of the groups that count,
+    not of all rules: the finder reads every character in it, and a header rule made it the
+    whole page."""
+    rules = [rule for rule in _path_boxes(page, MIN_RULES)
+             if max(rule[2] - rule[0], rule[3] - rule[1]) >= MIN_RULE_PT]
+    if sum(rule[4] for rule in rules) < MIN_RULES:
         return None
+    boxes = [box for box, group in _touching_groups(rules) if _may_rule_a_grid(box, group)]
+    if not boxes:
+        return None
+    x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
     return x0 - RULE_PAD_PT, y0 - RULE_PAD_PT, x1 + RULE_PAD_PT, y1 + RULE_PAD_PT
 
 
-def _may_rule_a_grid(across: list[tuple], down: list[tuple]) -> bool:
-    """Whether some GRID_LINES lines across and GRID_LINES down touch one another, directly or
-    through each other: the lines of a table of 2 rows and 2 columns do (a header cell over
-    both columns, or rules drawn a cell at a time, too: the finder joins what touches), two
-    framed boxes do not."""
-    if len(across) < GRID_LINES or len(down) < GRID_LINES:
-        return False
-    lines = across + down
-    if len(lines) ** 2 > 2 * MAX_GRID_PAIRS:
-        return True  # too many to pair up cheaply: let the finder look
-    parent = list(range(len(lines)))
+def _touching_groups(rules: list[Rule]) -> list[tuple[tuple[float, ...], list[Rule]]]:
+    """(box, rules) of each group of rules that touch, directly or through each other (within
+    TOUCH_PT: the finder snaps and joins within 3 points, so rules drawn a cell at a time, as
+    TeX draws them, are one grid to it). A sweep down the page: each rule is paired only with
+    those that start above its bottom."""
+    rules = sorted(rules, key=lambda r: r[1])
+    parent = list(range(len(rules)))
 
     def root(i: int) -> int:
         while parent[i] != i:
@@ -84,32 +85,91 @@ def _may_rule_a_grid(across: list[tuple], down: list[tuple]) -> bool:
             i = parent[i]
         return i
 
-    for i, (a, b, c, d) in enumerate(lines):
-        for j in range(i + 1, len(lines)):
-            e, f, g, h = lines[j]
-            if e <= c + TOUCH_PT and g >= a - TOUCH_PT and f <= d + TOUCH_PT and h >= b - TOUCH_PT:
+    for i, (a, _, c, d, *_) in enumerate(rules):
+        for j in range(i + 1, len(rules)):
+            e, f, g = rules[j][:3]
+            if f > d + TOUCH_PT:
+                break  # this and every later rule starts below this one
+            if e <= c + TOUCH_PT and g >= a - TOUCH_PT:
                 parent[root(i)] = root(j)
-    groups: dict[int, list[int]] = {}
-    for i in range(len(lines)):
-        groups.setdefault(root(i), [0, 0])[i >= len(across)] += 1
-    return any(n_across >= GRID_LINES and n_down >= GRID_LINES
-               for n_across, n_down in groups.values())
+    groups: dict[int, list[Rule]] = {}
+    for i, rule in enumerate(rules):
+        groups.setdefault(root(i), []).append(rule)
+    return [((min(r[0] for r in group), min(r[1] for r in group),
+              max(r[2] for r in group), max(r[3] for r in group)), group)
+            for group in groups.values()]
 
 
-def _path_boxes(page: Any) -> list[tuple[float, float, float, float, int]]:
+def _may_rule_a_grid(box: tuple[float, ...], group: list[Rule]) -> bool:
+    """Whether a group of touching rules could rule 2 rows and 2 columns: lines down at
+    GRID_LINES places across it, and lines across at GRID_LINES places down it, places within
+    SNAP_PT being one (the finder snaps them together). The group's own box counts as lines
+    on all four sides: the finder frames a cluster of touching paths that holds text."""
+    xs, ys = [box[0], box[2]], [box[1], box[3]]
+    for a, b, c, d, _, items in group:
+        if d - b <= THIN_PT:
+            ys.append((b + d) / 2)
+        elif c - a <= THIN_PT:
+            xs.append((a + c) / 2)
+        else:  # a path with an area: the edges its items draw, as the finder takes them
+            _item_edges(items, xs, ys)
+    return _places(xs) >= GRID_LINES and _places(ys) >= GRID_LINES
+
+
+def _item_edges(items: list, xs: list[float], ys: list[float]) -> None:
+    """Add the x of each line down and the y of each line across that a path's items draw:
+    straight lines within SNAP_PT of upright or level, rectangles' and quads' sides (curves
+    the finder leaves out)."""
+    for item in items:
+        if item[0] == "l":
+            (x0, y0), (x1, y1) = item[1], item[2]
+            if abs(x1 - x0) <= SNAP_PT:
+                xs.append(x0)
+            elif abs(y1 - y0) <= SNAP_PT:
+                ys.append(y0)
+        elif item[0] == "re":
+            x0, y0, x1, y1 = item[1]
+            xs += (x0, x1)
+            ys += (y0, y1)
+        elif item[0] == "qu":
+            xs += (point[0] for point in item[1])
+            ys += (point[1] for point in item[1])
+
+
+def _places(values: list[float]) -> int:
+    """How many places the values make, values within SNAP_PT of the one before being one."""
+    values = sorted(values)
+    return sum(1 for prev, cur in zip([float("-inf"), *values], values, strict=False)
+               if cur - prev > SNAP_PT)
+
+
+def _path_boxes(page: Any, min_paints: int = 1) -> list[Rule]:
     """Each drawn path's box, as get_bboxlog's path entries give it (a stroke's box grown by
-    half its width; a fill-and-stroke path counts as two paints), from get_cdrawings: about
-    half get_bboxlog's time on text-heavy pages, which it also logs every span of. None at
-    all where the content paints no path and draws no XObject (half of a manual's pages; the
-    regex is a quarter of get_cdrawings' time)."""
-    if not PAINTS.search(page.read_contents()):
+    half its width; a fill-and-stroke path counts as two paints), and its items, from
+    get_cdrawings: about half get_bboxlog's time on text-heavy pages, which it also logs
+    every span of. None at all where the content paints fewer than `min_paints` paths and
+    draws no XObject (most of a manual's pages: the regex is a quarter of get_cdrawings'
+    time, and it stops at the `min_paints`th)."""
+    if _paints(page.read_contents(), min_paints) < min_paints:
         return []
     boxes = []
     for path in page.get_cdrawings():
         a, b, c, d = path["rect"]
         half = (path.get("width") or 0.0) / 2 if "s" in path["type"] else 0.0
-        boxes.append((a - half, b - half, c + half, d + half, len(path["type"])))
+        boxes.append((a - half, b - half, c + half, d + half, len(path["type"]),
+                      path["items"]))
     return boxes
+
+
+def _paints(content: bytes, enough: int) -> int:
+    """The paths a content stream paints, counted up to `enough` (an XObject: `enough`)."""
+    paints = 0
+    for match in PAINTS.finditer(content):
+        op = match.group()
+        paints += enough if op == b"Do" else 2 if op[:1] in b"Bb" else 1
+        if paints >= enough:
+            break
+    return paints
 
 
 def _find_tables(page: Any, region: tuple[float, float, float, float]) -> list[Any]:
@@ -213,6 +273,8 @@ def _block_markdown(lines: list[Line], body: float) -> str:
         level = next((lvl for ratio, lvl in HEADING_RATIOS if size >= ratio * body), 0)
         if level:
             return f"{'#' * level} {' '.join(text.split())}"
+    if not BULLET_LINE.search(text):
+        return text  # most blocks: no line to mark up, none to look at one by one
     out = []
     for line, _ in lines:
         stripped = line.lstrip()
