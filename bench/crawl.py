@@ -25,7 +25,7 @@ obeyed, no delay, no AutoThrottle, no retries, the same concurrency and per-doma
 concurrency, CONCURRENT_ITEMS 4 (bare_settings). Rates are pages per second of
 whole-process time, medians of --runs runs in rotating order; next to them each side's CPU
 per page (its process's user + system time, which the machine's load stretches far less
-than wall time) and its start-up (process time before the crawl's first request).
+than wall time) and its start-up and exit (process time outside the crawl itself).
 Two more rows time our crawl of the docs site at per-domain concurrency 1, 2, 4, 8 and 16
 under a global concurrency of 16: one site, and four sites of a quarter of the pages each
 served at once (on 127.0.0.1-4). Results go to bench/results/crawl.json.
@@ -365,8 +365,9 @@ def compare(shape: str, args: argparse.Namespace) -> dict[str, Any]:
              for k in SIDES}
     row = {"shape": shape, "pages": pages, "bytes": sum(sizes),
            "pages_per_s": {k: round(v, 1) for k, v in med.items()},
-           # the crawl process's CPU per page (start-up included), and its start-up: the
-           # seconds before the first request (ours) or before the spider opened (Scrapy's)
+           # the crawl process's CPU per page (start-up included), and the seconds of its
+           # process outside the crawl (start-up and exit): before the first request (ours)
+           # or the spider's opening (Scrapy's), and after the spider closed
            "cpu_ms_per_page": {k: round(v, 2) for k, v in cpu.items()},
            "start_s": {k: round(v, 2) for k, v in start.items()},
            "load_avg_1m": round(os.getloadavg()[0], 2),
@@ -377,7 +378,7 @@ def compare(shape: str, args: argparse.Namespace) -> dict[str, Any]:
           f"fetch-only {med['fetch']:.1f} pages/s; ours {row['ours_over_bare']:.2f}x bare "
           f"(target >= 1.5x), {row['ours_over_fetch_only']:.2f}x the ceiling", flush=True)
     print("  CPU per page " + ", ".join(f"{k} {v:.2f} ms" for k, v in cpu.items())
-          + "; start-up " + ", ".join(f"{k} {v:.2f} s" for k, v in start.items())
+          + "; start-up and exit " + ", ".join(f"{k} {v:.2f} s" for k, v in start.items())
           + f"; load {row['load_avg_1m']}", flush=True)
     return row
 
