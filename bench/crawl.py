@@ -1,24 +1,31 @@
 """Crawl benchmark: our crawler next to a tuned bare Scrapy spider and the fetch-only ceiling.
 
-Two site shapes are served on 127.0.0.1:
+Two site shapes are served on 127.0.0.1, each by an aiohttp server in a process of its own
+(SiteServer: so that the crawlers, not the server, are measured):
 
   docs   documentation-like: 12 to 50 links a page, pages of 20 to 200 KB, a few index pages
          with thousands of links (as the Python docs' genindex)
   dense  the generated site of crawler.localsite with a 150-link sidebar and 30 links in the
          text of every page (180 links a page)
 
-On each shape, three crawls, every one a whole process timed from its start to its exit:
+On each shape, four fetches of the site, every one a whole process timed from its start to
+its exit:
 
   cllm        crawler.run.crawl(): link policy, guard, budget, raw store (every page stored
               and fsynced, its row written)
   bare        a plain scrapy.Spider that follows every same-site link through a seen-set
               (no fingerprinting of links met twice), storing nothing
   fetch-only  a scrapy.Spider fetching the site's URLs from a list: the download cost alone,
-              an upper bound for any crawler here
+              an upper bound for any Scrapy crawler here
+  client      aiohttp fetching the URL list, no Scrapy: the server's ceiling, to show that
+              the server is not what bounds the others
 
-The same settings on every side: cookies off, downloader stats off, robots.txt obeyed, no
-delay, no AutoThrottle, no retries, the same concurrency and per-domain concurrency.
-Rates are pages per second of whole-process time, medians of --runs runs in rotating order.
+The same settings on every Scrapy side: cookies off, downloader stats off, robots.txt
+obeyed, no delay, no AutoThrottle, no retries, the same concurrency and per-domain
+concurrency, CONCURRENT_ITEMS 4 (bare_settings). Rates are pages per second of
+whole-process time, medians of --runs runs in rotating order; next to them each side's CPU
+per page (its process's user + system time, which the machine's load stretches far less
+than wall time) and its start-up and exit (process time outside the crawl itself).
 Two more rows time our crawl of the docs site at per-domain concurrency 1, 2, 4, 8 and 16
 under a global concurrency of 16: one site, and four sites of a quarter of the pages each
 served at once (on 127.0.0.1-4). Results go to bench/results/crawl.json.
@@ -31,7 +38,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -41,13 +50,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from crawler.localsite import LocalSite, Page, generated_site, html
+from crawler.localsite import Page, generated_site, html
 from crawler.run import crawl
 from pipeline.config import build_config
 from pipeline.layout import DataRoot
 
 RESULTS = Path(__file__).resolve().parent / "results" / "crawl.json"
-SIDES = ("cllm", "bare", "fetch")
+SIDES = ("cllm", "bare", "fetch", "client")
 SWEEP = (1, 2, 4, 8, 16)
 WORDS = ("the of and to a in is that for it as with be on not this by are or from at an "
          "crawler document token shard model train page link text corpus data index store "
@@ -98,7 +107,103 @@ def html_paths(routes: dict[str, Any]) -> list[str]:
     return [path for path in routes if path != "/robots.txt"]
 
 
+def site_routes(shape: str, pages: int, seed: int = 0) -> dict[str, Any]:
+    return docs_site(pages, seed) if shape == "docs" else dense_site(pages)
+
+
+# --- the server, a process of its own -----------------------------------------------------
+
+
+class SiteServer:
+    """A site shape served by aiohttp in a process of its own (`crawl.py --serve`).
+
+    Not crawler.localsite's LocalSite, a thread in this process: http.server writes headers
+    and body apart without TCP_NODELAY, so every body under the loopback MSS (64 KB) waits
+    for the client's delayed ACK (40 ms): 16 connections then get at most ~350 pages/s,
+    whatever the crawler. Measured with an aiohttp client fetching the URL list at
+    concurrency 16: LocalSite ~590 pages/s (docs) and ~345 (dense), this server 2100-3500.
+    """
+
+    def __init__(self, shape: str, pages: int, host: str = "127.0.0.1", seed: int = 0) -> None:
+        self.args = [shape, str(pages), host, str(seed)]
+        self.host = host
+        self.port = 0
+        self._proc: subprocess.Popen[str] | None = None
+
+    def url(self, path: str = "/") -> str:
+        return f"http://{self.host}:{self.port}{path}"
+
+    def start(self) -> SiteServer:
+        self._proc = subprocess.Popen([sys.executable, __file__, "--serve", *self.args],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline()
+        if not line.strip().isdigit():
+            self.stop()
+            raise RuntimeError(f"the site server did not start (said {line!r})")
+        self.port = int(line)
+        return self
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            assert self._proc.stdin is not None
+            self._proc.stdin.close()  # its end of the pipe: the server stops
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            self._proc = None
+
+    def __enter__(self) -> SiteServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def serve(shape: str, pages: int, host: str, seed: int) -> None:
+    """Serve a site shape until stdin closes; the port goes out on stdout first."""
+    import asyncio
+
+    from aiohttp import web
+
+    answers = {}
+    for path, page in site_routes(shape, pages, seed).items():
+        headers = {"Content-Type": page.content_type, **page.headers}
+        if page.etag:
+            headers["ETag"] = page.etag
+        answers[path] = (page.status, page.body, headers)
+
+    async def answer(request: web.Request) -> web.Response:
+        found = answers.get(request.path_qs)
+        if found is None:
+            return web.Response(status=404, body=b"<html><body>not found</body></html>")
+        status, body, headers = found
+        return web.Response(status=status, body=body, headers=headers)
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_route("GET", "/{tail:.*}", answer)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, host, 0, backlog=511).start()
+        print(runner.addresses[0][1], flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until EOF
+        await runner.cleanup()
+
+    asyncio.run(main())
+
+
 # --- the crawls, each a process ---------------------------------------------------------
+
+
+def children_cpu_s() -> float:
+    """CPU seconds (user + system) of this process's children that have exited: around a
+    crawl, what its process used, which the machine's load does not stretch as it does
+    wall time (the site servers are children too, but exit only after the rows)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run_cllm(url: str | list[str], pages: int, concurrency: int, per_domain: int
@@ -109,25 +214,26 @@ def run_cllm(url: str | list[str], pages: int, concurrency: int, per_domain: int
         "max_pages": pages + 10, "max_depth": 1000, "retries": 0}}])
     tmp = tempfile.mkdtemp(prefix="bench-crawl-")
     try:
-        began = time.perf_counter()
+        cpu, began = children_cpu_s(), time.perf_counter()
         seeds = [url] if isinstance(url, str) else url
         stats = crawl(seeds, cfg, DataRoot.at(tmp), progress=False)
-        seconds = time.perf_counter() - began
+        seconds, cpu = time.perf_counter() - began, children_cpu_s() - cpu
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"pages": stats.units, "stored": stats.kept, "process_s": seconds,
+    return {"pages": stats.units, "stored": stats.kept, "process_s": seconds, "cpu_s": cpu,
             "spider_s": stats.extra["crawl_seconds"]}
 
 
 def run_scrapy(kind: str, url: str, concurrency: int, per_domain: int, urls_file: str
                ) -> dict[str, Any]:
     """A bare spider in its own process, as ours is (the reactor cannot restart)."""
-    began = time.perf_counter()
+    cpu, began = children_cpu_s(), time.perf_counter()
     out = subprocess.run([sys.executable, __file__, "--child", kind, url, str(concurrency),
                           str(per_domain), urls_file], capture_output=True, text=True,
                          check=True)
-    seconds = time.perf_counter() - began
-    return {**json.loads(out.stdout.strip().splitlines()[-1]), "process_s": seconds}
+    seconds, cpu = time.perf_counter() - began, children_cpu_s() - cpu
+    return {**json.loads(out.stdout.strip().splitlines()[-1]), "process_s": seconds,
+            "cpu_s": cpu}
 
 
 def bare_settings(concurrency: int, per_domain: int) -> dict[str, Any]:
@@ -138,10 +244,43 @@ def bare_settings(concurrency: int, per_domain: int) -> dict[str, Any]:
         "DOWNLOAD_DELAY": 0, "AUTOTHROTTLE_ENABLED": False, "RETRY_ENABLED": False,
         "LOG_LEVEL": "ERROR", "TELNETCONSOLE_ENABLED": False, "STATS_DUMP": False,
         "REMOTE_CONTROL_ENABLED": False,
+        # ours too: Scrapy's default of 100 starts 100 asyncio tasks per response to run
+        # its callback's output (500 docs pages: ~3.6 CPU s for the bare spider, ~2.6 with 4)
+        "CONCURRENT_ITEMS": 4,
     }
 
 
+def client(urls_file: str, concurrency: int) -> None:
+    """The server's ceiling as a process sees it: aiohttp fetching the URL list, no Scrapy."""
+    import asyncio
+
+    import aiohttp
+
+    async def main() -> tuple[int, float]:
+        with open(urls_file) as fh:
+            todo = [line.strip() for line in fh if line.strip()][::-1]
+        done = 0
+        connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            async def worker() -> None:
+                nonlocal done
+                while todo:
+                    async with session.get(todo.pop()) as response:
+                        await response.read()
+                        done += 1
+
+            began = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            return done, time.perf_counter() - began
+
+    pages, seconds = asyncio.run(main())
+    print(json.dumps({"pages": pages, "spider_s": seconds}))
+
+
 def child(kind: str, url: str, concurrency: int, per_domain: int, urls_file: str) -> None:
+    if kind == "client":
+        client(urls_file, concurrency)
+        return
     import scrapy
     from scrapy.crawler import CrawlerProcess
 
@@ -184,7 +323,7 @@ def child(kind: str, url: str, concurrency: int, per_domain: int, urls_file: str
                       "spider_s": stats["elapsed_time_seconds"]}))
 
 
-def run_side(kind: str, site: LocalSite, pages: int, concurrency: int, per_domain: int,
+def run_side(kind: str, site: SiteServer, pages: int, concurrency: int, per_domain: int,
              urls_file: str) -> dict[str, Any]:
     if kind == "cllm":
         return run_cllm(site.url("/"), pages, concurrency, per_domain)
@@ -198,19 +337,21 @@ def rate(result: dict[str, Any]) -> float:
     return result["pages"] / result["process_s"]
 
 
-def compare(shape: str, routes: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+def compare(shape: str, args: argparse.Namespace) -> dict[str, Any]:
     """Ours, bare and fetch-only on one site shape, interleaved."""
+    routes = site_routes(shape, args.pages)
     pages = len(html_paths(routes))
     sizes = [len(r.body) for path, r in routes.items() if path != "/robots.txt"]
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in SIDES}
-    with LocalSite(routes) as site, tempfile.NamedTemporaryFile("w", suffix=".txt") as urls:
+    with SiteServer(shape, args.pages) as site, \
+            tempfile.NamedTemporaryFile("w", suffix=".txt") as urls:
         urls.write("".join(site.url(path) + "\n" for path in html_paths(routes)))
         urls.flush()
         print(f"{shape}: {pages} pages, median {statistics.median(sizes) / 1024:.0f} KB, "
               f"{sum(sizes) / 2**20:.1f} MB in all; concurrency {args.concurrency}, "
               f"per domain {args.per_domain}", flush=True)
         for n in range(args.runs):
-            order = SIDES[n % 3:] + SIDES[:n % 3]
+            order = SIDES[n % len(SIDES):] + SIDES[:n % len(SIDES)]
             for kind in order:
                 runs[kind].append(run_side(kind, site, pages, args.concurrency,
                                            args.per_domain, urls.name))
@@ -219,25 +360,37 @@ def compare(shape: str, routes: dict[str, Any], args: argparse.Namespace) -> dic
                 + (f", {runs[k][-1]['stored']} stored)" if k == "cllm" else ")")
                 for k in SIDES), flush=True)
     med = {k: statistics.median(rate(r) for r in runs[k]) for k in SIDES}
+    cpu = {k: statistics.median(1000 * r["cpu_s"] / r["pages"] for r in runs[k]) for k in SIDES}
+    start = {k: statistics.median(r["process_s"] - r["spider_s"] for r in runs[k])
+             for k in SIDES}
     row = {"shape": shape, "pages": pages, "bytes": sum(sizes),
            "pages_per_s": {k: round(v, 1) for k, v in med.items()},
+           # the crawl process's CPU per page (start-up included), and the seconds of its
+           # process outside the crawl (start-up and exit): before the first request (ours)
+           # or the spider's opening (Scrapy's), and after the spider closed
+           "cpu_ms_per_page": {k: round(v, 2) for k, v in cpu.items()},
+           "start_s": {k: round(v, 2) for k, v in start.items()},
+           "load_avg_1m": round(os.getloadavg()[0], 2),
            "ours_over_bare": round(med["cllm"] / med["bare"], 2),
            "ours_over_fetch_only": round(med["cllm"] / med["fetch"], 2),
            "all_stored": all(r["stored"] == pages for r in runs["cllm"]), "runs": runs}
     print(f"  median of {args.runs}: cllm {med['cllm']:.1f}, bare {med['bare']:.1f}, "
           f"fetch-only {med['fetch']:.1f} pages/s; ours {row['ours_over_bare']:.2f}x bare "
           f"(target >= 1.5x), {row['ours_over_fetch_only']:.2f}x the ceiling", flush=True)
+    print("  CPU per page " + ", ".join(f"{k} {v:.2f} ms" for k, v in cpu.items())
+          + "; start-up and exit " + ", ".join(f"{k} {v:.2f} s" for k, v in start.items())
+          + f"; load {row['load_avg_1m']}", flush=True)
     return row
 
 
-def sweep(routes: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+def sweep(args: argparse.Namespace) -> dict[str, Any]:
     """Our crawl time against per-domain concurrency, the global concurrency fixed."""
-    pages = len(html_paths(routes))
+    pages = len(html_paths(docs_site(args.pages)))
     levels = args.sweep
     runs: dict[int, list[dict[str, Any]]] = {p: [] for p in levels}
     print(f"per-domain sweep on docs ({pages} pages), concurrency {args.concurrency}:",
           flush=True)
-    with LocalSite(routes) as site:
+    with SiteServer("docs", args.pages) as site:
         for n in range(args.runs):
             order = levels if n % 2 == 0 else levels[::-1]
             for per in order:
@@ -254,7 +407,7 @@ def four_sites_sweep(args: argparse.Namespace) -> dict[str, Any]:
     """The sweep with four docs sites of a quarter of the pages each, served at once on
     127.0.0.1-4 (four hosts: Scrapy's per-domain slots are per host, whatever the port)."""
     quarter = max(args.pages // 4, 8)
-    sites = [LocalSite(docs_site(quarter, seed=k), host=f"127.0.0.{k + 1}") for k in range(4)]
+    sites = [SiteServer("docs", quarter, host=f"127.0.0.{k + 1}", seed=k) for k in range(4)]
     levels = args.sweep
     runs: dict[int, list[dict[str, Any]]] = {p: [] for p in levels}
     print(f"per-domain sweep on four docs sites at once ({quarter} pages each), concurrency "
@@ -294,10 +447,15 @@ def main() -> None:
                    help="per-domain concurrencies of the sweeps (none: no sweep)")
     add_mode_args(p)
     p.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    p.add_argument("--serve", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         kind, url, conc, per, urls_file = args.child
         child(kind, url, int(conc), int(per), urls_file)
+        return
+    if args.serve:
+        shape, pages, host, seed = args.serve
+        serve(shape, int(pages), host, int(seed))
         return
     for key, value in zip(("pages", "runs", "sweep"), SIZES[mode(args)], strict=True):
         if getattr(args, key) is None:
@@ -309,10 +467,9 @@ def main() -> None:
                            "runs": args.runs, "cookies": False, "robots": True,
                            "delay_s": 0.0, "autothrottle": False, "retries": 0,
                            "timed": "whole process, start to exit"},
-              "shapes": [compare("docs", docs_site(args.pages), args),
-                         compare("dense", dense_site(args.pages), args)]}
+              "shapes": [compare("docs", args), compare("dense", args)]}
     if args.sweep:
-        result["per_domain_sweep"] = sweep(docs_site(args.pages), args)
+        result["per_domain_sweep"] = sweep(args)
         result["four_sites_sweep"] = four_sites_sweep(args)
     write_results("crawl", result, args, "scrapy", "twisted")
 

@@ -65,7 +65,7 @@ class RobotsMiddleware:
         # bounded, so a robots.txt cannot be a decompression bomb either
         self.max_bytes = max(s.getint("DOWNLOAD_MAXSIZE"), 2 * ROBOTS_MAX_BYTES)
         self._hosts: dict[str, HostRules | asyncio.Future[HostRules]] = {}
-        crawler.signals.connect(self._bytes_received, signal=signals.bytes_received)
+        self._fetching = 0  # robots.txt downloads in flight: _bytes_received listens meanwhile
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> RobotsMiddleware:
@@ -105,7 +105,7 @@ class RobotsMiddleware:
         robots = Request(url, priority=1000, callback=NO_CALLBACK, meta={
             "dont_obey_robotstxt": True, ROBOTS_META: True, "download_maxsize": self.max_bytes})
         try:
-            response = await self.crawler.engine.download_async(robots)
+            response = await self._download(robots)
         except RedirectFailed as e:  # RFC 9309 2.3.1.2: MAY be taken as unavailable
             return HostRules(UNAVAILABLE, f"robots.txt unavailable ({e.kind}): all allowed")
         except Exception as e:  # noqa: BLE001 - any failure to read it means "unreachable"
@@ -113,6 +113,20 @@ class RobotsMiddleware:
             return HostRules(UNREACHABLE, f"robots.txt unreachable ({kind}: {message}): "
                                           "complete disallow assumed (RFC 9309)")
         return await self._parse(response, request)
+
+    async def _download(self, robots: Request) -> Response:
+        # bytes_received is sent for every chunk of every response: listened to only while a
+        # robots.txt is downloading, the pages fetched meanwhile are the only others it sees
+        signals_ = self.crawler.signals
+        if not self._fetching:
+            signals_.connect(self._bytes_received, signal=signals.bytes_received)
+        self._fetching += 1
+        try:
+            return await self.crawler.engine.download_async(robots)
+        finally:
+            self._fetching -= 1
+            if not self._fetching:
+                signals_.disconnect(self._bytes_received, signal=signals.bytes_received)
 
     async def _parse(self, response: Response, request: Request) -> HostRules:
         status = response.status

@@ -50,6 +50,17 @@ def test_normalize(normalize: Normalizer, given: str, expected: str | None) -> N
     assert normalize(given) == expected
 
 
+@pytest.mark.parametrize("link", [
+    "HTTP://Docs.Example.ORG:80/a#frag", "https://example.org/p?utm_source=x#a?b=c",
+    "https://example.org/a b/#ü", "http://[::1]:8080/x#[", "https://example.org:99999/#x",
+    "https://example.org#", "  https://example.org/x#y  ", "https://example.org/a\n#b\tc",
+    "https://exa mple.org/#x", "mailto:a@example.org#x", "#only", "http://h:1/#frag#again",
+])
+def test_a_fragment_never_changes_the_normal_form(normalize: Normalizer, link: str) -> None:
+    # the spider normalises a link with a fragment by the link without it, once for all
+    assert normalize(link) == normalize(link.partition("#")[0])
+
+
 def policy(**values: object) -> UrlPolicy:
     cfg = crawl_cfg(**values)
     return UrlPolicy.from_config(cfg, ["https://docs.example.org/"], Normalizer.from_config(cfg))

@@ -55,6 +55,9 @@ class SiteSpider(scrapy.Spider):
             session = standalone_session([u for u in urls.split(",") if u.strip()])
         self.session = session
         self._seen_links: set[str] = set()  # absolute links met, before normalising
+        # normal forms of links with a fragment, by the link without it: an index page's
+        # thousands of anchors (page#entry-1, page#entry-2, ...) are normalised once a page
+        self._defragged: dict[str, str | None] = {}
         self._queued: set[str] = set()  # normalised URLs requested by this run
         self._agent = robots_agent(session.cfg.user_agent).lower()
 
@@ -236,12 +239,18 @@ class SiteSpider(scrapy.Spider):
     def _follow(self, links: list[str], page_url: str, next_depth: int) -> Iterator[Request]:
         """Requests for the links not seen before that the policy allows; refusals counted."""
         s = self.session
-        seen, queued = self._seen_links, self._queued
+        seen, queued, defragged = self._seen_links, self._queued, self._defragged
         for link in links:
             if link in seen:
                 continue
             seen.add(link)
-            url = s.normalize(link)
+            if "#" in link:  # the fragment never changes the normal form (it is dropped)
+                base = link.partition("#")[0]
+                if base not in defragged:
+                    defragged[base] = s.normalize(base)
+                url = defragged[base]
+            else:
+                url = s.normalize(link)
             if url is None:
                 s.refuse(link, Reason.SCHEME if "://" in link else Reason.BAD_URL,
                          referrer=page_url, depth=next_depth)
