@@ -157,6 +157,9 @@ class LocalSite:
 
         class _Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # headers and body go out as two writes: with Nagle on, a small body waits for
+            # the client's delayed ACK (about 40 ms a page on loopback)
+            disable_nagle_algorithm = True
 
             def setup(self) -> None:
                 with site._lock:
