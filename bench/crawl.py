@@ -117,11 +117,12 @@ def site_routes(shape: str, pages: int, seed: int = 0) -> dict[str, Any]:
 class SiteServer:
     """A site shape served by aiohttp in a process of its own (`crawl.py --serve`).
 
-    Not crawler.localsite's LocalSite, a thread in this process: http.server writes headers
-    and body apart without TCP_NODELAY, so every body under the loopback MSS (64 KB) waits
-    for the client's delayed ACK (40 ms): 16 connections then get at most ~350 pages/s,
-    whatever the crawler. Measured with an aiohttp client fetching the URL list at
-    concurrency 16: LocalSite ~590 pages/s (docs) and ~345 (dense), this server 2100-3500.
+    Not crawler.localsite's LocalSite, an http.server thread in this process, which shares
+    the process (and its GIL) with the benchmark. It also wrote headers and body apart with
+    Nagle on, so a body under the loopback MSS waited for the client's delayed ACK (40 ms;
+    LocalSite now turns Nagle off). Measured with an aiohttp client fetching the URL list at
+    concurrency 16, before that fix: LocalSite ~590 pages/s (docs) and ~345 (dense), this
+    server 2100-3500.
     """
 
     def __init__(self, shape: str, pages: int, host: str = "127.0.0.1", seed: int = 0) -> None:
