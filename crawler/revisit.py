@@ -26,7 +26,8 @@ COMMIT_EVERY = 200  # notes written between commits: a kill loses at most these 
 # a page claiming to stay fresh longer is still re-checked after this: a misconfigured or
 # hostile server must not keep a page from ever being looked at again
 MAX_FRESH_S = 30 * 86400.0
-FRESHNESS_HEADERS = ("Cache-Control", "Expires", "Date")
+LIFETIME_HEADERS = ("Cache-Control", "Expires")  # what says how long a page stays fresh
+FRESHNESS_HEADERS = (*LIFETIME_HEADERS, "Date")  # fresh_seconds' arguments, in order
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +52,9 @@ def fresh_seconds(cache_control: str, expires: str, date: str) -> float:
             except ValueError:
                 return 0.0
     if expires:
-        until, now = _http_date(expires), _http_date(date) or time.time()
+        until, now = _http_date(expires), _http_date(date)
+        if now is None:  # no Date from the server: ours
+            now = time.time()
         if until is not None:
             return min(max(until - now, 0.0), MAX_FRESH_S)
     return 0.0

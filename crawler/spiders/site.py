@@ -26,7 +26,7 @@ from crawler.errors import FetchError, failure_kind, refusal_of
 from crawler.items import FetchedPage
 from crawler.links import robots_directives, scan_html
 from crawler.middlewares import STORED_FLAG, UNCHANGED_FLAG, is_control, source_url
-from crawler.revisit import FRESHNESS_HEADERS, PageNote, fresh_seconds
+from crawler.revisit import FRESHNESS_HEADERS, LIFETIME_HEADERS, PageNote, fresh_seconds
 from crawler.session import CrawlSession, standalone_session
 from crawler.settings import robots_agent
 from crawler.urls import Reason, host_of
@@ -251,7 +251,9 @@ class SiteSpider(scrapy.Spider):
         """The notes of a page answered from its stored copy: those kept with it (no parse),
         else made from the copy (and kept for the next time); its freshness as the 304 said."""
         note = response.meta.get("cllm_note")
-        fresh_s = _fresh_s(response) if UNCHANGED_FLAG in response.flags else None
+        # a 304 that says nothing of freshness leaves it as it was (RFC 9111 4.3.4)
+        said = any(_header(response, name) for name in LIFETIME_HEADERS)
+        fresh_s = _fresh_s(response) if UNCHANGED_FLAG in response.flags and said else None
         if note is not None:
             if fresh_s is not None and fresh_s != note.fresh_s:  # the 304 says otherwise now
                 note = replace(note, fresh_s=fresh_s)
