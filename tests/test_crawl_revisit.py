@@ -19,6 +19,7 @@ from crawler.run import crawl, make_seeds
 from pipeline.layout import DataRoot
 from pipeline.rawstore import RawStore
 from tests.test_crawl import test_cfg
+from tests.test_crawl_budget import blob_count, stored_paths
 
 pytestmark = pytest.mark.slow  # every test crawls: a Scrapy process per crawl
 
@@ -62,16 +63,6 @@ def crawl_site(site: LocalSite, root: DataRoot, **crawl_cfg: object):  # noqa: A
     stats = crawl([site.url("/")], test_cfg(sitemaps=[site.url("/sitemap.xml")], **crawl_cfg),
                   root, progress=False)
     return stats, Counter(site.hits)
-
-
-def stored_paths(root: DataRoot, site: LocalSite) -> set[str]:
-    with RawStore(root) as store:
-        return {r.source.removeprefix(site.url("")) for r in store.iter_sources()}
-
-
-def blob_count(root: DataRoot) -> int:
-    with RawStore(root) as store:
-        return store.count_blobs()
 
 
 def age(root: DataRoot, url: str, seconds: float) -> None:
