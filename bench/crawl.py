@@ -181,6 +181,9 @@ def serve(shape: str, pages: int, host: str, seed: int) -> None:
         if found is None:
             return web.Response(status=404, body=b"<html><body>not found</body></html>")
         status, body, headers = found
+        if status == 200 and headers.get("ETag") and \
+                request.headers.get("If-None-Match") == headers["ETag"]:
+            return web.Response(status=304, headers={"ETag": headers["ETag"]})  # a re-crawl's
         return web.Response(status=status, body=body, headers=headers)
 
     async def main() -> None:

@@ -24,7 +24,7 @@ from crawler.budget import GO, WAIT
 from crawler.content import announced_kind, classify, header_charset
 from crawler.errors import FetchError, failure_kind, refusal_of
 from crawler.items import FetchedPage
-from crawler.links import robots_directives, scan_html
+from crawler.links import PageScan, robots_directives, scan_html
 from crawler.middlewares import STORED_FLAG, UNCHANGED_FLAG, is_control, source_url
 from crawler.revisit import FRESHNESS_HEADERS, LIFETIME_HEADERS, PageNote, fresh_seconds
 from crawler.session import CrawlSession, standalone_session
@@ -42,6 +42,13 @@ def _header(response: Response, name: str) -> str:
 
 def _fresh_s(response: Response) -> float:
     return fresh_seconds(*(_header(response, name) for name in FRESHNESS_HEADERS))
+
+
+def _page_note(sha: str, scan: PageScan | None, fresh_s: float) -> PageNote:
+    """What a re-check of this content needs: its links (none if not HTML), nofollow, and how
+    long it said it stays fresh."""
+    return PageNote(sha, tuple(scan.links) if scan else (), bool(scan and scan.nofollow),
+                    fresh_s)
 
 
 def _status_note(response: Response) -> str:
@@ -241,9 +248,7 @@ class SiteSpider(scrapy.Spider):
                               depth=depth, referrer=referrer)
             fresh_s = _fresh_s(response)
             if scan is not None or fresh_s:  # what a re-check needs: links, or how long to wait
-                s.notes.put(source, PageNote(sha256_bytes(body),
-                                             tuple(scan.links) if scan else (),
-                                             bool(scan and scan.nofollow), fresh_s))
+                s.notes.put(source, _page_note(sha256_bytes(body), scan, fresh_s))
         if scan is not None and not (scan.nofollow and s.cfg.obey_robots):
             yield from self._follow(scan.links, response.url, depth + 1)
 
@@ -261,8 +266,7 @@ class SiteSpider(scrapy.Spider):
             return note
         scan = scan_html(response.body, response.url, None, self._agent) if ext == "html" \
             else None
-        note = PageNote(sha, tuple(scan.links) if scan else (), bool(scan and scan.nofollow),
-                        fresh_s or 0.0)
+        note = _page_note(sha, scan, fresh_s or 0.0)
         if scan is not None or note.fresh_s:
             self.session.notes.put(source, note)
         return note
