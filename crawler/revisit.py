@@ -104,9 +104,10 @@ class PageNotes:
         sha, links, nofollow, fresh_s = row
         return PageNote(sha, tuple(json.loads(links)), bool(nofollow), fresh_s)
 
-    def fresh_s(self) -> dict[str, float]:
-        """URL -> freshness, for the pages that said they stay fresh."""
-        return dict(self.db.execute("SELECT url, fresh_s FROM notes WHERE fresh_s > 0"))
+    def fresh_s(self) -> dict[str, tuple[str, float]]:
+        """URL -> (sha256, freshness) of the pages whose content said it stays fresh."""
+        rows = self.db.execute("SELECT url, sha256, fresh_s FROM notes WHERE fresh_s > 0")
+        return {url: (sha, fresh_s) for url, sha, fresh_s in rows}
 
     def put(self, url: str, note: PageNote) -> None:
         if not self._pending:

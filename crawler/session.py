@@ -184,7 +184,8 @@ class CrawlSession:
             row = self.reader.get_source(url)
             if row is not None and row.kind == "web" and row.depth is not None:
                 out[url] = (row.depth, row.referrer)
-                if self._may_wait(row, fresh.get(url, 0.0), now):
+                sha, fresh_s = fresh.get(url, ("", 0.0))  # what its content said, not older
+                if self._may_wait(row, fresh_s if sha == row.sha256 else 0.0, now):
                     self.not_due.add(url)
         return out
 
