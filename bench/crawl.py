@@ -28,9 +28,13 @@ per page (its process's user + system time, which the machine's load stretches f
 than wall time) and its start-up and exit (process time outside the crawl itself).
 Two more rows time our crawl of the docs site at per-domain concurrency 1, 2, 4, 8 and 16
 under a global concurrency of 16: one site, and four sites of a quarter of the pages each
-served at once (on 127.0.0.1-4). Results go to bench/results/crawl.json.
+served at once (on 127.0.0.1-4). The last times a re-crawl of a finished crawl of the dense
+site (--recrawl-pages, 3000): the first crawl, the same command again (nothing due: seeds,
+robots.txt and sitemaps only), and with --refresh (every page a 304). Results go to
+bench/results/crawl.json.
 
     .venv/bin/python bench/crawl.py [--pages 500] [--runs 5] [--concurrency 16]
+                                    [--recrawl-pages 3000]
     .venv/bin/python bench/crawl.py --quick | --smoke   # see bench/common.py
 """
 
@@ -181,6 +185,9 @@ def serve(shape: str, pages: int, host: str, seed: int) -> None:
         if found is None:
             return web.Response(status=404, body=b"<html><body>not found</body></html>")
         status, body, headers = found
+        if status == 200 and headers.get("ETag") and \
+                request.headers.get("If-None-Match") == headers["ETag"]:
+            return web.Response(status=304, headers={"ETag": headers["ETag"]})  # a re-crawl's
         return web.Response(status=status, body=body, headers=headers)
 
     async def main() -> None:
@@ -207,22 +214,31 @@ def children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_cllm(url: str | list[str], pages: int, concurrency: int, per_domain: int
-             ) -> dict[str, Any]:
-    cfg = build_config([{"crawl": {
+def cllm_config(pages: int, concurrency: int, per_domain: int, **crawl_keys: Any) -> Any:
+    return build_config([{"crawl": {
         "allow_private": True, "delay_s": 0.0, "autothrottle": False, "obey_robots": True,
         "concurrency": concurrency, "per_domain_concurrency": per_domain,
-        "max_pages": pages + 10, "max_depth": 1000, "retries": 0}}])
+        "max_pages": pages + 10, "max_depth": 1000, "retries": 0, **crawl_keys}}])
+
+
+def timed_crawl(seeds: list[str], cfg: Any, root: str) -> dict[str, Any]:
+    """One crawl process into `root`, timed from its start to its exit."""
+    cpu, began = children_cpu_s(), time.perf_counter()
+    stats = crawl(seeds, cfg, DataRoot.at(root), progress=False)
+    seconds, cpu = time.perf_counter() - began, children_cpu_s() - cpu
+    return {"pages": stats.units, "stored": stats.kept, "process_s": seconds, "cpu_s": cpu,
+            "spider_s": stats.extra["crawl_seconds"], "responses": stats.extra["responses"],
+            "skipped": dict(stats.skipped)}
+
+
+def run_cllm(url: str | list[str], pages: int, concurrency: int, per_domain: int
+             ) -> dict[str, Any]:
     tmp = tempfile.mkdtemp(prefix="bench-crawl-")
     try:
-        cpu, began = children_cpu_s(), time.perf_counter()
-        seeds = [url] if isinstance(url, str) else url
-        stats = crawl(seeds, cfg, DataRoot.at(tmp), progress=False)
-        seconds, cpu = time.perf_counter() - began, children_cpu_s() - cpu
+        return timed_crawl([url] if isinstance(url, str) else url,
+                           cllm_config(pages, concurrency, per_domain), tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"pages": stats.units, "stored": stats.kept, "process_s": seconds, "cpu_s": cpu,
-            "spider_s": stats.extra["crawl_seconds"]}
 
 
 def run_scrapy(kind: str, url: str, concurrency: int, per_domain: int, urls_file: str
@@ -432,7 +448,37 @@ def four_sites_sweep(args: argparse.Namespace) -> dict[str, Any]:
             "runs": {str(p): r for p, r in runs.items()}}
 
 
-SIZES = {"smoke": (12, 1, [4]), "quick": (200, 3, [1, 4, 16]), "full": (500, 5, list(SWEEP))}
+def recrawl(args: argparse.Namespace) -> dict[str, Any]:
+    """A finished crawl of the dense site run again at once: with nothing due (the revisit
+    policy: seeds, robots.txt and sitemaps only), and with --refresh (every page asked for,
+    each a 304), against the first crawl's time; in one data root per round."""
+    pages = len(html_paths(dense_site(args.recrawl_pages)))
+    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in RECRAWL_RUNS}
+    print(f"re-crawl of the dense site ({pages} pages), concurrency {args.concurrency}:",
+          flush=True)
+    with SiteServer("dense", args.recrawl_pages) as site:
+        for _ in range(args.runs):
+            tmp = tempfile.mkdtemp(prefix="bench-recrawl-")
+            try:
+                for kind, keys in RECRAWL_RUNS.items():
+                    cfg = cllm_config(pages, args.concurrency, args.per_domain, **keys)
+                    runs[kind].append(timed_crawl([site.url("/")], cfg, tmp))
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    seconds = {k: statistics.median(r["process_s"] for r in runs[k]) for k in RECRAWL_RUNS}
+    spider = {k: statistics.median(r["spider_s"] for r in runs[k]) for k in RECRAWL_RUNS}
+    print("  " + " | ".join(f"{k} {seconds[k]:.2f} s ({spider[k]:.2f} s crawling)"
+                            for k in RECRAWL_RUNS), flush=True)
+    return {"pages": pages, "process_s": {k: round(v, 2) for k, v in seconds.items()},
+            "spider_s": {k: round(v, 3) for k, v in spider.items()},
+            "rerun_over_first": round(seconds["rerun"] / seconds["first"], 3),
+            "refresh_over_first": round(seconds["refresh"] / seconds["first"], 3),
+            "runs": runs}
+
+
+RECRAWL_RUNS: dict[str, dict[str, Any]] = {"first": {}, "rerun": {}, "refresh": {"refresh": True}}
+SIZES = {"smoke": (12, 1, [4], 30), "quick": (200, 3, [1, 4, 16], 1000),
+         "full": (500, 5, list(SWEEP), 3000)}
 
 
 def main() -> None:
@@ -444,6 +490,8 @@ def main() -> None:
     p.add_argument("--per-domain", type=int, default=16,
                    help="per-domain concurrency of the comparison (one site: the same)")
     p.add_argument("--runs", type=int)
+    p.add_argument("--recrawl-pages", type=int,
+                   help="pages of the re-crawled dense site (full: 3000; 0: no re-crawl)")
     p.add_argument("--sweep", type=int, nargs="*",
                    help="per-domain concurrencies of the sweeps (none: no sweep)")
     add_mode_args(p)
@@ -458,7 +506,8 @@ def main() -> None:
         shape, pages, host, seed = args.serve
         serve(shape, int(pages), host, int(seed))
         return
-    for key, value in zip(("pages", "runs", "sweep"), SIZES[mode(args)], strict=True):
+    for key, value in zip(("pages", "runs", "sweep", "recrawl_pages"), SIZES[mode(args)],
+                          strict=True):
         if getattr(args, key) is None:
             setattr(args, key, value)
     env = environment("scrapy", "twisted")
@@ -472,6 +521,8 @@ def main() -> None:
     if args.sweep:
         result["per_domain_sweep"] = sweep(args)
         result["four_sites_sweep"] = four_sites_sweep(args)
+    if args.recrawl_pages:
+        result["recrawl"] = recrawl(args)
     write_results("crawl", result, args, "scrapy", "twisted")
 
 

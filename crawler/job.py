@@ -1,14 +1,16 @@
-"""A crawl job on disk: `state/crawl/<job>/` holds job.json, Scrapy's JOBDIR and three logs.
+"""A crawl job on disk: `state/crawl/<job>/` holds job.json, Scrapy's JOBDIR, three logs and
+the pages' notes.
 
 A job is identified by its seeds (start URLs and sitemaps). Each full pass over them is a
 *generation*. A generation that ended ("finished", page budget reached) makes the next run
-start a new one: a fresh frontier, with conditional requests for every page already stored.
+start a new one: a fresh frontier, with conditional requests for the pages already stored
+that are due (crawler/revisit.py).
 A generation that was stopped (SIGINT/SIGTERM: Scrapy saved its queue) or killed (job.json
 still says "running") is resumed: pages in `fetched.txt` are served from the raw store
 instead of the network, so nothing stored is fetched twice.
 
 `pages.txt` outlives generations: the pages the job keeps in the dataset, which its page
-budget counts (crawler/budget.py).
+budget counts (crawler/budget.py); so does `notes.sqlite` (crawler/revisit.py).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ SCRAPY_DIR = "scrapy"  # Scrapy's JOBDIR: its queue, seen fingerprints, spider s
 FETCHED_LOG = "fetched.txt"  # URLs kept in this generation, one a line
 PAGES_LOG = "pages.txt"  # URLs the job keeps in the dataset, all generations (PlaceLog)
 REFUSED_LOG = "refused.jsonl"  # URLs refused in this generation, with the reason
+NOTES_DB = "notes.sqlite"  # links and freshness of the pages kept, all generations (revisit.py)
 FINISHED_REASONS = frozenset({"finished", "page_budget"})
 
 
@@ -80,6 +83,10 @@ class JobDir:
     @property
     def pages_log(self) -> Path:
         return self.path / PAGES_LOG
+
+    @property
+    def notes_db(self) -> Path:
+        return self.path / NOTES_DB
 
     def load(self) -> JobState | None:
         try:

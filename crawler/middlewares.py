@@ -23,6 +23,7 @@ from twisted.internet.error import DNSLookupError
 
 from crawler.errors import PrivateAddressError, RedirectFailed, Refused
 from crawler.netguard import AddressPolicy, parse_ip
+from crawler.revisit import FRESHNESS_HEADERS
 from crawler.urls import Reason
 
 if TYPE_CHECKING:
@@ -166,6 +167,17 @@ def stored_response(request: Request, known: Known, body: bytes, flag: str,
                request=request, flags=[flag])
 
 
+def _stored_copy(session: CrawlSession, request: Request, known: Known) -> bytes | None:
+    """What the spider needs of a page's stored copy to follow its links: nothing when its
+    notes hold them (the note goes in the request's meta) or it is not HTML, else its bytes
+    (None if they cannot be read)."""
+    note = session.note_of(known)
+    if note is not None:
+        request.meta["cllm_note"] = note
+        return b""
+    return known.read(session.root) if known.blob.ext == "html" else b""
+
+
 class RawStoreMiddleware:
     """Pages kept earlier in this generation (a resumed crawl) come from the raw store
     without a request; pages stored by an earlier generation are requested conditionally
@@ -186,7 +198,7 @@ class RawStoreMiddleware:
         if known is None:
             return None
         if request.url in session.fetched:
-            body = known.read(session.root)
+            body = _stored_copy(session, request, known)
             if body is not None:
                 return stored_response(request, known, body, STORED_FLAG)
             return None
@@ -206,15 +218,16 @@ class RawStoreMiddleware:
         if response.status != 304 or not request.meta.get("cllm_conditional"):
             return response
         known = session.known(source_url(request))
-        body = known.read(session.root) if known is not None else None
+        body = _stored_copy(session, request, known) if known is not None else None
         if known is None or body is None:  # the stored copy is gone: ask again, unconditionally
             again = request.replace(dont_filter=True)
             again.meta["cllm_conditional"] = False
+            again.meta.pop("cllm_note", None)
             for name in (b"If-None-Match", b"If-Modified-Since"):
                 again.headers.pop(name, None)
             return again
-        validators = {}
-        for name in ("ETag", "Last-Modified"):
+        validators = {}  # and freshness: a 304 says again how long the page stays fresh
+        for name in ("ETag", "Last-Modified", *FRESHNESS_HEADERS):
             value = response.headers.get(name)
             if value:
                 validators[name] = value.decode("latin-1")

@@ -62,13 +62,15 @@ class _Writer:
                 status = "unchanged"
             else:
                 status = "duplicate"
+        # a 304 answered without the stored copy (its links were in the job's notes) has no
+        # body: the content, its size and validators are the previous row's
+        same = previous if previous is not None and page.outcome == "unchanged" else None
         store.upsert_source(SourceRow(
             source=page.source, kind="web", status=status, sha256=sha, mime=page.mime,
-            size=len(page.body), fetched_at=page.fetched_at, http_status=page.http_status,
-            final_url=page.final_url, depth=page.depth, referrer=page.referrer,
-            etag=page.etag or (previous.etag if previous and page.outcome == "unchanged" else ""),
-            last_modified=page.last_modified or (
-                previous.last_modified if previous and page.outcome == "unchanged" else ""),
+            size=same.size if same else len(page.body), fetched_at=page.fetched_at,
+            http_status=page.http_status, final_url=page.final_url, depth=page.depth,
+            referrer=page.referrer, etag=page.etag or (same.etag if same else ""),
+            last_modified=page.last_modified or (same.last_modified if same else ""),
         ))
         return status, previous is not None and bool(previous.sha256) and previous.sha256 != sha
 

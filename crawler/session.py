@@ -21,6 +21,7 @@ from typing import IO, Any
 from crawler.budget import PageBudget
 from crawler.errors import FetchError
 from crawler.job import FetchedLog, JobDir, JobState, PlaceLog
+from crawler.revisit import PageNote, PageNotes, is_due
 from crawler.task import STAGE, CrawlTask, make_seeds
 from crawler.urls import Normalizer, Reason, UrlPolicy
 from pipeline.config import CrawlConfig
@@ -91,6 +92,8 @@ class CrawlSession:
                                  shared=bool(redis_key))
         self.changed = 0  # kept pages whose content changed: stored again in their place
         self.reader = RawStore(root)
+        self.notes = PageNotes(jobdir.notes_db)
+        self.not_due: set[str] = set()  # kept pages this run leaves alone (set by _revisits)
         self.revisits = self._revisits()
         # set by the spider: sends the links waiting for room that may go now, refuses the
         # rest once none is left
@@ -162,18 +165,39 @@ class CrawlSession:
         self.stats.skip("already_fetched")
         self.succeeded.append(source)
 
+    def left_alone(self, source: str) -> None:
+        """A kept page not due for a check (crawler/revisit.py): not asked for, nor followed."""
+        self.budget.checked(source)
+        self.stats.skip("not_due")
+
     # --- the raw store, read side (the pipeline writes from its own thread) -------------
 
     def _revisits(self) -> dict[str, tuple[int, str]]:
         """The kept pages the spider asks for again by itself: url -> (depth, referrer) of
-        their rows, oldest first. A page placed but never stored (a kill between the two) has
-        no depth to go by: links lead to it, as in the run that placed it."""
+        their rows, oldest first; those not due yet go into `not_due`. A page placed but
+        never stored (a kill between the two) has no depth to go by: links lead to it, as in
+        the run that placed it."""
         out = {}
+        fresh = {} if self.cfg.refresh else self.notes.fresh_s()
+        now = time.time()
         for url in self.budget.held:
             row = self.reader.get_source(url)
             if row is not None and row.kind == "web" and row.depth is not None:
                 out[url] = (row.depth, row.referrer)
+                sha, fresh_s = fresh.get(url, ("", 0.0))  # what its content said, not older
+                if self._may_wait(row, fresh_s if sha == row.sha256 else 0.0, now):
+                    self.not_due.add(url)
         return out
+
+    def _may_wait(self, row: SourceRow, fresh_s: float, now: float) -> bool:
+        """Whether a kept page may go unchecked this run: not a seed, not kept already in
+        this generation (a resumed run serves those from the store and follows them again),
+        and checked lately (crawl.revisit_after_s, or as long as it said it stays fresh)."""
+        if self.cfg.refresh or row.source in self.seeds or row.source in self.fetched:
+            return False
+        if row.status not in DONE_STATUSES:
+            return False
+        return not is_due(row.fetched_at, fresh_s, self.cfg.revisit_after_s, now)
 
     def known(self, source: str) -> Known | None:
         row = self.reader.get_source(source)
@@ -183,6 +207,11 @@ class CrawlSession:
         if blob is None or not self.root.blob(blob.sha256, blob.ext).is_file():
             return None
         return Known(row, blob)
+
+    def note_of(self, known: Known) -> PageNote | None:
+        """The notes of a page's stored content (its links, freshness), if they are of it."""
+        note = self.notes.get(known.row.source)
+        return note if note is not None and note.sha256 == known.blob.sha256 else None
 
     # --- progress and the end ---------------------------------------------------------
 
@@ -223,7 +252,8 @@ class CrawlSession:
         except Exception as e:
             self._note_disk_full(e)
         finally:
-            for handle in (self._refused_fh, self.fetched, self.budget.places, self.reader):
+            for handle in (self._refused_fh, self.fetched, self.budget.places, self.reader,
+                           self.notes):
                 try:
                     handle.close()
                 except Exception as e:  # noqa: BLE001 - a buffered write may fail at close

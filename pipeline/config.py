@@ -133,6 +133,12 @@ class CrawlConfig:
     private_allowlist: list[str] = field(default_factory=list)
     retry_backoff_s: float = 1.0  # wait before retry n is retry_backoff_s * 2**(n-1), max 60 s
     restart: bool = False  # drop the saved frontier of a stopped crawl of these URLs; start over
+    # a re-run does not ask again for a kept page checked less than this long ago (seconds;
+    # longer when the page said it stays fresh: Cache-Control max-age, Expires); seeds and
+    # sitemaps are always asked for. 20 h, not a day: a daily run (the retrain schedule)
+    # reaches a page at a slightly different time each day and must still find it due
+    revisit_after_s: float = 20 * 3600.0
+    refresh: bool = False  # ask again for every kept page, due or not (conditionally)
 
     def __post_init__(self) -> None:
         _require(self.max_pages > 0, "crawl.max_pages", "> 0", self.max_pages)
@@ -148,6 +154,8 @@ class CrawlConfig:
         _require(self.max_bytes > 0, "crawl.max_bytes", "> 0", self.max_bytes)
         _require(bool(self.user_agent.strip()), "crawl.user_agent", "non-empty", self.user_agent)
         _require(self.retry_backoff_s >= 0, "crawl.retry_backoff_s", ">= 0", self.retry_backoff_s)
+        _require(self.revisit_after_s >= 0, "crawl.revisit_after_s", ">= 0 (0: every run)",
+                 self.revisit_after_s)
         self._check_crawl_lists()
 
     def _check_crawl_lists(self) -> None:

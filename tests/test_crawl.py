@@ -234,7 +234,8 @@ def test_recrawl_sends_conditional_requests(tmp_path: Path) -> None:
         routes["/two"] = Page(body=html("Two, edited"), etag='"t2"')
         site.routes.update(routes)
         site.requests.clear()
-        second = crawl([site.url("/")], cfg, root, progress=False)
+        # every page, though checked a moment ago (crawl.refresh: `cllm crawl --refresh`)
+        second = crawl([site.url("/")], test_cfg(refresh=True), root, progress=False)
         conditional = {path: headers for path, headers in site.requests if path != "/robots.txt"}
     assert conditional["/one"]["if-none-match"] == '"o1"'
     assert conditional["/dated"]["if-modified-since"].endswith("GMT")

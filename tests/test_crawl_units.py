@@ -366,3 +366,61 @@ def test_polite_throttle_honours_crawl_delay_and_spares_loopback() -> None:
     assert downloaded("b.org", 1.0) == 1.0  # a slow server: AutoThrottle backs off
     assert downloaded("b.org", 0.01) == pytest.approx(0.505)  # and comes back, halfway
     assert downloaded("127.0.0.1", 0.5) == 0.0  # this machine: no delay
+
+
+def test_saved_queue_touches_disk_only_when_closed_with_requests_left(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    import scrapy
+
+    from crawler.queues import FifoSavedQueue
+
+    class Spider(scrapy.Spider):
+        name = "s"
+
+        def parse(self, response):  # noqa: ANN001, ANN201
+            return None
+
+    crawler = SimpleNamespace(spider=Spider())
+    key = tmp_path / "requests.queue" / "-1"
+    queue = FifoSavedQueue(crawler, str(key))
+    for i in range(5):
+        queue.push(scrapy.Request(f"https://ex.org/{i}", callback=crawler.spider.parse,
+                                  meta={"depth": 1}))
+    assert queue.pop().url == "https://ex.org/0" and not key.exists()  # nothing written yet
+    queue.close()  # a stop: the four left are saved for the next run
+    again = FifoSavedQueue(crawler, str(key))
+    assert [again.pop() for _ in range(2)][1].meta == {"depth": 1}
+    assert len(again) == 2 and again.peek().url == "https://ex.org/3"
+    assert again.pop().callback == crawler.spider.parse
+    again.pop()
+    again.close()  # drained: nothing left on disk
+    assert not key.exists()
+    assert len(FifoSavedQueue(crawler, str(key))) == 0
+
+
+@pytest.mark.parametrize(("cache_control", "expires", "fresh_s"), [
+    ("max-age=600", "", 600.0),
+    ("public, max-age=\"60\"", "", 60.0),
+    ("no-cache, max-age=600", "", 0.0),
+    ("", "Thu, 01 Jan 1970 00:10:00 GMT", 600.0),  # against Date below
+    ("max-age=999999999", "", 30 * 86400.0),  # a year or more is a month: it is re-checked
+    ("max-age=soon", "", 0.0),
+    ("", "", 0.0),
+])
+def test_fresh_seconds(cache_control: str, expires: str, fresh_s: float) -> None:
+    from crawler.revisit import fresh_seconds
+
+    assert fresh_seconds(cache_control, expires, "Thu, 01 Jan 1970 00:00:00 GMT") == fresh_s
+
+
+def test_is_due() -> None:
+    from crawler.revisit import is_due
+
+    now = 1_800_000_000.0
+    hour_ago = "2027-01-15T07:00:00+00:00"  # now is 2027-01-15T08:00:00Z
+    assert not is_due(hour_ago, 0.0, 2 * 3600, now)
+    assert is_due(hour_ago, 0.0, 1800, now)
+    assert not is_due(hour_ago, 7200.0, 1800, now)  # it said it stays fresh for two hours
+    assert is_due("not a date", 0.0, 3600, now) and is_due("2030-01-01T00:00:00+00:00", 0, 60,
+                                                         now)

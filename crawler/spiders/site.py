@@ -9,6 +9,7 @@ session, one per URL, with their reason.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import scrapy
@@ -23,11 +24,13 @@ from crawler.budget import GO, WAIT
 from crawler.content import announced_kind, classify, header_charset
 from crawler.errors import FetchError, failure_kind, refusal_of
 from crawler.items import FetchedPage
-from crawler.links import robots_directives, scan_html
+from crawler.links import PageScan, robots_directives, scan_html
 from crawler.middlewares import STORED_FLAG, UNCHANGED_FLAG, is_control, source_url
+from crawler.revisit import FRESHNESS_HEADERS, LIFETIME_HEADERS, PageNote, fresh_seconds
 from crawler.session import CrawlSession, standalone_session
 from crawler.settings import robots_agent
 from crawler.urls import Reason, host_of
+from pipeline.rawstore import sha256_bytes
 
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -35,6 +38,17 @@ GZIP_MAGIC = b"\x1f\x8b"
 def _header(response: Response, name: str) -> str:
     value = response.headers.get(name)
     return value.decode("latin-1") if value else ""
+
+
+def _fresh_s(response: Response) -> float:
+    return fresh_seconds(*(_header(response, name) for name in FRESHNESS_HEADERS))
+
+
+def _page_note(sha: str, scan: PageScan | None, fresh_s: float) -> PageNote:
+    """What a re-check of this content needs: its links (none if not HTML), nofollow, and how
+    long it said it stays fresh."""
+    return PageNote(sha, tuple(scan.links) if scan else (), bool(scan and scan.nofollow),
+                    fresh_s)
 
 
 def _status_note(response: Response) -> str:
@@ -100,13 +114,16 @@ class SiteSpider(scrapy.Spider):
     def _revisit(self, url: str, depth: int, referrer: str) -> Request | None:
         """A page the crawl kept before, asked for again at its URL and at the depth it was
         kept at, whether or not a link still leads there (a re-crawl checks every page it
-        keeps); None if the config now refuses it."""
+        keeps that is due); None if the config now refuses it or it is not due."""
         s = self.session
         if url in self._queued:
             return None
         reason = s.policy.check(url) or (Reason.MAX_DEPTH if depth > s.cfg.max_depth else None)
         if reason is not None:
             s.refuse(url, reason, "kept by an earlier run", referrer=referrer, depth=depth)
+            return None
+        if url in s.not_due:  # its links were followed when it was checked
+            s.left_alone(url)
             return None
         self._queued.add(url)
         # kept already in this generation (a resumed run): answered from the raw store, and
@@ -191,8 +208,9 @@ class SiteSpider(scrapy.Spider):
                                   etag=_header(response, "ETag"),
                                   last_modified=_header(response, "Last-Modified"),
                                   depth=depth, referrer=referrer)
-            if ext == "html":
-                yield from self._follow_page(response, body, depth)
+            note = self._note_stored(response, source, sha, ext)
+            if not (note.nofollow and s.cfg.obey_robots):
+                yield from self._follow(list(note.links), response.url, depth + 1)
             return
         if response.status >= 300 or response.status < 200:
             s.fail(FetchError(source, f"http_{response.status}",
@@ -228,13 +246,30 @@ class SiteSpider(scrapy.Spider):
                               etag=_header(response, "ETag"),
                               last_modified=_header(response, "Last-Modified"),
                               depth=depth, referrer=referrer)
+            fresh_s = _fresh_s(response)
+            if scan is not None or fresh_s:  # what a re-check needs: links, or how long to wait
+                s.notes.put(source, _page_note(sha256_bytes(body), scan, fresh_s))
         if scan is not None and not (scan.nofollow and s.cfg.obey_robots):
             yield from self._follow(scan.links, response.url, depth + 1)
 
-    def _follow_page(self, response: Response, body: bytes, depth: int) -> Iterator[Request]:
-        scan = scan_html(body, response.url, None, self._agent)
-        if not (scan.nofollow and self.session.cfg.obey_robots):
-            yield from self._follow(scan.links, response.url, depth + 1)
+    def _note_stored(self, response: Response, source: str, sha: str, ext: str) -> PageNote:
+        """The notes of a page answered from its stored copy: those kept with it (no parse),
+        else made from the copy (and kept for the next time); its freshness as the 304 said."""
+        note = response.meta.get("cllm_note")
+        # a 304 that says nothing of freshness leaves it as it was (RFC 9111 4.3.4)
+        said = any(_header(response, name) for name in LIFETIME_HEADERS)
+        fresh_s = _fresh_s(response) if UNCHANGED_FLAG in response.flags and said else None
+        if note is not None:
+            if fresh_s is not None and fresh_s != note.fresh_s:  # the 304 says otherwise now
+                note = replace(note, fresh_s=fresh_s)
+                self.session.notes.put(source, note)
+            return note
+        scan = scan_html(response.body, response.url, None, self._agent) if ext == "html" \
+            else None
+        note = _page_note(sha, scan, fresh_s or 0.0)
+        if scan is not None or note.fresh_s:
+            self.session.notes.put(source, note)
+        return note
 
     def _follow(self, links: list[str], page_url: str, next_depth: int) -> Iterator[Request]:
         """Requests for the links not seen before that the policy allows; refusals counted."""

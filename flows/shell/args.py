@@ -129,6 +129,9 @@ def _args_crawl(p: argparse.ArgumentParser) -> None:
                  help="do not fetch or obey robots.txt (only for sites you own)")
     _config_flag(p, "--restart", key="crawl.restart", action="store_true",
                  help="drop the saved frontier of a stopped crawl of these URLs; start over")
+    _config_flag(p, "--refresh", key="crawl.refresh", action="store_true",
+                 help="ask again for every page the crawl keeps, even those checked lately "
+                      "(crawl.revisit_after_s)")
 
 
 def _args_extract(p: argparse.ArgumentParser) -> None:

@@ -154,7 +154,7 @@ def demo_lines(summary: Any) -> list[str]:
         "",
         "CLLM demo: done",
         f"  sample site        {summary.site_url} ({crawled.get('kept', 0)} pages stored, "
-        f"{sum(crawled.get('skipped', {}).values())} unchanged this run)",
+        f"{sum(crawled.get('skipped', {}).values())} not new this run)",
         f"  raw store          {root / 'raw'}",
         f"  documents          {root / 'docs'} ({summary.documents} documents, "
         f"{summary.ocr_pages} pages OCRed)",
