@@ -11,7 +11,7 @@ demo: setup
 
 test: setup
 	$(VENV)/ruff check .
-	$(VENV)/python -m pytest
+	$(VENV)/python -m pytest -n 2 --dist loadfile
 
 lint: setup
 	$(VENV)/ruff check .
