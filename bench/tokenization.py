@@ -81,13 +81,16 @@ def _paragraph(rng: random.Random, words: list[str], cum: list[float]) -> str:
     return " ".join(sentences)
 
 
-def generated_documents(mb: float, seed: int = 0) -> Iterator[Document]:
-    """Deterministic prose documents of 1-20 kB until `mb` MB of text."""
+def generated_documents(mb: float, seed: int = 0, sizes: tuple[int, int] = (1000, 20_000)
+                        ) -> Iterator[Document]:
+    """Deterministic prose documents of `sizes` bytes (log-uniform, at least one paragraph)
+    until `mb` MB of text."""
     rng = random.Random(seed)
     words, cum = _vocabulary(rng)
     total, n = 0, 0
+    low, high = sizes
     while total < mb * 1e6:
-        target = int(1000 * 20 ** rng.random())
+        target = int(low * (high / low) ** rng.random())
         paragraphs, size = [], 0
         while size < target:
             paragraphs.append(_paragraph(rng, words, cum))
@@ -157,12 +160,13 @@ def child_rss(mb: float, args: argparse.Namespace, *extra: str) -> dict[str, flo
 
 
 class PeakRss:
-    """Samples the RSS of this process and of its descendants (the clean workers)."""
+    """Samples the RSS of this process (or of process `pid`) and of its descendants (the
+    clean workers, a crawl's child); a process that has exited counts as nothing."""
 
-    def __init__(self, every_s: float = 0.02) -> None:
+    def __init__(self, every_s: float = 0.02, pid: int | None = None) -> None:
         import psutil
 
-        self.me = psutil.Process()
+        self.me = psutil.Process(pid)
         self.every_s = every_s
         self.peak_self = self.peak_total = 0
         self._stop = threading.Event()
@@ -171,9 +175,13 @@ class PeakRss:
     def _sample(self) -> None:
         import psutil
 
-        own = self.me.memory_info().rss
+        try:
+            own = self.me.memory_info().rss
+            children = self.me.children(recursive=True)
+        except psutil.Error:
+            return  # exited (or a zombie): its peak was sampled before
         total = own
-        for child in self.me.children(recursive=True):
+        for child in children:
             try:
                 total += child.memory_info().rss
             except psutil.Error:
