@@ -207,7 +207,7 @@ def measured_process(argv: list[str]) -> dict[str, float]:
         proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.returncode:
             err.seek(0)
-            raise SystemExit(f"{' '.join(argv[2:6])} ... exited {proc.returncode}:\n"
+            raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}:\n"
                              f"{err.read().decode(errors='replace')[-3000:]}")
     return {"seconds": seconds, "cpu_s": usage.ru_utime + usage.ru_stime,
             "peak_rss_mb": peak.peak_total / 2**20, "peak_rss_self_mb": peak.peak_self / 2**20}
