@@ -45,7 +45,6 @@ import argparse
 import json
 import os
 import random
-import resource
 import shutil
 import sqlite3
 import subprocess
@@ -112,20 +111,15 @@ def _edit(text: str, rng: random.Random) -> str:
     return " ".join(words)
 
 
-def children_cpu_s() -> float:
-    """CPU seconds of this process's children that have exited (the clean workers)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def measured_call(call: Callable[[], Any]) -> tuple[Any, dict[str, float]]:
     """The call's result, its seconds, CPU seconds (workers included) and peak RSS."""
     with PeakRss() as peak:
-        began, cpu = time.perf_counter(), time.process_time() + children_cpu_s()
+        began, cpu = time.perf_counter(), time.process_time()
         result = call()
         seconds = time.perf_counter() - began
-        cpu = time.process_time() + children_cpu_s() - cpu
-    return result, {"seconds": seconds, "cpu_s": cpu, "peak_rss_mb": peak.peak_total / 2**20,
+        cpu = time.process_time() - cpu
+    return result, {"seconds": seconds, "cpu_s": cpu + peak.cpu_s(descendants_only=True),
+                    "peak_rss_mb": peak.peak_total / 2**20,
                     "peak_rss_self_mb": peak.peak_self / 2**20}
 
 
@@ -196,8 +190,8 @@ def text_child(mb: float, workdir: Path, stages: list[str]) -> dict[str, Any]:
 
 
 def measured_process(argv: list[str]) -> dict[str, float]:
-    """Seconds, CPU seconds (its reaped descendants included) and peak RSS of the process and
-    its descendants, start to exit; it must exit 0."""
+    """Seconds, CPU seconds and peak RSS of the process and its descendants, start to exit;
+    it must exit 0."""
     with tempfile.TemporaryFile() as err:  # a file, not a pipe: no pipe to fill and block
         began = time.perf_counter()
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
@@ -209,7 +203,9 @@ def measured_process(argv: list[str]) -> dict[str, float]:
             err.seek(0)
             raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}:\n"
                              f"{err.read().decode(errors='replace')[-3000:]}")
-    return {"seconds": seconds, "cpu_s": usage.ru_utime + usage.ru_stime,
+    # both miss some: rusage the workers of a forkserver, sampling a process's last 20 ms
+    cpu = max(usage.ru_utime + usage.ru_stime, peak.cpu_s())
+    return {"seconds": seconds, "cpu_s": cpu,
             "peak_rss_mb": peak.peak_total / 2**20, "peak_rss_self_mb": peak.peak_self / 2**20}
 
 
@@ -341,8 +337,14 @@ def table(stages: dict[str, Any]) -> list[dict[str, str]]:
     for stage, got in stages.items():
         runs, s = got["runs"], got["summary"]
         order = sorted(runs, key=int)
-        sizes = " / ".join(f"{runs[f]['units']:.0f} {UNITS[stage]}" for f in order)
-        per = " / ".join(per_unit(stage, runs[f]["s_per_unit"]) for f in order)
+        if UNITS[stage] == "MB":
+            sizes = (" / ".join(f"{runs[f]['units']:.4g}" for f in order) + " MB ("
+                     + " / ".join(str(runs[f]["documents"]) for f in order) + " documents)")
+        else:
+            sizes = " / ".join(str(runs[f]["units"]) for f in order) + " pages"
+        scale_of = 1 if UNITS[stage] == "MB" else 1000  # s per MB, ms per page
+        per = " / ".join(f"{runs[f]['s_per_unit'] * scale_of:.3g}" for f in order) + (
+            " s per MB" if scale_of == 1 else " ms per page")
         rss = " / ".join(f"{runs[f]['peak_rss_mb']:.0f}" for f in order)
         rows.append(row(f"scale: {STAGES[stage]} at {' / '.join(f + 'x' for f in order)} = "
                         f"{sizes}", f"{per}; peak RSS {rss} MB; re-run "

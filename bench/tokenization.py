@@ -161,7 +161,9 @@ def child_rss(mb: float, args: argparse.Namespace, *extra: str) -> dict[str, flo
 
 class PeakRss:
     """Samples the RSS of this process (or of process `pid`) and of its descendants (the
-    clean workers, a crawl's child); a process that has exited counts as nothing."""
+    clean workers, a crawl's child), and their CPU time: workers a forkserver started are
+    not this process's children, so its rusage never counts them. A process that has exited
+    counts as nothing; CPU a process spent in its last `every_s` is missed."""
 
     def __init__(self, every_s: float = 0.02, pid: int | None = None) -> None:
         import psutil
@@ -169,6 +171,8 @@ class PeakRss:
         self.me = psutil.Process(pid)
         self.every_s = every_s
         self.peak_self = self.peak_total = 0
+        self._cpu: dict[int, float] = {}  # pid: user + system seconds, last seen
+        self._cpu_before: dict[int, float] = {}  # of the processes there at the start
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -178,16 +182,23 @@ class PeakRss:
         try:
             own = self.me.memory_info().rss
             children = self.me.children(recursive=True)
+            self._cpu[self.me.pid] = sum(self.me.cpu_times()[:2])
         except psutil.Error:
             return  # exited (or a zombie): its peak was sampled before
         total = own
         for child in children:
             try:
                 total += child.memory_info().rss
+                self._cpu[child.pid] = sum(child.cpu_times()[:2])
             except psutil.Error:
                 pass  # ended between listing and reading
         self.peak_self = max(self.peak_self, own)
         self.peak_total = max(self.peak_total, total)
+
+    def cpu_s(self, descendants_only: bool = False) -> float:
+        """CPU seconds (user + system) the tree spent while sampled."""
+        return sum(seconds - self._cpu_before.get(pid, 0.0) for pid, seconds in
+                   self._cpu.items() if not (descendants_only and pid == self.me.pid))
 
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
@@ -195,6 +206,7 @@ class PeakRss:
 
     def __enter__(self) -> PeakRss:
         self._sample()
+        self._cpu_before = dict(self._cpu)
         self._thread.start()
         return self
 
