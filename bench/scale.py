@@ -20,7 +20,8 @@ Stages (`--stages`, default all) and their units; the 1x size is `--base` (MB of
 Full sizes at 1x / 4x / 16x: 64 / 256 / 1024 MB of text (~20k / 80k / 316k documents),
 3,125 / 12,500 / 50,000 PDF pages, 1,250 / 5,000 / 20,000 site pages.
 
-The text stages run in a fresh process per size, in-process calls timed there; extract and
+Each text stage runs in a fresh process of its own (its peak RSS is its own, not what an
+earlier stage left), on one data root per size, its library call timed there; extract and
 crawl are whole `cllm` processes timed from start to exit. Each measurement gives time per
 unit, CPU per unit (the process and its workers: user + system) and peak RSS (the process and
 its descendants summed, sampled every 20 ms); then the same stage runs again with nothing new
@@ -78,7 +79,7 @@ CRAWL_SETTINGS = ["--set", "crawl.delay_s=0", "--set", "crawl.autothrottle=false
                   "--set", "crawl.retries=0"]
 
 
-# --- the text stages, in a child process per size ------------------------------------------
+# --- the text stages, each in a process of its own --------------------------------------------
 
 
 def with_duplicates(docs: Iterator[Document], copies: dict[str, int], seed: int = 7
@@ -123,9 +124,29 @@ def measured_call(call: Callable[[], Any]) -> tuple[Any, dict[str, float]]:
                     "peak_rss_self_mb": peak.peak_self / 2**20}
 
 
-def run_text(mb: float, workdir: Path, stages: list[str]) -> dict[str, Any]:
-    """The text stages at one size, in this process: write, then each stage and its re-run.
-    Clean and tokenize run whether asked for or not: the later stages need their output."""
+def write_text_root(mb: float, workdir: Path) -> tuple[Path, dict[str, Any]]:
+    """A data root holding `mb` MB of generated documents as docs parts (streamed to disk,
+    never held), and what was written."""
+    copies: dict[str, int] = {}
+    sizes: list[int] = []
+
+    def counted(docs: Iterator[Document]) -> Iterator[Document]:
+        for doc in docs:
+            sizes.append(len(doc.text.encode()))
+            yield doc
+
+    from pipeline.layout import DataRoot
+
+    root = DataRoot.at(Path(tempfile.mkdtemp(prefix="scale-", dir=workdir)))
+    write_docs(root, counted(with_duplicates(generated_documents(mb, seed=3, sizes=DOC_BYTES),
+                                             copies)))
+    return root.path, {"units": round(sum(sizes) / 1e6, 3), "documents": len(sizes),
+                       "mean_doc_bytes": round(sum(sizes) / len(sizes)), "copies_made": copies}
+
+
+def run_text_stage(stage: str, path: Path) -> dict[str, Any]:
+    """One text stage on the data root at `path` and its re-run, in this (fresh) process, so
+    that its peak RSS is its own and not what an earlier stage left."""
     from pipeline import clean
     from pipeline.clean import clean_documents
     from pipeline.config import build_config
@@ -133,56 +154,47 @@ def run_text(mb: float, workdir: Path, stages: list[str]) -> dict[str, Any]:
     from pipeline.tokenization import tokenize_dataset
 
     clean.POOL_MIN_BYTES = 0  # clean workers at every size (as at 16x), so the sizes compare
-    root = DataRoot.at(Path(tempfile.mkdtemp(prefix="scale-", dir=workdir)))
+    root = DataRoot.at(path)
+    cfg = build_config([{"tokenize": {"vocab_size": 8192}}])
+    tokenizer = root.path / "given-tokenizer.json"
+    given = build_config([{"tokenize": {"vocab_size": 8192, "tokenizer": str(tokenizer)}}])
+
+    def shards_only() -> Any:  # the tokenizer trained before given: encoding and shards
+        shutil.copyfile(root.tokenizer_json, tokenizer)
+        reset_shards(root)
+        return tokenize_dataset(given, root, progress=False)
+
+    first, again = {"clean": (lambda: clean_documents(cfg, root, progress=False),) * 2,
+                    "tokenize": (lambda: tokenize_dataset(cfg, root, progress=False),) * 2,
+                    "shards": (shards_only,
+                               lambda: tokenize_dataset(given, root, progress=False))}[stage]
+    stats, fig = measured_call(first)
+    _, rerun = measured_call(again)
+    return {**fig, "rerun_seconds": rerun["seconds"], "kept": stats.kept,
+            "dropped": dict(stats.dropped)}
+
+
+def run_text(mb: float, workdir: Path, stages: list[str]) -> dict[str, Any]:
+    """The text stages asked for at one size, each in a fresh process on the same data root;
+    clean and tokenize run whether asked for or not when a later stage needs their output."""
+    path, written = write_text_root(mb, workdir)
     try:
-        copies: dict[str, int] = {}
-        sizes: list[int] = []
-
-        def counted(docs: Iterator[Document]) -> Iterator[Document]:
-            for doc in docs:
-                sizes.append(len(doc.text.encode()))
-                yield doc
-
-        # streamed to disk, never held: the RSS measured below is the stages', not the input's
-        docs = generated_documents(mb, seed=3, sizes=DOC_BYTES)
-        write_docs(root, counted(with_duplicates(docs, copies)))
-        text_mb = sum(sizes) / 1e6
-        cfg = build_config([{"tokenize": {"vocab_size": 8192}}])
-        tokenizer = root.path / "given-tokenizer.json"
-        given = build_config([{"tokenize": {"vocab_size": 8192, "tokenizer": str(tokenizer)}}])
-
-        def shards_only() -> Any:  # the tokenizer trained above given: encoding and shards
-            shutil.copyfile(root.tokenizer_json, tokenizer)
-            reset_shards(root)
-            return tokenize_dataset(given, root, progress=False)
-
-        calls = {"clean": (lambda: clean_documents(cfg, root, progress=False),) * 2,
-                 "tokenize": (lambda: tokenize_dataset(cfg, root, progress=False),) * 2,
-                 "shards": (shards_only, lambda: tokenize_dataset(given, root, progress=False))}
-        out: dict[str, Any] = {}
-        last = max(list(calls).index(stage) for stage in stages)
-        for stage, (first, again) in list(calls.items())[:last + 1]:
-            if stage not in stages:  # not measured, but what a later stage reads
-                first()
-                continue
-            stats, fig = measured_call(first)
-            _, rerun = measured_call(again)
-            out[stage] = {"units": round(text_mb, 3), **fig, "rerun_seconds": rerun["seconds"],
-                          "documents": len(sizes), "mean_doc_bytes": round(text_mb * 1e6
-                                                                           / len(sizes)),
-                          "copies_made": copies, "kept": stats.kept,
-                          "dropped": dict(stats.dropped)}
+        last = max(list(TEXT_STAGES).index(stage) for stage in stages)
+        out = {}
+        for stage in list(TEXT_STAGES)[:last + 1]:
+            got = text_child(stage, path)
+            if stage in stages:
+                out[stage] = {**written, **got}
         return out
     finally:
-        shutil.rmtree(root.path, ignore_errors=True)
+        shutil.rmtree(path, ignore_errors=True)
 
 
-def text_child(mb: float, workdir: Path, stages: list[str]) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--child", str(mb), "--workdir", str(workdir),
-           "--stages", ",".join(stages)]
+def text_child(stage: str, path: Path) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--child", stage, "--child-root", str(path)]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
-        raise SystemExit(f"scale child at {mb} MB failed:\n{done.stderr[-3000:]}")
+        raise SystemExit(f"scale: {stage} on {path} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -377,13 +389,13 @@ def merged(previous: Path | None, stages: dict[str, Any]) -> dict[str, Any]:
 
 def measure(stages: list[str], factors: list[int], base: dict[str, float], workdir: Path
             ) -> dict[str, Any]:
-    """Every stage asked for at every factor; the text stages share one child per factor."""
+    """Every stage asked for at every factor; the text stages share a data root per factor."""
     runs: dict[str, dict[str, Any]] = {stage: {} for stage in stages}
     text = [s for s in TEXT_STAGES if s in stages]
     for factor in factors:
         found: dict[str, Any] = {}
         if text:
-            found.update(text_child(base["text"] * factor, workdir, text))
+            found.update(run_text(base["text"] * factor, workdir, text))
         if "extract" in stages:
             found["extract"] = run_extract(whole_files(int(base["extract"] * factor)),
                                            workdir, whole_files(int(base["extract"]
@@ -413,7 +425,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--pdf-pages", type=int, help="PDF pages at 1x (full 3125)")
     p.add_argument("--site-pages", type=int, help="site pages at 1x (full 1250)")
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()))
-    p.add_argument("--child", type=float, help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=TEXT_STAGES, help=argparse.SUPPRESS)
+    p.add_argument("--child-root", type=Path, help=argparse.SUPPRESS)
     add_mode_args(p)
     args = p.parse_args()
     args.stages = [s.strip() for s in args.stages.split(",") if s.strip()]
@@ -428,7 +441,7 @@ def main() -> None:
 
     args = parse_args()
     if args.child is not None:
-        print(json.dumps(run_text(args.child, args.workdir, args.stages)))
+        print(json.dumps(run_text_stage(args.child, args.child_root)))
         return
     text_mb, pdf_pages, site_pages = SIZES[mode(args)]
     base = {"text": args.base or text_mb, "extract": args.pdf_pages or pdf_pages,
