@@ -73,6 +73,7 @@ UNITS = {**dict.fromkeys(TEXT_STAGES, "MB"), "extract": "page", "crawl": "page"}
 SIZES = {  # mode: 1x of (MB of text, PDF pages, site pages)
     "smoke": (0.1, 20, 12), "quick": (1.0, 200, 100), "full": (64.0, 3125, 1250)}
 TARGETS = {"time_per_unit": 1.25, "peak_rss": 1.5, "rerun_share": 0.05}
+COMMAND = " ".join(["bench/scale.py", *sys.argv[1:]])
 CLLM = [sys.executable, "-m", "flows.shell.cllm"]
 CRAWL_SETTINGS = ["--set", "crawl.delay_s=0", "--set", "crawl.autothrottle=false",
                   "--set", "crawl.concurrency=16", "--set", "crawl.per_domain_concurrency=16",
@@ -402,8 +403,8 @@ def measure(stages: list[str], factors: list[int], base: dict[str, float], workd
                                                                     * max(factors))))
         if "crawl" in stages:
             found["crawl"] = run_crawl(int(base["crawl"] * factor), workdir)
-        for stage, run in found.items():
-            runs[stage][str(factor)] = with_rates(run)
+        for stage, run in found.items():  # each run says what measured it: files merge
+            runs[stage][str(factor)] = {**with_rates(run), "measured_by": COMMAND}
             print(f"{stage}: {describe_run(stage, str(factor), runs[stage][str(factor)])}",
                   flush=True)
     return {stage: {"what": STAGES[stage], "unit": UNITS[stage],
@@ -461,7 +462,7 @@ def main() -> None:
             print(describe_run(stage, factor, result["runs"][factor]))
         print(describe_summary(result["summary"]))
     write_results("scale", {
-        "base": base, "factors": factors, "doc_bytes": list(DOC_BYTES), "near_rate": NEAR_RATE,
+        "doc_bytes": list(DOC_BYTES), "near_rate": NEAR_RATE,
         "exact_rate": EXACT_RATE, "pdf_pages_per_file": PDF_PAGES_PER_FILE,
         "targets": TARGETS, "stages": got, "table": table(got)}, args)
 
