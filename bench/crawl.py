@@ -111,8 +111,15 @@ def html_paths(routes: dict[str, Any]) -> list[str]:
     return [path for path in routes if path != "/robots.txt"]
 
 
+def plain_site(pages: int, seed: int = 0) -> dict[str, Any]:
+    """Pages of ~5 KB with 20 links each under a 20-link navigation bar: small enough that
+    bench/scale.py's 20,000 pages are 100 MB, served from memory."""
+    return generated_site(pages, links_per_page=20, text_words=600, nav_links=20, seed=seed)
+
+
 def site_routes(shape: str, pages: int, seed: int = 0) -> dict[str, Any]:
-    return docs_site(pages, seed) if shape == "docs" else dense_site(pages)
+    shapes = {"docs": docs_site, "dense": lambda n, _: dense_site(n), "plain": plain_site}
+    return shapes[shape](pages, seed)
 
 
 # --- the server, a process of its own -----------------------------------------------------

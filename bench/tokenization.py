@@ -81,13 +81,16 @@ def _paragraph(rng: random.Random, words: list[str], cum: list[float]) -> str:
     return " ".join(sentences)
 
 
-def generated_documents(mb: float, seed: int = 0) -> Iterator[Document]:
-    """Deterministic prose documents of 1-20 kB until `mb` MB of text."""
+def generated_documents(mb: float, seed: int = 0, sizes: tuple[int, int] = (1000, 20_000)
+                        ) -> Iterator[Document]:
+    """Deterministic prose documents of `sizes` bytes (log-uniform, at least one paragraph)
+    until `mb` MB of text."""
     rng = random.Random(seed)
     words, cum = _vocabulary(rng)
     total, n = 0, 0
+    low, high = sizes
     while total < mb * 1e6:
-        target = int(1000 * 20 ** rng.random())
+        target = int(low * (high / low) ** rng.random())
         paragraphs, size = [], 0
         while size < target:
             paragraphs.append(_paragraph(rng, words, cum))
@@ -157,29 +160,45 @@ def child_rss(mb: float, args: argparse.Namespace, *extra: str) -> dict[str, flo
 
 
 class PeakRss:
-    """Samples the RSS of this process and of its descendants (the clean workers)."""
+    """Samples the RSS of this process (or of process `pid`) and of its descendants (the
+    clean workers, a crawl's child), and their CPU time: workers a forkserver started are
+    not this process's children, so its rusage never counts them. A process that has exited
+    counts as nothing; CPU a process spent in its last `every_s` is missed."""
 
-    def __init__(self, every_s: float = 0.02) -> None:
+    def __init__(self, every_s: float = 0.02, pid: int | None = None) -> None:
         import psutil
 
-        self.me = psutil.Process()
+        self.me = psutil.Process(pid)
         self.every_s = every_s
         self.peak_self = self.peak_total = 0
+        self._cpu: dict[int, float] = {}  # pid: user + system seconds, last seen
+        self._cpu_before: dict[int, float] = {}  # of the processes there at the start
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _sample(self) -> None:
         import psutil
 
-        own = self.me.memory_info().rss
+        try:
+            own = self.me.memory_info().rss
+            children = self.me.children(recursive=True)
+            self._cpu[self.me.pid] = sum(self.me.cpu_times()[:2])
+        except psutil.Error:
+            return  # exited (or a zombie): its peak was sampled before
         total = own
-        for child in self.me.children(recursive=True):
+        for child in children:
             try:
                 total += child.memory_info().rss
+                self._cpu[child.pid] = sum(child.cpu_times()[:2])
             except psutil.Error:
                 pass  # ended between listing and reading
         self.peak_self = max(self.peak_self, own)
         self.peak_total = max(self.peak_total, total)
+
+    def cpu_s(self, descendants_only: bool = False) -> float:
+        """CPU seconds (user + system) the tree spent while sampled."""
+        return sum(seconds - self._cpu_before.get(pid, 0.0) for pid, seconds in
+                   self._cpu.items() if not (descendants_only and pid == self.me.pid))
 
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
@@ -187,6 +206,7 @@ class PeakRss:
 
     def __enter__(self) -> PeakRss:
         self._sample()
+        self._cpu_before = dict(self._cpu)
         self._thread.start()
         return self
 

@@ -277,46 +277,65 @@ def remove_unlisted_shards(folder: Path, manifest: Manifest | None) -> None:
             path.unlink()
 
 
+class _SplitCutter:
+    """One split's new shards, cut from spool after spool: each shard's provenance sidecar is
+    written as the shard completes, so only the rows of the shard being filled are held."""
+
+    def __init__(self, folder: Path, split: str, cfg: Config, info: TokenizerInfo,
+                 manifest: Manifest | None) -> None:
+        self.split = split
+        self.folder = folder
+        self.dtype = dtype_for_vocab(info.vocab_size).name
+        self.writer = ShardWriter(folder, split, dtype=self.dtype, eos_id=info.eos_id,
+                                  shard_tokens=cfg.shards.shard_tokens,
+                                  first_number=manifest.next_number(split) if manifest else 0)
+        self.rows: list[dict[str, Any]] = []  # of the entries not yet in a completed shard
+        self.made: list[ShardInfo] = []
+
+    def add(self, spools: Path, spool: Spool) -> None:
+        self.rows.extend(spool.prov[self.split])
+        part = spool.shards[self.split]
+        if part is not None:
+            self._completed(self.writer.add_encoded(*open_shard(spools, part, self.dtype),
+                                                    spool.doc_bytes[self.split]))
+
+    def finish(self) -> list[ShardInfo]:
+        last = self.writer.flush()
+        self._completed([last] if last is not None else [])
+        if self.rows:
+            raise RuntimeError(f"{len(self.rows)} provenance rows more than shard entries")
+        return self.made
+
+    def _completed(self, shards: list[ShardInfo]) -> None:
+        for info in shards:
+            if info.docs > len(self.rows):
+                raise RuntimeError(f"{info.name}: {info.docs} entries, {len(self.rows)} "
+                                   "provenance rows")
+            info.prov_sha256 = write_provenance(self.folder, info.name, self.rows[:info.docs])
+            del self.rows[:info.docs]
+            self.made.append(info)
+
+
 def assemble_shards(cfg: Config, root: DataRoot, names: list[str], manifest: Manifest | None,
                     info: TokenizerInfo) -> list[ShardInfo]:
     """Step 2: cut the spools of `names` (all encoded), in order, into new shards after the
-    existing ones. The caller commits them to the manifest."""
-    dtype = dtype_for_vocab(info.vocab_size).name
+    existing ones. One spool is loaded at a time (memory does not grow with the parts), and
+    both splits are cut in the same pass. The caller commits the shards to the manifest."""
     key = spool_key(info, cfg)
     remove_unlisted_shards(root.shards, manifest)
-    spools = []
-    for name in names:
-        spool = load_spool(spool_dir(root), name, key)
-        if spool is None:
-            raise RuntimeError(f"{name} has no complete spool: encode it first")
-        spools.append(spool)
-    new: list[ShardInfo] = []
-    for split in SPLITS:
-        made: list[ShardInfo] = []
-        with ShardWriter(root.shards, split, dtype=dtype, eos_id=info.eos_id,
-                         shard_tokens=cfg.shards.shard_tokens,
-                         first_number=manifest.next_number(split) if manifest else 0) as writer:
-            for spool in spools:
-                part = spool.shards[split]
-                if part is not None:
-                    made.extend(writer.add_encoded(*open_shard(spool_dir(root), part, dtype),
-                                                   spool.doc_bytes[split]))
-            last = writer.flush()
-        if last is not None:
-            made.append(last)
-        _write_sidecars(root.shards, made, [row for s in spools for row in s.prov[split]])
-        new.extend(made)
-    return new
-
-
-def _write_sidecars(folder: Path, shards: list[ShardInfo], rows: list[dict[str, Any]]) -> None:
-    """Each new shard's provenance rows (its entries' share of `rows`, in order)."""
-    first = 0
-    for info in shards:
-        info.prov_sha256 = write_provenance(folder, info.name, rows[first:first + info.docs])
-        first += info.docs
-    if first != len(rows):
-        raise RuntimeError(f"{len(rows)} provenance rows for {first} shard entries")
+    cutters = [_SplitCutter(root.shards, split, cfg, info, manifest) for split in SPLITS]
+    try:
+        for name in names:
+            spool = load_spool(spool_dir(root), name, key)
+            if spool is None:
+                raise RuntimeError(f"{name} has no complete spool: encode it first")
+            for cutter in cutters:
+                cutter.add(spool_dir(root), spool)
+        return [shard for cutter in cutters for shard in cutter.finish()]
+    except BaseException:
+        for cutter in cutters:
+            cutter.writer.abort()
+        raise
 
 
 def remove_spools(root: DataRoot, names: Iterable[str]) -> None:
