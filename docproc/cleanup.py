@@ -38,7 +38,9 @@ _MAPPED = re.compile("[" + re.escape("".join(map(chr, _CHAR_MAP))) + "]")
 # leading indentation is kept (code, verse)
 _INNER_SPACE = re.compile(r"(?<=\S)(?:\t|[ \t]{2,})[ \t]*")
 _TRAILING_SPACE = re.compile(r"[ \t]+\n")
-_SPACE_LINES = re.compile(r"\n[ \t]+\n")
+# " \n" found from the newline, which the regex engine skips to in a C loop (`" \n" in text`
+# tests every space: slower on a page, three times on a document)
+_SPACE_BEFORE_NEWLINE = re.compile(r"\n(?<= \n)")
 
 # A word broken at a line end: letters, a hyphen, the line break, a lowercase continuation.
 # Found from the hyphen: a pattern that starts with the letters is tried at every letter of
@@ -47,6 +49,7 @@ _SPACE_LINES = re.compile(r"\n[ \t]+\n")
 _LETTER = re.compile(r"[^\W\d_]")
 _LETTERS = re.compile(r"[^\W\d_]+")
 _BREAK = re.compile(r"-[ \t]*\n")  # the hyphen and line break of a broken word
+_MAYBE_BROKEN = re.compile(r"- ?\n")  # "-\n" or "- \n": from the hyphens, as above
 _CONTINUATION = re.compile(r"[ \t]*([^\W\d_]+)(\S*)[ \t]*")  # after the break
 _INNER_HYPHEN = re.compile(r"-(?=[^\W\d_])")
 
@@ -56,6 +59,7 @@ RUNNING_MIN_PAGES = 3  # fewer pages than this: nothing counts as "repeated"
 RUNNING_SHARE = 0.5  # a line on more than this share of pages is running matter
 RUNNING_MAX_CHARS = 150  # longer lines are body text even when repeated
 _DIGITS = re.compile(r"\d+")
+_NOT_ASCII_DIGITS = bytes(range(128)).translate(None, b"0123456789")
 _ROMAN_LINE = re.compile(r"^[ivxlcdm]+$")
 _PAGE_NUMBER_KEY = re.compile(r"^(page|seite|p\.?)?\s*[#]\s*((of|/|von)\s*[#])?$")
 PAGE_NUMBER_KEY = "<page-number>"
@@ -75,14 +79,14 @@ def normalize_unicode(text: str) -> str:
 
 def normalize_whitespace(text: str) -> str:
     """Single spaces inside lines (indentation kept), at most one blank line between paragraphs."""
-    # each pass only where its pattern can match: most extracted text needs none of them
+    # each pass only where its pattern can match: most extracted text needs none of them.
+    # Lines of blanks need no pass of their own: without the blanks before line ends they
+    # are empty lines, which the blank runs' collapse takes.
     tab = "\t" in text
     if tab or "  " in text:
         text = _INNER_SPACE.sub(" ", text)
-    if tab or " \n" in text:
+    if tab or _SPACE_BEFORE_NEWLINE.search(text):
         text = _TRAILING_SPACE.sub("\n", text)
-    if tab or "\n " in text:
-        text = _SPACE_LINES.sub("\n\n", text)
     return collapse_blank_runs(text).strip("\n").rstrip()
 
 
@@ -92,7 +96,7 @@ def dehyphenate(text: str) -> str:
     A compound that the document also writes with its hyphen elsewhere ("well-known") keeps
     the hyphen. The joined word stays on the first line.
     """
-    if "-\n" not in text and "- \n" not in text:
+    if not _MAYBE_BROKEN.search(text):
         return text
     hyphenated: set[str] | None = None  # made once, on the first word that needs it
     out: list[str] = []
@@ -141,10 +145,18 @@ def _line_key(line: str) -> str:
     key = " ".join(line.lower().split())
     if _ROMAN_LINE.match(key):
         return PAGE_NUMBER_KEY
-    key = _DIGITS.sub("#", key).strip(" -–—|·•")
+    if not _digitless_ascii(key):
+        key = _DIGITS.sub("#", key)
+    key = key.strip(" -–—|·•")
     if _PAGE_NUMBER_KEY.match(key):
         return PAGE_NUMBER_KEY
     return key
+
+
+def _digitless_ascii(line: str) -> bool:
+    """ASCII without a digit (a body line, mostly), tested in C: the pattern that finds digits
+    tests each character, half the time of a body line's key."""
+    return line.isascii() and not line.encode("ascii").translate(None, _NOT_ASCII_DIGITS)
 
 
 def _first_filled(lines: Sequence[str], indexes: range) -> list[int]:
@@ -203,7 +215,9 @@ def remove_running_lines(pages: Sequence[str]) -> list[str]:
         if not drop:
             out.append(page)
             continue
-        out.append("\n".join(line for i, line in enumerate(lines) if i not in drop))
+        for i in sorted(drop, reverse=True):  # a few lines, at the edges
+            del lines[i]
+        out.append("\n".join(lines))
     return out
 
 

@@ -26,6 +26,9 @@ TITLE_MAX_CHARS = 200
 # unpacked bytes and the tree it parses from them
 UNPACK_SHARE = 2
 _INDENT = re.compile(r"^[ \t]+", re.MULTILINE)
+# an indented line after the first, found from the newlines (the regex engine skips to each in
+# a C loop, where `"\n " in text` tests every space)
+_INDENTED = re.compile(r"\n[ \t]")
 
 
 def extract_file(path: Path, opts: ExtractOptions, *, source: str = "", claimed_mime: str = "",
@@ -156,7 +159,7 @@ def word_count(text: str) -> int:
     if not text.isascii():
         return len(text.split())
     indent = 0
-    if "\n " in text or "\n\t" in text or text[0] in " \t":
+    if text[0] in " \t" or _INDENTED.search(text):
         indent = sum(len(m) for m in _INDENT.findall(text))
     lines = text.count("\n") + 1 - text.count("\n\n")
     return text.count(" ") + text.count("\t") - indent + lines

@@ -12,10 +12,16 @@ from docproc.pool import Outcome, Task, WorkerPool, run_one, worker_count
 from pipeline.errors import InputError
 
 
+def file_workers(paths: Sequence[str], opts: ExtractOptions) -> int:
+    """The processes `extract_files` runs on: `opts.workers` (0: one per core), never more
+    than the inputs; one means this process."""
+    return min(worker_count(opts.workers), len(paths))
+
+
 def extract_files(paths: Sequence[str], opts: ExtractOptions) -> Iterator[Outcome]:
-    """One Outcome per path, in input order, on `opts.workers` processes (0: one per core;
-    never more than the inputs, and one means this process). EnvironmentProblem stops it."""
-    workers = min(worker_count(opts.workers), len(paths))
+    """One Outcome per path, in input order, on `file_workers` processes. EnvironmentProblem
+    stops it."""
+    workers = file_workers(paths, opts)
     if workers <= 1:
         for path in paths:  # handled exactly as a worker process would
             yield run_one(Task(path=path, source=path), opts, opts.timeout_s).checked()

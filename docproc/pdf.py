@@ -216,9 +216,10 @@ def iter_pages(doc: Any, numbers: Sequence[int], *, mode: OcrMode, redo: bool, l
                markdown: bool = False) -> Iterator[PageResult]:
     """Each requested page (1-based numbers): its text layer or, where decided, its OCR text
     (`markdown`: the text layer with headings, lists and tables marked up)."""
+    count = doc.page_count  # a call into MuPDF each time it is read
     for number in numbers:
         if budget is not None:
-            budget.check(source, f"page {number} of {doc.page_count}")
+            budget.check(source, f"page {number} of {count}")
         try:
             page = doc.load_page(number - 1)
             text, decision = (_markdown_page if markdown else decide_page)(page, mode, redo)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
-import multiprocessing
 import os
 import signal
 import threading
@@ -21,16 +20,17 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from docproc.budget import Granted, TimeBudget, describe, limit_s
 from docproc.container import extract_source
 from docproc.options import ExtractOptions
 from pipeline.errors import EnvironmentProblem, InputError, TooLargeInput, disk_full_error
-from pipeline.parallel import die_with_parent
 from pipeline.records import Document, Failure
+
+if TYPE_CHECKING:  # multiprocessing loads with the first worker: one process needs none
+    from multiprocessing.connection import Connection
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +173,8 @@ def _limit_memory(extra_mb: int) -> None:
 
 
 def _worker_main(conn: Connection, opts: ExtractOptions, timeout_s: float, max_tasks: int) -> None:
+    from pipeline.parallel import die_with_parent
+
     die_with_parent()  # an orphan never keeps working or holds the stage lock it inherited
     # Own process group: a timeout kills the worker and its Tesseract child together.
     with contextlib.suppress(OSError):
@@ -214,6 +216,8 @@ def _context() -> Any:
     """fork from a single-threaded process: fastest, and no re-import of `__main__` (which
     makes spawn and forkserver fail in scripts without a main guard). A process with threads
     (Prefect runs tasks in threads) uses a forkserver: forking threads can deadlock."""
+    import multiprocessing
+
     if not _other_threads():
         for name in PRELOAD:  # imported once here, inherited by every forked worker
             importlib.import_module(name)
@@ -330,6 +334,8 @@ class WorkerPool:
 
     def _collect(self) -> tuple[list[Outcome], list[Task]]:
         """Wait for results, deaths or deadlines; (outcomes, tasks to hand out again)."""
+        from multiprocessing.connection import wait
+
         busy = [w for w in self._all if w.inflight]
         next_deadline = min(w.started + self._limit(w) + self.kill_grace_s for w in busy)
         waitables = [w.conn for w in busy] + [w.proc.sentinel for w in busy]

@@ -34,12 +34,16 @@ def fsync_dir(folder: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_write(
-    path: Path | str, mode: str = "wb", encoding: str | None = None, durable: bool = True
+    path: Path | str, mode: str = "wb", encoding: str | None = None, durable: bool = True,
+    sync_folder: bool = True,
 ) -> Iterator[IO[Any]]:
     """Yield a file to write; on success it replaces `path` in one rename, on error it vanishes.
 
     durable=False skips the fsyncs: still atomic for readers and against a killed process,
     but an OS crash may lose the file; for scratch files the caller can verify or redo.
+    sync_folder=False leaves the folder's fsync to the caller, who writes many files into one
+    folder and calls `fsync_dir` once after the last: each file is on disk before its rename,
+    and the renames are once the folder is synced.
     """
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_write mode must be 'wb' or 'w', got {mode!r}")
@@ -64,7 +68,7 @@ def atomic_write(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    if durable:
+    if durable and sync_folder:
         fsync_dir(path.parent)
 
 
@@ -73,8 +77,8 @@ def atomic_write_bytes(path: Path | str, data: bytes, durable: bool = True) -> N
         fh.write(data)
 
 
-def atomic_write_text(path: Path | str, text: str) -> None:
-    with atomic_write(path, "w") as fh:
+def atomic_write_text(path: Path | str, text: str, sync_folder: bool = True) -> None:
+    with atomic_write(path, "w", sync_folder=sync_folder) as fh:
         fh.write(text)
 
 

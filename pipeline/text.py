@@ -20,7 +20,14 @@ CONTROLS = r"\x00-\x08\x0b-\x1f\x7f-\x9f"
 ZERO_WIDTH = "\u200b\u2060\ufeff"
 SURROGATES = r"\ud800-\udfff"
 INVISIBLE = re.compile(f"[{CONTROLS}{ZERO_WIDTH}{SURROGATES}]")
+# the ASCII characters that are not INVISIBLE: what is left of an ASCII text without them
+# is its invisible characters (a C loop; the pattern's search tests each character in turn)
+_ASCII_VISIBLE = b"\t\n" + bytes(range(0x20, 0x7f))
 BLANK_RUNS = re.compile(r"\n{3,}")
+# Presence checks as patterns that start with a newline: the regex engine skips to each
+# newline in a C loop, where `"\n\n\n" in text` tests most positions (twice as slow on a page,
+# which has a newline every 70 characters; the same answer).
+_BLANK_RUN = re.compile("\n\n\n")
 
 _ASCII_LETTERS = string.ascii_letters.encode()
 # what str.isspace() and str.split() call whitespace among ASCII characters
@@ -35,35 +42,42 @@ def unix_newlines(text: str) -> str:
 
 def remove_invisible(text: str) -> str:
     """The text without the characters of INVISIBLE."""
+    if text.isascii() and not text.encode("ascii").translate(None, _ASCII_VISIBLE):
+        return text
     return INVISIBLE.sub("", text) if INVISIBLE.search(text) else text
 
 
 def collapse_blank_runs(text: str) -> str:
     """At most one blank line in a row."""
-    return BLANK_RUNS.sub("\n\n", text) if "\n\n\n" in text else text
+    return BLANK_RUNS.sub("\n\n", text) if _BLANK_RUN.search(text) else text
+
+
+def _ascii_part(text: str) -> tuple[bytes, list[str]]:
+    """The text's ASCII characters as bytes, to count in C, and its other characters, to test
+    one by one (a few in most texts: testing every character of a manual with one accented
+    name took 0.4 s a document)."""
+    data = text.encode("ascii", "ignore")
+    return data, [] if len(data) == len(text) else _NON_ASCII.findall(text)
 
 
 def letter_count(text: str) -> int:
     """Characters that are letters (str.isalpha)."""
-    # the ASCII characters counted in C; only the others one by one (a few in most texts:
-    # testing every character of a manual with one accented name took 0.4 s a document)
-    data = text.encode("ascii", "ignore")
-    letters = len(data) - len(data.translate(None, _ASCII_LETTERS))
-    if len(data) == len(text):
-        return letters
-    return letters + sum(map(str.isalpha, _NON_ASCII.findall(text)))
+    data, others = _ascii_part(text)
+    return len(data) - len(data.translate(None, _ASCII_LETTERS)) + sum(map(str.isalpha, others))
 
 
 def nonspace_count(text: str) -> int:
     """Characters that are not whitespace (str.isspace)."""
-    data = text.encode("ascii", "ignore")  # as letter_count: the ASCII part in C
-    spaces = len(data) - len(data.translate(None, _ASCII_SPACE))
-    if len(data) != len(text):
-        spaces += sum(map(str.isspace, _NON_ASCII.findall(text)))
+    data, others = _ascii_part(text)
+    spaces = len(data) - len(data.translate(None, _ASCII_SPACE)) + sum(map(str.isspace, others))
     return len(text) - spaces
 
 
 def alpha_ratio(text: str) -> float:
     """The share of letters among the characters that are not whitespace (0.0 when none)."""
-    nonspace = nonspace_count(text)
-    return letter_count(text) / nonspace if nonspace else 0.0
+    data, others = _ascii_part(text)  # once for both counts
+    rest = data.translate(None, _ASCII_LETTERS)  # the whitespace is among what is left
+    letters = len(data) - len(rest) + sum(map(str.isalpha, others))
+    spaces = len(rest) - len(rest.translate(None, _ASCII_SPACE)) + sum(map(str.isspace, others))
+    nonspace = len(text) - spaces
+    return letters / nonspace if nonspace else 0.0

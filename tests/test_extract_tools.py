@@ -91,6 +91,26 @@ def test_several_inputs_write_one_file_each_and_name_the_failure(
     assert _flat(" ".join(first_words)).lower() in _flat((out / "scan.txt").read_text()).lower()
 
 
+def test_one_process_writes_each_file_while_it_extracts_the_next(
+        pdfs: dict[str, Path], tmp_path: Path, cli_env: dict[str, str]) -> None:
+    # --workers 1 writes each file on a thread of its own: all are written, none is left
+    # half done, and a file that cannot be written is still the run's error, in one line
+    inputs = [write(tmp_path / f"doc{i}.pdf", pdfs["text"].read_bytes()) for i in range(4)]
+    out = tmp_path / "out"
+    result = run("cllm_pdf_extract", "--workers", "1", "-o", out, *inputs, env=cli_env)
+    assert result.returncode == 0, result.stderr
+    texts = [(out / f"doc{i}.txt").read_text() for i in range(4)]
+    assert len(texts[0]) > 100 and texts == [texts[0]] * 4
+    assert sorted(p.name for p in out.iterdir()) == [f"doc{i}.txt" for i in range(4)]
+
+    (out / "doc1.txt").unlink()
+    (out / "doc1.txt").mkdir()  # a folder where the second file must go
+    blocked = run("cllm_pdf_extract", "--workers", "1", "-o", out, *inputs, env=cli_env)
+    assert blocked.returncode == 1 and "Traceback" not in blocked.stderr
+    assert blocked.stderr.count("\n") == 1 and "doc1.txt" in blocked.stderr
+    assert sorted(p.name for p in out.iterdir()) == [f"doc{i}.txt" for i in range(4)]
+
+
 @pytest.mark.slow
 def test_pdf_ocr_reports_decisions_and_forces_ocr(pdfs: dict[str, Path], tmp_path: Path,
                                                   cli_env: dict[str, str]) -> None:
