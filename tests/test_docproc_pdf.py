@@ -261,3 +261,28 @@ def test_huge_pages_render_below_the_pixel_limit() -> None:
     dpi = render_dpi(page, 300, 100_000_000)
     assert dpi < 300 and (200 * dpi) ** 2 <= 100_000_000
     assert render_dpi(doc.new_page(), 300, 100_000_000) == 300
+
+
+def test_text_does_not_depend_on_pymupdf_layout_being_imported_first(tmp_path: Path) -> None:
+    """`pymupdf.layout` (imported by a plain `import pymupdf` where it is installed, and by
+    pymupdf4llm) turns MuPDF's character quad corrections off for the whole process; our
+    extraction turns them back on, so a PDF's text is the same whatever came first."""
+    import subprocess
+    import sys
+
+    pdf = tmp_path / "one.pdf"
+    with pymupdf.open() as doc:
+        doc.new_page().insert_text((72, 72), "Quads pinned.", fontsize=12)
+        doc.save(pdf)
+    probe = (
+        "import pymupdf, pymupdf.layout\n"
+        "before = bool(pymupdf._globals.skip_quad_corrections)\n"
+        "from pathlib import Path\n"
+        "from docproc.document import extract_file\n"
+        "from docproc.options import ExtractOptions\n"
+        f"text = extract_file(Path({str(pdf)!r}), ExtractOptions(ocr='never')).text\n"
+        "print(before, bool(pymupdf._globals.skip_quad_corrections), text.strip())\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[1]).stdout.split()
+    assert out[:2] == ["True", "False"], out  # layout had them off; extraction put them on
+    assert " ".join(out[2:]) == "Quads pinned."
