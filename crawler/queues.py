@@ -6,8 +6,10 @@ and fills again (every page, breadth first), removes and makes its folder again:
 re-crawl that was most of the run's time. Those writes buy nothing here: a killed crawl's
 queue files cannot be trusted and are dropped (crawler/job.py rebuilds the frontier from the
 seeds and fetched.txt), so the queue on disk only ever matters after a clean close, which
-is when this one writes it. Memory stays bounded by the page budget: a link is queued only
-with room reserved for it (crawler/budget.py), and the others wait in memory already.
+is when this one writes it. A level holds at most MEMORY_REQUESTS in memory: beyond that, and
+until it has run dry again, new requests go to a spill file behind them (appended, read back
+in order), so a big site's frontier does not grow the crawl's memory (a request is 2-3 kB as
+an object, 0.3 kB pickled).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from scrapy.utils.request import request_from_dict
 
 log = logging.getLogger(__name__)
 
+MEMORY_REQUESTS = 1000  # per priority level; the rest wait in the level's spill file
+
 
 class FifoSavedQueue:
     """One priority level of the scheduler's queue (the interface of Scrapy's disk queues)."""
@@ -36,6 +40,8 @@ class FifoSavedQueue:
         self.path = Path(key)
         self._names: dict[Any, str | None] = {}
         self._requests: deque[Request] = deque()
+        self._spill: _DiskFile | None = None  # requests behind those in memory, in order
+        self._spilled = 0
         if (self.path / "info.json").is_file():  # saved by the run that was stopped
             self._load()
 
@@ -44,22 +50,66 @@ class FifoSavedQueue:
         return cls(crawler, key)
 
     def push(self, request: Request) -> None:
-        self._requests.append(request)
+        if self._spilled or len(self._requests) >= MEMORY_REQUESTS:
+            self._push_spill(request)
+        else:
+            self._requests.append(request)
 
     def pop(self) -> Request | None:
+        if not self._requests:
+            self._refill()
         return self._requests.popleft() if self._requests else None
 
     def peek(self) -> Request | None:
+        if not self._requests:
+            self._refill()
         return self._requests[0] if self._requests else None
 
     def __len__(self) -> int:
-        return len(self._requests)
+        return len(self._requests) + self._spilled
 
     def close(self) -> None:
+        if self._spilled:
+            self._refill(everything=True)
         if self._requests:
             self._save()
+        self._drop_spill()
 
     # --- on disk ------------------------------------------------------------------------
+
+    def _spill_path(self) -> str:
+        return f"{self.path}.spill"
+
+    def _push_spill(self, request: Request) -> None:
+        try:
+            data = pickle.dumps(self._to_dict(request), protocol=4)
+        except (pickle.PicklingError, TypeError, AttributeError, ValueError):
+            self._requests.append(request)  # cannot be pickled: it waits in memory instead
+            return
+        if self._spill is None:
+            shutil.rmtree(self._spill_path(), ignore_errors=True)  # a killed run's
+            self._spill = _DiskFile(self._spill_path())
+        self._spill.push(data)
+        self._spilled += 1
+
+    def _refill(self, everything: bool = False) -> None:
+        """Requests from the spill file into memory: up to MEMORY_REQUESTS, or all of them."""
+        while self._spill is not None and self._spilled and (
+                everything or len(self._requests) < MEMORY_REQUESTS):
+            data = self._spill.pop()
+            if data is None:
+                break
+            self._spilled -= 1
+            self._requests.append(request_from_dict(pickle.loads(data), spider=self.spider))
+        if not self._spilled:
+            self._drop_spill()
+
+    def _drop_spill(self) -> None:
+        if self._spill is not None:
+            self._spill.close()  # queuelib removes an empty queue's files and folder
+            self._spill = None
+        self._spilled = 0
+        shutil.rmtree(self._spill_path(), ignore_errors=True)
 
     def _load(self) -> None:
         saved = _DiskFile(str(self.path))

@@ -399,6 +399,44 @@ def test_saved_queue_touches_disk_only_when_closed_with_requests_left(tmp_path: 
     assert len(FifoSavedQueue(crawler, str(key))) == 0
 
 
+def test_saved_queue_spills_past_its_memory_share_and_keeps_fifo_order(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    import scrapy
+
+    import crawler.queues
+    from crawler.queues import FifoSavedQueue
+
+    class Spider(scrapy.Spider):
+        name = "s"
+
+        def parse(self, response):  # noqa: ANN001, ANN201
+            return None
+
+    monkeypatch.setattr(crawler.queues, "MEMORY_REQUESTS", 3)
+    crawler_ = SimpleNamespace(spider=Spider())
+    key = tmp_path / "requests.queue" / "-1"
+    spill = Path(f"{key}.spill")
+    queue = FifoSavedQueue(crawler_, str(key))
+
+    def push(i: int) -> None:
+        queue.push(scrapy.Request(f"https://ex.org/{i}", callback=crawler_.spider.parse))
+
+    for i in range(8):
+        push(i)
+    assert len(queue) == 8 and len(queue._requests) == 3 and spill.is_dir()
+    got = [queue.pop().url for _ in range(4)]  # memory ran dry after 3: refilled from disk
+    push(8)  # behind the spilled ones, not in memory ahead of them
+    got += [queue.pop().url for _ in range(2)]
+    queue.close()  # a stop with 3 left (6, 7, 8): saved in order, the spill removed
+    assert not spill.exists()
+    again = FifoSavedQueue(crawler_, str(key))
+    got += [again.pop().url for _ in range(len(again))]
+    assert got == [f"https://ex.org/{i}" for i in range(9)]
+    assert again.pop() is None and not spill.exists()
+
+
 @pytest.mark.parametrize(("cache_control", "expires", "fresh_s"), [
     ("max-age=600", "", 600.0),
     ("public, max-age=\"60\"", "", 60.0),
