@@ -53,6 +53,15 @@ def crawl_rows(r: dict[str, Any]) -> list[Row]:
                 f"crawl time against per-domain concurrency {' / '.join(levels)} at "
                 f"concurrency {sweep['concurrency']}, docs site, {label}",
                 " / ".join(f"{v:.1f}" for v in sweep["process_s"].values()) + " s"))
+    recrawl = r.get("recrawl")
+    if recrawl:
+        took = recrawl["process_s"]
+        rows.append(_row(
+            f"re-crawl of the dense site, {recrawl['pages']} pages, whole processes: first "
+            "crawl / re-run with nothing new / `--refresh` (every page asked again)",
+            f"{took['first']:.2f} / {took['rerun']:.2f} / {took['refresh']:.2f} s",
+            "", f"re-run {recrawl['rerun_over_first']:.1%} of the first, refresh "
+            f"{_x(recrawl['refresh_over_first'])}", "re-run < 5% (scale rows: at 20,000 pages)"))
     return rows
 
 
