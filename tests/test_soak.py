@@ -147,7 +147,7 @@ class Soak:
         """SIGKILL the serve process or its Prefect server; all of its family must be gone,
         and the port free, before it starts again."""
         family = self.family()
-        server = [p for p in family[1:] if "server" in p.cmdline()]
+        server = [p for p in family[1:] if "server" in _cmdline(p)]
         victim = family[0] if what == "serve" else server[0]
         in_flight = [r["name"] for r in self.runs() if r["state"]["type"] in ("PENDING",
                                                                              "RUNNING")]
@@ -167,6 +167,15 @@ def _both(port: int) -> dict[str, dict[str, Any]] | None:
     """The validate and retrain deployments, once both are registered."""
     found = deployments(port)
     return found if {"validate", "retrain"} <= set(found) else None
+
+
+def _cmdline(process: psutil.Process) -> list[str]:
+    """A process's command line; none for one that ended meanwhile (a flow run that just
+    finished is a zombie until serve reaps it)."""
+    try:
+        return process.cmdline()
+    except psutil.Error:
+        return []
 
 
 def _named(processes: list[psutil.Process]) -> list[str]:
