@@ -1,4 +1,4 @@
-"""Encoding, the tokenize stage's two named steps:
+"""Encoding, the tokenize stage's two named steps, and the first of them here:
 
     encode_parts     cleaned docs parts -> spools: each part's documents encoded, long ones cut
                      into chunks (pipeline/chunks.py), split into train and val by chunk,
@@ -6,8 +6,9 @@
                      (state/tokenize/part-NNNNN.{train,val}.{bin,idx}) and committed by a marker
                      (part-NNNNN.json) that holds both pairs' checksums and each entry's
                      provenance row
-    assemble_shards  spools -> shards: the spools of the given parts, in part order, cut into
-                     new shards after the existing ones, each with its provenance sidecar
+    assembly         spools -> shards (pipeline/assemble.py): the spools of the given parts, in
+                     part order, cut into new shards after the existing ones, each with its
+                     provenance sidecar, as the spools come
 
 Parts are independent, so `encode_parts` over disjoint lists of parts runs side by side (the
 flows' fan-out calls it once per task; one process calls it once for all). What the shards
@@ -18,7 +19,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,19 +34,17 @@ from pipeline.decontam import REASON as CONTAMINATED
 from pipeline.decontam import contamination, eval_state
 from pipeline.layout import DataRoot
 from pipeline.progress import Progress
-from pipeline.provenance import write_provenance
 from pipeline.rawstore import sha256_file
 from pipeline.records import Document
 from pipeline.shards import (
     SPLITS,
-    Manifest,
     ShardInfo,
     ShardWriter,
     TokenizerInfo,
     dtype_for_vocab,
-    open_shard,
 )
 from pipeline.stats import StageStats
+from pipeline.text import utf8_length
 
 if TYPE_CHECKING:
     import numpy as np
@@ -168,9 +168,8 @@ class _SpoolWriters:
         """Append one encoded batch; returns its tokens (an EOS after each entry included)."""
         by_split: dict[str, list[np.ndarray]] = {split: [] for split in SPLITS}
         counts: dict[str, list[int]] = {split: [] for split in SPLITS}
-        for doc, doc_ids in zip(batch, ids, strict=True):
-            arr = doc_ids.astype(self.dtype, copy=False)
-            text_bytes = len(doc.text.encode("utf-8"))
+        for doc, arr in zip(batch, ids, strict=True):
+            text_bytes = utf8_length(doc.text)
             for entry, row in self.chunker.entries(doc, arr, text_bytes):
                 by_split[entry.split].append(arr[entry.start:entry.end])
                 counts[entry.split].append(row["bytes"][1] - row["bytes"][0])
@@ -192,150 +191,156 @@ class _SpoolWriters:
             writer.abort()
 
 
-def encode_part(root: DataRoot, name: str, encoder: TextEncoder, cfg: Config,
-                info: TokenizerInfo, bar: Progress) -> Spool:
-    """Encode one cleaned part into its spool; the marker, written last, commits it.
+class _PartEncoding:
+    """One cleaned part on its way into its spool: its documents in encode batches, its
+    writers, and its marker, written last, which commits it."""
 
-    The encoder works on the next batch (in its own threads, without the GIL) while this
-    thread reads documents and writes the batch before. Spools are scratch: written without
-    fsync (a few ms per file); their marker holds checksums that a resumed run verifies.
-    """
+    def __init__(self, root: DataRoot, name: str, cfg: Config, info: TokenizerInfo) -> None:
+        self.name = name
+        self.folder = spool_dir(root)
+        self.spool = Spool(name=name)
+        self.key = spool_key(info, cfg)
+        chunker = Chunker(root.path / info.path, cfg.shards.split_chunk_tokens,
+                          cfg.shards.val_fraction)
+        self.writers = _SpoolWriters(self.folder, name, info, chunker)
+        docs = iter_clean_documents(root, [name])
+        if _rechecks(cfg):
+            docs = _uncontaminated(docs, cfg, self.spool)
+        self.batches = _batches(docs, cfg.tokenize.batch_docs)
+
+    def write(self, batch: list[Document], ids: list[np.ndarray]) -> int:
+        return self.writers.write(self.spool, batch, ids)
+
+    def commit(self) -> Spool:
+        """Spools are scratch: written without fsync (a few ms per file); their marker holds
+        checksums that a resumed run verifies."""
+        spool = self.spool
+        self.writers.close(spool)
+        marker = {"key": self.key, "documents": spool.documents,
+                  "contaminated": spool.contaminated, "chars": spool.chars,
+                  "text_bytes": spool.text_bytes, "doc_bytes": spool.doc_bytes,
+                  "shards": {k: asdict(s) if s else None for k, s in spool.shards.items()},
+                  "prov": spool.prov}
+        with atomic_write(_marker(self.folder, self.name), "w", durable=False) as fh:
+            fh.write(json.dumps(marker, separators=(",", ":")))  # dump(): the Python encoder
+        return spool
+
+
+def open_part(root: DataRoot, name: str, cfg: Config, info: TokenizerInfo) -> _PartEncoding:
+    return _PartEncoding(root, name, cfg, info)
+
+
+_AHEAD = 1  # encode batches submitted beyond the one being written
+
+
+def _encoded(work: Iterable[tuple[_PartEncoding, list[Document] | None]],
+             encoder: TextEncoder, segment_chars: int
+             ) -> Iterator[tuple[_PartEncoding, list[Document] | None, list[np.ndarray]]]:
+    """Each batch of `work` with its ids, in order (None: the end of a part). The encoder
+    works on the next batches (in its own threads, without the GIL), across part ends, while
+    the caller writes this one: a part is a few hundred documents, often one batch, and
+    waiting for the encoder at each part would leave it idle while the part is written."""
     from pipeline.encoders import encode_texts
 
-    folder = spool_dir(root)
-    spool = Spool(name=name)
-    chunker = Chunker(root.path / info.path, cfg.shards.split_chunk_tokens,
-                      cfg.shards.val_fraction)
-    writers = _SpoolWriters(folder, name, info, chunker)
+    queue: deque[tuple[_PartEncoding, list[Document] | None, Future[list[np.ndarray]] | None]]
+    queue = deque()
+    submitted = 0  # batches in the queue
+
+    def ready(limit: int) -> Iterator[tuple[_PartEncoding, list[Document] | None,
+                                            list[np.ndarray]]]:
+        nonlocal submitted
+        while queue and (submitted > limit or queue[0][2] is None):
+            part, batch, future = queue.popleft()
+            if future is None:  # a part's end, which waits for nothing
+                yield part, None, []
+            else:
+                submitted -= 1
+                yield part, batch, future.result()
+
+    with ThreadPoolExecutor(1, thread_name_prefix="encode") as pool:
+        try:
+            for part, batch in work:
+                future = None
+                if batch is not None:
+                    future = pool.submit(encode_texts, encoder, [d.text for d in batch],
+                                         segment_chars)
+                    submitted += 1
+                queue.append((part, batch, future))
+                yield from ready(_AHEAD)
+            yield from ready(0)
+        finally:
+            for _, _, future in queue:
+                if future is not None:
+                    future.cancel()
+
+
+def encode_new_parts(root: DataRoot, names: list[str], encoder: TextEncoder, cfg: Config,
+                     info: TokenizerInfo, bar: Progress) -> Iterator[Spool]:
+    """Encode the cleaned parts `names` into their spools, in order; yields each spool once
+    its marker commits it."""
+    opened: list[_PartEncoding] = []
+
+    def work() -> Iterator[tuple[_PartEncoding, list[Document] | None]]:
+        for name in names:
+            part = open_part(root, name, cfg, info)
+            opened.append(part)
+            for batch in part.batches:
+                yield part, batch
+            yield part, None
+
     try:
-        with ThreadPoolExecutor(1, thread_name_prefix="encode") as pool:
-            previous: tuple[list[Document], Future[list[np.ndarray]]] | None = None
-            docs = iter_clean_documents(root, [name])
-            if _rechecks(cfg):
-                docs = _uncontaminated(docs, cfg, spool)
-            for batch in _batches(docs, cfg.tokenize.batch_docs):
-                future = pool.submit(encode_texts, encoder, [d.text for d in batch],
-                                     cfg.tokenize.segment_chars)
-                if previous is not None:
-                    bar.update(len(previous[0]), tokens=writers.write(
-                        spool, previous[0], previous[1].result()))
-                previous = (batch, future)
-            if previous is not None:
-                bar.update(len(previous[0]), tokens=writers.write(
-                    spool, previous[0], previous[1].result()))
-        writers.close(spool)
+        for part, batch, ids in _encoded(work(), encoder, cfg.tokenize.segment_chars):
+            if batch is None:
+                yield part.commit()
+                opened.remove(part)
+            else:
+                bar.update(len(batch), tokens=part.write(batch, ids))
     except BaseException:
-        writers.abort()
+        for part in opened:
+            part.writers.abort()
         raise
-    marker = {"key": spool_key(info, cfg), "documents": spool.documents,
-              "contaminated": spool.contaminated, "chars": spool.chars,
-              "text_bytes": spool.text_bytes, "doc_bytes": spool.doc_bytes,
-              "shards": {k: asdict(s) if s else None for k, s in spool.shards.items()},
-              "prov": spool.prov}
-    with atomic_write(_marker(folder, name), "w", durable=False) as fh:
-        fh.write(json.dumps(marker, separators=(",", ":")))  # dump() would use the Python encoder
-    return spool
 
 
 def encode_parts(cfg: Config, root: DataRoot, names: list[str], encoder: TextEncoder,
-                 info: TokenizerInfo, stats: StageStats, progress: bool = False) -> None:
+                 info: TokenizerInfo, stats: StageStats, progress: bool = False,
+                 on_spool: Callable[[Spool], object] | None = None) -> None:
     """Step 1: encode the cleaned parts `names` into spools (a part whose valid spool an
-    earlier run left is not encoded again). Counts go into `stats`."""
+    earlier run left is not encoded again). Counts go into `stats`. Each spool, in part
+    order, goes to `on_spool` as soon as it is written (the stage cuts it into shards there,
+    while the encoder works on the next parts)."""
     key = spool_key(info, cfg)
     folder = spool_dir(root)
     folder.mkdir(parents=True, exist_ok=True)
     with Progress(stats, unit="doc", enabled=progress) as bar:
+        resumed = {name: load_spool(folder, name, key) for name in names}
+        new = encode_new_parts(root, [n for n in names if resumed[n] is None], encoder, cfg,
+                               info, bar)
         for name in names:
-            spool = load_spool(folder, name, key)
+            spool = resumed[name]
             if spool is None:
-                spool = encode_part(root, name, encoder, cfg, info, bar)
+                spool = next(new)
             else:
                 stats.extra["parts_resumed"] = stats.extra.get("parts_resumed", 0) + 1
                 bar.update(spool.documents)
-            stats.keep(spool.documents)
-            if spool.contaminated:
-                stats.drop(CONTAMINATED, spool.contaminated)
-            stats.units += spool.tokens()
-            stats.bytes += spool.text_bytes
-            stats.extra["chars"] = stats.extra.get("chars", 0) + spool.chars
-            for split in SPLITS:
-                for what, n in (("entries", spool.docs(split)),
-                                ("tokens", spool.tokens(split))):
-                    name_n = f"{split}_{what}"
-                    stats.extra[name_n] = stats.extra.get(name_n, 0) + n
+            _count(stats, spool)
+            if on_spool is not None:
+                on_spool(spool)
+        next(new, None)  # the generator's end: nothing left
     stats.extra["parts"] = stats.extra.get("parts", 0) + len(names)
     stats.extra.setdefault("parts_resumed", 0)
 
 
-def remove_unlisted_shards(folder: Path, manifest: Manifest | None) -> None:
-    """Shard files a killed run wrote but never listed: the next shards reuse their names."""
-    listed = {s.name for s in manifest.shards} if manifest else set()
-    for path in [*folder.glob("*-[0-9]*.bin"), *folder.glob("*-[0-9]*.idx"),
-                 *folder.glob("*-[0-9]*.prov.jsonl")]:
-        name = path.name.split(".")[0]
-        if name.split("-")[0] in SPLITS and name not in listed:
-            path.unlink()
-
-
-class _SplitCutter:
-    """One split's new shards, cut from spool after spool: each shard's provenance sidecar is
-    written as the shard completes, so only the rows of the shard being filled are held."""
-
-    def __init__(self, folder: Path, split: str, cfg: Config, info: TokenizerInfo,
-                 manifest: Manifest | None) -> None:
-        self.split = split
-        self.folder = folder
-        self.dtype = dtype_for_vocab(info.vocab_size).name
-        self.writer = ShardWriter(folder, split, dtype=self.dtype, eos_id=info.eos_id,
-                                  shard_tokens=cfg.shards.shard_tokens,
-                                  first_number=manifest.next_number(split) if manifest else 0)
-        self.rows: list[dict[str, Any]] = []  # of the entries not yet in a completed shard
-        self.made: list[ShardInfo] = []
-
-    def add(self, spools: Path, spool: Spool) -> None:
-        self.rows.extend(spool.prov[self.split])
-        part = spool.shards[self.split]
-        if part is not None:
-            self._completed(self.writer.add_encoded(*open_shard(spools, part, self.dtype),
-                                                    spool.doc_bytes[self.split]))
-
-    def finish(self) -> list[ShardInfo]:
-        last = self.writer.flush()
-        self._completed([last] if last is not None else [])
-        if self.rows:
-            raise RuntimeError(f"{len(self.rows)} provenance rows more than shard entries")
-        return self.made
-
-    def _completed(self, shards: list[ShardInfo]) -> None:
-        for info in shards:
-            if info.docs > len(self.rows):
-                raise RuntimeError(f"{info.name}: {info.docs} entries, {len(self.rows)} "
-                                   "provenance rows")
-            info.prov_sha256 = write_provenance(self.folder, info.name, self.rows[:info.docs])
-            del self.rows[:info.docs]
-            self.made.append(info)
-
-
-def assemble_shards(cfg: Config, root: DataRoot, names: list[str], manifest: Manifest | None,
-                    info: TokenizerInfo) -> list[ShardInfo]:
-    """Step 2: cut the spools of `names` (all encoded), in order, into new shards after the
-    existing ones. One spool is loaded at a time (memory does not grow with the parts), and
-    both splits are cut in the same pass. The caller commits the shards to the manifest."""
-    key = spool_key(info, cfg)
-    remove_unlisted_shards(root.shards, manifest)
-    cutters = [_SplitCutter(root.shards, split, cfg, info, manifest) for split in SPLITS]
-    try:
-        for name in names:
-            spool = load_spool(spool_dir(root), name, key)
-            if spool is None:
-                raise RuntimeError(f"{name} has no complete spool: encode it first")
-            for cutter in cutters:
-                cutter.add(spool_dir(root), spool)
-        return [shard for cutter in cutters for shard in cutter.finish()]
-    except BaseException:
-        for cutter in cutters:
-            cutter.writer.abort()
-        raise
+def _count(stats: StageStats, spool: Spool) -> None:
+    stats.keep(spool.documents)
+    if spool.contaminated:
+        stats.drop(CONTAMINATED, spool.contaminated)
+    stats.units += spool.tokens()
+    stats.bytes += spool.text_bytes
+    stats.extra["chars"] = stats.extra.get("chars", 0) + spool.chars
+    for split in SPLITS:
+        for what, n in (("entries", spool.docs(split)), ("tokens", spool.tokens(split))):
+            name_n = f"{split}_{what}"
+            stats.extra[name_n] = stats.extra.get(name_n, 0) + n
 
 
 def remove_spools(root: DataRoot, names: Iterable[str]) -> None:

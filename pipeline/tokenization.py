@@ -1,7 +1,8 @@
 """The tokenize stage: the cleaned documents (state/clean/, the clean stage's hand-off; what is
-not cleaned yet is cleaned first) become token shards, in two named steps (`pipeline.encode`):
-encode each new cleaned part into a spool, then cut the spools into shards after the existing
-ones and commit the manifest.
+not cleaned yet is cleaned first) become token shards, in two named steps: encode each new
+cleaned part into a spool (`pipeline.encode`), and cut the spools into shards after the
+existing ones (`pipeline.assemble`), each spool as soon as it is written; then commit the
+manifest.
 
     tokenizer/            trained on the first cleaned documents, or given (pipeline.tokenizer)
     state/tokenize/       spools of parts not yet in shards (scratch, checked on resume)
@@ -19,16 +20,15 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pipeline.assemble import ShardAssembler, remove_unlisted_shards
 from pipeline.atomic import remove_orphan_temps
 from pipeline.chunks import val_split_warning
 from pipeline.clean import clean_documents, cleaned_parts
 from pipeline.config import Config, save_resolved
 from pipeline.encode import (
-    assemble_shards,
     encode_parts,
     remove_committed_spools,
     remove_spools,
-    remove_unlisted_shards,
     spool_dir,
 )
 from pipeline.errors import ConfigError
@@ -61,7 +61,7 @@ class Plan:
     manifest: Manifest | None
     pending: list[str]  # cleaned parts not yet in shards, in part order
     info: TokenizerInfo
-    encoder: Any = None  # a TextEncoder; made by `with_encoder`
+    tok: Any = None  # the tokenizer, loaded (a tokenizers.Tokenizer)
 
 
 def _check_split_rule(cfg: Config, manifest: Manifest | None) -> None:
@@ -111,20 +111,21 @@ def prepare(cfg: Config, root: DataRoot, stats: StageStats) -> Plan | None:
         log.info("tokenize: no kept documents yet; nothing to tokenize")
         return None
     started = time.monotonic()
-    _, info, how = prepare_tokenizer(cfg, root, manifest, [p.name for p in parts])
+    tok, info, how = prepare_tokenizer(cfg, root, manifest, [p.name for p in parts])
     stats.extra.update(tokenizer=how, tokenizer_sha256=info.sha256,
                        tokenizer_seconds=round(time.monotonic() - started, 3))
-    return Plan(manifest=manifest, pending=[p.name for p in pending], info=info)
+    return Plan(manifest=manifest, pending=[p.name for p in pending], info=info, tok=tok)
 
 
-def make_text_encoder(cfg: Config, root: DataRoot, stats: StageStats | None = None
-                      ) -> tuple[TextEncoder, TokenizerInfo]:
-    """The encoder for the data root's tokenizer (tiktoken when it reproduces it exactly)."""
+def make_text_encoder(cfg: Config, root: DataRoot, stats: StageStats | None = None,
+                      plan: Plan | None = None) -> tuple[TextEncoder, TokenizerInfo]:
+    """The encoder for the data root's tokenizer (tiktoken when it reproduces it exactly);
+    the tokenizer `plan` loaded, if given."""
     from pipeline.encoders import UnsupportedTokenizer, make_encoder, set_threads
     from pipeline.tokenizer import loaded_tokenizer
 
     set_threads(cfg.tokenize.threads)
-    tok, info = loaded_tokenizer(cfg, root)
+    tok, info = (plan.tok, plan.info) if plan is not None else loaded_tokenizer(cfg, root)
     try:
         choice = make_encoder(tok, cfg.tokenize.encoder, cfg.tokenize.threads)
     except UnsupportedTokenizer as e:
@@ -182,6 +183,19 @@ def _carry_clean(clean: StageStats, stats: StageStats) -> None:
                             "workers": clean.extra.get("workers", 0)}
 
 
+def _encode_and_assemble(cfg: Config, root: DataRoot, plan: Plan, encoder: TextEncoder,
+                         info: TokenizerInfo, stats: StageStats, progress: bool
+                         ) -> list[ShardInfo]:
+    """Both steps in one pass: each spool is cut into shards as soon as it is written."""
+    assembler = ShardAssembler(cfg, root, plan.manifest, info)
+    try:
+        encode_parts(cfg, root, plan.pending, encoder, info, stats, progress, assembler.add)
+        return assembler.finish()
+    except BaseException:
+        assembler.abort()
+        raise
+
+
 def tokenize_dataset(cfg: Config, root: DataRoot, progress: bool = True) -> StageStats:
     """Clean what is not cleaned yet (the clean stage; a no-op after it ran), then encode the
     cleaned parts not yet in shards and append their shards (the tokenizer is trained on
@@ -195,18 +209,17 @@ def tokenize_dataset(cfg: Config, root: DataRoot, progress: bool = True) -> Stag
             if plan is not None and plan.manifest is not None:
                 warn_about_val_split(cfg, plan.manifest, stats)
             return stats.finish()
-        encoder, info = make_text_encoder(cfg, root, stats)
+        encoder, info = make_text_encoder(cfg, root, stats, plan)
         started = time.monotonic()
-        encode_parts(cfg, root, plan.pending, encoder, info, stats, progress)
+        new = _encode_and_assemble(cfg, root, plan, encoder, info, stats, progress)
         stats.extra["encode_seconds"] = round(time.monotonic() - started, 3)
         started = time.monotonic()
-        new = assemble_shards(cfg, root, plan.pending, plan.manifest, info)
         # before the commit: a run killed after it has nothing left to do, so would not write it
         save_resolved(cfg, root.shards, STAGE)
         manifest = _commit(root, cfg, plan.manifest, info, new, plan.pending)
         remove_spools(root, plan.pending)
         remove_unlisted_shards(root.shards, manifest)  # what a rebuild replaced
-        stats.extra.update(assemble_seconds=round(time.monotonic() - started, 3),
+        stats.extra.update(commit_seconds=round(time.monotonic() - started, 3),
                            shards_written=[s.name for s in new],
                            manifest_version=manifest.version, totals=manifest.totals())
         warn_about_val_split(cfg, manifest, stats)

@@ -185,7 +185,7 @@ def _crash_on_call(monkeypatch: pytest.MonkeyPatch, module: object, name: str, n
 
 @pytest.mark.parametrize("where", [
     (clean, "_commit_part", 3),  # while cleaning the third part
-    (encode, "encode_part", 2),  # while encoding the second part
+    (encode, "open_part", 2),  # while encoding the first part and reading the second
     (tokenization, "write_manifest", 1),  # every shard written, none listed yet
 ])
 def test_interrupted_run_resumes_to_the_same_shards(tmp_path: Path,
