@@ -18,6 +18,7 @@ import numpy as np
 
 from pipeline.records import page_ends
 from pipeline.split import is_val as is_val  # the rule; chunks are its units
+from pipeline.split import is_val_chunk, split_phase
 
 if TYPE_CHECKING:
     from pipeline.records import Document
@@ -42,15 +43,18 @@ class TokenTable:
 
     @classmethod
     def from_bytes(cls, tokens: list[bytes]) -> TokenTable:
-        def flags(t: bytes) -> int:
-            return ((t[-1:] == b"\n") * cls.ENDS_NEWLINE
-                    | (not t or t[0] not in _SPACES) * cls.STARTS_TEXT
-                    | (t[:1] == b" ") * cls.STARTS_SPACE | (t[-1:] == b" ") * cls.ENDS_SPACE
-                    | (t[-2:-1] == b"\n") * cls.NEWLINE_BEFORE_LAST
-                    | (len(t) <= 1) * cls.ONE_BYTE)
-
-        return cls(nbytes=np.array([len(t) for t in tokens], dtype=np.int64),
-                   flags=np.array([flags(t) for t in tokens], dtype=np.uint8))
+        nbytes = np.array([len(t) for t in tokens], dtype=np.int64)
+        # each token's first, last and next-to-last byte (-1: none), looked at all at once
+        first, last, before_last = (np.array([t[i] if -len(t) <= i < len(t) else -1
+                                              for t in tokens], dtype=np.int16)
+                                    for i in (0, -1, -2))
+        spaces = np.frombuffer(_SPACES, dtype=np.uint8)
+        flags = ((last == ord("\n")) * cls.ENDS_NEWLINE
+                 | ((first < 0) | ~np.isin(first, spaces)) * cls.STARTS_TEXT
+                 | (first == ord(" ")) * cls.STARTS_SPACE | (last == ord(" ")) * cls.ENDS_SPACE
+                 | (before_last == ord("\n")) * cls.NEWLINE_BEFORE_LAST
+                 | (nbytes <= 1) * cls.ONE_BYTE)
+        return cls(nbytes=nbytes, flags=flags.astype(np.uint8))
 
     def byte_ends(self, ids: np.ndarray) -> np.ndarray:
         """The UTF-8 byte offset, in the document's text, where each token ends."""
@@ -59,19 +63,23 @@ class TokenTable:
 
 @functools.cache
 def _cached_table(path: str, mtime_ns: int, size: int) -> TokenTable:
-    from pipeline.encoders import byte_decoder
+    from pipeline.encoders import byte_decoder, byte_level_bytes
     from pipeline.tokenizer import load_tokenizer
 
     tok = load_tokenizer(Path(path))
     table = byte_decoder()
     by_id = {i: t for t, i in tok.get_vocab(with_added_tokens=True).items()}
     specials = {t.content for t in tok.get_added_tokens_decoder().values()}
-    tokens = []
-    for i in range(max(by_id) + 1):
-        token = by_id.get(i, "")
-        tokens.append(token.encode() if token in specials else
-                      bytes(table[c] for c in token if c in table))
-    return TokenTable.from_bytes(tokens)
+
+    def token_bytes(token: str) -> bytes:
+        if token in specials:
+            return token.encode()
+        try:
+            return byte_level_bytes(token)
+        except KeyError:  # not a byte-level token: the characters that are
+            return bytes(table[c] for c in token if c in table)
+
+    return TokenTable.from_bytes([token_bytes(by_id.get(i, "")) for i in range(max(by_id) + 1)])
 
 
 def token_table(tokenizer_json: Path) -> TokenTable:
@@ -80,40 +88,35 @@ def token_table(tokenizer_json: Path) -> TokenTable:
     return _cached_table(str(tokenizer_json), stat.st_mtime_ns, stat.st_size)
 
 
-def _cuts(ids: np.ndarray, table: TokenTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Positions i (cut before token i) that start a paragraph, a line, or a word."""
+def _best_cut(ids: np.ndarray, table: TokenTable, lo: int, hi: int) -> int:
+    """The last cut before a token k, lo < k <= hi, that starts a paragraph, else the last
+    that starts a line, else a word; hi when there is none (one unbroken run of tokens).
+    Only the window's flags are looked up: a document is cut in a few windows of its length."""
     t = TokenTable
-    f = table.flags[ids]
-    prev, nxt = f[:-1], f[1:]
+    first = lo - 1  # the token two before k = lo + 1
+    f = table.flags[ids[max(first, 0):hi + 1]]
+    if first < 0:  # k = 1 has no token two before it
+        f = np.concatenate([np.zeros(1, np.uint8), f])
+    two_back, prev, nxt = f[:-2], f[1:-1], f[2:]  # index j: the cut before k = lo + 1 + j
     line = (prev & t.ENDS_NEWLINE).astype(bool) & (nxt & t.STARTS_TEXT).astype(bool)
     # "\n\n" before the cut: in the previous token, or split over the two before it
-    two_back = np.concatenate([[0], f[:-2]]).astype(np.uint8) if len(ids) > 1 else prev
     blank = (prev & t.NEWLINE_BEFORE_LAST).astype(bool) | (
         (prev & t.ONE_BYTE).astype(bool) & (two_back & t.ENDS_NEWLINE).astype(bool))
-    word = ((nxt & t.STARTS_SPACE) | (prev & t.ENDS_SPACE)).astype(bool)
-    offset = 1  # index k of these arrays is the cut before token k + 1
-    return (np.flatnonzero(line & blank) + offset, np.flatnonzero(line) + offset,
-            np.flatnonzero(word) + offset)
-
-
-def _best_cut(candidates: tuple[np.ndarray, ...], lo: int, hi: int) -> int:
-    for cuts in candidates:  # best kind first: the last cut of that kind in (lo, hi]
-        k = int(np.searchsorted(cuts, hi, side="right")) - 1
-        if k >= 0 and cuts[k] > lo:
-            return int(cuts[k])
-    return hi  # one unbroken run of tokens: cut anywhere
+    for kind in (lambda: line & blank, lambda: line,
+                 lambda: ((nxt & t.STARTS_SPACE) | (prev & t.ENDS_SPACE)).astype(bool)):
+        found = np.flatnonzero(kind())
+        if found.size:
+            return lo + 1 + int(found[-1])
+    return hi
 
 
 def chunk_ends(ids: np.ndarray, table: TokenTable, chunk_tokens: int) -> list[int]:
     """End offsets (in tokens) of a document's chunks: at most `chunk_tokens` each and at
     least half that, but the last; one chunk when the document is no longer."""
     n = len(ids)
-    if n <= chunk_tokens:
-        return [n]
-    candidates = _cuts(ids, table)
     ends, start = [], 0
     while n - start > chunk_tokens:
-        start = _best_cut(candidates, start + chunk_tokens // 2, start + chunk_tokens)
+        start = _best_cut(ids, table, start + chunk_tokens // 2, start + chunk_tokens)
         ends.append(start)
     return [*ends, n]
 
@@ -133,8 +136,9 @@ def split_entries(doc_id: str, ends: list[int], val_fraction: float) -> list[Ent
     """A document's chunks (their end offsets) as shard entries, split by `is_val`."""
     out: list[Entry] = []
     start = 0
+    phase = split_phase(doc_id) if val_fraction > 0 else 0.0
     for c, end in enumerate(ends):
-        split = "val" if is_val(doc_id, val_fraction, c) else "train"
+        split = "val" if is_val_chunk(phase, val_fraction, c) else "train"
         if out and out[-1].split == split:
             prev = out[-1]
             out[-1] = Entry(split=split, first=prev.first, last=c, start=prev.start, end=end)
@@ -186,9 +190,13 @@ class Chunker:
             self._table = token_table(self.tokenizer_json)
         table = self._table
         ends = chunk_ends(ids, table, self.chunk_tokens)
+        entries = split_entries(doc.id, ends, self.val_fraction)
+        if len(entries) == 1:  # every chunk in one split (most documents): the whole text
+            return [(entries[0], self._row(doc, entries[0], len(ends), [0, text_bytes],
+                                           [0, len(doc.text)]))]
         byte_ends = table.byte_ends(ids)
         out = []
-        for entry in split_entries(doc.id, ends, self.val_fraction):
+        for entry in entries:
             spans = [int(byte_ends[t - 1]) if t else 0 for t in (entry.start, entry.end)]
             out.append((entry, self._row(doc, entry, len(ends), spans,
                                          char_offsets(doc.text, spans))))

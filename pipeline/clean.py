@@ -48,6 +48,7 @@ from pipeline.pii import scrub
 from pipeline.progress import Progress
 from pipeline.records import Document, Failure
 from pipeline.stats import StageStats
+from pipeline.text import utf8_length
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +224,7 @@ def _decide(index: DedupIndex, part: str, item: _Cleaned, stats: StageStats) -> 
         return False
     index.add_kept(doc.id, part, item.fp)
     stats.keep()
-    stats.bytes += len(doc.text.encode("utf-8"))
+    stats.bytes += utf8_length(doc.text)
     return True
 
 

@@ -157,6 +157,21 @@ def byte_decoder() -> dict[str, int]:
     return table
 
 
+@lru_cache(maxsize=1)
+def _byte_translation() -> tuple[frozenset[str], dict[int, int]]:
+    table = byte_decoder()
+    return frozenset(table), {ord(c): b for c, b in table.items()}
+
+
+def byte_level_bytes(token: str) -> bytes:
+    """The bytes a byte-level token's characters stand for (one C-level pass, not a Python
+    loop per character); KeyError when a character is not in the byte-level alphabet."""
+    alphabet, translation = _byte_translation()
+    if not alphabet.issuperset(token):
+        raise KeyError(token)
+    return token.translate(translation).encode("latin-1")
+
+
 def _merge_pairs(model: dict[str, Any]) -> list[tuple[str, str]]:
     pairs = []
     for merge in model.get("merges", []):
@@ -188,13 +203,12 @@ def _check_convertible(spec: dict[str, Any]) -> None:
 
 def _mergeable_ranks(spec: dict[str, Any]) -> dict[bytes, int]:
     special = {t["content"] for t in spec.get("added_tokens", [])}
-    table = byte_decoder()
     ranks: dict[bytes, int] = {}
     for token, token_id in spec["model"]["vocab"].items():
         if token in special:
             continue
         try:
-            ranks[bytes(table[c] for c in token)] = token_id
+            ranks[byte_level_bytes(token)] = token_id
         except KeyError:
             raise UnsupportedTokenizer(f"token {token!r} is not in the byte-level alphabet") \
                 from None
@@ -253,11 +267,10 @@ def _identity_mark(tok: Tokenizer) -> Path:
 
 def check_identity(tok: Tokenizer, enc: tiktoken.Encoding) -> None:
     """Every token's own text and a probe text must encode to the same ids in both."""
-    table = byte_decoder()
     texts = [IDENTITY_PROBE]
     for token in tok.get_vocab(with_added_tokens=False):
         try:
-            texts.append(bytes(table[c] for c in token).decode("utf-8"))
+            texts.append(byte_level_bytes(token).decode("utf-8"))
         except (KeyError, UnicodeDecodeError):
             continue  # part of a multi-byte character: not a text on its own
     hf = HFEncoder(_copy(tok)).encode_batch(texts)

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Self
 
+import orjson
+
 # 2: PageInfo.lang and lang_score (the clean stage's per-page language); version 1 records
 # read as before
 FORMAT_VERSION = 2
@@ -57,8 +59,17 @@ class _Record:
         return cls(**data)
 
     @classmethod
-    def from_json(cls, line: str) -> Self:
-        return cls.from_dict(json.loads(line))
+    def from_json(cls, line: str | bytes) -> Self:
+        return cls.from_dict(loads(line))
+
+
+def loads(line: str | bytes) -> Any:
+    """json.loads, by orjson (twice as fast on the documents a stage reads back); what orjson
+    refuses and the standard module reads (NaN, integers over 64 bits) is read as before."""
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return json.loads(line)
 
 
 @functools.cache  # from_dict runs once per record read

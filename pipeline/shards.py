@@ -222,11 +222,12 @@ class ShardWriter:
             return []
         pieces: list[np.ndarray] = []
         for arr in docs:
-            if arr.size and int(arr.max()) > np.iinfo(self.dtype).max:
-                raise ValueError(f"token id {int(arr.max())} does not fit {self.dtype.name}")
-            pieces += (arr.astype(self.dtype, copy=False), self.eos)
+            pieces += (arr, self.eos)
+        tokens = np.concatenate(pieces)  # checked and cast once, not per document
+        if int(tokens.max()) > np.iinfo(self.dtype).max:
+            raise ValueError(f"token id {int(tokens.max())} does not fit {self.dtype.name}")
         ends = np.cumsum([arr.size + 1 for arr in docs], dtype=IDX_DTYPE)
-        return self.add_encoded(np.concatenate(pieces), ends, text_bytes)
+        return self.add_encoded(tokens.astype(self.dtype, copy=False), ends, text_bytes)
 
     def _count_bytes(self, text_bytes: np.ndarray | list[int] | None) -> None:
         if self._text_bytes is not None and text_bytes is not None:

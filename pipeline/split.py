@@ -27,7 +27,13 @@ def is_val(doc_id: str, val_fraction: float, chunk: int = 0) -> bool:
     """
     if val_fraction <= 0:
         return False
-    phase = split_phase(doc_id)
+    return is_val_chunk(split_phase(doc_id), val_fraction, chunk)
+
+
+def is_val_chunk(phase: float, val_fraction: float, chunk: int) -> bool:
+    """`is_val` for a document whose `split_phase` is known (computed once per document)."""
+    if val_fraction <= 0:
+        return False
     return math.ceil((chunk + 1) * val_fraction - phase) > math.ceil(chunk * val_fraction - phase)
 
 

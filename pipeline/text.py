@@ -81,3 +81,9 @@ def alpha_ratio(text: str) -> float:
     spaces = len(rest) - len(rest.translate(None, _ASCII_SPACE)) + sum(map(str.isspace, others))
     nonspace = len(text) - spaces
     return letters / nonspace if nonspace else 0.0
+
+
+def utf8_length(text: str) -> int:
+    """The UTF-8 byte length of `text`, without encoding it when it is ASCII (a flag the
+    string carries)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8"))

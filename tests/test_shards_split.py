@@ -137,6 +137,45 @@ def test_chunks_are_cut_at_paragraphs_within_the_bounds(root: DataRoot) -> None:
     assert chunk_ends(ids[:500], table, 512) == [500]
 
 
+def _reference_cut(pieces: list[bytes], lo: int, hi: int) -> int:
+    """The cut rule read off the tokens' bytes one cut at a time: the last cut before a
+    token k (lo < k <= hi) that starts a paragraph, else a line, else a word; else hi."""
+    def kind(k: int) -> int:
+        before = b"".join(pieces[max(k - 2, 0):k])
+        starts_text = not pieces[k] or pieces[k][:1] not in (b" ", b"\t", b"\n", b"\r",
+                                                              b"\x0b", b"\x0c")
+        if before.endswith(b"\n") and starts_text:
+            return 3 if before.endswith(b"\n\n") else 2
+        return 1 if pieces[k].startswith(b" ") or pieces[k - 1].endswith(b" ") else 0
+
+    for wanted in (3, 2, 1):
+        found = [k for k in range(lo + 1, hi + 1) if kind(k) == wanted]
+        if found:
+            return found[-1]
+    return hi
+
+
+def test_each_cut_is_the_last_of_the_best_kind_in_its_window(root: DataRoot) -> None:
+    _tokenize_manuals(root, n=2, words=3000)
+    tok = load_tokenizer(root.tokenizer_json)
+    tok.encode_special_tokens = True
+    table = token_table(root.tokenizer_json)
+    rng = random.Random(7)
+    words = ["alpha", "beta,", "gamma.", "\t", "x" * 40, "\n", "\n\n", " ", "  \n", "\n \n"]
+    for _ in range(20):
+        text = "".join(rng.choice(words) + rng.choice(["", " ", " "]) for _ in range(900))
+        ids = np.array(tok.encode(text).ids)
+        pieces = [tok.decode([int(i)]).encode() for i in ids]
+        assert b"".join(pieces) == text.encode()  # one token, one whole piece of bytes
+        chunk = rng.choice([64, 100, 256])
+        ends = chunk_ends(ids, table, chunk)
+        start = 0
+        for end in ends[:-1]:
+            assert end == _reference_cut(pieces, start + chunk // 2, start + chunk)
+            start = end
+        assert ends[-1] == len(ids)
+
+
 def test_the_split_of_every_chunk_stays_as_the_data_grows(root: DataRoot) -> None:
     _tokenize_manuals(root, n=3, words=6000)
     before, first = shard_bytes(root), read_manifest(root.manifest)
