@@ -17,7 +17,6 @@ hold depends only on the parts, the config and the tokenizer: spools are cut in 
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -26,7 +25,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.atomic import atomic_write
+import orjson
+
+from pipeline.atomic import atomic_write_bytes
 from pipeline.chunks import Chunker
 from pipeline.clean import iter_clean_documents
 from pipeline.config import Config
@@ -124,7 +125,7 @@ def _intact(folder: Path, info: ShardInfo | None) -> bool:
 def load_spool(folder: Path, name: str, key: dict[str, Any]) -> Spool | None:
     """A part's spool from an earlier (interrupted) run, if it is complete and still valid."""
     try:
-        data = json.loads(_marker(folder, name).read_text(encoding="utf-8"))
+        data = orjson.loads(_marker(folder, name).read_bytes())
         shards = {split: ShardInfo(**s) if s else None for split, s in data["shards"].items()}
     except (FileNotFoundError, ValueError, KeyError, TypeError):
         return None
@@ -221,8 +222,7 @@ class _PartEncoding:
                   "text_bytes": spool.text_bytes, "doc_bytes": spool.doc_bytes,
                   "shards": {k: asdict(s) if s else None for k, s in spool.shards.items()},
                   "prov": spool.prov}
-        with atomic_write(_marker(self.folder, self.name), "w", durable=False) as fh:
-            fh.write(json.dumps(marker, separators=(",", ":")))  # dump(): the Python encoder
+        atomic_write_bytes(_marker(self.folder, self.name), orjson.dumps(marker), durable=False)
         return spool
 
 

@@ -130,11 +130,30 @@ class TiktokenEncoder:
         """encode_ordinary_batch's ids, without building a Python int for each token: each
         text's ids come out of tiktoken as one buffer (the GIL released while it encodes);
         with no special token allowed, `encode` is `encode_ordinary`."""
-        def one(text: str) -> np.ndarray:
-            return self.enc.encode_to_numpy(text, disallowed_special=())
+        encode = self.enc.encode_to_numpy
 
+        def run(group: Sequence[str]) -> list[np.ndarray]:
+            return [encode(text, disallowed_special=()) for text in group]
+
+        groups = _balanced_groups(texts, 4 * self.threads)
         with ThreadPoolExecutor(self.threads) as pool:
-            return list(pool.map(one, texts))
+            return [ids for group in pool.map(run, groups) for ids in group]
+
+
+def _balanced_groups(texts: Sequence[str], n: int) -> list[Sequence[str]]:
+    """`texts` in about `n` runs of about equal characters, in order: each thread encodes
+    a run at a time, not a text at a time (a future per text costs more than a short text's
+    encoding), and the runs are small enough that no thread waits long for the last."""
+    total = sum(map(len, texts))
+    groups, start, size, target = [], 0, 0, total / n
+    for i, text in enumerate(texts):
+        size += len(text)
+        if size >= target:
+            groups.append(texts[start:i + 1])
+            start, size = i + 1, 0
+    if start < len(texts):
+        groups.append(texts[start:])
+    return groups
 
 
 class UnsupportedTokenizer(ValueError):

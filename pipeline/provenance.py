@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from pipeline.atomic import atomic_write_bytes
 
 
@@ -28,8 +30,8 @@ def prov_path(folder: Path, name: str) -> Path:
 
 def write_provenance(folder: Path, name: str, rows: list[dict[str, Any]]) -> str:
     """Write a shard's sidecar atomically; returns its sha256."""
-    data = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n"
-                   for r in rows).encode("utf-8")
+    # orjson writes the bytes json.dumps(ensure_ascii=False, separators=(",", ":")) would
+    data = b"".join(orjson.dumps(r) + b"\n" for r in rows)
     atomic_write_bytes(prov_path(folder, name), data)
     return hashlib.sha256(data).hexdigest()
 

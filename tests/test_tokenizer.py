@@ -119,6 +119,17 @@ def test_tiktoken_gives_the_same_ids_as_tokenizers(tok, corpus: list[str]) -> No
     assert enc.encode_ordinary_batch(fuzz) == hf.encode_batch(fuzz)
 
 
+def test_the_stage_s_arrays_are_each_text_s_ids_in_order(tok) -> None:  # noqa: ANN001
+    """Texts are encoded in runs of about equal characters, one run per thread at a time:
+    empty and long texts among many short ones still come back each with its own ids."""
+    rng = random.Random(1)
+    texts = [rng.choice(["", "a", "word and words. ", "x" * 5000, "Line\n\n" * 300])
+             * rng.randint(0, 3) for _ in range(200)]
+    encoder = TiktokenEncoder(to_tiktoken(tok), 2)
+    assert [a.tolist() for a in encoder.encode_arrays(texts)] == HFEncoder(tok).encode_batch(texts)
+    assert encoder.encode_arrays([]) == [] and encoder.encode_arrays([""])[0].size == 0
+
+
 @pytest.mark.slow
 def test_tiktoken_matches_tokenizers_with_a_full_size_vocabulary() -> None:
     """8192 tokens trained on a few MB of real text and code: every id the same."""
