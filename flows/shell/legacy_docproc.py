@@ -311,14 +311,15 @@ def _ocr_parser() -> argparse.ArgumentParser:
 
 
 def _ocr(args: argparse.Namespace) -> int:
-    from docproc.ocr import check_tesseract, list_languages, tesseract_cmd
+    from docproc.ocr import check_tesseract, list_languages, tesseract_cmd, tesseract_version
 
     if args.list_langs:
         print("\n".join(list_languages()))
         return EXIT_OK
     if args.check:
-        version = check_tesseract(args.lang)
-        print(f"tesseract {version} ({tesseract_cmd()}): languages {args.lang} available")
+        check_tesseract(args.lang)
+        print(f"tesseract {tesseract_version()} ({tesseract_cmd()}): languages {args.lang} "
+              "available")
         return EXIT_OK
     opts = _options(args, ocr=OcrMode.FORCE, lang=args.lang, psm=args.psm,
                     dpi=args.dpi or DEFAULT.dpi, image_dpi=args.dpi,
