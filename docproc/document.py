@@ -17,7 +17,7 @@ from docproc.result import Extracted, PageResult
 from pipeline.errors import CorruptInput, EmptyInput, EncryptedInput, TooLargeInput
 from pipeline.rawstore import sha256_file
 from pipeline.records import Document, PageInfo
-from pipeline.text import alpha_ratio
+from pipeline.text import CharCounts, char_counts
 
 log = logging.getLogger(__name__)
 
@@ -148,27 +148,30 @@ def extract_image(path: Path, mime: str, opts: ExtractOptions, source: str,
                      page_count=count, lang=iso_lang(opts.lang))
 
 
-def word_count(text: str) -> int:
-    """Whitespace-separated words of a cleaned text (counted without splitting when ASCII).
+def word_count(text: str, counts: CharCounts | None = None) -> int:
+    """Whitespace-separated words of a cleaned text (counted without splitting where its only
+    whitespace is spaces, tabs and newlines; `counts`: the text's, when known).
 
     Clean-up leaves single spaces between words, no trailing blanks and at most one blank
     line in a row, so separators can be counted; leading indentation is not a separator.
     """
     if not text:
         return 0
-    if not text.isascii():
+    counts = counts or char_counts(text)
+    if counts.other_spaces:
         return len(text.split())
     indent = 0
     if text[0] in " \t" or _INDENTED.search(text):
         indent = sum(len(m) for m in _INDENT.findall(text))
-    lines = text.count("\n") + 1 - text.count("\n\n")
-    return text.count(" ") + text.count("\t") - indent + lines
+    lines = counts.newlines + 1 - text.count("\n\n")
+    return counts.blanks - indent + lines
 
 
 def _text_stats(text: str) -> dict[str, float]:
-    return {"chars": len(text), "words": word_count(text),
-            "lines": text.count("\n") + 1 if text else 0,
-            "alpha_ratio": round(alpha_ratio(text), 4)}
+    counts = char_counts(text)  # one pass for the words and the alpha ratio
+    return {"chars": len(text), "words": word_count(text, counts),
+            "lines": counts.newlines + 1 if text else 0,
+            "alpha_ratio": round(counts.alpha_ratio, 4)}
 
 
 def _ocr_stats(pages: Sequence[PageResult]) -> dict[str, float]:
