@@ -248,6 +248,10 @@ def clean_pages(pages: Sequence[str]) -> tuple[list[str], str]:
     """Clean each page, drop running headers/footers; returns (page texts, document text)."""
     cleaned = [clean_page(p) for p in pages]
     trimmed = remove_running_lines(cleaned)
-    # removing lines only leaves blank runs behind, which the last step collapses
-    cleaned = [t if t is c else t.strip("\n") for t, c in zip(trimmed, cleaned, strict=True)]
-    return cleaned, collapse_blank_runs(dehyphenate(join_pages(cleaned)))
+    # removing lines only leaves blank runs behind, on the pages that lost them; joining and
+    # dehyphenation make none, so only those pages are collapsed, not the whole document
+    # (a pass over all of it)
+    page_texts = [t if t is c else t.strip("\n") for t, c in zip(trimmed, cleaned, strict=True)]
+    joined = [t if t is c else collapse_blank_runs(t)
+              for t, c in zip(page_texts, cleaned, strict=True)]
+    return page_texts, dehyphenate(join_pages(joined))
