@@ -4,6 +4,7 @@ by text mode (docproc/pdf.py) and Markdown mode (docproc/pdf_markdown.py)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import itemgetter
 
 COLUMN_GAP_PT = 10.0  # a vertical gap this wide, top to bottom of a region, separates columns
 PARAGRAPH_GAP = 0.6  # blocks closer than this many line heights continue one paragraph
@@ -12,16 +13,31 @@ PARAGRAPH_GAP = 0.6  # blocks closer than this many line heights continue one pa
 
 def _split(blocks: list[tuple], lo: int, hi: int, min_gap: float) -> list[list[tuple]]:
     """Groups of blocks separated by a gap of at least `min_gap` on one axis."""
-    ordered = sorted(blocks, key=lambda b: b[lo])
-    groups: list[list[tuple]] = [[ordered[0]]]
+    ordered = sorted(blocks, key=itemgetter(lo))
+    group = [ordered[0]]
+    groups: list[list[tuple]] = [group]
     reach = ordered[0][hi]
     for b in ordered[1:]:
         if b[lo] - reach >= min_gap:
-            groups.append([b])
+            group = [b]
+            groups.append(group)
         else:
-            groups[-1].append(b)
-        reach = max(reach, b[hi])
+            group.append(b)
+        if b[hi] > reach:
+            reach = b[hi]
     return groups
+
+
+def _in_order(groups: list[list[tuple]]) -> list[tuple]:
+    """The groups' blocks, each group in reading order (one block: as it is, without a call:
+    most bands of a page are one block)."""
+    out: list[tuple] = []
+    for group in groups:
+        if len(group) == 1:
+            out.append(group[0])
+        else:
+            out += reading_order(group)
+    return out
 
 
 def reading_order(blocks: list[tuple]) -> list[tuple]:
@@ -35,10 +51,10 @@ def reading_order(blocks: list[tuple]) -> list[tuple]:
         return list(blocks)
     columns = _split(blocks, 0, 2, COLUMN_GAP_PT)
     if len(columns) > 1:
-        return [b for col in columns for b in reading_order(col)]
+        return _in_order(columns)
     bands = _split(blocks, 1, 3, 0.0)
     if len(bands) > 1:
-        return [b for band in bands for b in reading_order(band)]
+        return _in_order(bands)
     return sorted(blocks, key=lambda b: (round(b[1]), b[0]))
 
 
