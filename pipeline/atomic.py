@@ -32,6 +32,18 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _temp_file(path: Path) -> tuple[int, Path]:
+    """A new temp file beside `path` (its folder made only when missing: most writes go to a
+    folder that exists, and the mkdir was a syscall a file)."""
+    prefix, folder = f"{TEMP_PREFIX}{path.name}.{os.getpid()}.", path.parent
+    try:
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=TEMP_SUFFIX, dir=folder)
+    except FileNotFoundError:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=TEMP_SUFFIX, dir=folder)
+    return fd, Path(name)
+
+
 @contextlib.contextmanager
 def atomic_write(
     path: Path | str, mode: str = "wb", encoding: str | None = None, durable: bool = True,
@@ -48,11 +60,7 @@ def atomic_write(
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_write mode must be 'wb' or 'w', got {mode!r}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f"{TEMP_PREFIX}{path.name}.{os.getpid()}.", suffix=TEMP_SUFFIX, dir=path.parent
-    )
-    tmp = Path(tmp_name)
+    fd, tmp = _temp_file(path)
     try:
         os.fchmod(fd, FILE_MODE)
         if mode == "w":
@@ -72,14 +80,16 @@ def atomic_write(
         fsync_dir(path.parent)
 
 
-def atomic_write_bytes(path: Path | str, data: bytes, durable: bool = True) -> None:
-    with atomic_write(path, "wb", durable=durable) as fh:
+def atomic_write_bytes(path: Path | str, data: bytes, durable: bool = True,
+                       sync_folder: bool = True) -> None:
+    with atomic_write(path, "wb", durable=durable, sync_folder=sync_folder) as fh:
         fh.write(data)
 
 
 def atomic_write_text(path: Path | str, text: str, sync_folder: bool = True) -> None:
-    with atomic_write(path, "w", sync_folder=sync_folder) as fh:
-        fh.write(text)
+    """`text` as UTF-8, newlines as they are (encoded whole: a binary file has no text layer
+    to go through)."""
+    atomic_write_bytes(path, text.encode("utf-8"), sync_folder=sync_folder)
 
 
 def atomic_write_json(path: Path | str, obj: Any) -> None:
