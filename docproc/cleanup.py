@@ -60,6 +60,9 @@ RUNNING_SHARE = 0.5  # a line on more than this share of pages is running matter
 RUNNING_MAX_CHARS = 150  # longer lines are body text even when repeated
 _DIGITS = re.compile(r"\d+")
 _NOT_ASCII_DIGITS = bytes(range(128)).translate(None, b"0123456789")
+# what a plain line (see _plain) may hold: ASCII but digits, '#' and whitespace other than space
+_PLAIN_CHARS = bytes(range(128)).translate(None, b"0123456789#\t\n\r\x0b\x0c\x1c\x1d\x1e\x1f")
+_ASCII_EDGE_MARKS = " -|"  # the ASCII ones of what a key is stripped of
 _ROMAN_LINE = re.compile(r"^[ivxlcdm]+$")
 _PAGE_NUMBER_KEY = re.compile(r"^(page|seite|p\.?)?\s*[#]\s*((of|/|von)\s*[#])?$")
 PAGE_NUMBER_KEY = "<page-number>"
@@ -142,6 +145,8 @@ def _hyphenated_words(text: str) -> set[str]:
 
 @functools.lru_cache(maxsize=4096)  # running lines repeat by definition
 def _line_key(line: str) -> str:
+    if _plain(line):  # most body lines: nothing below would change the line in lower case
+        return line.lower()
     key = " ".join(line.lower().split())
     if _ROMAN_LINE.match(key):
         return PAGE_NUMBER_KEY
@@ -151,6 +156,15 @@ def _line_key(line: str) -> str:
     if _PAGE_NUMBER_KEY.match(key):
         return PAGE_NUMBER_KEY
     return key
+
+
+def _plain(line: str) -> bool:
+    """ASCII words with single spaces between them, no digit or '#', nothing to strip at its
+    ends: a line whose key is itself in lower case (a roman numeral has no space, a page
+    number has a digit), tested in C."""
+    return (line.isascii() and " " in line and "  " not in line
+            and line[0] not in _ASCII_EDGE_MARKS and line[-1] not in _ASCII_EDGE_MARKS
+            and not line.encode("ascii").translate(None, _PLAIN_CHARS))
 
 
 def _digitless_ascii(line: str) -> bool:
