@@ -33,12 +33,13 @@ def fsync_dir(folder: Path) -> None:
 
 
 def _temp_file(path: Path) -> tuple[int, Path]:
-    """A new temp file beside `path` (its folder made only when missing: most writes go to a
-    folder that exists, and the mkdir was a syscall a file)."""
+    """A new temp file beside `path` (its folder made only when the file cannot be created:
+    most writes go to a folder that exists, and the mkdir was a syscall a file; where the
+    folder is a file, the mkdir's error names it, as before)."""
     prefix, folder = f"{TEMP_PREFIX}{path.name}.{os.getpid()}.", path.parent
     try:
         fd, name = tempfile.mkstemp(prefix=prefix, suffix=TEMP_SUFFIX, dir=folder)
-    except FileNotFoundError:
+    except OSError:
         folder.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=prefix, suffix=TEMP_SUFFIX, dir=folder)
     return fd, Path(name)
