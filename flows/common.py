@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import signal
-import sys
 import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -41,16 +40,6 @@ def die_with_serve() -> None:
     die_with_parent(signal.SIGKILL)
     if os.getppid() != int(serve_pid):  # it died before the kernel was told to tell us
         os._exit(1)
-
-
-def die_with_serve_from_the_engine_start() -> None:
-    """In a `python -m prefect.engine` that `cllm serve` started, apply `die_with_serve` as
-    soon as the engine imports our flows (it loads the flow before it runs it), not only when
-    the flow body starts: an engine orphaned while still starting (seconds of imports and API
-    calls, more under load) would otherwise go on running after serve was killed."""
-    main = sys.modules.get("__main__")
-    if getattr(getattr(main, "__spec__", None), "name", None) == "prefect.engine":
-        die_with_serve()
 
 
 def use_prefect_home_under(root: DataRoot) -> None:
