@@ -98,4 +98,8 @@ if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
   .venv/bin/pip install -q -e '.[dev,export,tensorboard,parquet]'
   touch "$STAMP"
 fi
+# An editable install leaves the project's own modules uncompiled, and where
+# PYTHONDONTWRITEBYTECODE is set (as on our build machines) no import writes them: every
+# process would compile them again at its start (~30 ms for a stage tool). Compile them here.
+.venv/bin/python -m compileall -q -j 0 pipeline crawler docproc model flows >/dev/null
 say "ready: $(.venv/bin/python --version), torch $(.venv/bin/python -c 'import torch; print(torch.__version__)'), $(tesseract --version 2>&1 | head -n1)"
