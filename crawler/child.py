@@ -48,6 +48,7 @@ def scrapy_settings(task: CrawlTask, session: Any) -> Any:
     loopback = {h for h in map(host_of, task.start_urls + task.sitemaps) if is_loopback_host(h)}
     extra["DOWNLOAD_SLOTS"] = {h: {"delay": 0.0, "jitter": 0.0} for h in loopback}
     s.update(extra, priority="cmdline")
+    defaults.drop_unused_components(s)
     return s
 
 

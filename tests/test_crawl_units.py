@@ -462,3 +462,26 @@ def test_is_due() -> None:
     assert not is_due(hour_ago, 7200.0, 1800, now)  # it said it stays fresh for two hours
     assert is_due("not a date", 0.0, 3600, now) and is_due("2030-01-01T00:00:00+00:00", 0, 60,
                                                          now)
+
+
+def test_settings_leave_out_the_components_they_switch_off() -> None:
+    from scrapy.settings import Settings
+    from scrapy.utils.misc import is_generator_with_return_value
+
+    from crawler import settings as ours
+    from crawler.spiders.site import SiteSpider
+
+    s = Settings()
+    s.setmodule(ours, priority="project")
+    ours.drop_unused_components(s)
+    for name, unused in ours.UNUSED_COMPONENTS.items():
+        assert not set(unused) & set(s.getwithbase(name.removesuffix("_BASE")))
+    assert "crawler.middlewares.GuardMiddleware" in s.getwithbase("DOWNLOADER_MIDDLEWARES")
+    assert "scrapy.downloadermiddlewares.useragent.UserAgentMiddleware" in \
+        s.getwithbase("DOWNLOADER_MIDDLEWARES")
+    assert not s.getbool("COOKIES_ENABLED") and not s.getbool("TELNETCONSOLE_ENABLED")
+    assert not s.getbool("REMOTE_CONTROL_ENABLED") and not s.getbool("DOWNLOADER_STATS")
+    # the warning switched off (WARN_ON_GENERATOR_RETURN_VALUE) has nothing to find here
+    assert not s.getbool("WARN_ON_GENERATOR_RETURN_VALUE")
+    for callback in (SiteSpider.parse, SiteSpider.parse_sitemap):
+        assert not is_generator_with_return_value(callback)
