@@ -485,3 +485,34 @@ def test_settings_leave_out_the_components_they_switch_off() -> None:
     assert not s.getbool("WARN_ON_GENERATOR_RETURN_VALUE")
     for callback in (SiteSpider.parse, SiteSpider.parse_sitemap):
         assert not is_generator_with_return_value(callback)
+
+
+def test_page_notes_are_written_in_batches_and_read_before_their_commit(tmp_path: Path
+                                                                         ) -> None:
+    import sqlite3
+
+    from crawler.revisit import COMMIT_EVERY, PageNote, PageNotes
+
+    path = tmp_path / "notes.sqlite"
+    notes = PageNotes(path)
+    first = PageNote("a" * 64, ("https://ex.org/b", "https://ex.org/c#x"), False, 60.0)
+    notes.put("https://ex.org/a", first)
+    notes.put("https://ex.org/a", PageNote("b" * 64, (), True))  # the last note of a URL wins
+    assert notes.get("https://ex.org/a") == PageNote("b" * 64, (), True)  # before its commit
+
+    def rows() -> list[tuple]:
+        with sqlite3.connect(path) as db:
+            return db.execute("SELECT * FROM notes ORDER BY url").fetchall()
+
+    assert rows() == []  # not committed yet: a kill now loses them, as a cache may
+    for n in range(COMMIT_EVERY - 2):
+        notes.put(f"https://ex.org/p{n:04d}", first)
+    assert len(rows()) == COMMIT_EVERY - 2 + 1  # committed at COMMIT_EVERY notes
+    notes.put("https://ex.org/z", first)
+    notes.close()
+    again = PageNotes(path)
+    assert again.get("https://ex.org/a") == PageNote("b" * 64, (), True)
+    assert again.get("https://ex.org/z") == first
+    assert again.fresh_s()["https://ex.org/z"] == ("a" * 64, 60.0)
+    assert rows()[0] == ("https://ex.org/a", "b" * 64, "[]", 1, 0.0)
+    again.close()
