@@ -73,6 +73,7 @@ def run_in_this_process(task: CrawlTask,
         session = open_session(task)
         session.report = report
         process = CrawlerProcess(scrapy_settings(task, session))
+        quiet_scrapy_logger(task.log_level)  # after CrawlerProcess: it sets the level
         crawler = process.create_crawler(SiteSpider)
         process.crawl(crawler, session=session)
         process.start()
@@ -132,6 +133,15 @@ def setup_logging(level: int) -> None:
     quiet = logging.getLevelName(scrapy_log_level(level))
     for handler in logging.getLogger().handlers:
         handler.addFilter(_QuietLibraries(quiet))
+
+
+def quiet_scrapy_logger(level: int) -> None:
+    """Scrapy sets its logger to DEBUG when a CrawlerProcess is made, so each page's debug
+    lines ("Crawled (200)", "Scraped from") became records for our handler to drop; at the
+    level our handler lets through they are not made at all (no line shown or lost)."""
+    from crawler.settings import scrapy_log_level
+
+    logging.getLogger("scrapy").setLevel(scrapy_log_level(level))
 
 
 # --- the process ----------------------------------------------------------------------------

@@ -516,3 +516,19 @@ def test_page_notes_are_written_in_batches_and_read_before_their_commit(tmp_path
     assert again.fresh_s()["https://ex.org/z"] == ("a" * 64, 60.0)
     assert rows()[0] == ("https://ex.org/a", "b" * 64, "[]", 1, 0.0)
     again.close()
+
+
+def test_scrapy_logger_makes_only_the_records_our_handler_shows() -> None:
+    import logging
+
+    from crawler.child import quiet_scrapy_logger
+
+    logger = logging.getLogger("scrapy.core.engine")
+    before = logging.getLogger("scrapy").level
+    try:
+        quiet_scrapy_logger(logging.WARNING)  # scrapy's lines shown from ERROR up
+        assert not logger.isEnabledFor(logging.INFO) and logger.isEnabledFor(logging.ERROR)
+        quiet_scrapy_logger(logging.DEBUG)  # -v: from INFO up
+        assert not logger.isEnabledFor(logging.DEBUG) and logger.isEnabledFor(logging.INFO)
+    finally:
+        logging.getLogger("scrapy").setLevel(before)
