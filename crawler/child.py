@@ -48,6 +48,7 @@ def scrapy_settings(task: CrawlTask, session: Any) -> Any:
     loopback = {h for h in map(host_of, task.start_urls + task.sitemaps) if is_loopback_host(h)}
     extra["DOWNLOAD_SLOTS"] = {h: {"delay": 0.0, "jitter": 0.0} for h in loopback}
     s.update(extra, priority="cmdline")
+    defaults.drop_unused_components(s)
     return s
 
 
@@ -72,6 +73,7 @@ def run_in_this_process(task: CrawlTask,
         session = open_session(task)
         session.report = report
         process = CrawlerProcess(scrapy_settings(task, session))
+        quiet_scrapy_logger(task.log_level)  # after CrawlerProcess: it sets the level
         crawler = process.create_crawler(SiteSpider)
         process.crawl(crawler, session=session)
         process.start()
@@ -131,6 +133,15 @@ def setup_logging(level: int) -> None:
     quiet = logging.getLevelName(scrapy_log_level(level))
     for handler in logging.getLogger().handlers:
         handler.addFilter(_QuietLibraries(quiet))
+
+
+def quiet_scrapy_logger(level: int) -> None:
+    """Scrapy sets its logger to DEBUG when a CrawlerProcess is made, so each page's debug
+    lines ("Crawled (200)", "Scraped from") became records for our handler to drop; at the
+    level our handler lets through they are not made at all (no line shown or lost)."""
+    from crawler.settings import scrapy_log_level
+
+    logging.getLogger("scrapy").setLevel(scrapy_log_level(level))
 
 
 # --- the process ----------------------------------------------------------------------------

@@ -19,7 +19,8 @@ class FetchedPage:
     mime: str
     ext: str
     outcome: Outcome = "fetched"
-    sha256: str = ""  # known already for "unchanged"
+    sha256: str = ""  # of the content: known already for "unchanged", and if the spider
+    # hashed the body for its notes (not hashed twice)
     etag: str = ""
     last_modified: str = ""
     depth: int = 0

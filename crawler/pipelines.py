@@ -52,7 +52,7 @@ class _Writer:
             sha, status = page.sha256, "unchanged"
         else:
             sha, new = store.put_bytes(page.body, mime=page.mime, ext=page.ext,
-                                       source=page.source)
+                                       source=page.source, sha256=page.sha256)
             # a blob stored for this very page by a run that stopped before its row (killed,
             # disk full) is this page's own content, not a duplicate of another's
             blob = store.get_blob(sha) if not new and previous is None else None

@@ -94,9 +94,17 @@ class PageNotes:
         self.db.execute("PRAGMA synchronous=OFF")
         self.db.execute("CREATE TABLE IF NOT EXISTS notes (url TEXT PRIMARY KEY, sha256 TEXT,"
                         " links TEXT, nofollow INTEGER, fresh_s REAL)")
-        self._pending = 0
+        # the rows of the notes put since the last commit, written in one executemany when
+        # COMMIT_EVERY are pending (a statement a page cost more than the rest of the note),
+        # and the notes themselves for get(): a kill loses the same notes as an open
+        # transaction would
+        self._rows: list[tuple[str, str, str, int, float]] = []
+        self._pending: dict[str, PageNote] = {}
 
     def get(self, url: str) -> PageNote | None:
+        pending = self._pending.get(url)
+        if pending is not None:
+            return pending
         row = self.db.execute("SELECT sha256, links, nofollow, fresh_s FROM notes WHERE url = ?",
                               (url,)).fetchone()
         if row is None:
@@ -106,23 +114,25 @@ class PageNotes:
 
     def fresh_s(self) -> dict[str, tuple[str, float]]:
         """URL -> (sha256, freshness) of the pages whose content said it stays fresh."""
+        self._commit()
         rows = self.db.execute("SELECT url, sha256, fresh_s FROM notes WHERE fresh_s > 0")
         return {url: (sha, fresh_s) for url, sha, fresh_s in rows}
 
     def put(self, url: str, note: PageNote) -> None:
-        if not self._pending:
-            self.db.execute("BEGIN")
-        self.db.execute("INSERT OR REPLACE INTO notes VALUES (?, ?, ?, ?, ?)",
-                        (url, note.sha256, json.dumps(note.links), int(note.nofollow),
-                         note.fresh_s))
-        self._pending += 1
-        if self._pending >= COMMIT_EVERY:
+        self._rows.append((url, note.sha256, json.dumps(note.links), int(note.nofollow),
+                           note.fresh_s))
+        self._pending[url] = note
+        if len(self._rows) >= COMMIT_EVERY:
             self._commit()
 
     def _commit(self) -> None:
-        if self._pending:
-            self.db.execute("COMMIT")
-            self._pending = 0
+        if self._rows:
+            with self.db:  # one transaction, the rows in the order they were put
+                self.db.execute("BEGIN")
+                self.db.executemany("INSERT OR REPLACE INTO notes VALUES (?, ?, ?, ?, ?)",
+                                    self._rows)
+            self._rows.clear()
+            self._pending.clear()
 
     def close(self) -> None:
         self._commit()

@@ -37,6 +37,10 @@ RETRY_HTTP_CODES = [500, 502, 503, 504, 522, 524, 408, 429]
 # a response yields one item and a few requests: Scrapy's default of 100 starts 100 asyncio
 # tasks per response to process them, which costs more than the page itself
 CONCURRENT_ITEMS = 4
+# Scrapy parses the source of a generator callback (inspect, ast) to warn of a `return value`
+# in it, caching by the callable: a bound method is a new object for every request, so the
+# cache never hit and every response paid for a parse; our callbacks return no value
+WARN_ON_GENERATOR_RETURN_VALUE = False
 LOG_LEVEL = "WARNING"
 LOG_INSTALL_ROOT_HANDLER = False  # the crawl process logs through our handler (crawler.child)
 STATS_DUMP = False
@@ -65,10 +69,32 @@ EXTENSIONS = {
     "crawler.extensions.DiskGuard": 5,
 }
 
+# Scrapy's components that the settings above switch off, left out of its base lists: Scrapy
+# imports a component's module before the component finds itself disabled (and so does a None
+# in DOWNLOADER_MIDDLEWARES or EXTENSIONS), and the cookies middleware imports tldextract and
+# requests, the remote control aiohttp: about 0.1 s of every crawl process's start
+UNUSED_COMPONENTS = {
+    "DOWNLOADER_MIDDLEWARES_BASE": (
+        "scrapy.downloadermiddlewares.cookies.CookiesMiddleware",  # COOKIES_ENABLED
+        "scrapy.downloadermiddlewares.stats.DownloaderStats",  # DOWNLOADER_STATS
+    ),
+    "EXTENSIONS_BASE": (
+        "scrapy.extensions.telnet.TelnetConsole",  # TELNETCONSOLE_ENABLED
+        "scrapy.extensions.remote_control.RemoteControl",  # REMOTE_CONTROL_ENABLED
+    ),
+}
+
 REDIS_SCHEDULER = "crawler.frontier.RedisFrontierScheduler"
 REDIS_DUPEFILTER = "crawler.frontier.RedisFrontierDupeFilter"
 
 RETRY_BACKOFF_MAX_S = 60.0  # cap on one wait before a retry (also on Retry-After)
+
+
+def drop_unused_components(settings: Any) -> None:
+    """Take UNUSED_COMPONENTS out of a scrapy Settings' base lists (before a crawler is made)."""
+    for name, unused in UNUSED_COMPONENTS.items():
+        base = settings.getdict(name)
+        settings.set(name, {k: v for k, v in base.items() if k not in unused}, priority="project")
 
 
 def robots_agent(user_agent: str) -> str:

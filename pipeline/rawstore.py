@@ -107,9 +107,10 @@ class RawStore:
                                   (sha256, ext, mime, size, source, utc_now()))
         return cur.rowcount == 1
 
-    def put_bytes(self, data: bytes, *, mime: str, ext: str, source: str) -> tuple[str, bool]:
-        """Store `data`; returns (sha256, new)."""
-        sha = sha256_bytes(data)
+    def put_bytes(self, data: bytes, *, mime: str, ext: str, source: str, sha256: str = ""
+                  ) -> tuple[str, bool]:
+        """Store `data`; returns (sha256, new). `sha256`: of `data`, if the caller has it."""
+        sha = sha256 or sha256_bytes(data)
         new = self._adopt_or_write(sha, ext, mime, len(data), source, lambda fh: fh.write(data))
         return sha, new
 

@@ -462,3 +462,73 @@ def test_is_due() -> None:
     assert not is_due(hour_ago, 7200.0, 1800, now)  # it said it stays fresh for two hours
     assert is_due("not a date", 0.0, 3600, now) and is_due("2030-01-01T00:00:00+00:00", 0, 60,
                                                          now)
+
+
+def test_settings_leave_out_the_components_they_switch_off() -> None:
+    from scrapy.settings import Settings
+    from scrapy.utils.misc import is_generator_with_return_value
+
+    from crawler import settings as ours
+    from crawler.spiders.site import SiteSpider
+
+    s = Settings()
+    s.setmodule(ours, priority="project")
+    ours.drop_unused_components(s)
+    for name, unused in ours.UNUSED_COMPONENTS.items():
+        assert not set(unused) & set(s.getwithbase(name.removesuffix("_BASE")))
+    assert "crawler.middlewares.GuardMiddleware" in s.getwithbase("DOWNLOADER_MIDDLEWARES")
+    assert "scrapy.downloadermiddlewares.useragent.UserAgentMiddleware" in \
+        s.getwithbase("DOWNLOADER_MIDDLEWARES")
+    assert not s.getbool("COOKIES_ENABLED") and not s.getbool("TELNETCONSOLE_ENABLED")
+    assert not s.getbool("REMOTE_CONTROL_ENABLED") and not s.getbool("DOWNLOADER_STATS")
+    # the warning switched off (WARN_ON_GENERATOR_RETURN_VALUE) has nothing to find here
+    assert not s.getbool("WARN_ON_GENERATOR_RETURN_VALUE")
+    for callback in (SiteSpider.parse, SiteSpider.parse_sitemap):
+        assert not is_generator_with_return_value(callback)
+
+
+def test_page_notes_are_written_in_batches_and_read_before_their_commit(tmp_path: Path
+                                                                         ) -> None:
+    import sqlite3
+
+    from crawler.revisit import COMMIT_EVERY, PageNote, PageNotes
+
+    path = tmp_path / "notes.sqlite"
+    notes = PageNotes(path)
+    first = PageNote("a" * 64, ("https://ex.org/b", "https://ex.org/c#x"), False, 60.0)
+    notes.put("https://ex.org/a", first)
+    notes.put("https://ex.org/a", PageNote("b" * 64, (), True))  # the last note of a URL wins
+    assert notes.get("https://ex.org/a") == PageNote("b" * 64, (), True)  # before its commit
+
+    def rows() -> list[tuple]:
+        with sqlite3.connect(path) as db:
+            return db.execute("SELECT * FROM notes ORDER BY url").fetchall()
+
+    assert rows() == []  # not committed yet: a kill now loses them, as a cache may
+    for n in range(COMMIT_EVERY - 2):
+        notes.put(f"https://ex.org/p{n:04d}", first)
+    assert len(rows()) == COMMIT_EVERY - 2 + 1  # committed at COMMIT_EVERY notes
+    notes.put("https://ex.org/z", first)
+    notes.close()
+    again = PageNotes(path)
+    assert again.get("https://ex.org/a") == PageNote("b" * 64, (), True)
+    assert again.get("https://ex.org/z") == first
+    assert again.fresh_s()["https://ex.org/z"] == ("a" * 64, 60.0)
+    assert rows()[0] == ("https://ex.org/a", "b" * 64, "[]", 1, 0.0)
+    again.close()
+
+
+def test_scrapy_logger_makes_only_the_records_our_handler_shows() -> None:
+    import logging
+
+    from crawler.child import quiet_scrapy_logger
+
+    logger = logging.getLogger("scrapy.core.engine")
+    before = logging.getLogger("scrapy").level
+    try:
+        quiet_scrapy_logger(logging.WARNING)  # scrapy's lines shown from ERROR up
+        assert not logger.isEnabledFor(logging.INFO) and logger.isEnabledFor(logging.ERROR)
+        quiet_scrapy_logger(logging.DEBUG)  # -v: from INFO up
+        assert not logger.isEnabledFor(logging.DEBUG) and logger.isEnabledFor(logging.INFO)
+    finally:
+        logging.getLogger("scrapy").setLevel(before)

@@ -241,14 +241,18 @@ class SiteSpider(scrapy.Spider):
                      referrer=referrer, depth=depth)
         else:
             assert verdict.sniffed is not None
+            fresh_s = _fresh_s(response)
+            # what a re-check needs: links, or how long to wait; hashed here for the note, and
+            # the raw store is handed the hash (other bodies, PDFs, are hashed by its writers)
+            noted = scan is not None or bool(fresh_s)
+            sha = sha256_bytes(body) if noted else ""
             yield FetchedPage(source=source, final_url=response.url, http_status=response.status,
                               body=body, mime=verdict.sniffed.mime, ext=verdict.sniffed.ext,
-                              etag=_header(response, "ETag"),
+                              sha256=sha, etag=_header(response, "ETag"),
                               last_modified=_header(response, "Last-Modified"),
                               depth=depth, referrer=referrer)
-            fresh_s = _fresh_s(response)
-            if scan is not None or fresh_s:  # what a re-check needs: links, or how long to wait
-                s.notes.put(source, _page_note(sha256_bytes(body), scan, fresh_s))
+            if noted:
+                s.notes.put(source, _page_note(sha, scan, fresh_s))
         if scan is not None and not (scan.nofollow and s.cfg.obey_robots):
             yield from self._follow(scan.links, response.url, depth + 1)
 
