@@ -1,9 +1,14 @@
 """The retrain flow (scheduled): incremental ingest -> if enough new documents, train from the
 promoted model (or from scratch) on the grown shards -> promote if better -> validate.
+
+One retrain at a time per data root: a run that starts while another is still going (its
+schedule came round, or one was triggered by hand) is skipped with the reason, as `flock -n`
+skips a cron job, instead of failing halfway when a stage it needs is being written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -16,6 +21,7 @@ from flows.train import run_for_current_shards, run_train
 from flows.validate import run_validate
 from pipeline.config import Config, replace
 from pipeline.layout import DataRoot
+from pipeline.lock import LockedError, stage_lock
 from pipeline.shards import read_manifest
 
 log = logging.getLogger(__name__)
@@ -40,8 +46,25 @@ def new_documents(registry: Registry, root: DataRoot, before_ingest: int) -> int
     return now - seen
 
 
+RETRAIN_LOCK = "retrain"
+
+
 def run_retrain(cfg: Config, root: DataRoot, urls: list[str], paths: list[str]
                 ) -> dict[str, Any]:
+    """The retrain, or {"retrained": False, "skipped": True, "reason": ...} when another one
+    is running on this data root."""
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(stage_lock(root.state, RETRAIN_LOCK))
+        except LockedError as e:
+            reason = f"skipped: {e}"
+            log.info("retrain: %s", reason)
+            return {"retrained": False, "skipped": True, "reason": reason}
+        return _retrain(cfg, root, urls, paths)
+
+
+def _retrain(cfg: Config, root: DataRoot, urls: list[str], paths: list[str]
+             ) -> dict[str, Any]:
     registry = Registry(root)
     before = documents_in_shards(root)
     ingested = run_ingest(cfg, root, urls, paths)

@@ -107,10 +107,11 @@ def test_validate_and_retrain_decisions(harness, tmp_path: Path):
     from crawler.localsite import LocalSite
     from flows.ingest import ingest_flow
     from flows.registry import Registry
-    from flows.retrain import retrain_flow
+    from flows.retrain import RETRAIN_LOCK, retrain_flow
     from flows.train import train_flow
     from flows.validate import RegressionError, validate_flow
     from pipeline.layout import DataRoot
+    from pipeline.lock import stage_lock
 
     root = DataRoot.at(tmp_path / "data")
     config = tmp_path / "cllm.toml"
@@ -137,6 +138,14 @@ def test_validate_and_retrain_decisions(harness, tmp_path: Path):
 
         # new pages arrive: retrain from the promoted model, better, promoted
         site.routes.update({k: v for k, v in _site_routes(16, seed=1).items()})
+        # ... but not while another retrain holds the data root: this one is skipped, and
+        # leaves the new pages to the next
+        decided = registry.decisions()
+        with stage_lock(root.state, RETRAIN_LOCK):
+            overlapped = retrain_flow(root=str(root.path), config=str(config), overrides=TINY)
+        assert overlapped["retrained"] is False and overlapped["skipped"]
+        assert f"already running on {root.state}" in overlapped["reason"]
+        assert registry.decisions() == decided
         better = retrain_flow(root=str(root.path), config=str(config),
                               overrides=[*TINY, "schedule.min_new_docs=3", "train.max_steps=60"])
         assert better["retrained"] and better["new_documents"] >= 3

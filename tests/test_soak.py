@@ -208,6 +208,15 @@ def _a_scheduled_run_completed(runs: list[dict[str, Any]]) -> bool:
     return any(r["auto_scheduled"] and r["state"]["type"] == "COMPLETED" for r in runs)
 
 
+def _promoted(data: Path) -> bool:
+    """A model is promoted: a retrain completed its training (not only skipped or validated);
+    on a slow machine every retrain of the chaos window may have been killed."""
+    from flows.registry import Registry
+    from pipeline.layout import DataRoot
+
+    return Registry(DataRoot.at(data)).current() is not None
+
+
 def _soak(soak: Soak, rng: random.Random, window_s: float) -> tuple[str, str]:
     """Run the window (in the short version, until a scheduled run has completed after the
     last kill), then let every run due in it end; returns the window (ISO times)."""
@@ -225,7 +234,8 @@ def _soak(soak: Soak, rng: random.Random, window_s: float) -> tuple[str, str]:
             soak.kill(events.pop(0)[1])
             continue
         if not events and elapsed >= window_s and (
-                _a_scheduled_run_completed(runs) or elapsed >= window_s + SCHEDULE_WAIT_S):
+                (_a_scheduled_run_completed(runs) and _promoted(soak.data))
+                or elapsed >= window_s + SCHEDULE_WAIT_S):
             break
         busy = any(r["state"]["type"] in ("PENDING", "RUNNING") for r in runs)
         if not MINUTES and events and not busy:  # short: more runs than the schedule makes

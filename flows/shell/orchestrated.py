@@ -14,7 +14,14 @@ import os
 import sys
 from typing import Any
 
-from flows.shell.runner import EXIT_FAILED, EXIT_OK, EXIT_USAGE, failed_completely
+from flows.shell.runner import (
+    EXIT_ENVIRONMENT,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    failed_completely,
+    say,
+)
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +197,9 @@ def retrain(args: Any, ctx: Any) -> int:
     code, result = _run_flow("retrain", lambda: retrain_flow(**_flow_params(args, ctx)), ctx)
     if result is None:
         return code
+    if result.get("skipped"):  # another retrain holds the data root: like a locked stage
+        say("cllm retrain", result["reason"])
+        return EXIT_ENVIRONMENT
     lines = ["retrain:", *_ingest_lines(result["ingest"])]
     if result["retrained"]:
         lines += [*training_lines(result), validation_line(result["validation"])]
