@@ -24,8 +24,9 @@ def _default_file_mode() -> int:
 FILE_MODE = _default_file_mode()
 
 
-def fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
+def fsync_path(path: Path) -> None:
+    """fsync a file or a folder by its name (a file written with durable=False, later)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -55,7 +56,7 @@ def atomic_write(
     durable=False skips the fsyncs: still atomic for readers and against a killed process,
     but an OS crash may lose the file; for scratch files the caller can verify or redo.
     sync_folder=False leaves the folder's fsync to the caller, who writes many files into one
-    folder and calls `fsync_dir` once after the last: each file is on disk before its rename,
+    folder and calls `fsync_path` once after the last: each file is on disk before its rename,
     and the renames are once the folder is synced.
     """
     if mode not in ("wb", "w"):
@@ -78,7 +79,7 @@ def atomic_write(
         tmp.unlink(missing_ok=True)
         raise
     if durable and sync_folder:
-        fsync_dir(path.parent)
+        fsync_path(path.parent)
 
 
 def atomic_write_bytes(path: Path | str, data: bytes, durable: bool = True,

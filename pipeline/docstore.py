@@ -19,7 +19,7 @@ from pipeline.atomic import (
     TEMP_SUFFIX,
     atomic_write,
     atomic_write_text,
-    fsync_dir,
+    fsync_path,
 )
 from pipeline.errors import CorruptInput
 from pipeline.records import MEMBER_OF, Document
@@ -93,7 +93,7 @@ def write_part(docs_dir: Path, docs: Iterable[Document], number: int | None = No
                 n += 1
     finally:
         tmp.unlink(missing_ok=True)
-    fsync_dir(docs_dir)
+    fsync_path(docs_dir)
     path = part_path(docs_dir, n)
     # a kill before this: part_ids writes it later, without `done` (those are read again)
     _write_ids(path, completed_ids(docs, done))

@@ -91,10 +91,11 @@ def test_several_inputs_write_one_file_each_and_name_the_failure(
     assert _flat(" ".join(first_words)).lower() in _flat((out / "scan.txt").read_text()).lower()
 
 
-def test_one_process_writes_each_file_while_it_extracts_the_next(
+def test_a_folder_of_outputs_is_written_whole_and_a_blocked_file_is_one_error(
         pdfs: dict[str, Path], tmp_path: Path, cli_env: dict[str, str]) -> None:
-    # --workers 1 writes each file on a thread of its own: all are written, none is left
-    # half done, and a file that cannot be written is still the run's error, in one line
+    # each file is renamed into place when written and all are fsynced at the end: all are
+    # there, none is left half done, and a file that cannot be written is the run's error,
+    # in one line
     inputs = [write(tmp_path / f"doc{i}.pdf", pdfs["text"].read_bytes()) for i in range(4)]
     out = tmp_path / "out"
     result = run("cllm_pdf_extract", "--workers", "1", "-o", out, *inputs, env=cli_env)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,43 +64,34 @@ def _unique_name(folder: Path, stem: str, suffix: str, used: set[str]) -> Path:
 class Output:
     """Where text goes: stdout, one file, or one file per input in a folder.
 
-    `background`: a folder's files are written on a thread of their own, one at a time,
-    while the next input is extracted, so that a file's fsync waits on the disk and not on
-    the extraction. Only for inputs extracted in this process: worker processes are forked
-    from a parent without threads (docproc.pool), and a parent with workers is idle anyway.
+    A folder's files are each written atomically (a temp file renamed into place: a killed
+    run leaves no half file) and made durable together when the run ends: every file and
+    then the folder are fsynced in close(), so that the tool's exit means its files are on
+    disk. An fsync after each file cost more than its write, on the extraction's thread or
+    beside it; an OS crash in the middle of a run can leave some files empty, which running
+    the tool again rewrites (it writes every output each time).
     """
 
-    def __init__(self, target: str | None, n_inputs: int, jsonl: bool,
-                 background: bool = False) -> None:
+    def __init__(self, target: str | None, n_inputs: int, jsonl: bool) -> None:
         self.target = Path(target) if target else None
         self.jsonl = jsonl
         self.folder = self.target if self.target and n_inputs > 1 and not jsonl else None
         self.n_inputs = n_inputs
         self._used: set[str] = set()
         self._chunks: list[str] = []
-        self._unsynced = False  # files renamed into the folder since its last fsync
-        self._writer = ThreadPoolExecutor(1, "cllm-output") if background and self.folder \
-            else None
-        self._pending: Future[None] | None = None  # the file being written on it
+        self._unsynced: list[Path] = []  # files renamed into the folder, not yet fsynced
         if self.folder:
             self.folder.mkdir(parents=True, exist_ok=True)
 
     def write(self, path: str, text: str) -> Path | None:
         """Write one input's text; returns the file it went to (None: stdout)."""
-        from pipeline.atomic import atomic_write_text
+        from pipeline.atomic import atomic_write_bytes
 
         if self.folder is not None:
             out = _unique_name(self.folder, Path(path).stem, ".txt", self._used)
-            # the folder is synced once, on close: a sync after each file took a third of
-            # the time of writing them
             text = text if text.endswith("\n") else text + "\n"
-            self._wait()
-            if self._writer is not None:
-                self._pending = self._writer.submit(atomic_write_text, out, text,
-                                                    sync_folder=False)
-            else:
-                atomic_write_text(out, text, sync_folder=False)
-            self._unsynced = True
+            atomic_write_bytes(out, text.encode("utf-8"), durable=False)
+            self._unsynced.append(out)
             return out
         if self.target is not None:
             self._chunks.append(text if text.endswith("\n") else text + "\n")
@@ -112,23 +102,14 @@ class Output:
         sys.stdout.flush()
         return None
 
-    def _wait(self) -> None:
-        """The file on the writer thread is written (its error raised here)."""
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.result()
-
     def close(self) -> None:
-        from pipeline.atomic import atomic_write_text, fsync_dir
+        from pipeline.atomic import atomic_write_text, fsync_path
 
-        try:
-            self._wait()
-        finally:
-            if self._writer is not None:
-                self._writer.shutdown()
         if self._unsynced:
-            fsync_dir(self.folder)
-            self._unsynced = False
+            for written in self._unsynced:
+                fsync_path(written)
+            fsync_path(self.folder)
+            self._unsynced = []
         if self.target is not None and self.folder is None and self._chunks:
             atomic_write_text(self.target, "".join(self._chunks))
 
@@ -167,10 +148,7 @@ def emit(outcomes: Iterator[Outcome], args: argparse.Namespace, opts: ExtractOpt
 
     `confidence`: with -o, print each input's OCR confidence and where its text went.
     """
-    from docproc.files import file_workers
-
-    out = Output(args.output, len(args.inputs), args.jsonl,
-                 background=file_workers(args.inputs, opts) <= 1)
+    out = Output(args.output, len(args.inputs), args.jsonl)
     failed = 0
     try:
         for o in outcomes:
