@@ -7,7 +7,7 @@
 The table lies between `<!-- bench:begin -->` and `<!-- bench:end -->` in README.md. A
 results file gives its rows either itself (a "table" list, see bench/common.py) or through
 the reader below named after its benchmark (files written before the convention). Each row
-names its results file and the date and load of its run, so every figure has its source.
+names its results file and the date, CPU and load of its run, so every figure has its source.
 """
 
 from __future__ import annotations
@@ -126,11 +126,19 @@ READERS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "sample": sample_rows, "rerun": rerun_rows}
 
 
+def _cpu(name: str) -> str:
+    """A CPU's model name without its trademark signs ("Intel(R) Xeon(R) Processor": Intel
+    Xeon): the machines change between runs, and a ratio is read with its machine."""
+    words = name.replace("(R)", "").replace("(TM)", "").split()
+    return " ".join(w for w in words if w.lower() not in ("processor", "cpu"))
+
+
 def _when(r: dict[str, Any]) -> str:
     env = r.get("environment") or r.get("machine") or {}
     date = str(env["date"])[:10] if env.get("date") else "date not recorded"
+    cpu = _cpu(str(env.get("cpu") or ""))
     load = env.get("load_avg_1m")
-    return date + (f", load {load:g}" if load is not None else "")
+    return date + (f", {cpu}" if cpu else "") + (f", load {load:g}" if load is not None else "")
 
 
 def rows_of(name: str, record: dict[str, Any]) -> list[Row]:
