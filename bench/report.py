@@ -148,8 +148,16 @@ def rows_of(name: str, record: dict[str, Any]) -> list[Row]:
         rows = READERS[name](record)
     else:
         return []
-    source = f"`bench/results/{name}.json` ({_when(record)})"
-    return [{**row, "source": source} for row in rows]
+    return [{**row, "source": f"`bench/results/{name}.json` ({_row_when(row, record)})"}
+            for row in rows]
+
+
+def _row_when(row: dict[str, Any], record: dict[str, Any]) -> str:
+    """Where the row's figures were measured: its own runs' machines when it names them (a
+    file merged from several sessions), else the file's."""
+    seen = list(dict.fromkeys(_when({"environment": env}) for env in
+                              row.get("measured_on") or ()))
+    return "; ".join(seen) if seen else _when(record)
 
 
 def result_files(results: Path) -> list[Path]:

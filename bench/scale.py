@@ -365,7 +365,9 @@ def table(stages: dict[str, Any]) -> list[dict[str, str]]:
                         f"time/unit {s['time_per_unit']:.2f}x, RSS {s['peak_rss']:.2f}x "
                         f"({s['factors']})" + (f"; misses {', '.join(s['misses'])}"
                                                if s["misses"] else ""),
-                        "≤ 1.25x, ≤ 1.5x, re-run < 5%"))
+                        "≤ 1.25x, ≤ 1.5x, re-run < 5%")
+                    | {"measured_on": [runs[f]["environment"] for f in order
+                                       if runs[f].get("environment")]})
     return rows
 
 
@@ -373,9 +375,14 @@ def merged(previous: Path | None, stages: dict[str, Any]) -> dict[str, Any]:
     """`stages` over what the results file `previous` holds: a factor measured now replaces
     the same factor measured before at the same 1x size; other stages are kept."""
     try:
-        old = json.loads(previous.read_text(encoding="utf-8"))["stages"] if previous else {}
+        record = json.loads(previous.read_text(encoding="utf-8")) if previous else {}
+        old = record["stages"] if record else {}
     except (FileNotFoundError, KeyError, ValueError):
-        old = {}
+        record, old = {}, {}
+    was = {k: record.get("environment", {}).get(k) for k in ("date", "cpu", "load_avg_1m")}
+    for before in old.values():  # runs from before each run said where it ran: the file's
+        for run in before["runs"].values():
+            run.setdefault("environment", was)
     out = dict(old)
     for stage, got in stages.items():
         before = old.get(stage)
@@ -386,6 +393,15 @@ def merged(previous: Path | None, stages: dict[str, Any]) -> dict[str, Any]:
 
 
 # --- the run ---------------------------------------------------------------------------------
+
+
+def _measured_on() -> dict[str, Any]:
+    """The date, CPU and load of one run (a file merged from runs of several sessions holds
+    runs of several machines)."""
+    from common import environment
+
+    env = environment()
+    return {k: env[k] for k in ("date", "cpu", "load_avg_1m")}
 
 
 def measure(stages: list[str], factors: list[int], base: dict[str, float], workdir: Path
@@ -404,7 +420,8 @@ def measure(stages: list[str], factors: list[int], base: dict[str, float], workd
         if "crawl" in stages:
             found["crawl"] = run_crawl(int(base["crawl"] * factor), workdir)
         for stage, run in found.items():  # each run says what measured it: files merge
-            runs[stage][str(factor)] = {**with_rates(run), "measured_by": COMMAND}
+            runs[stage][str(factor)] = {**with_rates(run), "measured_by": COMMAND,
+                                        "environment": _measured_on()}
             print(f"{stage}: {describe_run(stage, str(factor), runs[stage][str(factor)])}",
                   flush=True)
     return {stage: {"what": STAGES[stage], "unit": UNITS[stage],

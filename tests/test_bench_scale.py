@@ -64,6 +64,26 @@ def test_a_merge_adds_factors_keeps_other_stages_and_drops_runs_of_another_base(
     assert scale.merged(tmp_path / "none.json", now) == now
 
 
+def test_a_merged_row_names_the_machine_of_each_of_its_runs(tmp_path: Path) -> None:
+    """Runs merged from two sessions ran on two machines: the README row names both; an old
+    file's runs, which did not record theirs, get the file's."""
+    report = _load("report")
+    xeon = {"date": "2026-12-02T15:00:00+00:00", "cpu": "Intel(R) Xeon(R) Processor",
+            "load_avg_1m": 2.4}
+    epyc = {"date": "2026-12-03T16:00:00+00:00", "cpu": "AMD EPYC", "load_avg_1m": 0.5}
+    previous = tmp_path / "scale.json"
+    previous.write_text(json.dumps({"environment": xeon, "stages": {
+        "extract": {"base": 3125, "runs": {"1": _run(1.0)}}}}))
+    now = {"extract": {"base": 3125, "runs": {"4": {**_run(4.0), "environment": epyc}}}}
+    got = scale.merged(previous, now)
+    assert got["extract"]["runs"]["1"]["environment"] == xeon
+    got["extract"]["summary"] = scale.summarise(got["extract"]["runs"])
+    [row] = scale.table(got)
+    [shown] = report.rows_of("scale", {"environment": epyc, "table": [row]})
+    assert shown["source"].endswith(
+        "(2026-12-02, Intel Xeon, load 2.4; 2026-12-03, AMD EPYC, load 0.5)")
+
+
 def test_only_whole_generated_pdf_files_are_measured() -> None:
     assert scale.whole_files(3125) == 3125 and scale.whole_files(20) == 25
     assert scale.whole_files(50_000) % scale.PDF_PAGES_PER_FILE == 0
