@@ -20,6 +20,7 @@ from typing import Any
 
 from pipeline.config import Config, load_config
 from pipeline.layout import DataRoot
+from pipeline.lock import lock_holder
 from pipeline.parallel import die_with_parent
 from pipeline.stats import StageStats
 
@@ -27,6 +28,12 @@ log = logging.getLogger(__name__)
 
 GENERATION_FILE = ".generation"
 SERVE_PID_ENV = "CLLM_SERVE_PID"  # set by `cllm serve` for the flow runs it starts
+RETRAIN_LOCK = "retrain"  # held in the data root's state/ for the whole of a retrain
+
+
+def retrain_holder(root: DataRoot) -> str | None:
+    """The pid of the retrain running on this data root now, or None."""
+    return lock_holder(root.state, RETRAIN_LOCK)
 
 
 def die_with_serve() -> None:

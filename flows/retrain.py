@@ -14,7 +14,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows.common import resolve
+from flows.common import RETRAIN_LOCK, resolve
 from flows.ingest import run_ingest
 from flows.registry import Registry
 from flows.train import run_for_current_shards, run_train
@@ -44,9 +44,6 @@ def new_documents(registry: Registry, root: DataRoot, before_ingest: int) -> int
     last = registry.last_training()
     seen = last["documents"] if last and "documents" in last else before_ingest
     return now - seen
-
-
-RETRAIN_LOCK = "retrain"
 
 
 def run_retrain(cfg: Config, root: DataRoot, urls: list[str], paths: list[str]

@@ -1,5 +1,9 @@
 """The validate flow (scheduled): score the promoted model on the current val shards and on the
 canary set frozen at its first promotion; append to the history; fail on a regression.
+
+While a retrain runs on the data root, a scheduled validate is skipped with the reason: the
+shards it would read may be being rewritten, and the retrain validates whatever it promotes
+when it ends.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows.common import resolve
+from flows.common import resolve, retrain_holder
 from flows.registry import ModelRecord, Registry
 from flows.train import canary_scores, evaluate_task, no_val_data
 from pipeline.config import Config
@@ -89,4 +93,9 @@ def run_validate(cfg: Config, root: DataRoot) -> dict[str, Any]:
 def validate_flow(root: str = "cllm-data", config: str | None = None,
                   overrides: list[str] | None = None) -> dict[str, Any]:
     cfg, data_root = resolve(root, config, overrides or ())
+    if (pid := retrain_holder(data_root)) is not None:
+        reason = (f"skipped: a retrain is running on {data_root.path} (pid {pid}); it "
+                  "validates its model when it ends")
+        log.info("validate: %s", reason)
+        return {"validated": False, "skipped": True, "reason": reason}
     return run_validate(cfg, data_root)

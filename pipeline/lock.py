@@ -34,26 +34,37 @@ def stage_lock(folder: Path, stage: str) -> Iterator[None]:
         os.close(fd)
 
 
+def lock_holder(folder: Path, stage: str) -> str | None:
+    """Who holds `<folder>/.<stage>.lock` now (the pid it wrote), or None when nobody does."""
+    return _holder(folder / f".{stage}.lock")
+
+
+def _holder(path: Path) -> str | None:
+    """Tried for a shared lock, which a holder's exclusive one refuses."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None  # none, or gone meanwhile: that holder has finished
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
 def check_input_free(folder: Path, reader: str) -> None:
     """Raise LockedError when a stage is writing `folder` now: a reader would see half of its
-    output and report "nothing to do". Each `.<stage>.lock` there is tried for a shared lock,
-    which the writer's exclusive one refuses."""
+    output and report "nothing to do"."""
     if not folder.is_dir():
         return
     for path in sorted(folder.glob(".*.lock")):
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:
-            continue  # gone meanwhile: that writer has finished
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another"
-                writer = path.name[1:].removesuffix(".lock")
-                raise LockedError(
-                    f"{reader} reads {folder}, which {writer} is writing now (pid {holder}); "
-                    f"run {reader} again when it has finished") from None
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
+        holder = _holder(path)
+        if holder is not None:
+            writer = path.name[1:].removesuffix(".lock")
+            raise LockedError(
+                f"{reader} reads {folder}, which {writer} is writing now (pid {holder}); "
+                f"run {reader} again when it has finished")

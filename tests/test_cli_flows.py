@@ -54,21 +54,25 @@ def test_run_uses_the_sources_of_cllm_toml(tmp_path: Path, cli_env: dict[str, st
     assert (root / "models" / "current" / "record.json").is_file()
 
 
-def test_a_retrain_while_another_runs_is_skipped_with_the_reason(
+def test_a_retrain_or_validate_while_a_retrain_runs_is_skipped_with_the_reason(
         tmp_path: Path, cli_env: dict[str, str]) -> None:
-    """The schedule came round (or a user typed `cllm retrain`) while a retrain still holds
-    the data root: this one does nothing and says why, as a locked stage does (exit 3)."""
+    """The schedule came round (or a user typed the command) while a retrain still holds the
+    data root: the command does nothing and says why, as a locked stage does (exit 3)."""
     import os
 
-    from flows.retrain import RETRAIN_LOCK
+    from flows.common import RETRAIN_LOCK
     from pipeline.layout import DataRoot
     from pipeline.lock import stage_lock
 
     root = DataRoot.at(tmp_path / "data")
     (tmp_path / "cllm.toml").write_text('[sources]\nurls = ["http://127.0.0.1:9/"]\n')
     with stage_lock(root.state, RETRAIN_LOCK):
-        done = _cllm(["--root", str(root.path), "retrain"], cli_env, tmp_path)
-    assert done.returncode == 3, done.stderr[-3000:]
+        retrain = _cllm(["--root", str(root.path), "retrain"], cli_env, tmp_path)
+        validate = _cllm(["--root", str(root.path), "validate"], cli_env, tmp_path)
+    assert retrain.returncode == 3, retrain.stderr[-3000:]
     assert f"skipped: retrain is already running on {root.state} (pid {os.getpid()})" in \
-        done.stderr, done.stderr[-3000:]
+        retrain.stderr, retrain.stderr[-3000:]
     assert not root.raw.exists() and not root.manifest.exists()  # nothing was ingested
+    assert validate.returncode == 3, validate.stderr[-3000:]
+    assert f"skipped: a retrain is running on {root.path} (pid {os.getpid()})" in \
+        validate.stderr, validate.stderr[-3000:]

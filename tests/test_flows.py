@@ -105,9 +105,10 @@ def _weaken(checkpoint: Path, scale: float) -> None:
 
 def test_validate_and_retrain_decisions(harness, tmp_path: Path):
     from crawler.localsite import LocalSite
+    from flows.common import RETRAIN_LOCK
     from flows.ingest import ingest_flow
     from flows.registry import Registry
-    from flows.retrain import RETRAIN_LOCK, retrain_flow
+    from flows.retrain import retrain_flow
     from flows.train import train_flow
     from flows.validate import RegressionError, validate_flow
     from pipeline.layout import DataRoot
@@ -140,12 +141,16 @@ def test_validate_and_retrain_decisions(harness, tmp_path: Path):
         site.routes.update({k: v for k, v in _site_routes(16, seed=1).items()})
         # ... but not while another retrain holds the data root: this one is skipped, and
         # leaves the new pages to the next
-        decided = registry.decisions()
+        # (and a validate then is skipped too: the retrain validates what it promotes)
+        decided, validated = registry.decisions(), registry.validations()
         with stage_lock(root.state, RETRAIN_LOCK):
             overlapped = retrain_flow(root=str(root.path), config=str(config), overrides=TINY)
+            meanwhile = validate_flow(root=str(root.path), overrides=TINY)
         assert overlapped["retrained"] is False and overlapped["skipped"]
         assert f"already running on {root.state}" in overlapped["reason"]
-        assert registry.decisions() == decided
+        assert meanwhile["validated"] is False and meanwhile["skipped"]
+        assert f"a retrain is running on {root.path}" in meanwhile["reason"]
+        assert registry.decisions() == decided and registry.validations() == validated
         better = retrain_flow(root=str(root.path), config=str(config),
                               overrides=[*TINY, "schedule.min_new_docs=3", "train.max_steps=60"])
         assert better["retrained"] and better["new_documents"] >= 3

@@ -185,6 +185,9 @@ def validate(args: Any, ctx: Any) -> int:
     from flows.validate import validate_flow
 
     code, result = _run_flow("validate", lambda: validate_flow(**_flow_params(args, ctx)), ctx)
+    if result is not None and result.get("skipped"):  # the data root is busy: as a lock
+        say("cllm validate", result["reason"])
+        return EXIT_ENVIRONMENT
     if result is not None:
         print("validate:\n" + validation_line(result))
     return code
