@@ -65,6 +65,7 @@ NEAR_RATE = 0.05  # share of documents that are a near-copy (1% of words changed
 EXACT_RATE = 0.02  # share that are exact copies
 DOC_BYTES = (500, 10_000)  # document sizes, log-uniform
 PDF_PAGES_PER_FILE = 25
+MEASURED_ON = ("date", "cpu", "load_avg_1m")  # what each run records of where it ran
 TEXT_STAGES = {"clean": "clean + dedup", "tokenize": "tokenize (train the BPE + shards)",
                "shards": "tokenize with that tokenizer given (encode + shards)"}
 STAGES = {**TEXT_STAGES, "extract": "`cllm extract` of generated PDFs",
@@ -379,7 +380,7 @@ def merged(previous: Path | None, stages: dict[str, Any]) -> dict[str, Any]:
         old = record["stages"] if record else {}
     except (FileNotFoundError, KeyError, ValueError):
         record, old = {}, {}
-    was = {k: record.get("environment", {}).get(k) for k in ("date", "cpu", "load_avg_1m")}
+    was = {k: record.get("environment", {}).get(k) for k in MEASURED_ON}
     for before in old.values():  # runs from before each run said where it ran: the file's
         for run in before["runs"].values():
             run.setdefault("environment", was)
@@ -401,7 +402,7 @@ def _measured_on() -> dict[str, Any]:
     from common import environment
 
     env = environment()
-    return {k: env[k] for k in ("date", "cpu", "load_avg_1m")}
+    return {k: env[k] for k in MEASURED_ON}
 
 
 def measure(stages: list[str], factors: list[int], base: dict[str, float], workdir: Path
