@@ -59,9 +59,20 @@ def run_stage(name: str, cfg: Config, root: DataRoot) -> dict[str, Any]:
     k = partitions(cfg)
     stage_task = TASKS[name]
     if k == 1 or BY_NAME[name].run_share is None:
-        return stage_task(cfg, root)
+        return result_of(stage_task(cfg, root, return_state=True))
     futures = [stage_task.submit(cfg, root, (i, k)) for i in range(k)]
-    return merge_stats([f.result() for f in futures])
+    for future in futures:
+        future.wait()
+    results = [result_of(f.state) for f in futures]
+    merged = merge_stats(results)
+    return merged | {"cached": True} if all(r.get("cached") for r in results) else merged
+
+
+def result_of(state: Any) -> dict[str, Any]:
+    """A stage task's result (its error raised); one that Prefect took from its cache says
+    so, since its figures are those of the run that made it: this run did nothing."""
+    result = state.result()
+    return result | {"cached": True} if state.name == "Cached" else result
 
 
 def tokenize_fanned_out(cfg: Config, root: DataRoot) -> dict[str, Any]:
@@ -76,4 +87,4 @@ def tokenize_fanned_out(cfg: Config, root: DataRoot) -> dict[str, Any]:
         futures = [encode_task.submit(cfg, root, names[i::k]) for i in range(k) if names[i::k]]
         for future in futures:
             future.result()
-    return TASKS["tokenize"](cfg, root)
+    return result_of(TASKS["tokenize"](cfg, root, return_state=True))

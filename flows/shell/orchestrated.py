@@ -68,6 +68,8 @@ def _count(counts: dict[str, int]) -> int:
 
 def stage_line(name: str, stats: dict[str, Any]) -> str:
     """One stage of a flow's result, as a person reads it."""
+    if stats.get("cached"):  # the figures are an earlier run's: say what this one did
+        return f"  {name:<11}nothing new (its input is unchanged since an earlier run)"
     parts = [f"{stats.get('kept', 0)} new"]
     for label in ("skipped", "dropped", "failed"):
         counts = stats.get(label) or {}

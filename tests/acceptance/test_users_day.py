@@ -71,6 +71,11 @@ def test_run_twice_then_new_documents(tmp_path: Path, cli_env: dict[str, str], s
     assert second.returncode == 0, second.stderr[-3000:]
     _assert_one_line_errors(second)
     assert "nothing new" in second.stdout
+    # what the second run did, not the figures of the first (its stages came from the cache)
+    for stage in ("extract", "clean", "tokenize"):
+        assert f"  {stage:<11}nothing new (its input is unchanged" in second.stdout, \
+            second.stdout
+    assert " new;" not in second.stdout.replace("0 new;", "")
     assert runs(data) == trained  # no training run
     assert registry(data) == (current, decisions)  # no decision either
 
