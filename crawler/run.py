@@ -91,7 +91,9 @@ def _spawn_child(task: CrawlTask, write_fd: int) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     package_root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-    proc = subprocess.Popen([sys.executable, "-m", "crawler.child", str(write_fd)],
+    # -P: the folder the command runs in is not put first on the child's path, where a
+    # crawler/ package of its own (a Scrapy project's, say) would be run instead of ours
+    proc = subprocess.Popen([sys.executable, "-P", "-m", "crawler.child", str(write_fd)],
                             stdin=subprocess.PIPE, pass_fds=(write_fd,), env=env,
                             process_group=0)
     assert proc.stdin is not None

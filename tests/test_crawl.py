@@ -347,3 +347,20 @@ def test_private_address_found_by_dns_is_refused(tmp_path: Path) -> None:
     (failure,) = stats.failures
     assert (failure.source, failure.error) == ("http://localhost:9/x", "private_address")
     assert "localhost resolves to 127.0.0.1" in failure.message
+
+
+def test_a_crawl_started_beside_another_crawler_package_runs_ours(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The crawl process is started with -P: a crawler/ package in the folder the command
+    runs in (a Scrapy project's, say) is not what it runs, and it ends as ours does."""
+    decoy = tmp_path / "project" / "crawler"
+    decoy.mkdir(parents=True)
+    (decoy / "__init__.py").write_text("")
+    (decoy / "child.py").write_text("raise SystemExit('the decoy ran')\n")
+    monkeypatch.chdir(decoy.parent)
+    with LocalSite({"/": Page(body=html("Home", ["/a"])), "/a": Page(body=html("A"))}) as site:
+        stats = crawl([site.url("/")], test_cfg(), DataRoot.at(tmp_path / "data"),
+                      progress=False)
+    assert (stats.kept, stats.n_failed) == (2, 0)
+    with RawStore(DataRoot.at(tmp_path / "data")) as store:
+        assert store.count_sources() == 2
