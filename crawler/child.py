@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -185,5 +186,16 @@ def _tell_parent(conn: Connection, message: tuple[Any, ...]) -> None:
         conn.send(message)
 
 
+def exit_now(code: int) -> None:
+    """End the process without the interpreter's tear-down, as multiprocessing ends its
+    children: everything that matters is written, fsynced and closed by now, and tearing
+    down Scrapy's and Twisted's modules and objects took 0.2 s of every crawl's time."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(child_main())
+    exit_now(child_main())

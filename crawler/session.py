@@ -92,6 +92,9 @@ class CrawlSession:
                                  shared=bool(redis_key))
         self.changed = 0  # kept pages whose content changed: stored again in their place
         self.reader = RawStore(root)
+        # a first crawl into a data root knows no page: no lookup per request (each was a
+        # query on the crawl's one thread); a page this run stores is not asked for again
+        self.store_was_empty = not self.reader.has_sources()
         self.notes = PageNotes(jobdir.notes_db)
         self.not_due: set[str] = set()  # kept pages this run leaves alone (set by _revisits)
         self.revisits = self._revisits()
@@ -200,6 +203,8 @@ class CrawlSession:
         return not is_due(row.fetched_at, fresh_s, self.cfg.revisit_after_s, now)
 
     def known(self, source: str) -> Known | None:
+        if self.store_was_empty:
+            return None
         row = self.reader.get_source(source)
         if row is None or row.kind != "web" or row.status not in DONE_STATUSES or not row.sha256:
             return None

@@ -154,5 +154,8 @@ class RawStore:
         for row in self.db.execute("SELECT * FROM sources ORDER BY source"):
             yield SourceRow(**dict(zip(_SOURCE_FIELDS, row, strict=True)))
 
+    def has_sources(self) -> bool:
+        return self.db.execute("SELECT 1 FROM sources LIMIT 1").fetchone() is not None
+
     def count_sources(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM sources").fetchone()[0]
