@@ -316,3 +316,23 @@ def test_a_tiny_model_memorises_a_short_sequence() -> None:
     logits, _ = model(seq[:, :-1])
     assert loss.item() < 0.05
     assert torch.equal(logits.argmax(-1), seq[:, 1:])
+
+
+@pytest.mark.parametrize(("rate", "tried"), [
+    (1e11, [256, 512, 1024, 2048]),  # a CPU of AVX-512 or AVX2 class, fp32
+    (1e10, [256, 512, 1024]),  # one 2048 product (17 GFLOP) would take 1.7 s > 5 x 0.3 s
+    (1.3e9, [256, 512]),  # bf16 without native support: one 1024 product 1.7 s
+])
+def test_the_matmul_peak_skips_the_sizes_it_has_no_time_for(
+        monkeypatch: pytest.MonkeyPatch, rate: float, tried: list[int]) -> None:
+    from model import flops
+
+    sizes: list[int] = []
+
+    def timed(device: str, dtype_name: str, n: int, seconds: float) -> float:
+        sizes.append(n)
+        return rate
+
+    monkeypatch.setattr(flops, "_timed_matmul", timed)
+    assert flops.matmul_peak.__wrapped__("cpu", "bfloat16") == rate
+    assert sizes == tried
