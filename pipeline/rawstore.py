@@ -7,6 +7,7 @@ kill between the two leaves a blob that the next run adopts, never a row without
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import shutil
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from pipeline.atomic import atomic_write, remove_orphan_temps
+from pipeline.atomic import atomic_write, fsync_path, remove_orphan_temps
 from pipeline.layout import DataRoot
 from pipeline.records import SourceRow, utc_now
 
@@ -52,6 +53,7 @@ class RawStore:
                                   isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
+        self._unsynced: set[Path] | None = None  # in a batch: folders of blobs to fsync
         self._create_schema()
 
     def _create_schema(self) -> None:
@@ -77,6 +79,34 @@ class RawStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Writes made inside commit together, at the end: one transaction for all their rows
+        (instead of one each), after every blob written in it is on disk (each file fsynced
+        as it is written, each folder once). An error inside commits nothing; a kill inside
+        leaves blobs without rows, which the next run adopts."""
+        if self._unsynced is not None:
+            raise RuntimeError("RawStore.batch() does not nest")
+        self._unsynced = set()
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                for folder in self._unsynced:
+                    fsync_path(folder)
+                self.db.execute("COMMIT")
+            except BaseException:
+                if self.db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self.db.execute("ROLLBACK")
+                raise
+        finally:
+            self._unsynced = None
+
+    def _transaction(self) -> contextlib.AbstractContextManager[object]:
+        """One statement's own transaction, or none inside a batch (which commits them all)."""
+        return self.db if self._unsynced is None else contextlib.nullcontext()
+
     def remove_orphan_temps(self) -> int:
         """Temp files of writers that were killed mid-write; call when a stage starts."""
         return remove_orphan_temps(self.root.raw, recursive=True)
@@ -100,9 +130,11 @@ class RawStore:
             return False
         path = self.blob_path(sha256, ext)
         if not (path.is_file() and path.stat().st_size == size):
-            with atomic_write(path, "wb") as fh:
+            with atomic_write(path, "wb", sync_folder=self._unsynced is None) as fh:
                 write(fh)
-        with self.db:
+            if self._unsynced is not None:
+                self._unsynced.add(path.parent)
+        with self._transaction():
             cur = self.db.execute("INSERT OR IGNORE INTO blobs VALUES (?, ?, ?, ?, ?, ?)",
                                   (sha256, ext, mime, size, source, utc_now()))
         return cur.rowcount == 1
@@ -142,7 +174,7 @@ class RawStore:
     def upsert_source(self, row: SourceRow) -> None:
         values = [getattr(row, name) for name in _SOURCE_FIELDS]
         marks = ", ".join("?" for _ in _SOURCE_FIELDS)
-        with self.db:
+        with self._transaction():
             self.db.execute(f"INSERT OR REPLACE INTO sources VALUES ({marks})", values)
 
     def get_source(self, source: str) -> SourceRow | None:

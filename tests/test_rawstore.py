@@ -1,0 +1,83 @@
+"""The raw store's batches, and the crawl's writer that stores pages in them."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from crawler.items import FetchedPage
+from crawler.pipelines import _Writer
+from pipeline.layout import DataRoot
+from pipeline.rawstore import RawStore
+from pipeline.records import SourceRow
+
+
+def row(source: str, sha: str) -> SourceRow:
+    return SourceRow(source=source, kind="web", status="stored", sha256=sha, mime="text/html")
+
+
+def test_a_batch_commits_its_rows_together_once_its_blobs_are_written(tmp_path: Path) -> None:
+    root = DataRoot.at(tmp_path)
+    with RawStore(root) as store, RawStore(root) as reader:
+        with store.batch():
+            for n in range(3):
+                sha, new = store.put_bytes(b"page %d" % n, mime="text/html", ext="html",
+                                           source=f"u{n}")
+                store.upsert_source(row(f"u{n}", sha))
+                assert new and root.blob(sha, "html").read_bytes() == b"page %d" % n
+            assert reader.count_sources() == 0 and reader.count_blobs() == 0  # not yet
+        assert reader.count_sources() == 3 and reader.count_blobs() == 3
+
+
+def test_an_error_inside_a_batch_commits_nothing_and_its_blobs_are_adopted_later(
+        tmp_path: Path) -> None:
+    root = DataRoot.at(tmp_path)
+    with RawStore(root) as store:
+        with pytest.raises(RuntimeError, match="stopped"), store.batch():
+            sha, _ = store.put_bytes(b"kept on disk", mime="text/html", ext="html", source="u")
+            store.upsert_source(row("u", sha))
+            raise RuntimeError("stopped")
+        assert store.count_sources() == 0 and store.count_blobs() == 0
+        blob = root.blob(sha, "html")
+        inode = blob.stat().st_ino
+        with store.batch():  # the next run: the same content is new to the index, not rewritten
+            assert store.put_bytes(b"kept on disk", mime="text/html", ext="html",
+                                   source="u") == (sha, True)
+        assert blob.stat().st_ino == inode and store.count_blobs() == 1
+
+
+def page(n: int, body: bytes | str) -> FetchedPage:
+    return FetchedPage(source=f"http://127.0.0.1:9/{n}", final_url=f"http://127.0.0.1:9/{n}",
+                       http_status=200, body=body, mime="text/html", ext="html")  # type: ignore[arg-type]
+
+
+def test_one_page_that_cannot_be_stored_costs_the_others_in_its_batch_nothing(
+        tmp_path: Path) -> None:
+    root = DataRoot.at(tmp_path)
+
+    async def store_all() -> list[object]:
+        loop = asyncio.get_running_loop()
+        # one batch of five pages, the third broken (its body is not bytes)
+        batch = [(page(n, b"<p>%d</p>" % n if n != 2 else "not bytes"), loop.create_future())
+                 for n in range(5)]
+        RawStore(root).close()  # the index made (WAL), before two threads open it at once
+        writer = _Writer(root, loop)
+
+        def store_in_a_thread() -> None:
+            with RawStore(root) as store:
+                writer._store_batch(store, batch)
+
+        await asyncio.to_thread(store_in_a_thread)
+        results = await asyncio.gather(*(f for _, f in batch), return_exceptions=True)
+        await writer.close()
+        return results
+
+    results = asyncio.run(store_all())
+    assert [r for n, r in enumerate(results) if n != 2] == [("stored", False)] * 4
+    assert isinstance(results[2], TypeError)
+    with RawStore(root) as store:
+        stored = {r.source.rsplit("/", 1)[1]: r.sha256 for r in store.iter_sources()}
+    assert stored == {str(n): hashlib.sha256(b"<p>%d</p>" % n).hexdigest() for n in (0, 1, 3, 4)}
