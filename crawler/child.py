@@ -56,6 +56,7 @@ def scrapy_settings(task: CrawlTask, session: Any) -> Any:
 def run_in_this_process(task: CrawlTask,
                         report: Callable[[dict[str, Any]], None] | None = None) -> StageStats:
     """The crawl itself, blocking until Scrapy stops. Runs Twisted: call it once per process."""
+    find_callers_cheaply()
     from scrapy.crawler import CrawlerProcess
 
     from crawler.session import open_session
@@ -103,6 +104,54 @@ def _check_redis(url: str) -> None:
         raise EnvironmentProblem(f"crawl.redis_url {url}: cannot reach Redis ({e}); start it, "
                                  "or unset crawl.redis_url to crawl with a local frontier"
                                  ) from None
+
+
+# --- start-up -----------------------------------------------------------------------------
+
+
+class _CallerOnly:
+    """The `inspect` that Scrapy's create_deprecated_class sees: `stack()[1]` is the frame
+    that called it, `getmodule` that frame's module; the rest is `inspect` itself."""
+
+    def __init__(self, caller: Any) -> None:
+        self._caller = caller
+
+    def stack(self) -> list[Any]:
+        return [None, (self._caller,)]
+
+    @staticmethod
+    def getmodule(frame: Any) -> Any:
+        return sys.modules.get(frame.f_globals.get("__name__", ""))
+
+    def __getattr__(self, name: str) -> Any:
+        import inspect
+
+        return getattr(inspect, name)
+
+
+def find_callers_cheaply() -> None:
+    """Scrapy's create_deprecated_class names the module of each deprecated alias it makes by
+    calling inspect.stack(), which reads the source of every frame on the stack to find all
+    their modules: 65 ms of every crawl process's start-up, for the five aliases its HTTP and
+    TLS modules make as they are imported. The caller's frame, which is all it uses, is here
+    without that. Call before Scrapy's downloader modules are imported."""
+    import inspect
+
+    from scrapy.utils import deprecate
+
+    make = deprecate.create_deprecated_class
+    if getattr(make, "finds_callers_cheaply", False):
+        return
+
+    def create_deprecated_class(*args: Any, **kwargs: Any) -> Any:
+        deprecate.inspect = _CallerOnly(sys._getframe(1))  # type: ignore[attr-defined]
+        try:
+            return make(*args, **kwargs)
+        finally:
+            deprecate.inspect = inspect  # type: ignore[attr-defined]
+
+    create_deprecated_class.finds_callers_cheaply = True  # type: ignore[attr-defined]
+    deprecate.create_deprecated_class = create_deprecated_class
 
 
 # --- logging --------------------------------------------------------------------------------

@@ -5,6 +5,9 @@ waits."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -532,3 +535,25 @@ def test_scrapy_logger_makes_only_the_records_our_handler_shows() -> None:
         assert not logger.isEnabledFor(logging.DEBUG) and logger.isEnabledFor(logging.INFO)
     finally:
         logging.getLogger("scrapy").setLevel(before)
+
+
+def test_scrapys_deprecated_aliases_keep_their_module_without_a_stack_walk() -> None:
+    """crawler.child.find_callers_cheaply: Scrapy's TLS and HTTP modules import as before,
+    each deprecated alias named after the module that made it, and inspect.stack (65 ms of
+    every crawl's start) is never called; a fresh interpreter, as the crawl process is."""
+    script = textwrap.dedent("""
+        import inspect, sys
+        import crawler.child
+        crawler.child.find_callers_cheaply()
+        calls = []
+        real = inspect.stack
+        inspect.stack = lambda *a, **k: calls.append(1) or real(*a, **k)
+        import scrapy.core.downloader.handlers.http11
+        from scrapy.core.downloader import contextfactory, tls
+        print(tls.ScrapyClientTLSOptions.__module__,
+              contextfactory.ScrapyClientContextFactory.__module__, len(calls))
+    """)
+    out = subprocess.run([sys.executable, "-P", "-c", script], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.split() == ["scrapy.core.downloader.tls",
+                                  "scrapy.core.downloader.contextfactory", "0"]
