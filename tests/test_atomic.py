@@ -99,3 +99,27 @@ def _a_dead_pid() -> int:
     proc.wait()
     time.sleep(0.05)
     return proc.pid
+
+
+def test_sync_files_syncs_each_file_system_once_else_each_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pipeline.atomic as atomic
+
+    files = []
+    for n in range(6):
+        folder = tmp_path / f"f{n % 3}"
+        folder.mkdir(exist_ok=True)
+        files.append(folder / f"{n}.bin")
+        files[-1].write_bytes(b"x")
+    synced: list[int] = []
+    monkeypatch.setattr(atomic, "_SYNCFS", lambda fd: synced.append(fd) or 0)
+    atomic.sync_files(files)
+    assert len(synced) == 1  # one file system, one syncfs
+    monkeypatch.setattr(atomic, "_SYNCFS", lambda fd: -1)
+    with pytest.raises(OSError, match=str(files[0])):
+        atomic.sync_files(files)
+    fsynced: list[Path] = []
+    monkeypatch.setattr(atomic, "_SYNCFS", None)  # not Linux: an fsync each
+    monkeypatch.setattr(atomic, "fsync_path", fsynced.append)
+    atomic.sync_files(files)
+    assert fsynced == files

@@ -19,34 +19,40 @@ def row(source: str, sha: str) -> SourceRow:
     return SourceRow(source=source, kind="web", status="stored", sha256=sha, mime="text/html")
 
 
-def test_a_batch_commits_its_rows_together_once_its_blobs_are_written(tmp_path: Path) -> None:
+def test_a_batch_places_its_blobs_then_commits_its_rows_together(tmp_path: Path) -> None:
     root = DataRoot.at(tmp_path)
     with RawStore(root) as store, RawStore(root) as reader:
         with store.batch():
+            blobs = []
             for n in range(3):
                 sha, new = store.put_bytes(b"page %d" % n, mime="text/html", ext="html",
                                            source=f"u{n}")
                 store.upsert_source(row(f"u{n}", sha))
-                assert new and root.blob(sha, "html").read_bytes() == b"page %d" % n
-            assert reader.count_sources() == 0 and reader.count_blobs() == 0  # not yet
+                blobs.append(root.blob(sha, "html"))
+                assert new and not blobs[-1].exists()  # written beside it, not in place yet
+            # the same content twice in one batch: stored once, the second not new
+            assert store.put_bytes(b"page 0", mime="text/html", ext="html",
+                                   source="again")[1] is False
+            assert reader.count_sources() == 0 and reader.count_blobs() == 0
+        assert [b.read_bytes() for b in blobs] == [b"page 0", b"page 1", b"page 2"]
         assert reader.count_sources() == 3 and reader.count_blobs() == 3
+    assert [p.name for p in root.raw.rglob("*") if p.name.endswith(".tmp")] == []
 
 
-def test_an_error_inside_a_batch_commits_nothing_and_its_blobs_are_adopted_later(
-        tmp_path: Path) -> None:
+def test_an_error_inside_a_batch_leaves_no_row_blob_or_temp_file(tmp_path: Path) -> None:
     root = DataRoot.at(tmp_path)
     with RawStore(root) as store:
         with pytest.raises(RuntimeError, match="stopped"), store.batch():
-            sha, _ = store.put_bytes(b"kept on disk", mime="text/html", ext="html", source="u")
+            sha, _ = store.put_bytes(b"not kept", mime="text/html", ext="html", source="u")
             store.upsert_source(row("u", sha))
             raise RuntimeError("stopped")
         assert store.count_sources() == 0 and store.count_blobs() == 0
-        blob = root.blob(sha, "html")
-        inode = blob.stat().st_ino
-        with store.batch():  # the next run: the same content is new to the index, not rewritten
-            assert store.put_bytes(b"kept on disk", mime="text/html", ext="html",
+        assert [p for p in root.raw.rglob("*") if p.is_file() and p.name != "index.sqlite"
+                and not p.name.startswith("index.sqlite-")] == []
+        with store.batch():  # and the store takes it again as new
+            assert store.put_bytes(b"not kept", mime="text/html", ext="html",
                                    source="u") == (sha, True)
-        assert blob.stat().st_ino == inode and store.count_blobs() == 1
+        assert root.blob(sha, "html").read_bytes() == b"not kept"
 
 
 def page(n: int, body: bytes | str) -> FetchedPage:
