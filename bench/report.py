@@ -154,10 +154,18 @@ def rows_of(name: str, record: dict[str, Any]) -> list[Row]:
 
 def _row_when(row: dict[str, Any], record: dict[str, Any]) -> str:
     """Where the row's figures were measured: its own runs' machines when it names them (a
-    file merged from several sessions), else the file's."""
-    seen = list(dict.fromkeys(_when({"environment": env}) for env in
-                              row.get("measured_on") or ()))
-    return "; ".join(seen) if seen else _when(record)
+    file merged from several sessions), else the file's; runs of one day on one CPU are one
+    entry, with the highest load any of them had."""
+    runs: dict[tuple[str, str], float | None] = {}
+    for env in row.get("measured_on") or ():
+        key = (str(env.get("date", ""))[:10], str(env.get("cpu") or ""))
+        load = env.get("load_avg_1m")
+        known = runs.get(key)
+        runs[key] = load if known is None else max(known, load if load is not None else known)
+    if not runs:
+        return _when(record)
+    return "; ".join(_when({"environment": {"date": date, "cpu": cpu, "load_avg_1m": load}})
+                     for (date, cpu), load in runs.items())
 
 
 def result_files(results: Path) -> list[Path]:
