@@ -316,5 +316,22 @@ class SafeRedirectMiddleware(_LoopDetectingRedirect, RedirectMiddleware):
     pass
 
 
+# Scrapy looks for a meta refresh in a page's first 4,096 characters (get_meta_refresh)
+REFRESH_CHARS = 4096
+
+
+def may_refresh(body: bytes) -> bool:
+    """Whether a meta refresh can be in the first REFRESH_CHARS characters of `body`: the word
+    "refresh", in any case, is in their bytes (at most 4 a character), as every encoding a
+    page is served in writes ASCII letters; UTF-16 and UTF-32 do not (a NUL between letters),
+    and go the whole way."""
+    head = body[:4 * REFRESH_CHARS]
+    return b"\x00" in head or b"refresh" in head.lower()
+
+
 class SafeMetaRefreshMiddleware(_LoopDetectingRedirect, MetaRefreshMiddleware):
-    pass
+    def process_response(self, request: Request, response: Response) -> Request | Response:
+        # Scrapy decodes the whole page to read those characters (a docs page: 0.05 ms)
+        if isinstance(response, HtmlResponse) and not may_refresh(response.body):
+            return response
+        return super().process_response(request, response)

@@ -557,3 +557,26 @@ def test_scrapys_deprecated_aliases_keep_their_module_without_a_stack_walk() -> 
                          check=True, cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.split() == ["scrapy.core.downloader.tls",
                                   "scrapy.core.downloader.contextfactory", "0"]
+
+
+@pytest.mark.parametrize(("body", "may"), [
+    (b'<html><head><meta http-equiv="Refresh" content="0; url=/b"></head></html>', True),
+    (b'<html><head><META HTTP-EQUIV="REFRESH" CONTENT="0;URL=/b"></head></html>', True),
+    ('<meta http-equiv="refresh" content="0; url=/b">'.encode("utf-16"), True),
+    ("<p>é</p>".encode() * 3000 + b'<meta http-equiv="refresh" content="0">', False),
+    (b"<html><body>" + b"x" * 20000 + b"</body></html>", False),
+])
+def test_a_meta_refresh_is_looked_for_only_where_scrapy_could_find_one(body: bytes,
+                                                                       may: bool) -> None:
+    """crawler.middlewares.may_refresh: no page Scrapy would find a refresh in is passed by
+    (checked against get_meta_refresh itself), and a page without the word skips its decode."""
+    from scrapy.http import HtmlResponse
+    from scrapy.utils.response import get_meta_refresh
+
+    from crawler.middlewares import may_refresh
+
+    encoding = "utf-16" if body.startswith((b"\xff\xfe", b"\xfe\xff")) else "utf-8"
+    response = HtmlResponse("http://127.0.0.1/a", body=body, encoding=encoding)
+    assert may_refresh(body) is may
+    if get_meta_refresh(response)[1] is not None:
+        assert may_refresh(body)
