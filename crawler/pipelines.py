@@ -61,7 +61,11 @@ class _Writer:
         await asyncio.to_thread(self.thread.join)
 
     def _run(self) -> None:
-        store = RawStore(self.root)
+        try:
+            store = RawStore(self.root)
+        except Exception as e:  # the index cannot be opened: every page fails with why
+            self._fail_every_page(e)
+            return
         try:
             closed = False
             while not closed:
@@ -70,6 +74,10 @@ class _Writer:
                     self._store_batch(store, batch)
         finally:
             store.close()
+
+    def _fail_every_page(self, error: Exception) -> None:
+        while (item := self.waiting.get()) is not None:
+            self.loop.call_soon_threadsafe(_fail, [item[1]], error)
 
     def _take(self) -> tuple[list[tuple[FetchedPage, asyncio.Future[Stored]]], bool]:
         """The pages waiting (the first waited for, at most MAX_BATCH), and whether the

@@ -87,3 +87,21 @@ def test_one_page_that_cannot_be_stored_costs_the_others_in_its_batch_nothing(
     with RawStore(root) as store:
         stored = {r.source.rsplit("/", 1)[1]: r.sha256 for r in store.iter_sources()}
     assert stored == {str(n): hashlib.sha256(b"<p>%d</p>" % n).hexdigest() for n in (0, 1, 3, 4)}
+
+
+def test_a_writer_that_cannot_open_the_raw_store_fails_each_page_with_why(
+        tmp_path: Path) -> None:
+    root = DataRoot.at(tmp_path)
+    root.raw.parent.mkdir(parents=True, exist_ok=True)
+    root.raw.write_text("a file where the raw store's folder should be")
+
+    async def store_two() -> list[object]:
+        writer = _Writer(root, asyncio.get_running_loop())
+        futures = [writer.submit(page(n, b"<p>%d</p>" % n)) for n in range(2)]
+        # each page is told, none waits for ever
+        results = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), 10)
+        await writer.close()
+        return results
+
+    results = asyncio.run(store_two())
+    assert all(isinstance(r, OSError) and str(root.raw) in str(r) for r in results), results
