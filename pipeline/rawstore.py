@@ -145,13 +145,12 @@ class RawStore:
         if self.has_blob(sha256):
             return False
         path = self.blob_path(sha256, ext)
-        if self._written is not None:
-            # in a batch: the same content twice in it is written once (its row is there)
-            if not (path.is_file() and path.stat().st_size == size):
+        if not (path.is_file() and path.stat().st_size == size):
+            if self._written is not None:  # in a batch: put in place when it commits
                 self._written.append((write_beside(path, write), path))
-        elif not (path.is_file() and path.stat().st_size == size):
-            with atomic_write(path, "wb") as fh:
-                write(fh)
+            else:
+                with atomic_write(path, "wb") as fh:
+                    write(fh)
         with self._transaction():
             cur = self.db.execute("INSERT OR IGNORE INTO blobs VALUES (?, ?, ?, ?, ?, ?)",
                                   (sha256, ext, mime, size, source, utc_now()))
