@@ -98,6 +98,8 @@ class _Writer:
                      batch: list[tuple[FetchedPage, asyncio.Future[Stored]]]) -> None:
         try:
             with store.batch():
+                store.look_up(sources=[page.source for page, _ in batch],
+                              blobs=[page.sha256 for page, _ in batch])
                 results = [store_page(store, page) for page, _ in batch]
         except Exception as e:
             if len(batch) > 1:  # one page's error must not cost the others their rows

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import itertools
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -17,7 +17,7 @@ TEMP_PREFIX = "."
 
 
 def _default_file_mode() -> int:
-    # mkstemp creates files 0600; outputs should get the usual mode the umask gives.
+    # outputs get the usual mode the umask gives (os.open applies the umask again: the same)
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask
@@ -35,17 +35,29 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+_TEMP_NUMBERS = itertools.count()
+
+
 def _temp_file(path: Path) -> tuple[int, Path]:
-    """A new temp file beside `path` (its folder made only when the file cannot be created:
-    most writes go to a folder that exists, and the mkdir was a syscall a file; where the
-    folder is a file, the mkdir's error names it, as before)."""
+    """A new temp file beside `path`, ".<name>.<pid>.<n>.tmp", with the mode the umask gives
+    (FILE_MODE). One open(2) where mkstemp's fchmod after it made two calls; the folder is
+    made only when the file cannot be created: most writes go to a folder that exists."""
     prefix, folder = f"{TEMP_PREFIX}{path.name}.{os.getpid()}.", path.parent
-    try:
-        fd, name = tempfile.mkstemp(prefix=prefix, suffix=TEMP_SUFFIX, dir=folder)
-    except OSError:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=prefix, suffix=TEMP_SUFFIX, dir=folder)
-    return fd, Path(name)
+    made_folder = False
+    while True:
+        name = f"{prefix}{next(_TEMP_NUMBERS)}{TEMP_SUFFIX}"
+        try:
+            fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                         FILE_MODE)
+        except FileExistsError:  # left by a writer of the same pid, before a reboot
+            continue
+        except (FileNotFoundError, NotADirectoryError):
+            if made_folder:
+                raise
+            folder.mkdir(parents=True, exist_ok=True)  # a file in its place: its error names it
+            made_folder = True
+            continue
+        return fd, folder / name
 
 
 @contextlib.contextmanager
@@ -66,7 +78,6 @@ def atomic_write(
     path = Path(path)
     fd, tmp = _temp_file(path)
     try:
-        os.fchmod(fd, FILE_MODE)
         if mode == "w":
             fh: IO[Any] = os.fdopen(fd, "w", encoding=encoding or "utf-8", newline="")
         else:
@@ -84,19 +95,32 @@ def atomic_write(
         fsync_path(path.parent)
 
 
-def write_beside(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
-    """A temp file beside `path`, written by `write` and closed, neither fsynced nor renamed:
-    for a caller that makes many such files durable at once (`sync_files`), then renames
-    each into place, then syncs their folders. Gone again if `write` fails."""
+def write_beside(path: Path, content: bytes | Callable[[IO[bytes]], object]) -> Path:
+    """A temp file beside `path` holding `content` (bytes, or what a function writes to the
+    file), closed, neither fsynced nor renamed: for a caller that makes many such files
+    durable at once (`sync_files`), then renames each into place, then syncs their folders.
+    Gone again if the write fails. Bytes go in with write(2) alone, no file object (whose
+    opening is an fstat more): each call is a wait for the GIL in a thread beside a busy one."""
     fd, tmp = _temp_file(path)
     try:
-        os.fchmod(fd, FILE_MODE)
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
+        if isinstance(content, bytes):
+            try:
+                _write_all(fd, content)
+            finally:
+                os.close(fd)
+        else:
+            with os.fdopen(fd, "wb") as fh:
+                content(fh)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return tmp
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _syncfs() -> Callable[[int], int] | None:
@@ -114,18 +138,20 @@ def _syncfs() -> Callable[[int], int] | None:
 _SYNCFS = _syncfs()
 
 
-def sync_files(paths: Iterable[Path]) -> None:
+def sync_files(paths: Iterable[Path], device_of: Callable[[Path], int] | None = None) -> None:
     """Make the files or folders `paths` durable, as an fsync of each would: one syncfs of
     each file system they are on where Linux has it (many fsyncs in a row each wait for a
-    journal commit of their own; a syncfs waits for one), else an fsync each."""
+    journal commit of their own; a syncfs waits for one), else an fsync each. `device_of`:
+    the st_dev of a path, for a caller that knows it without a stat of each."""
     paths = list(paths)
     if _SYNCFS is None:
         for path in paths:
             fsync_path(path)
         return
+    device_of = device_of or (lambda path: os.stat(path).st_dev)
     folders: dict[int, Path] = {}
     for path in paths:
-        folders.setdefault(os.stat(path).st_dev, path)
+        folders.setdefault(device_of(path), path)
     for path in folders.values():
         fd = os.open(path, os.O_RDONLY)
         try:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import os
 import shutil
 import sqlite3
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from pipeline.atomic import atomic_write, remove_orphan_temps, sync_files, write_beside
 from pipeline.layout import DataRoot
@@ -36,6 +37,27 @@ class Blob:
     stored_at: str
 
 
+@dataclass(slots=True)
+class _Batch:
+    """A batch until it commits: the blobs written beside their places, the rows read and
+    those to insert, by key (None: looked up, not there)."""
+
+    written: list[tuple[Path, Path]] = field(default_factory=list)  # (temp, blob path)
+    folders: set[Path] = field(default_factory=set)  # of the blobs put in place
+    blobs: dict[str, Blob | None] = field(default_factory=dict)
+    sources: dict[str, SourceRow | None] = field(default_factory=dict)
+    new_blobs: list[Blob] = field(default_factory=list)
+    new_sources: dict[str, SourceRow] = field(default_factory=dict)
+
+
+def _source_row(values: tuple[object, ...]) -> SourceRow:
+    return SourceRow(**dict(zip(_SOURCE_FIELDS, values, strict=True)))
+
+
+def _source_values(row: SourceRow) -> list[object]:
+    return [getattr(row, name) for name in _SOURCE_FIELDS]
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -53,7 +75,8 @@ class RawStore:
                                   isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
-        self._written: list[tuple[Path, Path]] | None = None  # in a batch: (temp, blob path)
+        self._batch: _Batch | None = None
+        self._devices: dict[Path, int] = {}
         self._create_schema()
 
     def _create_schema(self) -> None:
@@ -83,45 +106,100 @@ class RawStore:
     def batch(self) -> Iterator[None]:
         """Writes made inside commit together, at the end: the blobs' temp files are made
         durable at once, renamed into place, their folders made durable, and then all the
-        rows are committed in one transaction (instead of an fsync of each blob and of its
-        folder and a transaction for each row: the crawl's one writer spent 2.5 ms a page
-        waiting for those). An error inside commits nothing and leaves no blob; a kill inside
-        leaves temp files (removed by the next run) or blobs without rows (adopted)."""
-        if self._written is not None:
+        rows are inserted and committed in one transaction (instead of an fsync of each blob
+        and of its folder and a transaction for each row: the crawl's one writer spent 2.5 ms
+        a page waiting for those). Reads inside see the batch's rows as if they were in the
+        index. An error inside commits nothing and leaves no blob; a kill inside leaves temp
+        files (removed by the next run) or blobs without rows (adopted)."""
+        if self._batch is not None:
             raise RuntimeError("RawStore.batch() does not nest")
-        self._written = []
+        batch = self._batch = _Batch()
         try:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
+            self.db.execute("BEGIN IMMEDIATE")  # the index's write lock: no other writer adds
+            try:  # the rows looked up here until this batch commits
                 yield
-                self._place_written()
+                self._place_written(batch)
+                self._insert_rows(batch)
                 self.db.execute("COMMIT")
             except BaseException:
-                for temp, _ in self._written:
+                for temp, _ in batch.written:
                     temp.unlink(missing_ok=True)
                 if self.db.in_transaction:
                     with contextlib.suppress(sqlite3.Error):
                         self.db.execute("ROLLBACK")
                 raise
         finally:
-            self._written = None
+            self._batch = None
 
-    def _place_written(self) -> None:
+    def look_up(self, sources: Iterable[str] = (), blobs: Iterable[str] = ()) -> None:
+        """In a batch: read the rows of these sources and blobs in one query for each table,
+        where get_source and get_blob would make one each. The crawl's writer thread shares
+        the GIL with the busy reactor thread and waits for it after every query."""
+        batch = self._require_batch()
+        todo = [s for s in dict.fromkeys(sources) if s not in batch.sources]
+        for chunk in self._chunks(todo, 1):
+            found = self._select_in("sources", "source", chunk)
+            for source in chunk:
+                row = found.get(source)
+                batch.sources[source] = _source_row(row) if row else None
+        todo = [b for b in dict.fromkeys(blobs) if b and b not in batch.blobs]
+        for chunk in self._chunks(todo, 1):
+            found = self._select_in("blobs", "sha256", chunk)
+            for sha in chunk:
+                row = found.get(sha)
+                batch.blobs[sha] = Blob(*row) if row else None
+
+    def _require_batch(self) -> _Batch:
+        if self._batch is None:
+            raise RuntimeError("RawStore.look_up() is for inside a batch()")
+        return self._batch
+
+    def _select_in(self, table: str, key: str, values: list[str]) -> dict[str, tuple[object, ...]]:
+        marks = ", ".join("?" * len(values))
+        rows = self.db.execute(f"SELECT * FROM {table} WHERE {key} IN ({marks})", values)
+        return {row[0]: row for row in rows}
+
+    def _chunks(self, items: list[Any], width: int) -> Iterator[list[Any]]:
+        """`items` in runs that fit one statement's variables, `width` of them an item."""
+        per = max(1, self.db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width)
+        for i in range(0, len(items), per):
+            yield items[i:i + per]
+
+    def _place_written(self, batch: _Batch) -> None:
         """A batch's blobs on disk before they are in place, and in place before their rows."""
-        assert self._written is not None
-        if not self._written:
+        if not batch.written:
             return
-        sync_files(temp for temp, _ in self._written)
-        folders = set()
-        while self._written:
-            temp, path = self._written.pop()
-            temp.replace(path)
-            folders.add(path.parent)
-        sync_files(folders)
+        sync_files((temp for temp, _ in batch.written), self._device_of_folder)
+        while batch.written:
+            temp, path = batch.written[-1]
+            os.replace(temp, path)
+            batch.written.pop()
+            batch.folders.add(path.parent)
+        sync_files(batch.folders, self._device_of)
 
-    def _transaction(self) -> contextlib.AbstractContextManager[object]:
-        """One statement's own transaction, or none inside a batch (which commits them all)."""
-        return self.db if self._written is None else contextlib.nullcontext()
+    def _device_of(self, folder: Path) -> int:
+        """st_dev of a blob folder, looked at once: the blobs' folders are the same few."""
+        device = self._devices.get(folder)
+        if device is None:
+            device = self._devices[folder] = os.stat(folder).st_dev
+        return device
+
+    def _device_of_folder(self, path: Path) -> int:
+        return self._device_of(path.parent)
+
+    def _insert_rows(self, batch: _Batch) -> None:
+        """The batch's rows in a statement for each table (and each run of rows that fits in
+        one), not one a row."""
+        for table, verb, rows in (
+                ("blobs", "INSERT OR IGNORE", [dataclasses.astuple(b) for b in batch.new_blobs]),
+                ("sources", "INSERT OR REPLACE",
+                 [_source_values(r) for r in batch.new_sources.values()])):
+            if not rows:
+                continue
+            one = "(" + ", ".join("?" * len(rows[0])) + ")"
+            for chunk in self._chunks(rows, len(rows[0])):
+                self.db.execute(f"{verb} INTO {table} VALUES " + ", ".join([one] * len(chunk)),
+                                [v for row in chunk for v in row])
 
     def remove_orphan_temps(self) -> int:
         """Temp files of writers that were killed mid-write; call when a stage starts."""
@@ -133,6 +211,8 @@ class RawStore:
         return self.root.blob(sha256, ext)
 
     def get_blob(self, sha256: str) -> Blob | None:
+        if self._batch is not None and sha256 in self._batch.blobs:
+            return self._batch.blobs[sha256]
         row = self.db.execute("SELECT * FROM blobs WHERE sha256 = ?", (sha256,)).fetchone()
         return Blob(*row) if row else None
 
@@ -140,28 +220,32 @@ class RawStore:
         return self.get_blob(sha256) is not None
 
     def _adopt_or_write(self, sha256: str, ext: str, mime: str, size: int, source: str,
-                        write: Callable[[IO[bytes]], object]) -> bool:
+                        content: bytes | Callable[[IO[bytes]], object]) -> bool:
         """Store content unless present; returns True when it was new."""
         if self.has_blob(sha256):
             return False
         path = self.blob_path(sha256, ext)
+        blob = Blob(sha256, ext, mime, size, source, utc_now())
+        if self._batch is not None:  # put in place, and its row inserted, when it commits
+            # no look for a blob that a killed run left without its row: the one written
+            # here is renamed over it, the same bytes
+            self._batch.written.append((write_beside(path, content), path))
+            self._batch.blobs[sha256] = blob
+            self._batch.new_blobs.append(blob)
+            return True
         if not (path.is_file() and path.stat().st_size == size):
-            if self._written is not None:  # in a batch: put in place when it commits
-                self._written.append((write_beside(path, write), path))
-            else:
-                with atomic_write(path, "wb") as fh:
-                    write(fh)
-        with self._transaction():
+            with atomic_write(path, "wb") as fh:
+                fh.write(content) if isinstance(content, bytes) else content(fh)
+        with self.db:
             cur = self.db.execute("INSERT OR IGNORE INTO blobs VALUES (?, ?, ?, ?, ?, ?)",
-                                  (sha256, ext, mime, size, source, utc_now()))
+                                  dataclasses.astuple(blob))
         return cur.rowcount == 1
 
     def put_bytes(self, data: bytes, *, mime: str, ext: str, source: str, sha256: str = ""
                   ) -> tuple[str, bool]:
         """Store `data`; returns (sha256, new). `sha256`: of `data`, if the caller has it."""
         sha = sha256 or sha256_bytes(data)
-        new = self._adopt_or_write(sha, ext, mime, len(data), source, lambda fh: fh.write(data))
-        return sha, new
+        return sha, self._adopt_or_write(sha, ext, mime, len(data), source, data)
 
     def put_file(self, path: Path, *, sha256: str, size: int, mime: str, ext: str,
                  source: str) -> bool:
@@ -189,19 +273,24 @@ class RawStore:
     # sources
 
     def upsert_source(self, row: SourceRow) -> None:
-        values = [getattr(row, name) for name in _SOURCE_FIELDS]
+        if self._batch is not None:
+            self._batch.sources[row.source] = self._batch.new_sources[row.source] = row
+            return
         marks = ", ".join("?" for _ in _SOURCE_FIELDS)
-        with self._transaction():
-            self.db.execute(f"INSERT OR REPLACE INTO sources VALUES ({marks})", values)
+        with self.db:
+            self.db.execute(f"INSERT OR REPLACE INTO sources VALUES ({marks})",
+                            _source_values(row))
 
     def get_source(self, source: str) -> SourceRow | None:
+        if self._batch is not None and source in self._batch.sources:
+            return self._batch.sources[source]
         cur = self.db.execute("SELECT * FROM sources WHERE source = ?", (source,))
         row = cur.fetchone()
-        return SourceRow(**dict(zip(_SOURCE_FIELDS, row, strict=True))) if row else None
+        return _source_row(row) if row else None
 
     def iter_sources(self) -> Iterator[SourceRow]:
         for row in self.db.execute("SELECT * FROM sources ORDER BY source"):
-            yield SourceRow(**dict(zip(_SOURCE_FIELDS, row, strict=True)))
+            yield _source_row(row)
 
     def has_sources(self) -> bool:
         return self.db.execute("SELECT 1 FROM sources LIMIT 1").fetchone() is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,39 @@ def test_a_batch_places_its_blobs_then_commits_its_rows_together(tmp_path: Path)
         assert [b.read_bytes() for b in blobs] == [b"page 0", b"page 1", b"page 2"]
         assert reader.count_sources() == 3 and reader.count_blobs() == 3
     assert [p.name for p in root.raw.rglob("*") if p.name.endswith(".tmp")] == []
+
+
+def test_reads_in_a_batch_see_the_index_and_its_own_rows_and_ask_the_index_once(
+        tmp_path: Path) -> None:
+    root = DataRoot.at(tmp_path)
+    with RawStore(root) as store:
+        old, _ = store.put_bytes(b"old", mime="text/html", ext="html", source="u0")
+        store.upsert_source(row("u0", old))
+        # rows go in as runs that fit one statement's variables: make the runs short
+        store.db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 20)
+        queries: list[str] = []
+        store.db.set_trace_callback(queries.append)
+        shas = {n: hashlib.sha256(b"page %d" % n).hexdigest() for n in range(1, 30)}
+        with store.batch():
+            store.look_up(sources=[f"u{n}" for n in range(30)],
+                          blobs=[old, "0" * 64, *shas.values()])
+            asked = len(queries)
+            assert store.get_source("u0") == row("u0", old) and store.get_source("u5") is None
+            assert store.has_blob(old) and not store.has_blob("0" * 64)
+            assert len(queries) == asked  # answered from what look_up read
+            for n in range(1, 30):
+                _, new = store.put_bytes(b"page %d" % n, mime="text/html", ext="html",
+                                         source=f"u{n}", sha256=shas[n])
+                store.upsert_source(row(f"u{n}", shas[n]))
+                assert new and store.get_source(f"u{n}") == row(f"u{n}", shas[n])
+            assert store.put_bytes(b"old", mime="text/html", ext="html", source="u9")[1] is False
+            assert len(queries) == asked  # nothing asked or written until the batch commits
+        store.db.set_trace_callback(None)
+        assert store.count_sources() == 30 and store.count_blobs() == 30
+        assert [store.get_source(f"u{n}") for n in range(1, 30)] == \
+            [row(f"u{n}", shas[n]) for n in range(1, 30)]
+        assert store.get_blob(shas[29]).source == "u29"  # type: ignore[union-attr]
+        assert root.blob(shas[29], "html").read_bytes() == b"page 29"
 
 
 def test_an_error_inside_a_batch_leaves_no_row_blob_or_temp_file(tmp_path: Path) -> None:
