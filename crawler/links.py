@@ -1,25 +1,23 @@
-"""Links and robots directives of an HTML page, from one lxml parse.
+"""Links and robots directives of an HTML page, from one parse by lexbor (selectolax).
 
 Cheaper than Scrapy's LinkExtractor, which builds parsel selectors and canonicalises every
 link: here only `<a>`/`<area>` hrefs are read, joined to the base URL, and nothing is
-canonicalised; the spider normalises only the links it has not seen before.
+canonicalised; the spider normalises only the links it has not seen before. lexbor parses
+as the HTML Standard says (comments, scripts and duplicate attributes as a browser reads
+them) in half the time libxml2 took: 0.16 ms a docs page of 75 KB, links included, where
+lxml's parse alone took 0.27 ms, most of the crawl's own work on its reactor thread.
 """
 
 from __future__ import annotations
 
+import codecs
 from dataclasses import dataclass, field
-from functools import lru_cache
 from urllib.parse import urljoin, urlsplit
 
-from lxml import etree
+from selectolax.lexbor import LexborHTMLParser
 
 SKIP_PREFIXES = ("javascript:", "mailto:", "tel:", "data:", "about:", "#", "file:", "sms:")
-# compiled XPath: the hrefs come out of libxml2 as one list, in document order, instead of
-# a Python step per element (a page of 180 links: 0.57 ms a page became 0.33 ms)
-_LINK_HREFS = etree.XPath("//a/@href | //area/@href", smart_strings=False)
-_BASE_HREFS = etree.XPath("//base/@href", smart_strings=False)
-_ROBOTS_METAS = etree.XPath("//meta[@name]", smart_strings=False)
-CHARSET_PEEK = 2048  # bytes searched for a charset declaration
+LINKS = "a[href], area[href]"
 
 
 @dataclass(slots=True)
@@ -27,12 +25,6 @@ class PageScan:
     links: list[str] = field(default_factory=list)  # absolute, in page order, may repeat
     noindex: bool = False
     nofollow: bool = False
-
-
-@lru_cache(maxsize=16)
-def _parser(encoding: str | None) -> etree.HTMLParser:
-    return etree.HTMLParser(encoding=encoding, remove_comments=True, remove_pis=True,
-                            no_network=True, recover=True, default_doctype=False)
 
 
 def robots_directives(content: str, agent: str) -> tuple[bool, bool]:
@@ -65,35 +57,39 @@ def _joiner(base: str):  # noqa: ANN202 - a small closure
     return join
 
 
+def _parse(body: bytes, encoding: str | None) -> LexborHTMLParser:
+    """The page parsed, read in `encoding` (the Content-Type's charset) if one is given and
+    Python knows it, else as the page itself declares (a BOM, or a meta charset in its
+    first 1024 bytes, as a browser looks), else as UTF-8."""
+    try:
+        codec = codecs.lookup(encoding).name if encoding else ""
+    except LookupError:  # a charset name Python does not know: the page's own declaration
+        codec = ""
+    if codec == "utf-8":
+        return LexborHTMLParser(body)
+    if codec:
+        return LexborHTMLParser(body.decode(codec, "replace"))
+    return LexborHTMLParser(body, encoding=True)
+
+
 def scan_html(body: bytes, url: str, encoding: str | None = None, agent: str = "") -> PageScan:
     """Links (a/area href) and robots meta directives of an HTML document."""
-    if encoding is None and b"charset" not in body[:CHARSET_PEEK].lower():
-        encoding = "utf-8"  # no declaration anywhere: libxml2 would assume latin-1
-    try:
-        parser = _parser(encoding)
-    except LookupError:  # a charset name Python does not know: let libxml2 guess
-        parser = _parser(None)
-    try:
-        root = etree.fromstring(body, parser)
-    except (etree.XMLSyntaxError, ValueError):
-        return PageScan()
-    if root is None:
-        return PageScan()
+    tree = _parse(body, encoding)
     scan = PageScan()
     if agent:
         agent = agent.lower()
-    for meta in _ROBOTS_METAS(root):
-        name = (meta.get("name") or "").lower()
+    for meta in tree.css("meta[name]"):
+        name = (meta.attributes.get("name") or "").lower()
         if name == "robots" or (agent and name == agent):
-            noindex, nofollow = robots_directives(meta.get("content") or "", agent)
+            noindex, nofollow = robots_directives(meta.attributes.get("content") or "", agent)
             scan.noindex |= noindex
             scan.nofollow |= nofollow
     base = url
-    for href in _BASE_HREFS(root):  # the last one wins, as the links are joined after all
-        href = href.strip()
+    for node in tree.css("base[href]"):  # the last one wins, as the links are joined after all
+        href = (node.attributes.get("href") or "").strip()
         if href:
             base = urljoin(url, href)
     join = _joiner(base)
-    scan.links = [join(h) for h in (h.strip() for h in _LINK_HREFS(root))
-                  if h and not h.lower().startswith(SKIP_PREFIXES)]
+    hrefs = ((node.attributes.get("href") or "").strip() for node in tree.css(LINKS))
+    scan.links = [join(h) for h in hrefs if h and not h.lower().startswith(SKIP_PREFIXES)]
     return scan

@@ -164,6 +164,30 @@ def test_scan_html_links_base_and_robots() -> None:
     assert odd.links == ["https://ex.org/x"]
 
 
+def test_scan_html_reads_links_as_a_browser_does() -> None:
+    """Not links: those in a comment or a script; one link: an <a> with href twice (the first
+    counts); entities are decoded."""
+    page = (b'<!-- <a href="/commented">c</a> --><script>var s = "<a href=/scripted>";</script>'
+            b'<a href="/q?a=1&amp;b=2" HREF="/second">q</a><A Href=/bare>b</A>')
+    assert scan_html(page, "https://ex.org/").links == ["https://ex.org/q?a=1&b=2",
+                                                         "https://ex.org/bare"]
+
+
+@pytest.mark.parametrize(("body", "header_charset"), [
+    ('<meta charset="iso-8859-1"><a href="/caf\u00e9">c</a>'.encode("latin-1"), None),
+    ('<meta http-equiv="Content-Type" content="text/html; charset=windows-1251">'
+     '<a href="/\u0436">c</a>'.encode("cp1251"), None),
+    ('<a href="/caf\u00e9">c</a>'.encode("latin-1"), "ISO-8859-1"),  # said by Content-Type
+    ('<a href="/caf\u00e9">c</a>'.encode("utf-8"), None),  # nothing declared: UTF-8
+    ('<a href="/caf\u00e9">c</a>'.encode("utf-8"), "utf8"),
+    ('\ufeff<a href="/caf\u00e9">c</a>'.encode("utf-16-le"), None),  # its BOM says
+])
+def test_scan_html_decodes_hrefs_in_the_pages_encoding(body: bytes, header_charset: str | None
+                                                       ) -> None:
+    expected = "https://ex.org/\u0436" if b"1251" in body else "https://ex.org/caf\u00e9"
+    assert scan_html(body, "https://ex.org/", encoding=header_charset).links == [expected]
+
+
 @pytest.mark.parametrize(("content", "expected"), [
     ("noindex, nofollow", (True, True)),
     ("none", (True, True)),
