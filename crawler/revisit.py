@@ -15,12 +15,13 @@ and parsed as before.
 from __future__ import annotations
 
 import email.utils
-import json
 import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+
+import orjson
 
 COMMIT_EVERY = 200  # notes written between commits: a kill loses at most these (a cache)
 # a page claiming to stay fresh longer is still re-checked after this: a misconfigured or
@@ -110,7 +111,7 @@ class PageNotes:
         if row is None:
             return None
         sha, links, nofollow, fresh_s = row
-        return PageNote(sha, tuple(json.loads(links)), bool(nofollow), fresh_s)
+        return PageNote(sha, tuple(orjson.loads(links)), bool(nofollow), fresh_s)
 
     def fresh_s(self) -> dict[str, tuple[str, float]]:
         """URL -> (sha256, freshness) of the pages whose content said it stays fresh."""
@@ -119,8 +120,8 @@ class PageNotes:
         return {url: (sha, fresh_s) for url, sha, fresh_s in rows}
 
     def put(self, url: str, note: PageNote) -> None:
-        self._rows.append((url, note.sha256, json.dumps(note.links), int(note.nofollow),
-                           note.fresh_s))
+        self._rows.append((url, note.sha256, orjson.dumps(note.links).decode(),
+                           int(note.nofollow), note.fresh_s))
         self._pending[url] = note
         if len(self._rows) >= COMMIT_EVERY:
             self._commit()

@@ -144,9 +144,20 @@ def domain_matches(host: str, domains: Iterable[str]) -> bool:
     return any(host == d or host.endswith("." + d) for d in domains)
 
 
+def path_suffix(path: str) -> str:
+    """PurePosixPath(path).suffix, without making the path object where the path is plain
+    (no trailing slash, no component starting with a dot): twice for every link a crawl
+    meets."""
+    if path.endswith("/") or "/." in path:
+        return PurePosixPath(path).suffix
+    name = path.rpartition("/")[2]
+    dot = name.rfind(".")
+    return name[dot:] if 0 < dot < len(name) - 1 else ""
+
+
 def url_kind_by_suffix(path: str) -> str | None:
     """The kept kind a URL path names by its suffix; "" for unwanted, None when unknown."""
-    suffix = PurePosixPath(path).suffix.lower()
+    suffix = path_suffix(path).lower()
     if not suffix:
         return None
     if suffix in SUFFIX_KINDS:

@@ -8,7 +8,7 @@ import re
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 
@@ -17,7 +17,7 @@ from crawler.content import classify
 from crawler.job import FetchedLog, JobDir, PlaceLog
 from crawler.links import robots_directives, scan_html
 from crawler.netguard import AddressPolicy, is_loopback_host
-from crawler.urls import Blocklist, Normalizer, Reason, UrlPolicy
+from crawler.urls import Blocklist, Normalizer, Reason, UrlPolicy, path_suffix
 from pipeline.config import build_config
 from pipeline.errors import ConfigError
 from pipeline.layout import DataRoot
@@ -146,6 +146,14 @@ def test_classify(body: bytes, ctype: str | None, url: str, kind: str | None,
     assert verdict.reason == reason
     if kind is not None:
         assert verdict.sniffed is not None and verdict.sniffed.ext == kind
+
+
+@pytest.mark.parametrize("path", [
+    "", "/", "/a/b.html", "/a/b.HTML", "/a/b.tar.gz", "/a/b.", "/a/.hidden", "/a/.hidden.txt",
+    "/a/b.html/", "/a/b.pdf/.", "/a.b/c", "/a//b.pdf", "/a/./b.csv", "noslash.js", "/a/b..c",
+])
+def test_path_suffix_is_purepath_suffix(path: str) -> None:
+    assert path_suffix(path) == PurePosixPath(path).suffix
 
 
 def test_scan_html_links_base_and_robots() -> None:
