@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import subprocess
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -57,6 +58,18 @@ def scrapy_settings(task: CrawlTask, session: Any) -> Any:
 def run_in_this_process(task: CrawlTask,
                         report: Callable[[dict[str, Any]], None] | None = None) -> StageStats:
     """The crawl itself, blocking until Scrapy stops. Runs Twisted: call it once per process."""
+    from crawler import writer
+
+    # started before Scrapy is imported, so that it is up by the first page
+    writer_process = writer.start(task.root)
+    try:
+        return _crawl(task, report, writer_process)
+    finally:
+        writer.stop(writer_process)  # stopped by the pipeline already, unless the crawl failed
+
+
+def _crawl(task: CrawlTask, report: Callable[[dict[str, Any]], None] | None,
+           writer_process: subprocess.Popen[bytes]) -> StageStats:
     find_callers_cheaply()
     from scrapy.crawler import CrawlerProcess
 
@@ -75,6 +88,7 @@ def run_in_this_process(task: CrawlTask,
             store.remove_orphan_temps()
         session = open_session(task)
         session.report = report
+        session.writer_process = writer_process
         process = CrawlerProcess(scrapy_settings(task, session))
         quiet_scrapy_logger(task.log_level)  # after CrawlerProcess: it sets the level
         crawler = process.create_crawler(SiteSpider)

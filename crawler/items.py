@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pipeline.records import utc_now
+
+if TYPE_CHECKING:
+    from crawler.revisit import PageNote
 
 Outcome = Literal["fetched", "unchanged"]  # a 200 with a body | a 304 answered from the store
 
@@ -19,10 +22,11 @@ class FetchedPage:
     mime: str
     ext: str
     outcome: Outcome = "fetched"
-    sha256: str = ""  # of the content: known already for "unchanged", and if the spider
-    # hashed the body for its notes (not hashed twice)
+    sha256: str = ""  # of the content: known already for "unchanged", else the writer's
     etag: str = ""
     last_modified: str = ""
     depth: int = 0
     referrer: str = ""
     fetched_at: str = field(default_factory=utc_now)
+    note: PageNote | None = None  # what a re-check needs, noted once the page is stored
+    body_key: int | None = None  # the body is kept by the raw store's writer under this key

@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from crawler.budget import PageBudget
 from crawler.errors import FetchError
@@ -31,6 +32,9 @@ from pipeline.layout import DataRoot
 from pipeline.rawstore import Blob, RawStore
 from pipeline.records import Failure, SourceRow
 from pipeline.stats import StageStats
+
+if TYPE_CHECKING:
+    from crawler.writer import StoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +86,10 @@ class CrawlSession:
         self.first_request_at = 0.0
         self.responses = 0  # from the network, robots.txt and sitemaps included
         self.report: Callable[[dict[str, Any]], None] | None = None  # progress to the parent
+        # the raw store's writer process, started by the crawl process (crawler.child), and
+        # the pipeline's end of it, which scans pages too (crawler.pipelines.StoreWriter)
+        self.writer_process: subprocess.Popen[bytes] | None = None
+        self.writer: StoreWriter | None = None
         self.parent_pid = 0  # when set, the crawl stops if this process is no longer our parent
         self.result: StageStats | None = None  # set by finish()
         self.disk_full: DiskFull | None = None  # set when a write failed for lack of space

@@ -2,7 +2,8 @@
 the crawl process, and the messages that come back.
 
 Both sides import this module, and it imports neither (nor Scrapy): the parent
-(crawler/run.py) never loads Scrapy, the child (crawler/child.py) never starts a process.
+(crawler/run.py) never loads Scrapy, the child (crawler/child.py) starts no crawl process
+(only the raw store's writer, crawler/writer.py).
 """
 
 from __future__ import annotations

@@ -133,8 +133,8 @@ class RawStore:
 
     def look_up(self, sources: Iterable[str] = (), blobs: Iterable[str] = ()) -> None:
         """In a batch: read the rows of these sources and blobs in one query for each table,
-        where get_source and get_blob would make one each. The crawl's writer thread shares
-        the GIL with the busy reactor thread and waits for it after every query."""
+        where get_source and get_blob would make one each (a query a page was most of what
+        the crawl's writer did, beside the writes)."""
         batch = self._require_batch()
         todo = [s for s in dict.fromkeys(sources) if s not in batch.sources]
         for chunk in self._chunks(todo, 1):

@@ -5,15 +5,22 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import sqlite3
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
+from crawler import writer
 from crawler.items import FetchedPage
-from crawler.pipelines import _Writer
+from crawler.links import scan_html
+from crawler.writer import StoreWriter, WriterStopped, store_batch
 from pipeline.layout import DataRoot
 from pipeline.rawstore import RawStore
 from pipeline.records import SourceRow
+
+T = TypeVar("T")
 
 
 def row(source: str, sha: str) -> SourceRow:
@@ -97,30 +104,52 @@ def page(n: int, body: bytes | str) -> FetchedPage:
 def test_one_page_that_cannot_be_stored_costs_the_others_in_its_batch_nothing(
         tmp_path: Path) -> None:
     root = DataRoot.at(tmp_path)
-
-    async def store_all() -> list[object]:
-        loop = asyncio.get_running_loop()
-        # one batch of five pages, the third broken (its body is not bytes)
-        batch = [(page(n, b"<p>%d</p>" % n if n != 2 else "not bytes"), loop.create_future())
-                 for n in range(5)]
-        RawStore(root).close()  # the index made (WAL), before two threads open it at once
-        writer = _Writer(root, loop)
-
-        def store_in_a_thread() -> None:
-            with RawStore(root) as store:
-                writer._store_batch(store, batch)
-
-        await asyncio.to_thread(store_in_a_thread)
-        results = await asyncio.gather(*(f for _, f in batch), return_exceptions=True)
-        await writer.close()
-        return results
-
-    results = asyncio.run(store_all())
-    assert [r for n, r in enumerate(results) if n != 2] == [("stored", False)] * 4
-    assert isinstance(results[2], TypeError)
+    # one batch of five pages, the third broken (its body is not bytes)
+    requests = [(n, page(n, b"<p>%d</p>" % n if n != 2 else "not bytes")) for n in range(5)]
+    with RawStore(root) as store:
+        answers = store_batch(store, requests)
+    assert [(key, ok, result) for _, key, ok, result in answers if key != 2] == \
+        [(n, True, ("stored", False, hashlib.sha256(b"<p>%d</p>" % n).hexdigest()))
+         for n in (0, 1, 3, 4)]
+    assert [(ok, type(result)) for _, key, ok, result in answers if key == 2] == \
+        [(False, TypeError)]
     with RawStore(root) as store:
         stored = {r.source.rsplit("/", 1)[1]: r.sha256 for r in store.iter_sources()}
     assert stored == {str(n): hashlib.sha256(b"<p>%d</p>" % n).hexdigest() for n in (0, 1, 3, 4)}
+
+
+async def _with_writer(root: DataRoot, use: Callable[[StoreWriter], Awaitable[T]]) -> T:
+    """`use` a real writer process on `root`; closed after, and waited for (10 s at most)."""
+    store = StoreWriter(writer.start(root.path), root, asyncio.get_running_loop())
+    try:
+        return await asyncio.wait_for(use(store), 10)
+    finally:
+        await asyncio.wait_for(store.close(), 10)
+
+
+def test_the_writer_scans_keeps_the_body_and_stores_it_or_drops_it(tmp_path: Path) -> None:
+    root = DataRoot.at(tmp_path)
+    html = b'<meta name="robots" content="nofollow"><a href="/next">n</a><a href="b">b</a>'
+
+    async def scan_then_store(w: StoreWriter) -> tuple[object, ...]:
+        key, scanned = w.scan(html, "http://127.0.0.1:9/a/1", None, "cllm")
+        kept_out, dropped_out = w.scan(b"<p>refused</p>", "http://127.0.0.1:9/2", None, "")
+        scan = await scanned
+        await dropped_out
+        w.drop(kept_out)  # refused after its scan: never stored
+        stored = await w.store(replace(page(1, html), sha256=""), key)  # its body not re-sent
+        sent = await w.store(page(3, b"<p>3</p>"))  # one not scanned: its body sent with it
+        return scan, stored, sent
+
+    scan, stored, sent = asyncio.run(_with_writer(root, scan_then_store))
+    assert scan == scan_html(html, "http://127.0.0.1:9/a/1", None, "cllm")
+    assert scan.links == ["http://127.0.0.1:9/next", "http://127.0.0.1:9/a/b"] and scan.nofollow
+    assert stored == ("stored", False, hashlib.sha256(html).hexdigest())  # hashed by the writer
+    assert sent == ("stored", False, hashlib.sha256(b"<p>3</p>").hexdigest())
+    with RawStore(root) as store:
+        assert root.blob(stored[2], "html").read_bytes() == html
+        assert sorted(r.source for r in store.iter_sources()) == \
+            ["http://127.0.0.1:9/1", "http://127.0.0.1:9/3"]
 
 
 def test_a_writer_that_cannot_open_the_raw_store_fails_each_page_with_why(
@@ -129,13 +158,26 @@ def test_a_writer_that_cannot_open_the_raw_store_fails_each_page_with_why(
     root.raw.parent.mkdir(parents=True, exist_ok=True)
     root.raw.write_text("a file where the raw store's folder should be")
 
-    async def store_two() -> list[object]:
-        writer = _Writer(root, asyncio.get_running_loop())
-        futures = [writer.submit(page(n, b"<p>%d</p>" % n)) for n in range(2)]
+    async def store_two(w: StoreWriter) -> list[object]:
         # each page is told, none waits for ever
-        results = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), 10)
-        await writer.close()
-        return results
+        return await asyncio.gather(*(w.store(page(n, b"<p>%d</p>" % n)) for n in range(2)),
+                                    return_exceptions=True)
 
-    results = asyncio.run(store_two())
+    results = asyncio.run(_with_writer(root, store_two))
     assert all(isinstance(r, OSError) and str(root.raw) in str(r) for r in results), results
+
+
+def test_a_writer_that_dies_fails_the_pages_it_had_and_refuses_more(tmp_path: Path) -> None:
+    root = DataRoot.at(tmp_path)
+
+    async def kill_then_store(w: StoreWriter) -> tuple[object, object]:
+        assert await w.store(page(0, b"<p>0</p>")) == \
+            ("stored", False, hashlib.sha256(b"<p>0</p>").hexdigest())
+        w.proc.kill()
+        lost = await asyncio.gather(w.store(page(1, b"<p>1</p>")), return_exceptions=True)
+        with pytest.raises(WriterStopped, match="exit code -9"):
+            w.store(page(2, b"<p>2</p>"))
+        return lost[0], w.running
+
+    lost, running = asyncio.run(_with_writer(root, kill_then_store))
+    assert isinstance(lost, WriterStopped) and str(root.raw) in str(lost) and not running

@@ -8,6 +8,7 @@ session, one per URL, with their reason.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import replace
 from typing import Any
@@ -30,9 +31,9 @@ from crawler.revisit import FRESHNESS_HEADERS, LIFETIME_HEADERS, PageNote, fresh
 from crawler.session import CrawlSession, standalone_session
 from crawler.settings import robots_agent
 from crawler.urls import Reason, host_of
-from pipeline.rawstore import sha256_bytes
 
 GZIP_MAGIC = b"\x1f\x8b"
+log = logging.getLogger(__name__)
 
 
 def _header(response: Response, name: str) -> str:
@@ -191,7 +192,7 @@ class SiteSpider(scrapy.Spider):
         if kind == "" or (kind is not None and kind != "html" and kind not in self.session.kinds):
             raise StopDownload(fail=True)
 
-    def parse(self, response: Response) -> Iterator[Any]:
+    async def parse(self, response: Response) -> AsyncIterator[Any]:
         s = self.session
         request = response.request
         source = source_url(request)
@@ -210,7 +211,8 @@ class SiteSpider(scrapy.Spider):
                                   depth=depth, referrer=referrer)
             note = self._note_stored(response, source, sha, ext)
             if not (note.nofollow and s.cfg.obey_robots):
-                yield from self._follow(list(note.links), response.url, depth + 1)
+                for request in self._follow(list(note.links), response.url, depth + 1):
+                    yield request
             return
         if response.status >= 300 or response.status < 200:
             s.fail(FetchError(source, f"http_{response.status}",
@@ -223,9 +225,9 @@ class SiteSpider(scrapy.Spider):
         ctype = response.headers.get(b"Content-Type")
         verdict = classify(body, ctype, response.url, s.kinds)
         is_html = verdict.sniffed is not None and verdict.sniffed.ext == "html"
-        scan = None
+        scan, kept = None, None
         if is_html:
-            scan = scan_html(body, response.url, header_charset(ctype), self._agent)
+            scan, kept = await self._scan(body, response.url, header_charset(ctype))
             if s.cfg.obey_robots:
                 noindex, nofollow = robots_directives(_header(response, "X-Robots-Tag"),
                                                       self._agent)
@@ -233,28 +235,49 @@ class SiteSpider(scrapy.Spider):
                 scan.nofollow |= nofollow
         # a start URL that gave nothing, not even links to follow, is a failure
         seed_lost = bool(response.meta.get("cllm_seed")) and not is_html
-        if verdict.reason:
-            s.refuse(source, verdict.reason, verdict.detail, referrer=referrer, depth=depth,
-                     seed=seed_lost)
-        elif scan is not None and scan.noindex and s.cfg.obey_robots:
-            s.refuse(source, Reason.NOINDEX, "robots meta/X-Robots-Tag noindex",
-                     referrer=referrer, depth=depth)
-        else:
-            assert verdict.sniffed is not None
-            fresh_s = _fresh_s(response)
-            # what a re-check needs: links, or how long to wait; hashed here for the note, and
-            # the raw store is handed the hash (other bodies, PDFs, are hashed by its writers)
-            noted = scan is not None or bool(fresh_s)
-            sha = sha256_bytes(body) if noted else ""
-            yield FetchedPage(source=source, final_url=response.url, http_status=response.status,
-                              body=body, mime=verdict.sniffed.mime, ext=verdict.sniffed.ext,
-                              sha256=sha, etag=_header(response, "ETag"),
-                              last_modified=_header(response, "Last-Modified"),
-                              depth=depth, referrer=referrer)
-            if noted:
-                s.notes.put(source, _page_note(sha, scan, fresh_s))
+        try:
+            if verdict.reason:
+                s.refuse(source, verdict.reason, verdict.detail, referrer=referrer, depth=depth,
+                         seed=seed_lost)
+            elif scan is not None and scan.noindex and s.cfg.obey_robots:
+                s.refuse(source, Reason.NOINDEX, "robots meta/X-Robots-Tag noindex",
+                         referrer=referrer, depth=depth)
+            else:
+                assert verdict.sniffed is not None
+                fresh_s = _fresh_s(response)
+                # what a re-check needs: links, or how long to wait; noted with the content's
+                # hash once the page is stored (the raw store's writer hashes it)
+                noted = scan is not None or bool(fresh_s)
+                page = FetchedPage(
+                    source=source, final_url=response.url, http_status=response.status,
+                    body=body, mime=verdict.sniffed.mime, ext=verdict.sniffed.ext,
+                    etag=_header(response, "ETag"),
+                    last_modified=_header(response, "Last-Modified"), depth=depth,
+                    referrer=referrer, note=_page_note("", scan, fresh_s) if noted else None,
+                    body_key=kept)
+                kept = None  # the page's now: its storing takes the body, or drops it
+                yield page
+        finally:
+            if kept is not None and s.writer is not None:
+                s.writer.drop(kept)
         if scan is not None and not (scan.nofollow and s.cfg.obey_robots):
-            yield from self._follow(scan.links, response.url, depth + 1)
+            for request in self._follow(scan.links, response.url, depth + 1):
+                yield request
+
+    async def _scan(self, body: bytes, url: str, charset: str | None
+                    ) -> tuple[PageScan, int | None]:
+        """The page's links and robots directives (scan_html), and the key of its body kept
+        for its storing: scanned by the raw store's writer, beside the reactor thread, which
+        this crawl's speed is bound by; here where no writer runs (or it stopped)."""
+        writer = self.session.writer
+        if writer is not None and writer.running:
+            key, scanned = writer.scan(body, url, charset, self._agent)
+            try:
+                return await scanned, key
+            except Exception:  # noqa: BLE001 - scanned here, which raises what is wrong
+                log.debug("scanning %s here: the writer did not", url, exc_info=True)
+                writer.drop(key)
+        return scan_html(body, url, charset, self._agent), None
 
     def _note_stored(self, response: Response, source: str, sha: str, ext: str) -> PageNote:
         """The notes of a page answered from its stored copy: those kept with it (no parse),
