@@ -191,8 +191,9 @@ class CrawlSession:
         out = {}
         fresh = {} if self.cfg.refresh else self.notes.fresh_s()
         now = time.time()
+        rows = self.reader.get_sources(self.budget.held)
         for url in self.budget.held:
-            row = self.reader.get_source(url)
+            row = rows.get(url)
             if row is not None and row.kind == "web" and row.depth is not None:
                 out[url] = (row.depth, row.referrer)
                 sha, fresh_s = fresh.get(url, ("", 0.0))  # what its content said, not older

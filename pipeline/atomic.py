@@ -205,10 +205,20 @@ def remove_orphan_temps(folder: Path | str, recursive: bool = False) -> int:
     folder = Path(folder)
     if not folder.is_dir():
         return 0
-    candidates = folder.rglob("*") if recursive else folder.iterdir()
     removed = 0
-    for p in candidates:
-        if is_temp_name(p.name) and p.is_file() and not _writer_alive(p.name):
+    for p in _temp_names(folder, recursive):
+        if p.is_file() and not _writer_alive(p.name):
             p.unlink(missing_ok=True)
             removed += 1
     return removed
+
+
+def _temp_names(folder: Path, recursive: bool) -> Iterator[Path]:
+    """The paths in `folder` with temp names, by their names alone (os.walk: a raw store of
+    20,000 blobs was a stat of each through Path.rglob, a fifth of a crawl's re-run)."""
+    for parent, _, files in os.walk(folder):
+        for name in files:
+            if is_temp_name(name):
+                yield Path(parent, name)
+        if not recursive:
+            return

@@ -137,11 +137,9 @@ class RawStore:
         the crawl's writer did, beside the writes)."""
         batch = self._require_batch()
         todo = [s for s in dict.fromkeys(sources) if s not in batch.sources]
-        for chunk in self._chunks(todo, 1):
-            found = self._select_in("sources", "source", chunk)
-            for source in chunk:
-                row = found.get(source)
-                batch.sources[source] = _source_row(row) if row else None
+        found_sources = self.get_sources(todo)
+        for source in todo:
+            batch.sources[source] = found_sources.get(source)
         todo = [b for b in dict.fromkeys(blobs) if b and b not in batch.blobs]
         for chunk in self._chunks(todo, 1):
             found = self._select_in("blobs", "sha256", chunk)
@@ -287,6 +285,15 @@ class RawStore:
         cur = self.db.execute("SELECT * FROM sources WHERE source = ?", (source,))
         row = cur.fetchone()
         return _source_row(row) if row else None
+
+    def get_sources(self, sources: Iterable[str]) -> dict[str, SourceRow]:
+        """The rows of those of `sources` that have one, in a query for each run of them
+        that fits one statement (a crawl's re-run looks up every page it keeps)."""
+        found: dict[str, SourceRow] = {}
+        for chunk in self._chunks(list(dict.fromkeys(sources)), 1):
+            for key, row in self._select_in("sources", "source", chunk).items():
+                found[str(key)] = _source_row(row)
+        return found
 
     def iter_sources(self) -> Iterator[SourceRow]:
         for row in self.db.execute("SELECT * FROM sources ORDER BY source"):

@@ -55,6 +55,7 @@ def test_reads_in_a_batch_see_the_index_and_its_own_rows_and_ask_the_index_once(
         store.upsert_source(row("u0", old))
         # rows go in as runs that fit one statement's variables: make the runs short
         store.db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 20)
+        assert store.get_sources(["nope", "u0", "u0"]) == {"u0": row("u0", old)}
         queries: list[str] = []
         store.db.set_trace_callback(queries.append)
         shas = {n: hashlib.sha256(b"page %d" % n).hexdigest() for n in range(1, 30)}
