@@ -12,11 +12,12 @@ On each shape, four fetches of the site, every one a whole process timed from it
 its exit:
 
   cllm        crawler.run.crawl(): link policy, guard, budget, raw store (every page stored
-              and fsynced, its row written)
+              and fsynced, its row written); two processes, the crawl's and its raw store
+              writer's, which scans, hashes and stores the pages beside Scrapy's reactor
   bare        a plain scrapy.Spider that follows every same-site link through a seen-set
               (no fingerprinting of links met twice), storing nothing
   fetch-only  a scrapy.Spider fetching the site's URLs from a list: the download cost alone,
-              an upper bound for any Scrapy crawler here
+              the ceiling of a crawler that does all its work in Scrapy's one process
   client      aiohttp fetching the URL list, no Scrapy: the server's ceiling, to show that
               the server is not what bounds the others
 

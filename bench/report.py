@@ -42,9 +42,11 @@ def crawl_rows(r: dict[str, Any]) -> list[Row]:
         rows.append(_row(
             f"crawl, {shape['shape']} site on 127.0.0.1, {shape['pages']} pages; concurrency "
             f"{s['concurrency']}, per-domain {s['per_domain']}, whole processes",
-            f"{pps['cllm']:.1f} pages/s" + (", all stored" if shape["all_stored"] else ""),
-            f"{pps['bare']:.1f} pages/s (tuned bare `Spider`, a seen-set); fetch-only ceiling "
-            f"{pps['fetch']:.1f}", _x(shape["ours_over_bare"]), "≥ 1.5x"))
+            f"{pps['cllm']:.1f} pages/s" + (", all stored" if shape["all_stored"] else "")
+            + f"; {shape['cpu_ms_per_page']['cllm']:.2f} ms CPU a page",
+            f"{pps['bare']:.1f} pages/s (tuned bare `Spider`, a seen-set); "
+            f"{shape['cpu_ms_per_page']['bare']:.2f} ms CPU a page; fetch-only ceiling of a "
+            f"Scrapy process {pps['fetch']:.1f}", _x(shape["ours_over_bare"]), "≥ 1.5x"))
     for key, label in (("per_domain_sweep", "one site"), ("four_sites_sweep", "four sites")):
         sweep = r.get(key)
         if sweep:

@@ -100,6 +100,9 @@ def _crawl(task: CrawlTask, report: Callable[[dict[str, Any]], None] | None,
                 session.finish("disk_full", crawler.stats.get_stats() if crawler.stats else {},
                                clean=False)
             raise session.disk_full
+        if session.writer_stopped is not None:  # the pipeline stopped the crawl for it
+            raise EnvironmentProblem(f"the crawl stopped: {session.writer_stopped}; the same "
+                                     "command resumes it")
         if session.result is None:  # Scrapy did not close the spider: forced stop, or no start
             stats = session.finish("killed", crawler.stats.get_stats() if crawler.stats else {},
                                    clean=False)

@@ -19,7 +19,7 @@ from scrapy.utils.defer import deferred_from_coro
 from crawler import writer
 from crawler.items import FetchedPage
 from crawler.urls import Reason
-from crawler.writer import StoreWriter
+from crawler.writer import StoreWriter, WriterStopped
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -59,6 +59,15 @@ class RawStorePipeline:
         assert self._writer is not None, "open_spider starts the writer"
         return self._writer
 
+    def _stop_for(self, error: WriterStopped) -> None:
+        """The writer died (killed, or crashed): no page can be stored, so the crawl stops,
+        its job left to resume, as a killed crawl's is."""
+        session = self.session
+        if session.writer_stopped is None:
+            session.writer_stopped = error
+            log.error("crawl: %s", error)
+            deferred_from_coro(self.crawler.engine.close_spider_async(reason="writer_stopped"))
+
     def _give_back(self, item: FetchedPage) -> None:
         from scrapy import Request
 
@@ -83,7 +92,11 @@ class RawStorePipeline:
             if session.redis_key and refusal == Reason.PAGE_BUDGET:
                 self._give_back(item)
             raise DropItem(refusal)
-        status, changed, sha = await self.writer.store(item, item.body_key)
+        try:
+            status, changed, sha = await self.writer.store(item, item.body_key)
+        except WriterStopped as e:
+            self._stop_for(e)
+            raise DropItem(str(e)) from None
         if item.note is not None:  # noted now, with the hash of the content stored
             session.notes.put(item.source, replace(item.note, sha256=sha))
         session.kept(item.source, status, len(item.body), changed=changed)

@@ -93,6 +93,7 @@ class CrawlSession:
         self.parent_pid = 0  # when set, the crawl stops if this process is no longer our parent
         self.result: StageStats | None = None  # set by finish()
         self.disk_full: DiskFull | None = None  # set when a write failed for lack of space
+        self.writer_stopped: Exception | None = None  # set when the raw store's writer died
         self.fetched = FetchedLog(jobdir.fetched_log)
         per_host = cfg.max_pages_per_domain or cfg.max_pages
         self.budget = PageBudget(PlaceLog(jobdir.pages_log, cfg.max_pages, per_host),
@@ -260,8 +261,9 @@ class CrawlSession:
             failure_log = FailureLog(self.root.raw_failures)
             failure_log.clear(STAGE, self.succeeded)
             failure_log.record(self.failures)
-            # out of space, the job stays "running": the next run resumes it as a killed one
-            if clean and self.disk_full is None:
+            # out of space or its writer gone, the job stays "running": the next run resumes
+            # it as a killed one
+            if clean and self.disk_full is None and self.writer_stopped is None:
                 self.jobdir.end(self.state, reason)
         except Exception as e:
             self._note_disk_full(e)

@@ -10,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from crawler.job import JobDir
@@ -61,6 +62,17 @@ def cllm_crawl(root: DataRoot, url_file: Path, export: Path, env: dict[str, str]
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def crawl_partly(root: DataRoot, site: LocalSite, tmp_path: Path, env: dict[str, str]
+                 ) -> tuple[JobDir, subprocess.Popen]:
+    """`cllm crawl` of the slow site, once it has stored STOP_AFTER pages."""
+    url_file = tmp_path / "urls.txt"
+    url_file.write_text(site.url("/") + "\n")
+    job = job_dir(root, site.url("/"))
+    proc = cllm_crawl(root, url_file, tmp_path / "stored.txt", env)
+    wait_for_pages(job, proc, STOP_AFTER)
+    return job, proc
+
+
 def page_paths() -> set[str]:
     return {"/", *(f"/p/{i}" for i in range(PAGES))}
 
@@ -105,11 +117,7 @@ def test_killed_crawl_resumes_without_refetching(tmp_path: Path, cli_env: dict[s
                                                  ) -> None:
     root = DataRoot.at(tmp_path / "data")
     with LocalSite(slow_site()) as site:
-        url_file = tmp_path / "urls.txt"
-        url_file.write_text(site.url("/") + "\n")
-        job = job_dir(root, site.url("/"))
-        first = cllm_crawl(root, url_file, tmp_path / "stored.txt", cli_env)
-        wait_for_pages(job, first, STOP_AFTER)
+        job, first = crawl_partly(root, site, tmp_path, cli_env)
         child = json.loads(job.state_file.read_text())["pid"]
         os.kill(child, signal.SIGKILL)
         first.kill()
@@ -123,5 +131,38 @@ def test_killed_crawl_resumes_without_refetching(tmp_path: Path, cli_env: dict[s
     assert all(hits[path] == 1 for path in before)  # what was stored is not fetched again
     assert stats.skipped["already_fetched"] >= len(before)
     assert stats.kept + stats.skipped["already_fetched"] == len(page_paths())
+    with RawStore(root) as store:
+        assert {r.source.removeprefix(site.url("")) for r in store.iter_sources()} == page_paths()
+
+
+def the_writer_of(crawl_pid: int) -> psutil.Process:
+    """The raw store's writer process (crawler.writer) of the crawl process `crawl_pid`."""
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        for proc in psutil.Process(crawl_pid).children():
+            if "crawler.writer" in proc.cmdline():
+                return proc
+        time.sleep(0.02)
+    pytest.fail(f"the crawl process {crawl_pid} has no writer process")
+
+
+@pytest.mark.slow
+def test_a_crawl_whose_writer_dies_stops_saying_so_and_the_next_run_resumes(
+        tmp_path: Path, cli_env: dict[str, str]) -> None:
+    root = DataRoot.at(tmp_path / "data")
+    with LocalSite(slow_site()) as site:
+        job, first = crawl_partly(root, site, tmp_path, cli_env)
+        the_writer_of(json.loads(job.state_file.read_text())["pid"]).kill()
+        _, err = first.communicate(timeout=WAIT_S)  # it stops: it does not fetch on, unstored
+        assert first.returncode == 3, err
+        assert "the raw store writer" in err and "exit code -9" in err and "resumes" in err
+        assert json.loads(job.state_file.read_text())["status"] == "running"
+        with RawStore(root) as store:
+            before = {r.source.removeprefix(site.url("")) for r in store.iter_sources()}
+        assert STOP_AFTER <= len(before) < len(page_paths())
+        stats = crawl([site.url("/")], crawl_cfg(), root, progress=False)
+        hits = dict(site.hits)
+    assert stats.extra["resumed"] is True
+    assert all(hits[path] == 1 for path in before)  # what was stored is not fetched again
     with RawStore(root) as store:
         assert {r.source.removeprefix(site.url("")) for r in store.iter_sources()} == page_paths()
