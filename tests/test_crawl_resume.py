@@ -159,7 +159,9 @@ def test_a_crawl_whose_writer_dies_stops_saying_so_and_the_next_run_resumes(
         assert json.loads(job.state_file.read_text())["status"] == "running"
         with RawStore(root) as store:
             before = {r.source.removeprefix(site.url("")) for r in store.iter_sources()}
-        assert STOP_AFTER <= len(before) < len(page_paths())
+        # pages are listed before they are stored: those the writer had when it died are
+        # listed, not stored, and the next run fetches them
+        assert 1 <= len(before) < len(page_paths())
         stats = crawl([site.url("/")], crawl_cfg(), root, progress=False)
         hits = dict(site.hits)
     assert stats.extra["resumed"] is True
