@@ -403,7 +403,8 @@ def compare(shape: str, args: argparse.Namespace) -> dict[str, Any]:
            "all_stored": all(r["stored"] == pages for r in runs["cllm"]), "runs": runs}
     print(f"  median of {args.runs}: cllm {med['cllm']:.1f}, bare {med['bare']:.1f}, "
           f"fetch-only {med['fetch']:.1f} pages/s; ours {row['ours_over_bare']:.2f}x bare "
-          f"(target >= 1.5x), {row['ours_over_fetch_only']:.2f}x the ceiling", flush=True)
+          f"(target >= 1.5x), {row['ours_over_fetch_only']:.2f}x the fetch-only ceiling of a "
+          "Scrapy process", flush=True)
     print("  CPU per page " + ", ".join(f"{k} {v:.2f} ms" for k, v in cpu.items())
           + "; start-up and exit " + ", ".join(f"{k} {v:.2f} s" for k, v in start.items())
           + f"; load {row['load_avg_1m']}", flush=True)
