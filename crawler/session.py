@@ -87,7 +87,7 @@ class CrawlSession:
         self.responses = 0  # from the network, robots.txt and sitemaps included
         self.report: Callable[[dict[str, Any]], None] | None = None  # progress to the parent
         # the raw store's writer process, started by the crawl process (crawler.child), and
-        # the pipeline's end of it, which scans pages too (crawler.pipelines.StoreWriter)
+        # the pipeline's end of it, which scans pages too (crawler.writer.StoreWriter)
         self.writer_process: subprocess.Popen[bytes] | None = None
         self.writer: StoreWriter | None = None
         self.parent_pid = 0  # when set, the crawl stops if this process is no longer our parent

@@ -292,9 +292,8 @@ class StoreWriter:
 
     def store(self, page: FetchedPage, key: int | None = None) -> asyncio.Future[Stored]:
         """Have the page stored: its body kept under `key` by a scan(), else sent now."""
-        if key is not None:
-            return self._ask(STORE, (page_fields(page),), b"", key)[1]
-        return self._ask(STORE, (page_fields(page),), page.body)[1]
+        body = page.body if key is None else b""
+        return self._ask(STORE, (page_fields(page),), body, key)[1]
 
     def drop(self, key: int) -> None:
         """The body kept under `key` is not to be stored."""

@@ -141,21 +141,25 @@ class RawStore:
         for source in todo:
             batch.sources[source] = found_sources.get(source)
         todo = [b for b in dict.fromkeys(blobs) if b and b not in batch.blobs]
-        for chunk in self._chunks(todo, 1):
-            found = self._select_in("blobs", "sha256", chunk)
-            for sha in chunk:
-                row = found.get(sha)
-                batch.blobs[sha] = Blob(*row) if row else None
+        found_blobs = self._rows_in("blobs", "sha256", todo)
+        for sha in todo:
+            row = found_blobs.get(sha)
+            batch.blobs[sha] = Blob(*row) if row else None
 
     def _require_batch(self) -> _Batch:
         if self._batch is None:
             raise RuntimeError("RawStore.look_up() is for inside a batch()")
         return self._batch
 
-    def _select_in(self, table: str, key: str, values: list[str]) -> dict[str, tuple[object, ...]]:
-        marks = ", ".join("?" * len(values))
-        rows = self.db.execute(f"SELECT * FROM {table} WHERE {key} IN ({marks})", values)
-        return {row[0]: row for row in rows}
+    def _rows_in(self, table: str, key: str, values: list[str]) -> dict[str, tuple[Any, ...]]:
+        """The rows of `table` whose `key` (its first column) is one of `values`, by key: a
+        query for each run of values that fits one statement."""
+        found: dict[str, tuple[Any, ...]] = {}
+        for chunk in self._chunks(list(dict.fromkeys(values)), 1):
+            marks = ", ".join("?" * len(chunk))
+            rows = self.db.execute(f"SELECT * FROM {table} WHERE {key} IN ({marks})", chunk)
+            found.update((row[0], row) for row in rows)
+        return found
 
     def _chunks(self, items: list[Any], width: int) -> Iterator[list[Any]]:
         """`items` in runs that fit one statement's variables, `width` of them an item."""
@@ -167,7 +171,7 @@ class RawStore:
         """A batch's blobs on disk before they are in place, and in place before their rows."""
         if not batch.written:
             return
-        sync_files((temp for temp, _ in batch.written), self._device_of_folder)
+        sync_files((temp for temp, _ in batch.written), self._device_of_parent)
         while batch.written:
             temp, path = batch.written[-1]
             os.replace(temp, path)
@@ -182,7 +186,7 @@ class RawStore:
             device = self._devices[folder] = os.stat(folder).st_dev
         return device
 
-    def _device_of_folder(self, path: Path) -> int:
+    def _device_of_parent(self, path: Path) -> int:
         return self._device_of(path.parent)
 
     def _insert_rows(self, batch: _Batch) -> None:
@@ -233,7 +237,10 @@ class RawStore:
             return True
         if not (path.is_file() and path.stat().st_size == size):
             with atomic_write(path, "wb") as fh:
-                fh.write(content) if isinstance(content, bytes) else content(fh)
+                if isinstance(content, bytes):
+                    fh.write(content)
+                else:
+                    content(fh)
         with self.db:
             cur = self.db.execute("INSERT OR IGNORE INTO blobs VALUES (?, ?, ?, ?, ?, ?)",
                                   dataclasses.astuple(blob))
@@ -289,11 +296,8 @@ class RawStore:
     def get_sources(self, sources: Iterable[str]) -> dict[str, SourceRow]:
         """The rows of those of `sources` that have one, in a query for each run of them
         that fits one statement (a crawl's re-run looks up every page it keeps)."""
-        found: dict[str, SourceRow] = {}
-        for chunk in self._chunks(list(dict.fromkeys(sources)), 1):
-            for key, row in self._select_in("sources", "source", chunk).items():
-                found[str(key)] = _source_row(row)
-        return found
+        return {key: _source_row(row)
+                for key, row in self._rows_in("sources", "source", list(sources)).items()}
 
     def iter_sources(self) -> Iterator[SourceRow]:
         for row in self.db.execute("SELECT * FROM sources ORDER BY source"):
