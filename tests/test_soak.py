@@ -29,12 +29,14 @@ from typing import Any
 import psutil
 import pytest
 from acceptance.kit import (
+    FINAL,
     VENV_BIN,
     api,
     deployments,
     free_port,
     healthy,
     port_open,
+    run_state,
     site_routes,
     trigger,
     user_env,
@@ -54,7 +56,7 @@ DRAIN_S = 300
 SCHEDULE_WAIT_S = 150  # after the last kill, for the schedule to complete a run
 DIE_S = 60  # for a killed process's family to be gone
 RSS_FACTOR, RSS_SLACK_MB = 1.5, 40
-FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+IN_FLIGHT = ("PENDING", "RUNNING")
 FIRST_PAGES, PAGES_PER_RETRAIN = 3, 2
 
 
@@ -131,7 +133,7 @@ class Soak:
         """Sample the serve process's memory after each run that ended; grow the site after
         each retrain that ended."""
         for run in runs:
-            if _state(run)["type"] not in FINAL or run["id"] in self.seen_final:
+            if run_state(run)["type"] not in FINAL or run["id"] in self.seen_final:
                 continue
             self.seen_final.add(run["id"])
             if run["deployment_id"] == self.ids["retrain"]:
@@ -149,7 +151,7 @@ class Soak:
         family = self.family()
         server = [p for p in family[1:] if "server" in _cmdline(p)]
         victim = family[0] if what == "serve" else server[0]
-        in_flight = [r["name"] for r in self.runs() if _state(r)["type"] in ("PENDING", "RUNNING")]
+        in_flight = [r["name"] for r in self.runs() if run_state(r)["type"] in IN_FLIGHT]
         victim.kill()
         code = self.proc.wait(timeout=DIE_S)  # before psutil reaps it and takes its status
         _, alive = psutil.wait_procs(family, timeout=DIE_S)
@@ -160,13 +162,6 @@ class Soak:
         self.kills.append({"what": what, "t_s": self.clock(),
                            "in_flight": in_flight, "serve_exit": code})
         self.start_serve()
-
-
-def _state(run: dict[str, Any]) -> dict[str, Any]:
-    """A run's state; none for a moment while the server deletes a run (a serve that starts
-    again re-registers its deployments, and the server drops their future scheduled runs):
-    the filter reads the runs and then their states, and the run can go in between."""
-    return run.get("state") or {"type": None, "name": None}
 
 
 def _both(port: int) -> dict[str, dict[str, Any]] | None:
@@ -211,7 +206,7 @@ def _plan(rng: random.Random, window_s: float) -> list[tuple[float, str]]:
 
 
 def _a_scheduled_run_completed(runs: list[dict[str, Any]]) -> bool:
-    return any(r["auto_scheduled"] and _state(r)["type"] == "COMPLETED" for r in runs)
+    return any(r["auto_scheduled"] and run_state(r)["type"] == "COMPLETED" for r in runs)
 
 
 def _promoted(data: Path) -> bool:
@@ -243,7 +238,7 @@ def _soak(soak: Soak, rng: random.Random, window_s: float) -> tuple[str, str]:
                 (_a_scheduled_run_completed(runs) and _promoted(soak.data))
                 or elapsed >= window_s + SCHEDULE_WAIT_S):
             break
-        busy = any(_state(r)["type"] in ("PENDING", "RUNNING") for r in runs)
+        busy = any(run_state(r)["type"] in IN_FLIGHT for r in runs)
         if not MINUTES and events and not busy:  # short: more runs than the schedule makes
             name = rng.choice(("retrain", "retrain", "validate"))
             soak.triggered.append(trigger(soak.port, soak.ids[name])["id"])
@@ -254,7 +249,7 @@ def _soak(soak: Soak, rng: random.Random, window_s: float) -> tuple[str, str]:
         runs = soak.runs()
         soak.note_finished(runs)
         due = [r for r in runs if _at(r) <= _at(ended) or r["id"] in soak.triggered]
-        return all(_state(r)["type"] in FINAL for r in due)
+        return all(run_state(r)["type"] in FINAL for r in due)
 
     wait_for("every run due in the window to end", drained, DRAIN_S, poll=2, alive=soak.alive)
     return began, ended
@@ -278,7 +273,7 @@ def _check_runs(soak: Soak, began: str, ended: str) -> dict[str, int]:
     assert len(triggered) == len(soak.triggered)
     counts: dict[str, int] = {}
     for run in scheduled + triggered:
-        state = _state(run)
+        state = run_state(run)
         assert state["type"] in FINAL, f"{run['name']} was lost: {state['name']}"
         if state["type"] != "COMPLETED":
             assert state.get("message"), f"{run['name']} {state['name']} without a reason"

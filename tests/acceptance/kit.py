@@ -213,12 +213,21 @@ def trigger(port: int, deployment_id: str, parameters: dict[str, Any] | None = N
     return api(port, f"deployments/{deployment_id}/create_flow_run", body)
 
 
+FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+
+
+def run_state(run: dict[str, Any]) -> dict[str, Any]:
+    """A flow run's state as the API gave it; an empty one (type and name None) for a run the
+    server was deleting as it answered: a serve that starts again registers its deployments
+    again and the server drops their future scheduled runs, and a filter reads the runs, then
+    their states, so a run can go in between."""
+    return run.get("state") or {"type": None, "name": None}
+
+
 def final_state(port: int, flow_run_id: str) -> str | None:
     """The state a flow run ended in, or None while it has not ended."""
-    run = api(port, f"flow_runs/{flow_run_id}")
-    state = run.get("state") or {}
-    return state.get("name") if state.get("type") in ("COMPLETED", "FAILED", "CRASHED",
-                                                      "CANCELLED") else None
+    state = run_state(api(port, f"flow_runs/{flow_run_id}"))
+    return state["name"] if state["type"] in FINAL else None
 
 
 def registry(root: Path) -> tuple[str | None, list[dict[str, Any]]]:
