@@ -64,18 +64,25 @@ def _decode_mixed(data: bytes, source: str) -> tuple[str, str] | None:
         return None  # one legacy charset throughout: detection sees all of it
     legacy = b"".join(line for line, text in zip(lines, decoded, strict=True) if text is None)
     encoding = _legacy_like(legacy, {c for t in decoded if t for c in t if not c.isascii()})
+    if encoding is None:
+        return None  # the other lines are text in no charset: binary, and a line of it was
+        # valid UTF-8 by chance (a 2-byte sequence between two newlines)
     out = [text if text is not None else line.decode(encoding, errors="replace")
            for line, text in zip(lines, decoded, strict=True)]
     return "".join(out), f"utf-8+{encoding}"
 
 
-def _legacy_like(data: bytes, letters: set[str]) -> str:
+def _legacy_like(data: bytes, letters: set[str]) -> str | None:
     """The charset of `data` whose non-ASCII letters best match `letters` (those of the
-    file's UTF-8 lines: one file, one language). Detection alone is unreliable on a few
-    lines ("déjà" scores better as Baltic cp1257 than as cp1252)."""
+    file's UTF-8 lines: one file, one language), or None when `data` is text in no charset.
+    Detection alone is unreliable on a few lines ("déjà" scores better as Baltic cp1257 than
+    as cp1252)."""
     from charset_normalizer import from_bytes
 
-    candidates = [m.encoding for m in from_bytes(data, threshold=MAX_CHAOS)] + [TIE_PREFERENCE[0]]
+    detected = [m.encoding for m in from_bytes(data, threshold=MAX_CHAOS)]
+    if not detected:
+        return None
+    candidates = [*detected, TIE_PREFERENCE[0]]
 
     def shared(encoding: str) -> int:
         return sum(c in letters for c in data.decode(encoding, errors="replace")
